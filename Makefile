@@ -1,0 +1,42 @@
+# Two commands for a fresh machine:  `make demo`  and  `make test`.
+# Both build (or reuse) a virtual environment keyed by a hash of the dependency lists, so a second
+# run with unchanged inputs skips the multi-GB torch install. The package itself is not installed:
+# PYTHONPATH points at this checkout, so tests, notebooks and Jupyter kernels use the code you see.
+SHELL := /bin/bash
+PYTHON ?= python3
+ENV_KEY := $(shell cat pyproject.toml .ci/constraints.txt | sha1sum | cut -c1-12)
+VENV ?= $(HOME)/.cache/guidewidgets/venv-$(ENV_KEY)
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export OMP_NUM_THREADS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: test demo voila env chromium bench clean-env
+
+env: $(VENV)/.ready
+
+$(VENV)/.ready: pyproject.toml .ci/constraints.txt .ci/requirements.py
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(PYTHON) .ci/requirements.py test bench demo > $(VENV)/requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c .ci/constraints.txt -r $(VENV)/requirements.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(VENV)/bin/python -c "import torch, torchvision, ipycanvas, captum, pytorch_grad_cam, playwright, voila"
+	touch $@
+
+# Chromium for the real-browser tests (Playwright drives the system browser; it never downloads one).
+chromium:
+	@command -v chromium >/dev/null || { SUDO=$$([ $$(id -u) = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: env chromium
+	$(VENV)/bin/python -m pytest --nbval-lax --nbval-current-env tests notebooks $(PYTEST_ARGS)
+
+demo: env
+	$(VENV)/bin/jupyter lab --allow-root notebooks/00_quickstart.ipynb
+
+voila: env
+	$(VENV)/bin/voila --Voila.ip=0.0.0.0 notebooks/00_quickstart.ipynb
+
+bench: env
+	$(VENV)/bin/python benchmarks/explain.py
+
+clean-env:
+	rm -rf $(VENV)

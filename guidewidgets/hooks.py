@@ -1,0 +1,227 @@
+"""Find layers by name, capture their activations and gradients, and swap ReLU's backward rule.
+
+Everything here leaves the model exactly as it was: hooks are removed in ``finally`` blocks, no
+module is replaced, no flag is flipped, and parameter ``.grad`` fields are never written (callers
+take gradients with :func:`torch.autograd.grad`, never ``.backward()``).
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "layer_names",
+    "get_layer",
+    "Capture",
+    "capture",
+    "relu_backward",
+    "last_conv_layer",
+]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of every sub-module of ``model`` (the model itself excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str | nn.Module) -> nn.Module:
+    """Return the sub-module called ``name`` (dotted, as in ``model.named_modules()``).
+
+    A module passed instead of a name is returned as is if it belongs to ``model``. An unknown
+    name raises ``ValueError`` listing the closest names, so a typo names its own fix.
+    """
+    if isinstance(name, nn.Module):
+        if any(m is name for m in model.modules()):
+            return name
+        raise ValueError("that layer is not a sub-module of this model; pass one of its names")
+    if not isinstance(name, str):
+        raise TypeError(f"layer must be a module name (str), got {type(name).__name__}")
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return modules[name]
+    names = layer_names(model)
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    if not close:  # fall back to names that share the last component (e.g. "layer4" in "net.layer4")
+        close = [n for n in names if n.split(".")[-1] == name.split(".")[-1]][:5]
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"No layer named {name!r} in {type(model).__name__}.{hint} "
+        f"guidewidgets.hooks.layer_names(model) lists all {len(names)} names."
+    )
+
+
+class Capture:
+    """What :func:`capture` recorded during the forward passes run inside its ``with`` block.
+
+    ``activations`` is the layer's output of the last forward. With ``cut=True`` it is a leaf
+    tensor and :meth:`grad` differentiates scores with respect to it; the backward pass then
+    stops at the layer (nothing before it, and no weight gradient, is computed).
+    """
+
+    def __init__(self) -> None:
+        self.activations: torch.Tensor | None = None
+
+    def grad(self, scores: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        """d(sum of scores)/d(activations); samples are independent, so row b is sample b's gradient."""
+        if self.activations is None:
+            raise RuntimeError("the layer was not run: call the model inside the capture block")
+        if not self.activations.requires_grad:
+            raise RuntimeError("capture(..., cut=True) is needed to take gradients at the layer")
+        (g,) = torch.autograd.grad(scores.sum(), self.activations, retain_graph=retain_graph)
+        return g
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layer: str | nn.Module, cut: bool = True) -> Iterator[Capture]:
+    """Record ``layer``'s output during forwards run in the block.
+
+    ``cut=True`` (what the CAM family needs) runs the layers before ``layer`` without building an
+    autograd graph and restarts the graph at the layer's output, so the model's output is
+    differentiable with respect to ``cap.activations`` and a backward never goes further back.
+    The layer's output is handed on as a copy so that an in-place op after it (an
+    ``nn.ReLU(inplace=True)``) cannot overwrite what was captured.
+    """
+    module = get_layer(model, layer)
+    cap = Capture()
+    grad_mode = torch.is_grad_enabled()
+
+    def head_without_graph(_m, _args):
+        # Why: the head's graph would only be thrown away; skipping it is the floor of Grad-CAM.
+        torch.set_grad_enabled(False)
+
+    def hook(_m, _args, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"layer {layer!r} returns {type(output).__name__}, not a tensor; pick a layer "
+                "whose output is a feature map"
+            )
+        if not cut:
+            cap.activations = output.detach()
+            return None
+        torch.set_grad_enabled(True)
+        leaf = output.detach().requires_grad_(True)
+        cap.activations = leaf
+        return leaf.clone()
+
+    handles = []
+    try:
+        if cut:
+            handles.append(model.register_forward_pre_hook(head_without_graph))
+        handles.append(module.register_forward_hook(hook))
+        yield cap
+    finally:
+        for h in handles:
+            h.remove()
+        torch.set_grad_enabled(grad_mode)
+
+
+# --- ReLU backward rules (guided backprop, deconvnet) -------------------------------------------
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """Forward ReLU; backward passes only positive gradients through positive inputs."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clamp_min(0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad.clamp_min(0) * (out > 0)
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """Forward ReLU; backward rectifies the gradient itself, ignoring the forward input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp_min(0)
+
+
+_RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+
+class _ReLUOverride(TorchFunctionMode):
+    def __init__(self, fn: type[torch.autograd.Function]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RELU_FUNCS:
+            # Out of place even when inplace=True was asked: the custom backward needs its input
+            # intact, and every caller (nn.ReLU, torchvision blocks) uses the returned tensor.
+            return self.fn.apply(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def relu_backward(rule: Literal["guided", "deconv"]) -> Iterator[None]:
+    """Within the block, every ReLU (``nn.ReLU`` with or without ``inplace``, ``F.relu``,
+    ``torch.relu``, ``Tensor.relu_``) back-propagates with the given rule.
+
+    Nothing in the model is touched: the rule is applied by intercepting the ReLU calls themselves
+    (a :class:`torch.overrides.TorchFunctionMode`), so it also reaches functional ReLUs such as
+    the one in torchvision's DenseNet, and it is gone when the block exits, even on error.
+    """
+    fns = {"guided": _GuidedReLU, "deconv": _DeconvReLU}
+    if rule not in fns:
+        raise ValueError(f"unknown ReLU rule {rule!r}; use 'guided' or 'deconv'")
+    with _ReLUOverride(fns[rule]):
+        yield
+
+
+# --- default layer --------------------------------------------------------------------------------
+
+
+def last_conv_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """Name of the module producing the last spatial feature map (B, C, h, w) with h*w > 1.
+
+    Found by one forward pass with a hook on every module; when a block and its last child return
+    the same map, the outermost name wins (e.g. ``layer4`` rather than ``layer4.1.relu``). A
+    model's own ``default_explain_layer`` attribute, when present, is used instead.
+    """
+    named = getattr(model, "default_explain_layer", None)
+    if named:
+        return named
+    order: list[str] = []
+    handles = []
+
+    def make(name):
+        def hook(_m, _a, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1:
+                order.append(name)
+
+        return hook
+
+    def has_conv(m: nn.Module) -> bool:
+        # Why: a pooling layer after the last block (VGG's AdaptiveAvgPool2d) is no feature map.
+        return any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules())
+
+    try:
+        for name, m in model.named_modules():
+            if name and has_conv(m):
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        raise ValueError(
+            f"{type(model).__name__} has no layer with a spatial (B, C, H, W) output; "
+            "pass layer=... explicitly"
+        )
+    return order[-1]
