@@ -1,0 +1,297 @@
+"""Time every guidewidgets.explain method against pytorch-grad-cam and Captum, and against its floor.
+
+    python benchmarks/explain.py                 # resnet18 + resnet50, batch 1 and 8, CPU (+ CUDA)
+    python benchmarks/explain.py --quick         # resnet18, batch 1, CPU, 3 repeats, light settings
+    python benchmarks/explain.py --models resnet18 --batches 8 --methods grad-cam,occlusion --repeats 5
+
+Models are torchvision ResNets with random weights (weights=None) at 224 x 224. Every
+implementation gets its own copy of the model (peers may modify theirs) and the same explicit
+targets and settings. Repeats are interleaved (each round times every implementation once) and
+the median is reported. On CPU the time is the process's CPU time (run it with
+OMP_NUM_THREADS=1 on a shared machine: then waiting for a core is not counted); on CUDA it is
+wall time with synchronisation.
+
+The floor is the least work a method needs, timed with plain PyTorch on the same model:
+  forward          one forward without autograd (CAM)
+  layer backward   head without graph + forward of the tail + backward to the layer (Grad-CAM, ++)
+  input backward   forward + backward to the input (saliency, guided backprop, deconvnet, guided Grad-CAM)
+  n x ...          the same for the n noisy copies, batched like ours (Smooth Grad-CAM++, SmoothGrad)
+  perturbed fwds   forwards of the perturbed images only, batched like ours (occlusion, RISE)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from guidewidgets import explain as E  # noqa: E402
+from guidewidgets.explain.batching import auto_batch_size  # noqa: E402
+
+try:
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+except ImportError:  # pragma: no cover
+    pgc = None
+try:
+    import captum.attr as ca
+except ImportError:  # pragma: no cover
+    ca = None
+
+warnings.filterwarnings("ignore")
+
+
+# --- floors: plain PyTorch, written out for torchvision ResNets -------------------------------
+
+
+def resnet_head(m, x):
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
+
+def resnet_tail(m, a):
+    return m.fc(torch.flatten(m.avgpool(a), 1))
+
+
+def floor_forward(m, x, t):
+    with torch.no_grad():
+        m(x)
+
+
+def floor_layer_backward(m, x, t):
+    with torch.no_grad():
+        a = resnet_head(m, x)
+    a.requires_grad_(True)
+    out = resnet_tail(m, a)
+    torch.autograd.grad(out.gather(1, t[:, None]).sum(), a)
+
+
+def floor_input_backward(m, x, t):
+    xg = x.detach().requires_grad_(True)
+    out = m(xg)
+    torch.autograd.grad(out.gather(1, t[:, None]).sum(), xg)
+
+
+def batched(step, images: int, x, t, bs: int):
+    """Run ``step`` over ``images`` copies of ``x`` in chunks of (bs // B) copies, like ours."""
+    b = x.shape[0]
+    per = max(1, bs // b)
+    buf = x.repeat(per, 1, 1, 1)
+    tt = t.repeat(per)
+
+    def run(m, *_):
+        for start in range(0, images, per):
+            k = min(per, images - start)
+            step(m, buf[: k * b], tt[: k * b])
+
+    return run
+
+
+# --- the implementations compared -----------------------------------------------------------
+
+
+def cases(model, x, t, cfg, device):
+    """{method: {impl: callable()}} with impl in ours, pytorch-grad-cam, captum, floor."""
+    b = x.shape[0]
+    bs = auto_batch_size(x)
+    tl = t.tolist()
+    occl_positions = ((224 - cfg.window) // cfg.stride + 1) ** 2
+
+    def ours(name, **kw):
+        return lambda: E.explain(model, x, name, target=tl, **kw)
+
+    def copy_of(inplace=True):
+        m = copy.deepcopy(model)
+        if not inplace:  # Captum's ReLU backward hooks refuse inplace ReLUs
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.ReLU):
+                    mod.inplace = False
+        return m
+
+    m_pgc, m_ca, m_ca_relu = copy_of(), copy_of(), copy_of(inplace=False)
+    floor_m = copy_of()
+    targets = [ClassifierOutputTarget(c) for c in tl] if pgc else None
+
+    def pgc_cam(cls):
+        def run():
+            with cls(model=m_pgc, target_layers=[m_pgc.layer4]) as cam:
+                return cam(input_tensor=x, targets=targets)
+
+        return run
+
+    def pgc_guided():
+        gb = pgc.GuidedBackpropReLUModel(copy.deepcopy(m_pgc), device=device)
+        # one image per call: a batch needs a loop
+        return lambda: [gb(x[i : i + 1], target_category=tl[i]) for i in range(b)]
+
+    sigma = cfg.noise * float(x.max() - x.min())
+    # Floors shared by several methods are timed once per round.
+    f_forward = ("forward", lambda: floor_forward(floor_m, x, t))
+    f_layer = ("layer backward", lambda: floor_layer_backward(floor_m, x, t))
+    f_input = ("input backward", lambda: floor_input_backward(floor_m, x, t))
+    rows: dict[str, dict[str, Callable | tuple[str, Callable]]] = {}
+    rows["cam"] = {"ours": ours("cam"), "floor": f_forward}
+    rows["grad-cam"] = {"ours": ours("grad-cam", layer="layer4"), "floor": f_layer}
+    rows["grad-cam++"] = {"ours": ours("grad-cam++", layer="layer4"), "floor": f_layer}
+    rows["smooth-grad-cam++"] = {
+        "ours": ours("smooth-grad-cam++", layer="layer4", samples=cfg.samples, noise=cfg.noise),
+        "floor": ("n x layer backward", lambda: batched(floor_layer_backward, cfg.samples, x, t, bs)(floor_m)),
+    }
+    for name in ("saliency", "guided-backprop", "deconvnet", "guided-grad-cam"):
+        rows[name] = {"ours": ours(name), "floor": f_input}
+    rows["smoothgrad"] = {
+        "ours": ours("smoothgrad", samples=cfg.samples, noise=cfg.noise),
+        "floor": ("n x input backward", lambda: batched(floor_input_backward, cfg.samples, x, t, bs)(floor_m)),
+    }
+    rows["occlusion"] = {
+        "ours": ours("occlusion", window=cfg.window, stride=cfg.stride, fill=0.5),
+        "floor": ("occlusion forwards", lambda: batched(floor_forward, occl_positions, x, t, bs)(floor_m)),
+    }
+    rows["rise"] = {
+        "ours": ours("rise", masks=cfg.masks),
+        "floor": ("rise forwards", lambda: batched(floor_forward, cfg.masks, x, t, bs)(floor_m)),
+    }
+    if pgc is not None:
+        rows["grad-cam"]["pytorch-grad-cam"] = pgc_cam(pgc.GradCAM)
+        rows["grad-cam++"]["pytorch-grad-cam"] = pgc_cam(pgc.GradCAMPlusPlus)
+        rows["guided-backprop"]["pytorch-grad-cam"] = pgc_guided()
+    if ca is not None:
+        size = tuple(x.shape[2:])
+        layer_gc = ca.LayerGradCam(m_ca, m_ca.layer4)
+        rows["grad-cam"]["captum"] = lambda: ca.LayerAttribution.interpolate(
+            layer_gc.attribute(x, target=tl, relu_attributions=True), size, interpolate_mode="bilinear"
+        )
+        rows["saliency"]["captum"] = lambda: ca.Saliency(m_ca).attribute(x.clone().requires_grad_(True), target=tl)
+        rows["guided-backprop"]["captum"] = lambda: ca.GuidedBackprop(m_ca_relu).attribute(x.clone(), target=tl)
+        rows["deconvnet"]["captum"] = lambda: ca.Deconvolution(m_ca_relu).attribute(x.clone(), target=tl)
+        rows["guided-grad-cam"]["captum"] = lambda: ca.GuidedGradCam(m_ca_relu, m_ca_relu.layer4).attribute(
+            x.clone(), target=tl, interpolate_mode="bilinear"
+        )
+        rows["smoothgrad"]["captum"] = lambda: ca.NoiseTunnel(ca.Saliency(m_ca)).attribute(
+            x.clone(), nt_type="smoothgrad", nt_samples=cfg.samples, nt_samples_batch_size=max(1, bs // b),
+            stdevs=sigma, target=tl,
+        )
+        rows["occlusion"]["captum"] = lambda: ca.Occlusion(m_ca).attribute(
+            x, sliding_window_shapes=(3, cfg.window, cfg.window), strides=(3, cfg.stride, cfg.stride),
+            baselines=0.5, target=tl, perturbations_per_eval=max(1, bs // b),
+        )
+    return {k: v for k, v in rows.items() if k in cfg.methods}
+
+
+def timed(fn: Callable, device: str) -> float:
+    """Seconds of CPU time of this process on CPU (robust on a shared machine: time spent
+    waiting for a core is not counted), wall time on CUDA."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+PEER_NOTE = {
+    "cam": "no peer has CAM",
+    "grad-cam++": "Captum has no Grad-CAM++",
+    "smooth-grad-cam++": "no peer",
+    "rise": "no peer has RISE",
+    "guided-backprop": "pytorch-grad-cam: one image per call (looped)",
+    "saliency": "pytorch-grad-cam has none",
+    "deconvnet": "pytorch-grad-cam has none",
+    "guided-grad-cam": "pytorch-grad-cam: only as a script",
+    "smoothgrad": "pytorch-grad-cam has none",
+    "occlusion": "pytorch-grad-cam has none",
+}
+
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else (f"{v * 1000:.0f}" if v >= 0.1 else f"{v * 1000:.1f}")
+
+
+def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, model_name)(weights=None).eval().to(device)
+    x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    table = cases(model, x, t, cfg, device)
+    times: dict[str, dict[str, list[float]]] = {m: {i: [] for i in impls} for m, impls in table.items()}
+    for r in range(cfg.repeats + 1):  # round 0 warms up (lazy init, allocator, cudnn autotune)
+        floors: dict[str, float] = {}
+        for m, impls in table.items():
+            for impl, fn in impls.items():
+                if isinstance(fn, tuple):
+                    key, fn = fn
+                    if key not in floors:
+                        floors[key] = timed(fn, device)
+                    took = floors[key]
+                else:
+                    took = timed(fn, device)
+                if r:
+                    times[m][impl].append(took)
+        print(f"  {model_name} B={batch} {device}: round {r}/{cfg.repeats} done", file=sys.stderr, flush=True)
+    lines = []
+    for m, impls in times.items():
+        med = {i: statistics.median(v) for i, v in impls.items()}
+        peers = [med[p] for p in ("pytorch-grad-cam", "captum") if p in med]
+        best = min(peers) if peers else None
+        ratio_peer = f"{med['ours'] / best:.2f}" if best else "n/a"
+        note = PEER_NOTE.get(m, "")
+        lines.append(
+            f"| {model_name} | {device} | {batch} | {m} | {fmt(med['ours'])} | {fmt(med.get('pytorch-grad-cam'))} "
+            f"| {fmt(med.get('captum'))} | {fmt(med['floor'])} | {ratio_peer} | {med['ours'] / med['floor']:.2f} | {note} |"
+        )
+    return lines
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet18,resnet50")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, plus cuda when available)")
+    p.add_argument("--methods", default=",".join(E.methods()))
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 3 with --quick)")
+    p.add_argument("--window", type=int, default=32, help="occlusion window (px)")
+    p.add_argument("--stride", type=int, default=16, help="occlusion stride (px)")
+    p.add_argument("--masks", type=int, default=1000, help="RISE masks")
+    p.add_argument("--samples", type=int, default=25, help="noisy copies for SmoothGrad / Smooth Grad-CAM++")
+    p.add_argument("--noise", type=float, default=0.15)
+    p.add_argument("--quick", action="store_true", help="resnet18, batch 1, CPU, 3 repeats, light settings")
+    cfg = p.parse_args(argv)
+    if cfg.quick:
+        cfg.models, cfg.batches, cfg.devices = "resnet18", "1", "cpu"
+        cfg.repeats = cfg.repeats or 3
+        cfg.window, cfg.stride, cfg.masks, cfg.samples = 112, 56, 16, 4
+    cfg.repeats = cfg.repeats or 5
+    devices = cfg.devices.split(",") if cfg.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    cfg.methods = [E.method_info(m).name for m in cfg.methods.split(",")]
+    positions = ((224 - cfg.window) // cfg.stride + 1) ** 2
+    print(
+        f"# torch {torch.__version__}, torchvision {torchvision.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} CPU threads; "
+        + (f"GPU {torch.cuda.get_device_name()}; " if "cuda" in devices else "")
+        + "cpu rows: process CPU time, cuda rows: wall time; " + f"repeats {cfg.repeats} (median); occlusion window {cfg.window} stride {cfg.stride} ({positions} positions), "
+        f"RISE {cfg.masks} masks, {cfg.samples} noisy samples; times in ms"
+    )
+    print("| model | device | B | method | ours | pytorch-grad-cam | captum | floor | ours / fastest peer | ours / floor | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for device in devices:
+        for model_name in cfg.models.split(","):
+            for batch in (int(b) for b in cfg.batches.split(",")):
+                for line in bench(model_name, batch, device, cfg):
+                    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

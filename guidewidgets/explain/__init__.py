@@ -1,0 +1,37 @@
+"""Explanation maps for CNNs: one call shape, batched, on the input's device.
+
+>>> from guidewidgets import explain
+>>> explain.methods()                      # registered names, for widgets and notebooks
+>>> maps = explain.explain(model, x, "grad-cam", target=None, layer=None)   # (B, H, W)
+>>> maps = explain.grad_cam(model, x)      # the same, as a plain function
+
+``x`` is a float (B, 3, H, W) batch in [0, 1]; ``target`` is None (predicted class), an int, one
+int per sample, or a callable(output) -> (B,) scores. Maps are not normalised.
+"""
+from __future__ import annotations
+
+from .registry import MethodInfo, explain, method_function, method_info, methods
+
+# Importing the method modules registers them, in the order methods() lists them.
+from .cam import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp  # noqa: E402
+from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad  # noqa: E402
+from .perturbation import occlusion, rise  # noqa: E402
+
+__all__ = [
+    "MethodInfo",
+    "explain",
+    "methods",
+    "method_info",
+    "method_function",
+    "cam",
+    "grad_cam",
+    "grad_cam_pp",
+    "smooth_grad_cam_pp",
+    "saliency",
+    "guided_backprop",
+    "deconvnet",
+    "guided_grad_cam",
+    "smoothgrad",
+    "occlusion",
+    "rise",
+]

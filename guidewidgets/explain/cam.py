@@ -1,0 +1,224 @@
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++.
+
+All return the map at the layer's resolution upsampled bilinearly to the input's, ReLU'd unless
+``relu=False``, and not normalised (so scales can be compared; render.normalize does display).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .batching import Progress, auto_batch_size
+from .layers import check_feature_map, layer_gradients, recording, resolve_layer, upsample
+from .noise import noisy_copies
+from .registry import MethodInfo, register
+from .targets import Target, TargetLike, model_output
+
+__all__ = ["cam", "grad_cam", "grad_cam_pp", "smooth_grad_cam_pp"]
+
+
+def _finish(maps: torch.Tensor, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    if relu:
+        maps = maps.clamp_min(0)
+    return upsample(maps, x)
+
+
+_NO_GAP = (
+    "CAM (Zhou et al. 2016) needs the layer's feature map to reach the logits through global "
+    "average pooling and one nn.Linear, and {why}. Use method 'grad-cam': it works on any CNN "
+    "and equals CAM (up to scale) where CAM applies."
+)
+
+
+def _gap_linear_weights(
+    store: dict, a: torch.Tensor, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight matrix (K, C), feature map the head averages) or a ValueError saying why not."""
+    lin, feats, lin_out = store.get("linear"), store.get("in"), store.get("out")
+    if out.dim() != 2:
+        raise ValueError(_NO_GAP.format(why=f"this model outputs {tuple(out.shape)}, not (B, K) logits"))
+    if lin is None or lin_out.shape != out.shape or not torch.equal(lin_out, out):
+        raise ValueError(_NO_GAP.format(why="this model's output does not come straight from an nn.Linear"))
+    if feats.dim() != 2 or feats.shape[1] != a.shape[1]:
+        raise ValueError(
+            _NO_GAP.format(
+                why=f"its last nn.Linear takes {tuple(feats.shape)} features, not the "
+                f"{a.shape[1]} channels of this layer"
+            )
+        )
+    tol = 1e-4 * float(feats.abs().max()) + 1e-6
+    for fmap in (a, a.clamp_min(0)):  # DenseNet applies a ReLU between its features and the pool
+        if torch.allclose(fmap.mean((2, 3)), feats, rtol=1e-4, atol=tol):
+            return lin.weight, fmap
+    raise ValueError(
+        _NO_GAP.format(
+            why="here the last nn.Linear's input is not the spatial mean of this layer's output "
+            "(is there another layer between them? then pass that one as layer=...)"
+        )
+    )
+
+
+@register(
+    MethodInfo(
+        name="cam",
+        title="CAM",
+        family="cam",
+        uses_layer=True,
+        signed=False,
+        slow=False,
+        has_image=False,
+        reference="Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
+        summary="Feature maps weighted by the classifier weights of the class (needs a global-average-pool + linear head).",
+    )
+)
+def cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """CAM: sum_k w[c, k] A_k with w the final linear layer's weights (one forward, no backward)."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    store: dict = {}
+
+    def on_linear(m, args, out):
+        # Why keep only the last call: the head is the last nn.Linear the forward runs.
+        store.update(linear=m, out=out, **{"in": args[0] if args else None})
+
+    handles = [m.register_forward_hook(on_linear) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad(), recording(model, layer) as rec:
+            out = model_output(model(x))
+    finally:
+        for h in handles:
+            h.remove()
+    a = check_feature_map(rec.get("out"), layer)
+    cls = t.classes(out) if out.dim() == 2 else None
+    weight, fmap = _gap_linear_weights(store, a, out)
+    with torch.no_grad():
+        maps = torch.einsum("bc,bchw->bhw", weight[cls].to(fmap.dtype), fmap)
+    return _finish(maps, x, relu)
+
+
+@register(
+    MethodInfo(
+        name="grad-cam",
+        title="Grad-CAM",
+        family="cam",
+        uses_layer=True,
+        signed=False,
+        slow=False,
+        has_image=False,
+        reference="Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
+        summary="Feature maps weighted by the spatial mean of the class score's gradient, then ReLU.",
+    )
+)
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """Grad-CAM: ReLU(sum_k mean_ij(dy/dA_k) A_k); one forward and a backward to the layer only."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    a, g, _ = layer_gradients(model, x, t, layer)
+    maps = torch.einsum("bc,bchw->bhw", g.mean((2, 3)), a)
+    return _finish(maps, x, relu)
+
+
+def _grad_cam_pp_maps(a: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3: torch.Tensor) -> torch.Tensor:
+    # Eq. 19 of Chattopadhyay et al. (exponential score): alpha = g^2 / (2 g^2 + sum(A) g^3).
+    denom = 2 * g2 + a.sum((2, 3), keepdim=True) * g3 + 1e-6
+    alpha = torch.where(g2 > 0, g2 / denom, torch.zeros_like(g2))
+    weights = (alpha * g1.clamp_min(0)).sum((2, 3))
+    return torch.einsum("bc,bchw->bhw", weights, a)
+
+
+@register(
+    MethodInfo(
+        name="grad-cam++",
+        title="Grad-CAM++",
+        family="cam",
+        uses_layer=True,
+        signed=False,
+        slow=False,
+        has_image=False,
+        reference="Chattopadhyay et al., Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks, WACV 2018",
+        summary="Grad-CAM with per-pixel weights from higher-order derivatives; better for several instances of a class.",
+    )
+)
+def grad_cam_pp(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """Grad-CAM++ (same cost as Grad-CAM)."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    a, g, _ = layer_gradients(model, x, t, layer)
+    g2 = g * g
+    maps = _grad_cam_pp_maps(a, g, g2, g2 * g)
+    return _finish(maps, x, relu)
+
+
+@register(
+    MethodInfo(
+        name="smooth-grad-cam++",
+        title="Smooth Grad-CAM++",
+        family="cam",
+        uses_layer=True,
+        signed=False,
+        slow=True,
+        has_image=False,
+        reference="Omeiza et al., Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for Deep Convolutional Neural Network Models, 2019",
+        summary="Grad-CAM++ with its gradients averaged over noisy copies of the image.",
+    )
+)
+def smooth_grad_cam_pp(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+    samples: int = 25,
+    noise: float = 0.15,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Smooth Grad-CAM++: 1st/2nd/3rd-order gradients averaged over ``samples`` noisy copies
+    (Gaussian, std ``noise`` x the image's value range), applied to the clean image's features."""
+    b = x.shape[0]
+    t = Target(target, b)
+    layer = resolve_layer(model, x, layer)
+    with torch.no_grad(), recording(model, layer) as rec:
+        out = model_output(model(x))
+    a = check_feature_map(rec.get("out"), layer)
+    t = t.fix(out)
+    g1 = g2 = g3 = None
+    done = Progress(progress, samples)
+    bs = auto_batch_size(x, batch_size)
+    for xn, k in noisy_copies(x, samples, noise, seed, bs):
+        _, g, _ = layer_gradients(model, xn, t, layer, repeats=k)
+        g = g.view(k, b, *g.shape[1:])
+        s1, sq = g.sum(0), g * g
+        s2, s3 = sq.sum(0), (sq * g).sum(0)
+        g1, g2, g3 = (s1, s2, s3) if g1 is None else (g1 + s1, g2 + s2, g3 + s3)
+        done.advance(k)
+    maps = _grad_cam_pp_maps(a, g1 / samples, g2 / samples, g3 / samples)
+    return _finish(maps, x, relu)

@@ -1,0 +1,217 @@
+"""Gradient images: saliency, guided backprop, deconvnet, guided Grad-CAM and SmoothGrad.
+
+Each computes a (B, 3, H, W) image of input gradients (returned as is with ``raw=True``); the map
+is its largest absolute value over the colour channels (Simonyan et al.).
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from .. import hooks
+from .batching import Progress, auto_batch_size
+from .layers import check_feature_map, layer_gradients, resolve_layer, upsample
+from .noise import noisy_copies
+from .registry import MethodInfo, register
+from .relu_rules import ReLURule
+from .targets import Target, TargetLike, model_output
+
+__all__ = ["saliency", "guided_backprop", "deconvnet", "guided_grad_cam", "smoothgrad", "input_gradient"]
+
+Rule = Literal["guided", "deconv"] | None
+
+
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, target: Target, rule: Rule = None, repeats: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d score / d x, output) with ReLUs back-propagating by ``rule`` (plain gradient if None)."""
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        if rule is None:
+            out = model_output(model(xg))
+        else:
+            with ReLURule(rule):
+                out = model_output(model(xg))
+        scores = target.scores(out, repeats)
+        (g,) = torch.autograd.grad(scores.sum(), xg)
+    return g, out.detach()
+
+
+def _image_or_map(g: torch.Tensor, raw: bool) -> torch.Tensor:
+    return g if raw else g.abs().amax(1)
+
+
+def _info(name: str, title: str, reference: str, summary: str, uses_layer: bool = False, slow: bool = False) -> MethodInfo:
+    return MethodInfo(
+        name=name,
+        title=title,
+        family="gradient",
+        uses_layer=uses_layer,
+        signed=False,
+        slow=slow,
+        has_image=True,
+        reference=reference,
+        summary=summary,
+    )
+
+
+@register(
+    _info(
+        "saliency",
+        "Saliency (gradient)",
+        "Simonyan et al., Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps, ICLR 2014 workshop",
+        "Absolute gradient of the class score with respect to the pixels, largest over colour channels.",
+    )
+)
+def saliency(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, 3, H, W)."""
+    g, _ = input_gradient(model, x, Target(target, x.shape[0]))
+    return _image_or_map(g, raw)
+
+
+@register(
+    _info(
+        "guided-backprop",
+        "Guided backprop",
+        "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop",
+        "Gradient where every ReLU passes back only positive gradients through positive inputs.",
+    )
+)
+def guided_backprop(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Guided backpropagation (all ReLUs, including inplace and functional ones)."""
+    g, _ = input_gradient(model, x, Target(target, x.shape[0]), "guided")
+    return _image_or_map(g, raw)
+
+
+@register(
+    _info(
+        "deconvnet",
+        "Deconvnet",
+        "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+        "Gradient where every ReLU rectifies the gradient itself, whatever its forward input was.",
+    )
+)
+def deconvnet(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Deconvnet-style backward (Zeiler & Fergus) through every ReLU."""
+    g, _ = input_gradient(model, x, Target(target, x.shape[0]), "deconv")
+    return _image_or_map(g, raw)
+
+
+@register(
+    _info(
+        "guided-grad-cam",
+        "Guided Grad-CAM",
+        "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
+        "Guided backprop multiplied by the upsampled Grad-CAM map: fine detail, class-discriminative.",
+        uses_layer=True,
+    )
+)
+def guided_grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Guided backprop x Grad-CAM (bilinear upsampling).
+
+    One forward and one backward give both when no ReLU runs after the layer (ResNets,
+    MobileNets): the gradient at the layer is then the same under the guided rule. Otherwise
+    Grad-CAM is taken in a second, plain pass.
+    """
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    relus = ReLURule("guided")
+    store: dict = {}
+
+    def hook(_m, _args, out):
+        if isinstance(out, torch.Tensor):
+            store["a"], store["n"] = out, relus.calls
+            return out.clone()  # keeps store["a"] safe from in-place ops after the layer
+        return None
+
+    xg = x.detach().requires_grad_(True)
+    handle = hooks.get_layer(model, layer).register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            with relus:
+                out = model_output(model(xg))
+            a = check_feature_map(store.get("a"), layer)
+            scores = t.scores(out)
+            ga, gx = torch.autograd.grad(scores.sum(), [a, xg])
+    finally:
+        handle.remove()
+    a = a.detach()
+    if relus.calls != store["n"]:  # ReLUs after the layer: their guided rule would bend Grad-CAM
+        a, ga, _ = layer_gradients(model, x, t.fix(out.detach()), layer)
+    cam = upsample(torch.einsum("bc,bchw->bhw", ga.mean((2, 3)), a).clamp_min(0), x)
+    return _image_or_map(gx * cam.unsqueeze(1), raw)
+
+
+@register(
+    _info(
+        "smoothgrad",
+        "SmoothGrad",
+        "Smilkov et al., SmoothGrad: removing noise by adding noise, ICML 2017 workshop",
+        "Gradient averaged over noisy copies of the image: a less noisy saliency map.",
+        slow=True,
+    )
+)
+def smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    raw: bool = False,
+    samples: int = 25,
+    noise: float = 0.15,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Mean gradient over ``samples`` noisy copies (Gaussian, std ``noise`` x the image's range).
+
+    The class explained is the clean image's (predicted or given), for every copy.
+    """
+    b = x.shape[0]
+    t = Target(target, b)
+    if t.needs_prediction:
+        with torch.no_grad():
+            t = t.fix(model_output(model(x)))
+    total = None
+    done = Progress(progress, samples)
+    for xn, k in noisy_copies(x, samples, noise, seed, auto_batch_size(x, batch_size)):
+        g, _ = input_gradient(model, xn, t, repeats=k)
+        g = g.view(k, b, *g.shape[1:]).sum(0)
+        total = g if total is None else total + g
+        done.advance(k)
+    return _image_or_map(total / samples, raw)

@@ -1,0 +1,180 @@
+"""Perturbation methods: occlusion and RISE. Forward passes only, batched, under ``no_grad``."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import Progress, auto_batch_size, chunks
+from .registry import MethodInfo, register
+from .targets import Target, TargetLike, model_output
+
+__all__ = ["occlusion", "rise"]
+
+
+def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (v, v) if isinstance(v, int) else tuple(v)
+    if len(pair) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in pair):
+        raise ValueError(f"{name} must be a positive int or a (height, width) pair of them, got {v!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _fill(fill: float | Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    if f.numel() == 3:
+        return f.view(3, 1, 1)
+    if f.numel() != 1:
+        raise ValueError(f"fill must be one value or one per colour channel (3), got {fill!r}")
+    return f.view(1, 1, 1)
+
+
+@register(
+    MethodInfo(
+        name="occlusion",
+        title="Occlusion",
+        family="perturbation",
+        uses_layer=False,
+        signed=True,
+        slow=True,
+        has_image=False,
+        reference="Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+        summary="Drop of the class score when a grey patch hides each region, averaged over the patches covering a pixel.",
+    )
+)
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    window: int | Sequence[int] | None = None,
+    stride: int | Sequence[int] | None = None,
+    fill: float | Sequence[float] = 0.5,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Occlusion sensitivity: slide a ``window`` patch of value ``fill`` with step ``stride``
+    (defaults: a seventh of the shorter side, half of that) and record the score drop.
+    Pixels no patch covers get 0. Same definition as Captum's ``Occlusion``."""
+    b, _, h, w = x.shape
+    if window is None:
+        window = max(1, round(min(h, w) / 7))
+    wh, ww = _pair(window, "window")
+    if stride is None:
+        stride = (max(1, wh // 2), max(1, ww // 2))
+    sh, sw = _pair(stride, "stride")
+    if wh > h or ww > w:
+        raise ValueError(f"window {(wh, ww)} is larger than the image {(h, w)}; use a smaller window")
+    ys, xs = range(0, h - wh + 1, sh), range(0, w - ww + 1, sw)
+    spots = [(y, x0) for y in ys for x0 in xs]
+    value = _fill(fill, x)
+    t = Target(target, b)
+    done = Progress(progress, len(spots))
+    drops = torch.empty(len(spots), b, device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        out = model_output(model(x))
+        t = t.fix(out)
+        base = t.scores(out)
+        for start, stop in chunks(len(spots), b, auto_batch_size(x, batch_size)):
+            k = stop - start
+            batch = x.unsqueeze(0).repeat(k, 1, 1, 1, 1)
+            for j, (y, x0) in enumerate(spots[start:stop]):
+                batch[j, :, :, y : y + wh, x0 : x0 + ww] = value
+            scores = t.scores(model_output(model(batch.view(k * b, *x.shape[1:]))), k)
+            drops[start:stop] = base.unsqueeze(0) - scores.view(k, b)
+            done.advance(k)
+        # Each drop is spread over its window; overlapping windows are averaged.
+        grid = drops.t().reshape(b, 1, len(ys), len(xs))
+        ones = torch.ones(1, 1, wh, ww, device=x.device, dtype=x.dtype)
+        total = F.conv_transpose2d(grid, ones, stride=(sh, sw))
+        count = F.conv_transpose2d(torch.ones_like(grid[:1]), ones, stride=(sh, sw))
+        maps = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
+        return F.pad(maps, (0, w - maps.shape[2], 0, h - maps.shape[1]))
+
+
+def _rise_masks(
+    gen: torch.Generator, n: int, cells: int, p: float, h: int, w: int, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grids = (torch.rand((n, 1, cells, cells), generator=gen, device=x.device) < p).to(x.dtype)
+    ch, cw = math.ceil(h / cells), math.ceil(w / cells)
+    dy = torch.randint(0, ch, (n,), generator=gen, device=x.device)
+    dx = torch.randint(0, cw, (n,), generator=gen, device=x.device)
+    return grids, dy, dx
+
+
+def _crop_upsampled(grids: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    cells = grids.shape[-1]
+    ch, cw = math.ceil(h / cells), math.ceil(w / cells)
+    up = F.interpolate(grids, size=((cells + 1) * ch, (cells + 1) * cw), mode="bilinear", align_corners=False)[:, 0]
+    rows = dy[:, None] + torch.arange(h, device=up.device)
+    cols = dx[:, None] + torch.arange(w, device=up.device)
+    up = up.gather(1, rows[:, :, None].expand(-1, -1, up.shape[2]))
+    return up.gather(2, cols[:, None, :].expand(-1, h, -1))
+
+
+@register(
+    MethodInfo(
+        name="rise",
+        title="RISE",
+        family="perturbation",
+        uses_layer=False,
+        signed=False,
+        slow=True,
+        has_image=False,
+        reference="Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
+        summary="Average of random smooth masks weighted by the class probability each masked image gets.",
+    )
+)
+def rise(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    masks: int = 1000,
+    cells: int = 7,
+    p: float = 0.5,
+    fill: float | Sequence[float] = 0.0,
+    seed: int = 0,
+    probabilities: bool = True,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """RISE: sum_i score(x * M_i + fill * (1 - M_i)) M_i / (masks * p), with M_i a random
+    ``cells`` x ``cells`` binary grid (keep probability ``p``) upsampled bilinearly and shifted.
+
+    The score is the class probability (softmax) for classifiers with class targets, as in the
+    paper, else the target score. The masks depend only on ``seed`` and the image size, so a
+    sample gets the same map alone or in a batch.
+    """
+    b, _, h, w = x.shape
+    if not isinstance(masks, int) or isinstance(masks, bool) or masks < 1:
+        raise ValueError(f"masks must be a positive int, got {masks!r}")
+    if not isinstance(cells, int) or not 1 <= cells <= min(h, w):
+        raise ValueError(f"cells must be an int from 1 to the image size {min(h, w)}, got {cells!r}")
+    if not 0 < p <= 1:
+        raise ValueError(f"p (the probability of keeping a cell) must be in (0, 1], got {p!r}")
+    value = _fill(fill, x)
+    t = Target(target, b)
+    gen = torch.Generator(device=x.device).manual_seed(int(seed))
+    grids, dy, dx = _rise_masks(gen, masks, cells, p, h, w, x)
+    done = Progress(progress, masks)
+    maps = torch.zeros(b, h, w, device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        if t.needs_prediction:
+            t = t.fix(model_output(model(x)))
+        for start, stop in chunks(masks, b, auto_batch_size(x, batch_size)):
+            k = stop - start
+            m = _crop_upsampled(grids[start:stop], dy[start:stop], dx[start:stop], h, w)
+            mm = m[:, None, None]
+            batch = (x.unsqueeze(0) * mm + value * (1 - mm)).view(k * b, *x.shape[1:])
+            out = model_output(model(batch))
+            if probabilities and t.fn is None and out.dim() == 2:
+                out = out.softmax(1)
+            scores = t.scores(out, k).view(k, b)
+            maps += torch.einsum("kb,khw->bhw", scores, m)
+            done.advance(k)
+    return maps / (masks * p)

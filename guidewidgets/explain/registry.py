@@ -1,0 +1,136 @@
+"""The one registry of explanation methods that widgets, notebooks and :func:`explain` read.
+
+A method is registered once with :func:`register`; that also wraps it so that every method
+checks its input the same way and runs the model in eval mode, restoring it afterwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from .targets import TargetLike, check_input, eval_mode
+
+__all__ = ["MethodInfo", "register", "methods", "method_info", "method_function", "explain"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+    """What a widget or a notebook needs to know about a method without running it."""
+
+    name: str
+    title: str
+    family: Literal["cam", "gradient", "perturbation"]
+    uses_layer: bool
+    signed: bool
+    slow: bool
+    has_image: bool
+    reference: str
+    summary: str
+
+
+_INFO: dict[str, MethodInfo] = {}
+_FUNCS: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def register(info: MethodInfo) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator: add a method ``fn(model, x, target=None, layer=None, *, progress=None, ...)``."""
+
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        @functools.wraps(fn)
+        def method(model: nn.Module, x: torch.Tensor, target: TargetLike = None, layer=None, **kw):
+            check_input(model, x)
+            report = kw.get("progress")
+            if report is not None and not callable(report):
+                raise TypeError("progress must be a callable(fraction) or None")
+            last = [0.0]
+            if report is not None:
+                # Why wrap: fast methods never report, yet a widget's bar must end at 1.
+
+                def tracked(f: float) -> None:
+                    last[0] = f
+                    report(f)
+
+                kw["progress"] = tracked
+            with eval_mode(model):
+                result = fn(model, x, target, layer, **kw)
+            if report is not None and last[0] < 1.0:
+                report(1.0)
+            return result
+
+        _INFO[info.name] = info
+        _FUNCS[info.name] = method
+        return method
+
+    return wrap
+
+
+def methods() -> list[str]:
+    """Names of all registered methods, in registration order."""
+    return list(_INFO)
+
+
+def _lookup(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a name (str), got {type(name).__name__}")
+    if name in _INFO:
+        return name
+    key = name.lower().replace("_", "-").replace(" ", "-")
+    if key in _INFO:
+        return key
+    close = difflib.get_close_matches(key, list(_INFO), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown explanation method {name!r}.{hint} guidewidgets.explain.methods() lists all: "
+        f"{', '.join(_INFO)}."
+    )
+
+
+def method_info(name: str) -> MethodInfo:
+    """The :class:`MethodInfo` of a registered method (ValueError with close matches if unknown)."""
+    return _INFO[_lookup(name)]
+
+
+def method_function(name: str) -> Callable[..., torch.Tensor]:
+    """The registered function of a method."""
+    return _FUNCS[_lookup(name)]
+
+
+def explain(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    **options,
+) -> torch.Tensor:
+    """Explanation maps (B, H, W) of ``model`` on ``x`` (B, 3, H, W) with the named method.
+
+    ``target``: None (each sample's predicted class), an int, one int per sample, or a
+    callable(output) -> (B,) scores. ``layer``: module name for CAM-family methods (default:
+    the last spatial feature map). ``progress(fraction)`` is called by slow methods.
+    ``options`` are the method's own keywords (e.g. ``window=32`` for occlusion, ``raw=True`` for
+    gradient-image methods); an unknown one raises a ValueError listing the valid ones.
+    """
+    fn = method_function(method)
+    name = _lookup(method)
+    params = inspect.signature(fn).parameters
+    allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in options:
+        if key not in allowed:
+            valid = [a for a in allowed if a != "progress"]
+            why = ""
+            if key == "raw":
+                why = " raw=True is only for methods that make an image (method_info(name).has_image)."
+            raise ValueError(
+                f"{name!r} has no option {key!r}.{why} Its options are: "
+                f"{', '.join(valid) or 'none'}."
+            )
+    return fn(model, x, target, layer, progress=progress, **options)

@@ -1,0 +1,215 @@
+"""Check inputs, resolve targets to one score per sample, and keep the model's state untouched.
+
+Every explanation method goes through the same three steps: :func:`check_input` rejects a wrong
+image tensor with a sentence that names the fix, :class:`Target` turns the user's ``target``
+(None, int, sequence of ints, or callable) into one differentiable score per sample, and
+:func:`eval_mode` runs the model in eval mode and restores every module's ``training`` flag.
+"""
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Iterator, Union
+
+import torch
+from torch import nn
+
+__all__ = ["TargetLike", "Target", "check_input", "model_output", "eval_mode"]
+
+TargetLike = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def check_input(model: nn.Module, x: object) -> torch.Tensor:
+    """Return ``x`` if it is a float (B, 3, H, W) tensor on the model's device, else raise."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"x must be a torch.Tensor of shape (B, 3, H, W) with values in [0, 1], got "
+            f"{type(x).__name__}; convert an image with torchvision.transforms.functional.to_tensor"
+        )
+    if x.dim() == 3 and x.shape[0] == 3:
+        raise ValueError(
+            f"x must have a batch dimension: expected (B, 3, H, W), got {tuple(x.shape)}; "
+            "use x.unsqueeze(0) for a single image"
+        )
+    if x.dim() != 4 or x.shape[1] != 3:
+        hint = ""
+        if x.dim() == 4 and x.shape[-1] == 3:
+            hint = "; channels seem to be last: use x.permute(0, 3, 1, 2)"
+        elif x.dim() == 4 and x.shape[1] == 1:
+            hint = "; for a grey image repeat the channel: x.expand(-1, 3, -1, -1)"
+        raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must be a float tensor with values in [0, 1], got dtype {x.dtype}; "
+            "for 8-bit images use x.float() / 255"
+        )
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
+    p = next(model.parameters(), None)
+    if p is not None and p.device != x.device:
+        raise ValueError(
+            f"x is on {x.device} but the model is on {p.device}; move x with x.to('{p.device}')"
+        )
+    return x
+
+
+def model_output(out: object) -> torch.Tensor:
+    """The logits tensor of a model's output (torchvision segmenters return ``{"out": ...}``)."""
+    if isinstance(out, Mapping) and "out" in out:
+        out = out["out"]
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        raise TypeError(
+            "the model must return logits: a tensor (B, K) for classification or (B, K, H, W) "
+            f"for segmentation, got {type(out).__name__}"
+            + (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
+        )
+    return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with every module in eval mode; restore each module's own flag afterwards.
+
+    Why: in training mode BatchNorm would update its running statistics (changing the
+    state_dict) and Dropout would make maps random.
+    """
+    training = [m for m in model.modules() if m.training]
+    try:
+        for m in training:
+            m.training = False
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+class Target:
+    """A validated ``target`` for a batch of ``batch`` samples.
+
+    ``None`` means each sample's predicted class; an int the same class for every sample; a
+    sequence (or 1-D integer tensor) one class per sample; a callable maps the model output
+    of a batch of ``batch`` samples to ``batch`` scores. Class indices are checked against the
+    number of classes once an output is seen.
+    """
+
+    def __init__(self, target: TargetLike, batch: int) -> None:
+        self.batch = batch
+        self.fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.ints: list[int] | None = None
+        if target is None:
+            pass
+        elif callable(target) and not isinstance(target, torch.Tensor):
+            self.fn = target
+        elif _is_int(target):
+            self.ints = [int(target)] * batch
+        elif isinstance(target, torch.Tensor):
+            if target.is_floating_point() or target.is_complex() or target.dim() > 1:
+                raise TypeError(
+                    f"a tensor target must hold integer class indices, shape (B,), got dtype "
+                    f"{target.dtype} and shape {tuple(target.shape)}"
+                )
+            self.ints = [int(v) for v in target.reshape(-1).tolist()]
+            if target.dim() == 0:
+                self.ints = self.ints * batch
+        elif isinstance(target, Sequence) and not isinstance(target, str):
+            if not all(_is_int(v) for v in target):
+                raise TypeError(f"target sequence must hold integer class indices, got {list(target)!r}")
+            self.ints = [int(v) for v in target]
+        else:
+            raise TypeError(
+                "target must be None (predicted class), an int class index, a sequence of ints "
+                "(one per sample) or a callable(output) -> (B,) scores; got "
+                f"{type(target).__name__}"
+            )
+        if self.ints is not None and len(self.ints) != batch:
+            raise ValueError(
+                f"target has {len(self.ints)} class indices but x has {batch} samples; give one "
+                "per sample, or a single int for all"
+            )
+
+    @property
+    def needs_prediction(self) -> bool:
+        return self.fn is None and self.ints is None
+
+    def classes(self, out: torch.Tensor) -> torch.Tensor:
+        """Class index per sample (B,) as a long tensor on ``out``'s device."""
+        if self.fn is not None:
+            raise ValueError(
+                "this method needs class indices; a callable target only works with "
+                "gradient methods and occlusion/RISE (use 'grad-cam' instead of 'cam')"
+            )
+        k = out.shape[1]
+        if self.ints is None:
+            return predicted(out)
+        bad = [c for c in self.ints if not 0 <= c < k]
+        if bad:
+            raise ValueError(
+                f"target class {bad[0]} is out of range: the model has {k} classes, so use a "
+                f"class index from 0 to {k - 1}"
+            )
+        return torch.tensor(self.ints, device=out.device, dtype=torch.long)
+
+    def fix(self, out: torch.Tensor) -> "Target":
+        """A copy whose classes are fixed from ``out`` (predicted ones for ``None``), so that
+        perturbed or noisy copies are scored for the class of the clean image."""
+        if self.fn is not None:
+            return self
+        t = Target(None, self.batch)
+        t.ints = self.classes(out).tolist()
+        return t
+
+    def scores(self, out: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """One score per row of ``out`` (rows ordered copy-major: row ``r*B + b`` is copy ``r``
+        of sample ``b``), differentiable when ``out`` is."""
+        b = self.batch
+        if out.shape[0] != b * repeats:
+            raise RuntimeError(f"model returned {out.shape[0]} rows for {b * repeats} images")
+        if self.fn is not None:
+            # Why slice per copy: the callable may close over per-sample data of shape (B, ...).
+            parts = [self._call(out[r * b : (r + 1) * b]) for r in range(repeats)]
+            return parts[0] if repeats == 1 else torch.cat(parts)
+        cls = self.classes(out[:b] if self.ints is None else out).repeat(repeats)
+        return class_scores(out, cls)
+
+    def _call(self, out: torch.Tensor) -> torch.Tensor:
+        s = self.fn(out)
+        if not isinstance(s, torch.Tensor):
+            raise TypeError(
+                f"the target callable must return a tensor of {self.batch} scores, got "
+                f"{type(s).__name__}"
+            )
+        if s.dim() == 2 and s.shape[1] == 1:
+            s = s[:, 0]
+        if s.shape != (self.batch,):
+            raise ValueError(
+                f"the target callable must return one score per sample, shape ({self.batch},), "
+                f"got {tuple(s.shape)}; e.g. lambda out: (out[:, c] * mask).sum((1, 2))"
+            )
+        return s
+
+
+def class_scores(out: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """Logit of class ``cls[b]`` for each row; for dense outputs (B, K, H, W) summed over pixels."""
+    picked = out.gather(1, cls.view(-1, *([1] * (out.dim() - 1))).expand(-1, 1, *out.shape[2:]))
+    return picked.reshape(out.shape[0], -1).sum(1)
+
+
+def predicted(out: torch.Tensor) -> torch.Tensor:
+    """Predicted class per sample; for segmentation the most frequent non-background class
+    (class 0 is background by convention), or 0 when no pixel predicts anything else."""
+    with torch.no_grad():
+        if out.dim() == 2:
+            return out.argmax(1)
+        labels = out.argmax(1).reshape(out.shape[0], -1)
+        counts = torch.zeros(out.shape[0], out.shape[1], device=out.device, dtype=torch.long)
+        counts.scatter_add_(1, labels, torch.ones_like(labels))
+        counts[:, 0] = 0
+        best = counts.argmax(1)
+        return torch.where(counts.amax(1) > 0, best, torch.zeros_like(best))

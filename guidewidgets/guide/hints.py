@@ -1,0 +1,118 @@
+"""Hints as the paper stores them (sparse target y-hat and mask m-hat) and the loss they define."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Hint", "HintTargets", "rasterize_stroke", "hint_loss", "hints_satisfied"]
+
+
+@dataclass(frozen=True, eq=False)
+class Hint:
+    """One user statement: pixels ``pixels`` are class ``cls`` (or, if ``negative``, are not).
+
+    ``points`` are the (y, x) points as given (one for a click, several for a stroke) and
+    ``radius`` the brush radius; ``pixels`` is the (N, 2) long tensor of covered (y, x) pixels.
+    """
+
+    points: tuple[tuple[int, int], ...]
+    cls: int
+    negative: bool = False
+    radius: int = 0
+    pixels: torch.Tensor = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def kind(self) -> str:
+        return "negative" if self.negative else "positive"
+
+
+def rasterize_stroke(
+    points: Sequence[tuple[int, int]], radius: int, height: int, width: int, device=None
+) -> torch.Tensor:
+    """(H, W) bool mask of a brush stroke: discs of ``radius`` along the segments between points."""
+    ys = torch.arange(height, device=device).view(-1, 1).float()
+    xs = torch.arange(width, device=device).view(1, -1).float()
+    mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+    pts = [(float(y), float(x)) for y, x in points]
+    segments = list(zip(pts, pts[1:])) or [(pts[0], pts[0])]
+    r2 = (radius + 0.5) ** 2 if radius > 0 else 0.25
+    for (y0, x0), (y1, x1) in segments:
+        dy, dx = y1 - y0, x1 - x0
+        length2 = dy * dy + dx * dx
+        if length2 == 0:
+            t = torch.zeros(1, device=device)
+        else:  # projection of each pixel on the segment, clamped to its ends
+            t = (((ys - y0) * dy + (xs - x0) * dx) / length2).clamp(0, 1)
+        d2 = (ys - (y0 + t * dy)) ** 2 + (xs - (x0 + t * dx)) ** 2
+        mask |= d2 <= r2
+    return mask
+
+
+class HintTargets:
+    """The paper's sparse target ``y_hat`` and mask ``m_hat`` plus the negative mask ``n_hat``.
+
+    ``y_hat`` (H, W) int64 holds the hinted class where ``m_hat`` (H, W) bool is set (-1
+    elsewhere); ``n_hat`` (K, H, W) bool marks "class k is not at this pixel". A later hint wins
+    over an earlier one at the same pixel when they contradict each other.
+    """
+
+    def __init__(self, hints: Sequence[Hint], num_classes: int, height: int, width: int, device=None):
+        self.y_hat = torch.full((height, width), -1, dtype=torch.long, device=device)
+        self.m_hat = torch.zeros(height, width, dtype=torch.bool, device=device)
+        self.n_hat = torch.zeros(num_classes, height, width, dtype=torch.bool, device=device)
+        for hint in hints:
+            ys, xs = hint.pixels[:, 0], hint.pixels[:, 1]
+            if hint.negative:
+                self.n_hat[hint.cls, ys, xs] = True
+                clash = self.y_hat[ys, xs] == hint.cls
+                self.m_hat[ys[clash], xs[clash]] = False
+                self.y_hat[ys[clash], xs[clash]] = -1
+            else:
+                self.y_hat[ys, xs] = hint.cls
+                self.m_hat[ys, xs] = True
+                self.n_hat[hint.cls, ys, xs] = False
+        # Sparse index lists for the loss: the hot path gathers a few logits, never the whole map.
+        pos = self.m_hat.nonzero()
+        self.pos_y, self.pos_x = pos[:, 0], pos[:, 1]
+        self.pos_cls = self.y_hat[self.pos_y, self.pos_x]
+        neg = self.n_hat.nonzero()
+        self.neg_cls, self.neg_y, self.neg_x = neg[:, 0], neg[:, 1], neg[:, 2]
+
+    @property
+    def count(self) -> int:
+        """Number of hinted (pixel, statement) pairs."""
+        return int(self.pos_y.numel() + self.neg_y.numel())
+
+    @property
+    def hinted(self) -> torch.Tensor:
+        """(H, W) bool: pixels that carry any hint."""
+        return self.m_hat | self.n_hat.any(0)
+
+
+def hint_loss(logits: torch.Tensor, t: HintTargets) -> torch.Tensor:
+    """Masked per-pixel loss, averaged over hinted pixels.
+
+    Positive hints: cross-entropy with the hinted class (the segmenter's own training loss,
+    masked by ``m_hat``). Negative hints: ``-log(1 - p_c)``, the cross-entropy of the statement
+    "not class c", which pushes class c's probability down without choosing another class.
+    """
+    z = logits[0]
+    total = z.new_zeros(())
+    if t.pos_y.numel():
+        total = total + F.cross_entropy(z[:, t.pos_y, t.pos_x].T, t.pos_cls, reduction="sum")
+    if t.neg_y.numel():
+        zn = z[:, t.neg_y, t.neg_x].T  # (M, K)
+        others = zn.masked_fill(F.one_hot(t.neg_cls, zn.shape[1]).bool(), float("-inf"))
+        total = total + (zn.logsumexp(1) - others.logsumexp(1)).sum()
+    return total / max(t.count, 1)
+
+
+@torch.no_grad()
+def hints_satisfied(logits: torch.Tensor, t: HintTargets) -> bool:
+    """True when every positive hint pixel predicts its class and no negative one predicts its."""
+    pred_pos = logits[0, :, t.pos_y, t.pos_x].argmax(0)
+    pred_neg = logits[0, :, t.neg_y, t.neg_x].argmax(0)
+    return bool((pred_pos == t.pos_cls).all()) and bool((pred_neg != t.neg_cls).all())

@@ -1,0 +1,143 @@
+"""The 20-questions game of Guide Me: the network asks, a simulated user answers from ground truth."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .session import Guide
+
+__all__ = [
+    "SimulatedUser", "GameResult", "play", "FlipResult", "single_hint_flip", "confusion", "miou", "pixel_accuracy",
+]
+
+
+class SimulatedUser:
+    """Answers "which class is pixel (y, x)?" from a ground-truth (H, W) label map."""
+
+    def __init__(self, truth: torch.Tensor, ignore_index: int | None = 255) -> None:
+        self.truth = truth
+        self.ignore_index = ignore_index
+
+    def answer(self, y: int, x: int) -> int | None:
+        """The true class at (y, x), or None where the truth is unlabelled."""
+        c = int(self.truth[y, x])
+        return None if c == self.ignore_index or c < 0 else c
+
+
+@dataclass
+class GameResult:
+    """Predictions after each recorded number of questions, and the cost of every question."""
+
+    predictions: dict[int, torch.Tensor] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+
+
+def play(
+    guide: Guide,
+    truth: torch.Tensor,
+    questions: int = 20,
+    record: Sequence[int] = (0, 1, 5, 10, 15, 20),
+    steps: int | None = None,
+    answers: str = "find",
+    generator: torch.Generator | None = None,
+) -> GameResult:
+    """Play ``questions`` rounds: ``guide.ask()``, the user answers, ``guide.run(steps)``.
+
+    ``answers``: ``"find"`` (the paper's game: "this pixel is class c"), ``"remove"`` (the user
+    only says what is *not* there: the predicted class where it is wrong, else the runner-up), or
+    ``"mixed"`` (each answer find or remove with probability 1/2, drawn from ``generator``).
+
+    The timed unit is one whole question as a user sees it: query, hint, optimisation to
+    convergence and the new prediction.
+    """
+    if answers not in ("find", "remove", "mixed"):
+        raise ValueError(f"answers must be 'find', 'remove' or 'mixed', got {answers!r}")
+    user = SimulatedUser(truth.to(guide.image.device))
+    result = GameResult()
+    if 0 in record:
+        result.predictions[0] = guide.prediction()
+    for q in range(1, questions + 1):
+        t0 = time.perf_counter()
+        y, x = guide.ask()
+        cls = user.answer(y, x)
+        if cls is not None:
+            remove = answers == "remove" or (
+                answers == "mixed" and bool(torch.rand((), generator=generator) < 0.5)
+            )
+            if remove:
+                top2 = guide.logits()[0, :, y, x].topk(2).indices.tolist()
+                guide.add_hint(y, x, top2[0] if top2[0] != cls else top2[1], negative=True)
+            else:
+                guide.add_hint(y, x, cls)
+            result.steps.append(guide.run(steps))
+        pred = guide.prediction()
+        result.seconds.append(time.perf_counter() - t0)
+        if q in record:
+            result.predictions[q] = pred
+    return result
+
+
+def confusion(pred: torch.Tensor, truth: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(K, K) int64 confusion matrix, rows = truth, columns = prediction."""
+    keep = (truth != ignore_index) & (truth >= 0)
+    idx = truth[keep].long() * num_classes + pred.to(truth.device)[keep].long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
+
+
+def miou(conf: torch.Tensor) -> float:
+    """Mean IoU over classes that occur in the truth or the prediction (as PASCAL VOC), in %."""
+    conf = conf.double()
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean() * 100)
+
+
+def pixel_accuracy(conf: torch.Tensor) -> float:
+    """Share of labelled pixels predicted right, in %."""
+    conf = conf.double()
+    return float(conf.diag().sum() / conf.sum().clamp_min(1) * 100)
+
+
+@dataclass
+class FlipResult:
+    """One hint on a wrongly predicted pixel: did it flip, and how much of the image moved."""
+
+    flipped: bool
+    changed: float  # share of the image whose prediction changed
+    fixed: float  # share of the image that was wrong and is now right
+    broken: float  # share of the image that was right and is now wrong
+    steps: int
+    seconds: float
+
+
+def single_hint_flip(guide: Guide, truth: torch.Tensor, generator: torch.Generator | None = None) -> FlipResult | None:
+    """Hint the true class at a random wrongly predicted pixel, run, and measure the change.
+
+    Returns None when the plain prediction has no wrong pixel.
+    """
+    truth = truth.to(guide.image.device)
+    before = guide.prediction()
+    wrong = (before != truth).flatten().nonzero()[:, 0]
+    if wrong.numel() == 0:
+        return None
+    pick = int(wrong[torch.randint(wrong.numel(), (1,), generator=generator).item()])
+    y, x = divmod(pick, guide.width)
+    t0 = time.perf_counter()
+    guide.add_hint(y, x, int(truth[y, x]))
+    steps = guide.run()
+    after = guide.prediction()
+    seconds = time.perf_counter() - t0
+    n = float(truth.numel())
+    return FlipResult(
+        flipped=bool(after[y, x] == truth[y, x]),
+        changed=float((after != before).sum()) / n,
+        fixed=float(((before != truth) & (after == truth)).sum()) / n,
+        broken=float(((before == truth) & (after != truth)).sum()) / n,
+        steps=steps,
+        seconds=seconds,
+    )

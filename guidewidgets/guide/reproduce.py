@@ -1,0 +1,204 @@
+"""Re-run Guide Me's experiments on held-out ShapeScenes and print them beside the paper's tables.
+
+    python -m guidewidgets.guide.reproduce            # full size (a few minutes on a laptop CPU)
+    python -m guidewidgets.guide.reproduce --quick    # a small version that runs in seconds
+
+The paper (Rupprecht et al., CVPR 2018) guides FCN-8s on PASCAL VOC; we guide the embedded
+ShapeScenes segmenter. Absolute numbers are not comparable (another data set, another network);
+the shape of each result is: mIoU rises with the questions, the bottleneck is the better place
+for the block, "find" hints help more than "remove" ones.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .questions import confusion, miou, pixel_accuracy, play, single_hint_flip
+from .session import DEFAULTS, Guide
+
+#: Scenes used to choose the defaults in ``session.DEFAULTS`` (lr, steps, penalty, loss).
+TUNING_SEED = 5001
+#: Held-out scenes for every number printed here: never used in training or tuning.
+EVAL_SEED = 6001
+QUESTIONS = (0, 1, 5, 10, 15, 20)
+
+PAPER_QUESTIONS = {
+    "mIoU": (62.6, 65.3, 73.1, 76.9, 77.3, 81.0),
+    "p.accuracy": (91.1, 91.8, 94.1, 95.3, 96.0, 96.3),
+}
+PAPER_LOCATION = (("res3a", 32.21), ("res4a", 33.56), ("res5a", 35.97), ("res5c", 36.50))
+PAPER_HINT_KIND = {"remove": (31.53, 32.56), "find or rmv": (32.22, 33.73), "find": (33.56, 35.97)}
+
+
+def location_layers(model: nn.Module, x: torch.Tensor, last: str, count: int = 4) -> list[str]:
+    """Up to ``count`` layers from early to ``last``: the outermost module at each feature-map
+    size the forward passes through before ``last`` ends (e.g. stride 2, 4, 8, bottleneck)."""
+    seen: list[tuple[str, tuple[int, int]]] = []
+    handles = []
+
+    def make(name):
+        def hook(_m, _a, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                seen.append((name, tuple(out.shape[-2:])))
+
+        return hook
+
+    try:
+        for name, m in model.named_modules():
+            if name and any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules()):
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    names = [n for n, _ in seen]
+    if last not in names:
+        return [last]
+    seen = seen[: names.index(last) + 1]
+    by_size: dict[tuple[int, int], str] = {}
+    for name, size in seen:  # hooks fire inner first, so the last name per size is the outermost
+        by_size[size] = name
+    layers = list(dict.fromkeys(by_size.values()))
+    if last in layers:
+        layers.remove(last)
+    layers = layers[-(count - 1):] if count > 1 else []
+    return [*layers, last]
+
+
+def _row(label: str, values: Sequence[float | str], width: int = 7, fmt: str = "{:.1f}") -> str:
+    cells = [v if isinstance(v, str) else fmt.format(v) for v in values]
+    return f"{label:<34}" + "".join(f"{c:>{width}}" for c in cells)
+
+
+def game_table(model, scenes, layer, questions=QUESTIONS, spatial=True, answers="find", steps=None,
+               fast=True, times: list | None = None, step_counts: list | None = None,
+               **guide_options) -> dict[int, torch.Tensor]:
+    """Confusion matrices after each number of questions, summed over ``scenes``."""
+    k = len(model.classes)
+    conf = {q: torch.zeros(k, k, dtype=torch.long) for q in questions}
+    gen = torch.Generator().manual_seed(0)
+    for item in scenes:
+        with Guide(model, item["image"], layer, spatial=spatial, fast=fast, **guide_options) as guide:
+            res = play(guide, item["mask"], questions=max(questions), record=questions, steps=steps,
+                       answers=answers, generator=gen)
+        for q in questions:
+            conf[q] += confusion(res.predictions[q], item["mask"], k)
+        if times is not None:
+            times.extend(res.seconds)
+        if step_counts is not None:
+            step_counts.extend(res.steps)
+    return conf
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m guidewidgets.guide.reproduce", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small version (seconds): few scenes, fewer tables rows")
+    ap.add_argument("--scenes", type=int, default=None, help="held-out scenes (default 60, quick 4)")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED, help=f"ShapeScenes seed (default {EVAL_SEED}; tuning used {TUNING_SEED})")
+    ap.add_argument("--model", default="shapes-segmenter", help="guidewidgets.zoo model name")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .. import zoo
+
+    n = args.scenes if args.scenes is not None else (4 if args.quick else 60)
+    model = zoo.load(args.model)
+    data = zoo.ShapeScenes(n, seed=args.seed, task="segmentation")
+    scenes = [data[i] for i in range(n)]
+    layer = model.default_guide_layer
+    k = len(model.classes)
+    t_start = time.perf_counter()
+    print(f"Guide Me, reproduced: {args.model} ({k} classes) on {n} held-out ShapeScenes "
+          f"(seed {args.seed}; defaults tuned on seed {TUNING_SEED}), {data.size}x{data.size} px")
+    print(f"block at {layer!r}; Adam lr {DEFAULTS['adam']['lr']}, <= {DEFAULTS['adam']['steps']} steps per "
+          f"question (early stop when every hint holds), penalty {DEFAULTS['penalty']}; "
+          f"{torch.get_num_threads()} CPU thread(s)")
+
+    # 1. mIoU and pixel accuracy after 0..20 questions.
+    times: list[float] = []
+    steps: list[int] = []
+    conf = game_table(model, scenes, layer, times=times, step_counts=steps)
+    ours_miou = [miou(conf[q]) for q in QUESTIONS]
+    ours_acc = [pixel_accuracy(conf[q]) for q in QUESTIONS]
+    print("\nTable 1. Performance after a number of questions (paper: FCN-8s, PASCAL VOC val)")
+    print(_row("#questions", [str(q) for q in QUESTIONS]))
+    print(_row("paper mIoU", PAPER_QUESTIONS["mIoU"]))
+    print(_row("ours mIoU", ours_miou))
+    print(_row("paper p.accuracy", PAPER_QUESTIONS["p.accuracy"]))
+    print(_row("ours p.accuracy", ours_acc))
+    print(_row("paper gain over 0 questions (mIoU)", [v - PAPER_QUESTIONS["mIoU"][0] for v in PAPER_QUESTIONS["mIoU"]], fmt="{:+.1f}"))
+    print(_row("ours gain over 0 questions (mIoU)", [v - ours_miou[0] for v in ours_miou], fmt="{:+.1f}"))
+
+    # 2. Where to put the block.
+    loc_q = (0, 5, 20) if not args.quick else (0, 5, 10)
+    loc_scenes = scenes if not args.quick else scenes[:2]
+    layers = location_layers(model, scenes[0]["image"][None], layer, count=4)
+    print(f"\nTable 2. Location of the guiding block, early -> bottleneck ({len(loc_scenes)} scenes)")
+    print("paper (text-guided FCN, 1 query; mIoU): " + "  ".join(f"{n} {v:.2f}" for n, v in PAPER_LOCATION))
+    print(_row("ours: layer (feature map)", [f"q={q}" for q in loc_q] + [f"gain@{loc_q[-1]}"], width=9))
+    for name in layers:
+        c = game_table(model, loc_scenes, name, questions=loc_q)
+        vals = [miou(c[q]) for q in loc_q]
+        with Guide(model, scenes[0]["image"], name) as g:
+            shape = "x".join(str(s) for s in g.block.shape)
+        print(_row(f"{name} ({shape})", [*vals, vals[-1] - vals[0]], width=9))
+
+    # 3. Full block vs channel-only block (f-BRS's choice).
+    cmp_q = QUESTIONS if not args.quick else (0, 5, 10)
+    cmp_scenes = scenes if not args.quick else scenes[:2]
+    print(f"\nTable 3. Full block (alpha, beta, gamma) vs channel-only (gamma, as f-BRS), mIoU ({len(cmp_scenes)} scenes)")
+    print(_row("#questions", [str(q) for q in cmp_q]))
+    full = conf if cmp_scenes is scenes else game_table(model, cmp_scenes, layer, questions=cmp_q)
+    chan = game_table(model, cmp_scenes, layer, questions=cmp_q, spatial=False)
+    print(_row("full block", [miou(full[q]) for q in cmp_q]))
+    print(_row("channel-only block", [miou(chan[q]) for q in cmp_q]))
+
+    # 4. Find vs remove hints.
+    print(f"\nTable 4. Hint kind (paper: text-guided, res4a / res5a; ours: {layer}, {len(cmp_scenes)} scenes)")
+    print(_row("hint kind", ["paper", "paper", "ours q=0", f"q={cmp_q[-1]}"], width=9))
+    for kind, answers in (("remove", "remove"), ("find or rmv", "mixed"), ("find", "find")):
+        c = full if answers == "find" else game_table(model, cmp_scenes, layer, questions=(0, cmp_q[-1]), answers=answers)
+        print(_row(kind, [*PAPER_HINT_KIND[kind], miou(c[0]), miou(c[cmp_q[-1]])], width=9, fmt="{:.2f}"))
+
+    # 5. One hint on a wrong pixel.
+    flips = []
+    gen = torch.Generator().manual_seed(0)
+    for item in scenes:
+        with Guide(model, item["image"], layer) as g:
+            r = single_hint_flip(g, item["mask"], gen)
+        if r is not None:
+            flips.append(r)
+    print(f"\nTable 5. One hint on a random wrongly predicted pixel ({len(flips)} scenes with an error)")
+    if flips:
+        print(f"flipped to the hinted class: {100 * sum(r.flipped for r in flips) / len(flips):.1f}% of scenes")
+        print(f"image area whose prediction changed: median {100 * statistics.median(r.changed for r in flips):.2f}%, "
+              f"mean {100 * statistics.mean(r.changed for r in flips):.2f}%, max {100 * max(r.changed for r in flips):.2f}%")
+        print(f"of the image, became right: mean {100 * statistics.mean(r.fixed for r in flips):.2f}%; "
+              f"became wrong: mean {100 * statistics.mean(r.broken for r in flips):.2f}%")
+        print(f"optimiser steps: median {statistics.median(r.steps for r in flips)}")
+
+    # 6. Time per question.
+    ms = sorted(1000 * t for t in times)
+    print(f"\nTable 6. Time per question (ask + hint + optimise to convergence + new prediction), "
+          f"{len(ms)} questions, {torch.get_num_threads()} thread(s)")
+    print(f"median {statistics.median(ms):.1f} ms, 90th percentile {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, "
+          f"max {ms[-1]:.1f} ms; optimiser steps per question: median {statistics.median(steps) if steps else 0}, "
+          f"max {max(steps) if steps else 0}")
+    slow: list[float] = []
+    game_table(model, scenes[:2], layer, questions=(0, 5), fast=False, times=slow)
+    print(f"without the head cache (full forward per step, first 2 scenes, 5 questions): median "
+          f"{statistics.median(1000 * t for t in slow):.1f} ms")
+    print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

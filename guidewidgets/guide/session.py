@@ -1,0 +1,549 @@
+"""A guiding session for one image: hints in, guided prediction out, the model never changed."""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..hooks import get_layer
+from .block import GuidingBlock
+from .forward import HeadCache, empty_batch, eval_mode, model_output
+from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
+
+__all__ = ["Guide", "bottleneck_layer", "DEFAULTS"]
+
+# Tuned on ShapeScenes seed 5001 (TUNING_SEED in reproduce.py); evaluated on seed 6001.
+# (The zoo trains on seeds 1000 + epoch and tests on 777; neither is used here.)
+DEFAULTS = {
+    "adam": {"lr": 0.1, "steps": 30},
+    "lbfgs": {"lr": 1.0, "steps": 20},
+    "penalty": 1e-3,
+    "bias_weight": 10.0,
+}
+LBFGS_MAX_ITER = 40  # f-BRS's budget
+
+
+def _check_image(image: torch.Tensor) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(
+            f"image must be a torch.Tensor of shape (3, H, W) with values in [0, 1], got "
+            f"{type(image).__name__}; from a (H, W, 3) uint8 array use "
+            "torch.as_tensor(arr).permute(2, 0, 1).float() / 255"
+        )
+    if not image.is_floating_point():
+        raise TypeError(
+            f"image must be a float tensor in [0, 1], got dtype {image.dtype}; use image.float() / 255"
+        )
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"image must have shape (3, H, W) (one RGB image, channels first), got "
+            f"{tuple(image.shape)}; for (H, W, 3) use image.permute(2, 0, 1)"
+        )
+    lo, hi = float(image.min()), float(image.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"image values must lie in [0, 1] (the model normalises inside), got [{lo:.3g}, {hi:.3g}]; "
+            "pass the raw image, not a normalised one"
+        )
+    return image
+
+
+def bottleneck_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """Name of the spatially smallest feature map with the most channels (the paper's advice).
+
+    Used when the model has no ``default_guide_layer``. Ties go to the module that finishes
+    last, so a block wins over its last child that returns the same map.
+    """
+    found: list[tuple[int, int, int, str]] = []
+    handles = []
+
+    def make(name):
+        def hook(_m, _a, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+                found.append((out.shape[-1] * out.shape[-2], -out.shape[1], -len(found), name))
+
+        return hook
+
+    try:
+        for name, m in model.named_modules():
+            if name and any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules()):
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad(), eval_mode(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        raise ValueError(
+            f"{type(model).__name__} has no layer with a (B, C, H, W) output; pass layer=..."
+        )
+    return min(found)[3]
+
+
+class _Adam:
+    """Adam (Kingma & Ba) for a handful of tensors.
+
+    Why not ``torch.optim.Adam``: building the first torch optimiser in a process costs ~2.5 s
+    of imports on a laptop CPU, which a user would feel on their first hint.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+
+
+def _detach_hooks(handles: list) -> None:
+    for h in handles:
+        h.remove()
+    handles.clear()
+
+
+class Guide:
+    """Guide Me on one image: a guiding block at ``layer``, hints, and the optimiser that fits them.
+
+    The block is attached with hooks for the life of the session (``close()`` or the end of a
+    ``with`` block removes it; so does garbage collection). The model's weights never get
+    gradients: only the block's parameters are differentiated, with ``torch.autograd.grad``.
+
+    Args:
+        model: a segmenter taking (B, 3, H, W) in [0, 1] and returning (B, K, H, W) logits (or a
+            dict with ``"out"``, as torchvision's).
+        image: (3, H, W) float in [0, 1].
+        layer: dotted module name; ``None`` = ``model.default_guide_layer`` or the bottleneck.
+        spatial: optimise alpha and beta too (False = channel-only block, as f-BRS).
+        optimizer: ``"adam"`` (default) or ``"lbfgs"`` (one L-BFGS iteration per step, at most 40).
+        lr, steps: optimiser step size and the default step budget of :meth:`run`.
+        penalty: weight of the L2 penalty on the block (bias terms count ``bias_weight`` times).
+        fast: reuse the head's outputs between steps (checked once; falls back to full forwards).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        layer: str | None = None,
+        *,
+        spatial: bool = True,
+        optimizer: str = "adam",
+        lr: float | None = None,
+        steps: int | None = None,
+        penalty: float | None = None,
+        bias_weight: float | None = None,
+        fast: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
+        image = _check_image(image)
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else image.device
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        self.model = model
+        self._all_modules = list(model.modules())
+        self.image = image.detach().to(device=device, dtype=dtype)
+        self._x = self.image.unsqueeze(0)
+        self.height, self.width = self.image.shape[-2:]
+        if layer is None:
+            layer = getattr(model, "default_guide_layer", None) or bottleneck_layer(model, self._x)
+        self.layer: str = layer if isinstance(layer, str) else next(
+            n for n, m in model.named_modules() if m is layer
+        )
+        self._module = get_layer(model, layer)
+        self.optimizer_name = optimizer
+        self.lr = float(lr if lr is not None else DEFAULTS[optimizer]["lr"])
+        self.max_steps = int(steps if steps is not None else DEFAULTS[optimizer]["steps"])
+        if optimizer == "lbfgs":
+            self.max_steps = min(self.max_steps, LBFGS_MAX_ITER)
+        self.penalty = float(penalty if penalty is not None else DEFAULTS["penalty"])
+        self.bias_weight = float(bias_weight if bias_weight is not None else DEFAULTS["bias_weight"])
+
+        self._activation, plain = self._plain_forward()
+        self._plain = plain
+        self.num_classes = plain.shape[1]
+        classes = getattr(model, "classes", None)
+        self.classes: list[str] = (
+            list(classes) if classes is not None and len(classes) == self.num_classes
+            else [str(k) for k in range(self.num_classes)]
+        )
+        _, c, h, w = self._activation.shape
+        self.block = GuidingBlock(c, h, w, spatial=spatial, device=device, dtype=self._activation.dtype)
+        self._hints: list[Hint] = []
+        self._targets = HintTargets([], self.num_classes, self.height, self.width, device)
+        self.losses: list[float] = []
+        self._opt: _Adam | torch.optim.LBFGS | None = None
+        self._version = 0
+        self._cached: tuple[int, torch.Tensor] | None = None
+        self._replay = False  # substitute the kept activation at the layer (fast forward)
+        self._cut = False  # full forward: head without autograd graph, graph from the layer on
+        self._handles: list = []
+        self._attach()
+        self._finalizer = weakref.finalize(self, _detach_hooks, self._handles)
+        self.fast_path = False
+        self.fast_path_note = "disabled (fast=False)"
+        self._head: HeadCache | None = None
+        if fast:
+            self._check_fast_path()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _plain_forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list = []
+
+        def keep(_m, _a, out):
+            seen.append(out.detach().clone() if isinstance(out, torch.Tensor) else out)
+
+        handle = self._module.register_forward_hook(keep)
+        try:
+            with eval_mode(self.model):
+                out = self.model(self._x)
+        finally:
+            handle.remove()
+        logits = self._as_map(model_output(out))
+        if not seen:
+            raise ValueError(
+                f"layer {self.layer!r} did not run in the model's forward pass; pick a layer the "
+                "forward uses (guidewidgets.hooks.layer_names(model) lists them)"
+            )
+        if len(seen) > 1:
+            raise ValueError(
+                f"layer {self.layer!r} runs {len(seen)} times per forward (a shared module); "
+                "pick a layer that runs once"
+            )
+        act = seen[0]
+        if not isinstance(act, torch.Tensor) or act.dim() != 4:
+            what = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
+            raise ValueError(
+                f"layer {self.layer!r} outputs {what}, not a (B, C, H, W) feature map; the guiding "
+                "block scales feature maps: pick a convolutional layer or block (for example "
+                f"{getattr(self.model, 'default_guide_layer', None) or 'the encoder’s last block'!r})"
+            )
+        return act, logits
+
+    def _as_map(self, out: torch.Tensor) -> torch.Tensor:
+        if out.dim() != 4:
+            raise ValueError(
+                f"the model's output has shape {tuple(out.shape)}; a Guide needs a segmentation "
+                "output (1, K, H, W) because hints are pixels"
+            )
+        if tuple(out.shape[-2:]) != (self.height, self.width):
+            # Why: hints live in image coordinates; a coarse output is compared at image size.
+            out = F.interpolate(out, size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return out
+
+    def _attach(self) -> None:
+        ref = weakref.ref(self)
+
+        def pre(_m, args):
+            g = ref()
+            if g is not None and g._replay:
+                return empty_batch(args)
+            return None
+
+        def post(_m, _args, out):
+            g = ref()
+            if g is None:
+                return None
+            if g._cut:
+                torch.set_grad_enabled(True)
+            src = g._activation if g._replay else out
+            if not isinstance(src, torch.Tensor):
+                raise ValueError(f"layer {g.layer!r} returned {type(src).__name__}, not a tensor")
+            guided = g.block(src)
+            if guided is src and g._replay:
+                guided = guided.clone()  # an in-place op after the layer must not eat the cache
+            return guided
+
+        self._handles.append(self._module.register_forward_pre_hook(pre))
+        self._handles.append(self._module.register_forward_hook(post))
+
+    def _forward(self, grad: bool, fast: bool | None = None) -> torch.Tensor:
+        """Guided logits (1, K, H, W) for the current block."""
+        self._check_open()
+        fast = self.fast_path if fast is None else fast
+        handles = []
+        try:
+            with eval_mode(self.model, self._all_modules), torch.set_grad_enabled(grad):
+                if fast:
+                    self._replay = True
+                    with self._head.replaying():  # type: ignore[union-attr]
+                        out = self.model(self._x)
+                else:
+                    if grad:
+                        self._cut = True
+
+                        def head_without_graph(_m, _a):
+                            torch.set_grad_enabled(False)
+
+                        handles.append(self.model.register_forward_pre_hook(head_without_graph))
+                    out = self.model(self._x)
+        finally:
+            self._replay = self._cut = False
+            _detach_hooks(handles)
+        return self._as_map(model_output(out))
+
+    def _check_fast_path(self) -> None:
+        """Use the cached head only if it reproduces full forwards, at zero and off zero."""
+        try:
+            with eval_mode(self.model):
+                self._head = HeadCache(self.model, self._module, self._x)
+            with torch.no_grad():
+                zero = self._forward(grad=False, fast=True)
+                ok = torch.allclose(zero, self._plain, rtol=1e-4, atol=1e-5)
+                if ok:
+                    gen = torch.Generator(device="cpu").manual_seed(0)
+                    for p in self.block.parameters():
+                        p.copy_(0.1 * torch.randn(p.shape, generator=gen).to(p))
+                    fast = self._forward(grad=False, fast=True)
+                    full = self._forward(grad=False, fast=False)
+                    scale = full.abs().max().clamp_min(1.0)
+                    ok = torch.allclose(fast, full, rtol=1e-4, atol=1e-5 * float(scale))
+                    ok = ok and not torch.allclose(fast, zero)  # the guide must reach the output
+        except Exception as err:  # noqa: BLE001 - any failure means: use full forwards
+            ok, note = False, f"off: replaying the head failed ({type(err).__name__}: {err})"
+        else:
+            note = "on: head computed once" if ok else "off: replaying the head changed the output"
+        finally:
+            self.block.zero_()
+        self.fast_path, self.fast_path_note = ok, note
+        if not ok:
+            self._head = None
+
+    def _check_open(self) -> None:
+        if not self._handles:
+            raise RuntimeError("this Guide is closed; make a new one")
+
+    def _new_optimizer(self) -> None:
+        params = self.block.parameters()
+        if self.optimizer_name == "adam":
+            self._opt = _Adam(params, lr=self.lr)
+        else:
+            self._opt = torch.optim.LBFGS(
+                params, lr=self.lr, max_iter=1, max_eval=25, history_size=10, line_search_fn="strong_wolfe"
+            )
+
+    def _objective(self, logits: torch.Tensor) -> torch.Tensor:
+        return hint_loss(logits, self._targets) + self.penalty * self.block.penalty(self.bias_weight)
+
+    def _grad_step(self, logits: torch.Tensor) -> float:
+        """One optimiser update from logits computed at the current block (with graph)."""
+        if self._opt is None:
+            self._new_optimizer()
+        params = self.block.parameters()
+        first = [logits]
+
+        def closure() -> torch.Tensor:
+            lg = first.pop() if first else self._forward(grad=True)
+            loss = self._objective(lg)
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            return loss.detach()
+
+        if self.optimizer_name == "adam":
+            loss = closure()
+            self._opt.step()  # type: ignore[union-attr]
+        else:
+            loss = self._opt.step(closure)  # type: ignore[union-attr]
+        for p in params:
+            p.grad = None
+        self._version += 1
+        self._cached = None
+        value = float(loss)
+        self.losses.append(value)
+        return value
+
+    def _hints_changed(self) -> None:
+        self._targets = HintTargets(self._hints, self.num_classes, self.height, self.width, self.image.device)
+        self._opt = None  # warm start: keep the block, restart the optimiser's memory
+
+    def _check_pixel(self, y: int, x: int) -> tuple[int, int]:
+        try:
+            yi, xi = int(y), int(x)
+        except (TypeError, ValueError):
+            raise TypeError(f"hint coordinates must be integers (y, x), got {y!r}, {x!r}") from None
+        if not (0 <= yi < self.height and 0 <= xi < self.width):
+            raise ValueError(
+                f"hint at (y={yi}, x={xi}) lies outside the {self.height}x{self.width} image; "
+                f"y must be in [0, {self.height - 1}] and x in [0, {self.width - 1}]"
+            )
+        return yi, xi
+
+    def _check_class(self, cls: int) -> int:
+        if isinstance(cls, str):
+            if cls not in self.classes:
+                raise ValueError(f"unknown class {cls!r}; the model's classes are {self.classes}")
+            return self.classes.index(cls)
+        try:
+            k = int(cls)
+        except (TypeError, ValueError):
+            raise TypeError(f"class must be an int index or a class name, got {cls!r}") from None
+        if not 0 <= k < self.num_classes:
+            raise ValueError(
+                f"class index {k} is outside the model's {self.num_classes} classes "
+                f"(0..{self.num_classes - 1}: {', '.join(self.classes)})"
+            )
+        return k
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def plain_logits(self) -> torch.Tensor:
+        """(1, K, H, W) logits of the unguided model (computed once)."""
+        return self._plain.clone()
+
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:
+        """(1, K, H, W) logits with the current guide; at zero exactly the plain logits."""
+        if self.block.is_zero():
+            return self._plain.clone()
+        if self._cached is None or self._cached[0] != self._version:
+            self._cached = (self._version, self._forward(grad=False))
+        return self._cached[1].clone()
+
+    def prediction(self) -> torch.Tensor:
+        """(H, W) int64 guided class map."""
+        return self.logits().argmax(1)[0]
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """The block's current alpha (H), beta (W), gamma_s (C), gamma_b (C), detached."""
+        return self.block.as_dict()
+
+    @property
+    def hints(self) -> list[Hint]:
+        """The hints given so far, oldest first."""
+        return list(self._hints)
+
+    @property
+    def targets(self) -> HintTargets:
+        """The hints as the paper's y_hat / m_hat (and n_hat for negative hints)."""
+        return self._targets
+
+    def add_hint(self, y: int, x: int, cls: int | str, negative: bool = False) -> Hint:
+        """Say "pixel (y, x) is class ``cls``" (``negative=True``: "class ``cls`` is not here")."""
+        self._check_open()
+        yi, xi = self._check_pixel(y, x)
+        k = self._check_class(cls)
+        pixels = torch.tensor([[yi, xi]], dtype=torch.long, device=self.image.device)
+        hint = Hint(points=((yi, xi),), cls=k, negative=bool(negative), radius=0, pixels=pixels)
+        self._hints.append(hint)
+        self._hints_changed()
+        return hint
+
+    def add_stroke(
+        self, points: Sequence[tuple[int, int]], cls: int | str, radius: int = 1, negative: bool = False
+    ) -> Hint:
+        """A brush stroke through ``points`` [(y, x), ...] with ``radius`` (pixels) as one hint."""
+        self._check_open()
+        pts = [tuple(p) for p in points]
+        if not pts or any(len(p) != 2 for p in pts):
+            raise ValueError("points must be a non-empty sequence of (y, x) pairs")
+        pts = [self._check_pixel(y, x) for y, x in pts]
+        k = self._check_class(cls)
+        if int(radius) < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        mask = rasterize_stroke(pts, int(radius), self.height, self.width, self.image.device)
+        hint = Hint(points=tuple(pts), cls=k, negative=bool(negative), radius=int(radius), pixels=mask.nonzero())
+        self._hints.append(hint)
+        self._hints_changed()
+        return hint
+
+    def clear_hints(self) -> None:
+        """Forget every hint (the block keeps its values; call :meth:`reset` to zero it)."""
+        self._hints.clear()
+        self._hints_changed()
+
+    def reset(self, clear_hints: bool = False) -> None:
+        """Set the block back to zero (the plain prediction) and forget the loss history."""
+        self.block.zero_()
+        self._opt = None
+        self._version += 1
+        self._cached = None
+        self.losses.clear()
+        if clear_hints:
+            self.clear_hints()
+
+    def step(self) -> float:
+        """One optimiser step on the hints; returns the objective before the step."""
+        return self._grad_step(self._forward(grad=True))
+
+    def satisfied(self) -> bool:
+        """True when the guided prediction agrees with every hint."""
+        return hints_satisfied(self.logits(), self._targets)
+
+    def run(self, steps: int | None = None, callback: Callable[[int, float], None] | None = None) -> int:
+        """Optimise until every hint is satisfied or ``steps`` steps are spent; returns steps taken.
+
+        ``callback(step, loss)`` is called after each step (a widget redraws there).
+        """
+        self._check_open()
+        budget = self.max_steps if steps is None else int(steps)
+        if self.optimizer_name == "lbfgs":
+            budget = min(budget, LBFGS_MAX_ITER)
+        if self._targets.count == 0:
+            return 0
+        for i in range(budget):
+            logits = self._forward(grad=True)
+            if hints_satisfied(logits.detach(), self._targets):
+                self._cached = (self._version, logits.detach())
+                return i
+            loss = self._grad_step(logits)
+            if callback is not None:
+                callback(i, loss)
+        return budget
+
+    @torch.no_grad()
+    def margins(self) -> torch.Tensor:
+        """(H, W) difference between the two most probable classes (small = uncertain)."""
+        top2 = self.logits().softmax(1).topk(2, dim=1).values[0]
+        return top2[0] - top2[1]
+
+    def ask(self) -> tuple[int, int]:
+        """The pixel the network wants labelled: smallest top-2 probability margin, not yet hinted."""
+        margin = self.margins().masked_fill(self._targets.hinted, math.inf)
+        idx = int(margin.argmin())
+        if math.isinf(float(margin.view(-1)[idx])):
+            raise RuntimeError("every pixel already has a hint; there is nothing left to ask")
+        return idx // self.width, idx % self.width
+
+    def close(self) -> None:
+        """Remove the guiding block from the model (safe to call twice)."""
+        _detach_hooks(self._handles)
+        self._head = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._handles
+
+    def __enter__(self) -> "Guide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Guide(layer={self.layer!r}, block={self.block.shape}, spatial={self.block.spatial}, "
+            f"optimizer={self.optimizer_name!r}, hints={len(self._hints)}, fast_path={self.fast_path})"
+        )

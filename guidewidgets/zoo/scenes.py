@@ -1,0 +1,430 @@
+"""ShapeScenes: procedurally generated images with known labels, per-pixel masks and boxes.
+
+Every scene is a textured background (scikit-image's bundled grass, gravel and brick photos,
+water waves or coloured noise) with one object (classification) or one to four objects
+(segmentation) on it. Objects differ in form, colour and texture; ``circle`` and ``ellipse`` are
+deliberately close (similar hue, similar form when the ellipse is round), the way "sky" and
+"cloud" are, so a segmenter makes mistakes a hint can fix.
+
+Scenes are rendered in chunks of :data:`CHUNK` images at once with tensor ops on coordinate grids
+(no per-pixel Python), each chunk from its own generator seeded by ``(seed, task, chunk)``; an
+item therefore depends only on the seed, the options and its index, and the dataset is lazy:
+making ``ShapeScenes(10_000)`` costs nothing until items are read.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ShapeScenes", "CLASSES", "MASK_CLASSES", "BACKGROUNDS", "CHUNK"]
+
+#: Object classes, in label order (classification labels index this list).
+CLASSES: list[str] = ["circle", "ellipse", "square", "triangle", "star", "cross"]
+#: Segmentation classes: background first, so a mask value is ``label + 1``.
+MASK_CLASSES: list[str] = ["background", *CLASSES]
+#: Background kinds, in the order of ``item["background"]``.
+BACKGROUNDS: list[str] = ["grass", "gravel", "brick", "water", "noise"]
+#: Images rendered together (and seeded together).
+CHUNK = 64
+
+# Base colours (RGB in [0, 1]); circle and ellipse are neighbours on purpose.
+_COLOURS = torch.tensor(
+    [
+        [0.86, 0.18, 0.12],  # circle: red
+        [0.90, 0.32, 0.10],  # ellipse: orange-red
+        [0.15, 0.30, 0.85],  # square: blue
+        [0.20, 0.72, 0.22],  # triangle: green
+        [0.96, 0.84, 0.15],  # star: yellow
+        [0.62, 0.22, 0.78],  # cross: purple
+    ]
+)
+_TINTS = torch.tensor(
+    [
+        [0.36, 0.58, 0.22],  # grass
+        [0.56, 0.53, 0.48],  # gravel
+        [0.68, 0.36, 0.27],  # brick
+        [0.18, 0.40, 0.70],  # water
+    ]
+)
+_TASKS = {"classification": 0, "segmentation": 1}
+
+
+@functools.lru_cache(maxsize=1)
+def _textures() -> torch.Tensor:
+    """scikit-image's grass, gravel and brick photos, (3, 512, 512) float in [0, 1], zero mean-ish."""
+    from skimage import data
+
+    stack = np.stack([data.grass(), data.gravel(), data.brick()]).astype(np.float32) / 255.0
+    t = torch.from_numpy(stack)
+    # Why: equalise contrast so no background is told apart by its brightness alone.
+    t = (t - t.mean(dim=(1, 2), keepdim=True)) / t.std(dim=(1, 2), keepdim=True)
+    return t
+
+
+def _resolve(name: str | int, options: Sequence[str], what: str) -> int:
+    if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
+        if 0 <= int(name) < len(options):
+            return int(name)
+        raise ValueError(f"{what} index {name} is out of range; use 0..{len(options) - 1} or a name from {options}")
+    if isinstance(name, str) and name in options:
+        return options.index(name)
+    raise ValueError(f"unknown {what} {name!r}; choose one of {list(options)}")
+
+
+class ShapeScenes(torch.utils.data.Dataset):
+    """An indexable, deterministic dataset of procedurally generated scenes.
+
+    Args:
+        n: number of scenes.
+        seed: scenes are a pure function of (seed, options, index); same seed, same bytes.
+        task: ``"classification"`` (one large object per image; ``label`` is its class) or
+            ``"segmentation"`` (``objects`` objects per image, possibly overlapping).
+        size: image side in pixels (at least 96); object sizes scale with it.
+        objects: (min, max) objects per scene; default (1, 1) for classification, (1, 4) for
+            segmentation.
+        bias: ``(cls, background, p)``: scenes containing class ``cls`` get ``background`` with
+            probability ``p`` (another one otherwise) and scenes without ``cls`` never get it, so
+            the background becomes a shortcut for the class (GAIN's "boat on water").
+        noise: maximum standard deviation of the per-pixel Gaussian noise.
+
+    Items are dicts: ``image`` (3, H, W) float32 in [0, 1]; ``label`` int (index into
+    :attr:`classes`; for segmentation the class of the largest visible object); ``mask`` (H, W)
+    int64 with 0 = background and ``label + 1`` on an object's pixels; ``instances`` (H, W) int64
+    (0 = background, i + 1 = object i); ``boxes`` (N, 4) int64 ``[x0, y0, x1, y1]`` with exclusive
+    ends (``mask[y0:y1, x0:x1]`` is the tight crop of object i's visible pixels); ``box_labels``
+    (N,) int64; ``background`` int (index into :attr:`backgrounds`).
+    """
+
+    classes: list[str] = CLASSES
+    mask_classes: list[str] = MASK_CLASSES
+    backgrounds: list[str] = BACKGROUNDS
+
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        task: str = "classification",
+        size: int = 96,
+        objects: tuple[int, int] | None = None,
+        bias: tuple[str | int, str | int, float] | None = None,
+        noise: float = 0.05,
+    ) -> None:
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative int (number of scenes), got {n!r}")
+        if task not in _TASKS:
+            raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
+        if not isinstance(size, (int, np.integer)) or size < 96:
+            raise ValueError(f"size must be an int of at least 96 pixels, got {size!r}")
+        if objects is None:
+            objects = (1, 1) if task == "classification" else (1, 4)
+        lo, hi = (int(v) for v in objects)
+        if not 1 <= lo <= hi <= 8:
+            raise ValueError(f"objects must be (min, max) with 1 <= min <= max <= 8, got {objects!r}")
+        if task == "classification" and hi != 1:
+            raise ValueError("classification scenes hold one object; use task='segmentation' for more")
+        self.bias = None
+        if bias is not None:
+            try:
+                cls, bg, p = bias
+            except (TypeError, ValueError):
+                raise ValueError(f"bias must be (class, background, probability), got {bias!r}") from None
+            if not 0.0 <= float(p) <= 1.0:
+                raise ValueError(f"bias probability must lie in [0, 1], got {p!r}")
+            self.bias = (_resolve(cls, CLASSES, "class"), _resolve(bg, BACKGROUNDS, "background"), float(p))
+        self.n, self.seed, self.task, self.size = int(n), int(seed), task, int(size)
+        self.objects = (lo, hi)
+        self.noise = float(noise)
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"ShapeScenes(n={self.n}, seed={self.seed}, task={self.task!r}, size={self.size}, "
+                f"objects={self.objects}, bias={self.bias})")
+
+    # --- access -------------------------------------------------------------------------------
+
+    def __getitem__(self, i: int) -> dict:
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index scenes with an int (use .batch(start, stop) for many), got {type(i).__name__}")
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"scene {i} out of range for {self.n} scenes")
+        c, j = divmod(int(i), CHUNK)
+        chunk = self._chunk(c)
+        valid = chunk["box_valid"][j]
+        # Why: renumber so instance i + 1 is boxes[i] even when an object was fully covered.
+        renumber = torch.zeros(len(valid) + 1, dtype=torch.long)
+        renumber[1:][valid] = torch.arange(1, int(valid.sum()) + 1)
+        return {
+            "image": chunk["images"][j].float() / 255.0,
+            "label": int(chunk["labels"][j]),
+            "mask": chunk["masks"][j].long(),
+            "instances": renumber[chunk["instances"][j].long()],
+            "boxes": chunk["boxes"][j][valid].clone(),
+            "box_labels": chunk["box_labels"][j][valid].clone(),
+            "background": int(chunk["background"][j]),
+        }
+
+    def batch(self, start: int = 0, stop: int | None = None) -> dict[str, torch.Tensor]:
+        """Scenes ``start:stop`` stacked: ``images`` (B, 3, H, W) uint8, ``masks`` (B, H, W) uint8,
+        ``labels`` (B,), ``background`` (B,). Use ``images.float() / 255`` for model input."""
+        stop = self.n if stop is None else min(int(stop), self.n)
+        start = max(0, int(start))
+        parts: dict[str, list[torch.Tensor]] = {"images": [], "masks": [], "labels": [], "background": []}
+        for c in range(start // CHUNK, (stop - 1) // CHUNK + 1 if stop > start else start // CHUNK):
+            chunk = self._chunk(c)
+            a, b = max(start - c * CHUNK, 0), min(stop - c * CHUNK, CHUNK)
+            for k in parts:
+                parts[k].append(chunk[k][a:b])
+        if not parts["images"]:
+            s = self.size
+            return {"images": torch.zeros(0, 3, s, s, dtype=torch.uint8), "masks": torch.zeros(0, s, s, dtype=torch.uint8),
+                    "labels": torch.zeros(0, dtype=torch.long), "background": torch.zeros(0, dtype=torch.long)}
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _chunk(self, c: int, cache: bool = True) -> dict[str, torch.Tensor]:
+        if c in self._cache:
+            return self._cache[c]
+        count = min(CHUNK, self.n - c * CHUNK)
+        out = _render(count, self._generator(c), self)
+        if cache:
+            if len(self._cache) >= 4:  # Why: bounded memory when a DataLoader walks 10,000 scenes
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[c] = out
+        return out
+
+    def _generator(self, c: int) -> torch.Generator:
+        key = [self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, _TASKS[self.task], c]
+        state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+
+def _uniform(g: torch.Generator, shape, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=g)
+
+
+def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Tensor]:
+    S = opts.size
+    lo, hi = opts.objects
+    K = hi
+    nc = len(CLASSES)
+
+    # Object parameters, drawn for K slots per image; slots beyond the count are inactive.
+    count = torch.randint(lo, hi + 1, (B,), generator=g)
+    active = torch.arange(K)[None, :] < count[:, None]
+    cls = torch.randint(0, nc, (B, K), generator=g)
+    if opts.task == "classification":
+        radius = _uniform(g, (B, K), 0.17, 0.36) * S
+        margin = radius * 0.9
+    else:
+        radius = _uniform(g, (B, K), 0.10, 0.25) * S
+        margin = radius * 0.5
+    cx = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
+    cy = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
+    angle = _uniform(g, (B, K), 0.0, 2 * math.pi)
+    aspect = _uniform(g, (B, K), 0.50, 0.78)  # ellipse minor/major axis
+    colour = _COLOURS[cls] * _uniform(g, (B, K, 1), 0.75, 1.1) + 0.06 * torch.randn((B, K, 3), generator=g)
+
+    # Backgrounds, with the bias knob tying one class to one background.
+    nb = len(BACKGROUNDS)
+    background = torch.randint(0, nb, (B,), generator=g)
+    coin = torch.rand((B,), generator=g)
+    other = torch.randint(0, nb - 1, (B,), generator=g)
+    if opts.bias is not None:
+        bc, bb, p = opts.bias
+        has = ((cls == bc) & active).any(dim=1)
+        not_bb = other + (other >= bb).long()  # uniform over backgrounds other than bb
+        background = torch.where(has & (coin < p), torch.full_like(background, bb), not_bb)
+
+    image = _backgrounds(background, S, g)
+
+    # Each object is its class's pre-rendered template (mask + shading) warped into place by one
+    # batched affine resample; the ellipse is the circle template squeezed along one axis.
+    n_obj = B * K
+    s = (S / 2) / radius
+    ca, sa = torch.cos(angle), torch.sin(angle)
+    squeeze = torch.where(cls == 1, aspect, torch.ones_like(aspect))
+    ox, oy = S / 2 - cx, S / 2 - cy
+    theta = torch.stack(
+        [
+            torch.stack([ca * s, sa * s, (ca * ox + sa * oy) / radius], dim=-1),
+            torch.stack([-sa * s / squeeze, ca * s / squeeze, (-sa * ox + ca * oy) / radius / squeeze], dim=-1),
+        ],
+        dim=-2,
+    ).view(n_obj, 2, 3)
+    on = active.view(-1).nonzero()[:, 0]  # Why: only real objects are worth resampling
+    grid = F.affine_grid(theta[on], [len(on), 1, S, S], align_corners=False)
+    warped = torch.zeros((n_obj, S, S))
+    # Template value = shading inside the shape (always > 0.5), 0 outside: one channel says both.
+    warped[on] = F.grid_sample(
+        _templates()[cls.view(-1)[on]], grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )[:, 0]
+    warped = warped.view(B, K, S * S)
+
+    # Painter's order: the last object covering a pixel is the visible one.
+    slot = torch.arange(1, K + 1, dtype=torch.uint8).view(1, K, 1)
+    instances = ((warped > 0) * slot).amax(dim=1)  # (B, S*S), 0 = background
+    top = (instances.long() - 1).clamp(min=0)[:, None]
+    shade = warped.gather(1, top)  # (B, 1, S*S)
+    obj = colour.transpose(1, 2).gather(2, top.expand(B, 3, -1)) * shade
+    fg = (instances > 0)[:, None]
+    image = torch.where(fg.view(B, 1, S, S), obj.view(B, 3, S, S).clamp(0, 1), image)
+    masks = ((cls + 1).to(torch.uint8).gather(1, top[:, 0]) * fg[:, 0]).view(B, S, S)
+    instances = instances.view(B, S, S)
+
+    sigma = _uniform(g, (B, 1, 1, 1), 0.2, 1.0) * opts.noise
+    image = image + sigma * _noise(g, tuple(image.shape))
+    images = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    # Tight boxes of each object's visible pixels (exclusive ends), found without Python loops.
+    vis = instances[:, None] == torch.arange(1, K + 1, dtype=torch.uint8).view(1, K, 1, 1)
+    rows, cols = vis.any(dim=3), vis.any(dim=2)  # (B, K, S)
+    idx = torch.arange(S)
+    y0 = torch.where(rows, idx, S).amin(dim=2)
+    y1 = torch.where(rows, idx, -1).amax(dim=2) + 1
+    x0 = torch.where(cols, idx, S).amin(dim=2)
+    x1 = torch.where(cols, idx, -1).amax(dim=2) + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=2)
+    area = vis.sum(dim=(2, 3))
+    box_valid = area > 0
+    largest = area.argmax(dim=1)
+    labels = cls.gather(1, largest[:, None])[:, 0]
+    return {
+        "images": images,
+        "masks": masks,
+        "instances": instances,
+        "labels": labels,
+        "boxes": boxes,
+        "box_labels": cls,
+        "box_valid": box_valid,
+        "background": background,
+    }
+
+
+_TEMPLATE = 128
+
+
+@functools.lru_cache(maxsize=1)
+def _templates() -> torch.Tensor:
+    """(classes, 1, 128, 128): each class's shading inside its shape, 0 outside, on [-1, 1]^2."""
+    t = (torch.arange(_TEMPLATE, dtype=torch.float32) + 0.5) / _TEMPLATE * 2 - 1
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    nc = len(CLASSES)
+    u, v = u.expand(nc, -1, -1), v.expand(nc, -1, -1)
+    cls = torch.arange(nc)
+    inside, shade = _shapes(u, v, cls, aspect=1.0, freq=3.0, phase=torch.zeros(2))
+    return (shade * inside)[:, None].contiguous()
+
+
+def _shapes(u, v, cls, aspect, freq, phase):
+    """Inside-masks and shading (texture) of every object in the batch, selected by its class."""
+    rho2 = u * u + v * v
+    # circle: radial shading, smooth
+    circle = rho2 <= 1.0
+    # ellipse: same family of colour and shading, only its aspect ratio tells it apart
+    ellipse = u * u + (v / aspect) ** 2 <= 1.0
+    square = torch.maximum(u.abs(), v.abs()) <= 0.8
+    # triangle: three half-planes at distance 0.5 from the centre (vertices on the unit circle)
+    s3 = math.sqrt(3) / 2
+    triangle = (v <= 0.5) & (s3 * u - 0.5 * v <= 0.5) & (-s3 * u - 0.5 * v <= 0.5)
+    # star: five points, inner radius 0.45
+    theta = torch.atan2(v, u)
+    sector = 2 * math.pi / 5
+    phi = (torch.remainder(theta + sector / 2 - math.pi / 2, sector) - sector / 2).abs()
+    rho = rho2.sqrt()
+    px, py = rho * torch.cos(phi), rho * torch.sin(phi)
+    ri, half = 0.45, sector / 2
+    star = (px - 1) * ri * math.sin(half) + py * (1 - ri * math.cos(half)) <= 0
+    cross = ((u.abs() <= 0.32) & (v.abs() <= 0.95)) | ((v.abs() <= 0.32) & (u.abs() <= 0.95))
+
+    fu = freq * u * math.pi + phase[..., 0]
+    fv = freq * v * math.pi + phase[..., 1]
+    radial = 1.08 - 0.35 * rho2.clamp(max=1.0)
+    shades = [
+        radial,  # circle
+        radial,  # ellipse
+        0.72 + 0.28 * (torch.sin(fu) > 0).float(),  # square: stripes
+        1.0 - 0.4 * ((torch.sin(fu) * torch.sin(fv)) > 0.45).float(),  # triangle: dots
+        0.95 + 0.1 * torch.sin(fu * 0.5),  # star: nearly plain
+        0.7 + 0.3 * ((torch.sin(fu) * torch.sin(fv)) > 0).float(),  # cross: checker
+    ]
+    forms = [circle, ellipse, square, triangle, star, cross]
+    inside = torch.zeros_like(circle)
+    shade = torch.ones_like(u)
+    for c, (form, sh) in enumerate(zip(forms, shades)):
+        sel = (cls == c).view(-1, 1, 1)
+        inside = torch.where(sel, form, inside)
+        shade = torch.where(sel, sh, shade)
+    return inside, shade
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> torch.Tensor:
+    """A fixed stream of standard-normal numbers; scenes slice it at random offsets.
+
+    Why: drawing fresh Gaussian noise per pixel costs more than the rest of a scene; slices of a
+    fixed 4M-value stream are as random for a CNN and keep scenes a pure function of the seed.
+    """
+    return torch.randn(1 << 22, generator=torch.Generator().manual_seed(20181231))
+
+
+def _noise(g: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    B, L = shape[0], math.prod(shape[1:])
+    bank = _noise_bank()
+    offsets = torch.randint(0, bank.numel() - L, (B,), generator=g).tolist()
+    return torch.stack([bank[o : o + L] for o in offsets]).view(shape)
+
+
+def _backgrounds(kind: torch.Tensor, S: int, g: torch.Generator) -> torch.Tensor:
+    """(B, 3, S, S) backgrounds of the given kinds (indices into BACKGROUNDS)."""
+    B = kind.shape[0]
+    tex = _textures()
+    T, H, W = tex.shape
+    # Photo textures: random crop, scale (stride 1 or 2), flips, then a jittered tint.
+    stride = torch.randint(1, 3, (B,), generator=g)
+    span = stride * (S - 1)
+    y0 = (torch.rand((B,), generator=g) * (H - span)).long()
+    x0 = (torch.rand((B,), generator=g) * (W - span)).long()
+    ar = torch.arange(S)
+    flip = torch.rand((B, 2), generator=g) < 0.5
+    ry = torch.where(flip[:, :1], S - 1 - ar, ar)
+    rx = torch.where(flip[:, 1:], S - 1 - ar, ar)
+    yy = y0[:, None] + stride[:, None] * ry
+    xx = x0[:, None] + stride[:, None] * rx
+    which = kind.clamp(max=T - 1)
+    grey = tex[which[:, None, None], yy[:, :, None], xx[:, None, :]]  # (B, S, S), zero-mean
+
+    # Water: two crossing wave trains (computed only where needed).
+    ang = _uniform(g, (B, 2, 1, 1), 0, math.pi)
+    freq = _uniform(g, (B, 2, 1, 1), 0.15, 0.45)
+    ph = _uniform(g, (B, 2, 1, 1), 0, 2 * math.pi)
+    water = (kind == 3).nonzero()[:, 0]
+    if len(water):
+        gy = torch.arange(S, dtype=torch.float32).view(1, 1, S, 1)
+        gx = torch.arange(S, dtype=torch.float32).view(1, 1, 1, S)
+        d = torch.cos(ang[water]) * gx + torch.sin(ang[water]) * gy
+        grey[water] = 0.8 * torch.sin(freq[water] * d + ph[water]).sum(dim=1)
+
+    tint = _TINTS[kind.clamp(max=len(_TINTS) - 1)] + 0.06 * torch.randn((B, 3), generator=g)
+    contrast = _uniform(g, (B, 1, 1, 1), 0.25, 0.5)
+    bright = _uniform(g, (B, 1, 1, 1), 0.8, 1.15)
+    image = (tint[:, :, None, None] * bright) * (1 + contrast * grey[:, None])
+
+    # Noise: smooth random colour fields plus fine grain.
+    coarse = torch.rand((B, 3, 4, 4), generator=g)
+    noise = (kind == 4).nonzero()[:, 0]
+    if len(noise):
+        smooth = F.interpolate(coarse[noise], size=(S, S), mode="bilinear", align_corners=False)
+        image[noise] = 0.15 + 0.7 * smooth + 0.08 * _noise(g, (len(noise), 1, S, S))
+    return image

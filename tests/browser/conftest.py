@@ -1,0 +1,236 @@
+"""Real-browser harness: JupyterLab and Voila servers on free ports, headless Chromium via Playwright.
+
+Facts this follows (measured, see ../shared/NOTES.md): Playwright drives the system Chromium
+(never ``playwright install``); each server gets throwaway ``JUPYTER_*`` and ``IPYTHONDIR``
+directories and the JupyterLab news pop-up is disabled; ``expose_app_in_browser`` gives the test
+``window.jupyterapp``; CDN requests are aborted (no network here, Voila asks for fonts). The
+kernels inherit ``PYTHONPATH`` from the servers, so they import this checkout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = ROOT / "tests" / "_artifacts"
+
+# The notebook the browser opens. It uses the embedded models when the zoo has them and falls back
+# to small random-weight stand-ins otherwise, so the harness tests the widgets, not the weights.
+SETUP = r'''
+import os, torch
+import ipywidgets as W
+from torch import nn
+from IPython.display import display
+from guidewidgets.widgets import ExplainWidget, GuideWidget
+torch.set_num_threads(1)
+
+class TinyCNN(nn.Module):
+    classes = ["red", "green", "blue", "grey"]; task = "classification"; default_explain_layer = "features.2"
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(16, 4)
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+class TinySeg(nn.Module):
+    classes = ["background", "disc", "bar"]; task = "segmentation"; default_guide_layer = "enc.2"
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(16, 3, 1)
+    def forward(self, x):
+        return nn.functional.interpolate(self.head(self.enc(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+torch.manual_seed(0)
+try:
+    ew = ExplainWidget()
+except Exception as err:  # zoo weights not there: a stand-in
+    print("stand-in classifier:", type(err).__name__, err)
+    ew = ExplainWidget(TinyCNN().eval(), torch.rand(3, 3, 64, 64))
+try:
+    gw = GuideWidget()
+except Exception as err:
+    print("stand-in segmenter:", type(err).__name__, err)
+    gw = GuideWidget(TinySeg().eval(), torch.rand(3, 64, 64))
+'''
+
+EXPLAIN_CELL = r'''
+ew.add_class("gw-explain")
+display(ew)
+'''
+
+GUIDE_CELL = r'''
+# The hint the test paints: the pixel deepest inside a region the network gets wrong, labelled with
+# its true class (or, without a mask, the centre as a class the network does not predict there).
+import numpy as np
+wrong = None if gw.mask is None else (gw._prediction != gw.mask) & (gw.mask > 0)
+if wrong is not None and wrong.any():
+    from scipy import ndimage
+    depth = ndimage.distance_transform_edt(wrong)
+    y, x = (int(v) for v in np.unravel_index(depth.argmax(), depth.shape))
+    cls = int(gw.mask[y, x])
+else:
+    y, x = gw.height // 2, gw.width // 2
+    cls = next(k for k in range(1, gw.num_classes) if k != int(gw._prediction[y, x]))
+gw.brush_class, gw.brush_radius = cls, 2
+gw.add_class("gw-guide")
+display(W.HTML(f'<div class="gw-hint" data-y="{y}" data-x="{x}" data-scale="{gw.view.scale}" data-cls="{cls}"></div>'))
+display(gw)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_notebook(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(EXPLAIN_CELL), nbformat.v4.new_code_cell(GUIDE_CELL)]
+    nbformat.write(nb, path)
+
+
+def server_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        d = tmp / name.lower()
+        d.mkdir(parents=True, exist_ok=True)
+        env[name] = str(d)
+    labconfig = tmp / "jupyter_config_dir" / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["OMP_NUM_THREADS"] = "1"
+    env["JUPYTER_PLATFORM_DIRS"] = "1"
+    env.pop("JUPYTER_PATH", None)
+    return env
+
+
+class Server:
+    """A Jupyter server subprocess in its own process group, stopped (only it) at the end."""
+
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str], cwd: Path, log: Path, ready: str) -> None:
+        self.port, self.log_path = port, log
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.url + ready, timeout=2)
+                return
+            except urllib.error.HTTPError:
+                return  # it answers (a 404 is an answer)
+            except Exception:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"{cmd[2]} did not answer within 90 s: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session only
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def browser_tmp(tmp_path_factory) -> Path:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    tmp = tmp_path_factory.mktemp("browser")
+    write_notebook(tmp / "widgets.ipynb")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def browser(browser_tmp):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1800}, device_scale_factor=1)
+    context.route("https://**/*", lambda route: route.abort())  # no CDN fonts offline
+    p = context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    p.errors = errors
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def lab_server(browser_tmp):
+    port = free_port()
+    s = Server(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+         "--ServerApp.token=", "--ServerApp.password=", "--IdentityProvider.token=",
+         "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         f"--ServerApp.root_dir={browser_tmp}"],
+        port, server_env(browser_tmp / "lab"), browser_tmp, ARTIFACTS / "jupyterlab.log", "/api/status",
+    )
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def voila_server(browser_tmp):
+    port = free_port()
+    s = Server(
+        [sys.executable, "-m", "voila", "widgets.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+         "--VoilaConfiguration.file_allowlist=['.*']"],
+        port, server_env(browser_tmp / "voila"), browser_tmp, ARTIFACTS / "voila.log", "/no-such-page",
+    )
+    yield s
+    s.stop()
+
+
+def save_screenshot(locator, name: str) -> None:
+    """Into tests/_artifacts always; into docs/img too when GUIDEWIDGETS_SCREENSHOTS=1."""
+    path = ARTIFACTS / name
+    locator.screenshot(path=str(path))
+    if os.environ.get("GUIDEWIDGETS_SCREENSHOTS") == "1":
+        dest = ROOT / "docs" / "img" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)

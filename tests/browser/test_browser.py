@@ -1,0 +1,102 @@
+"""Both widgets in a real browser (headless Chromium), in JupyterLab and in Voila.
+
+In each front end: toggling the ExplainWidget's method changes the overlay canvas's pixels; a click
+on the GuideWidget paints a hint, Run changes the overlay at the hinted pixel. Pixels are read
+back from the canvases with ``getImageData``, so this checks what a user sees.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import save_screenshot
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT = 90_000  # ms; a cold kernel imports torch and builds both widgets (2 shared cores)
+
+# ipycanvas' MultiCanvas shows its layers composited into one <canvas>: we read that, what a user sees.
+# A hash of its pixels, or null while nothing is drawn yet.
+CANVAS_HASH = """(sel) => {
+  const c = document.querySelector(sel + ' canvas');
+  if (!c) return null;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0, alpha = 0;
+  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2] + 17 * d[i + 3]) % 1000000007; alpha += d[i + 3]; }
+  return alpha > 0 ? h : null;
+}"""
+
+PIXEL = """([sel, x, y]) => {
+  const c = document.querySelector(sel + ' canvas');
+  return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data);
+}"""
+
+
+def _stable_hash(page, sel: str) -> int:
+    page.wait_for_function(CANVAS_HASH, arg=sel, timeout=TIMEOUT)  # something is drawn
+    h = None
+    for _ in range(20):  # and nothing more is arriving
+        page.wait_for_timeout(250)
+        new = page.evaluate(CANVAS_HASH, sel)
+        if new == h:
+            return h
+        h = new
+    return h
+
+
+def _explain_toggle_changes_overlay(page) -> None:
+    before = _stable_hash(page, ".gw-explain")
+    page.locator(".gw-explain .widget-toggle-button", has_text="Saliency").first.click()
+    page.wait_for_function(
+        f"(sel) => {{ const h = ({CANVAS_HASH})(sel); return h !== null && h !== {before}; }}",
+        arg=".gw-explain", timeout=TIMEOUT,
+    )
+
+
+def _pixel_changes(page, sel: str, x: int, y: int, before: list[int]) -> list[int]:
+    page.wait_for_function(
+        f"(a) => JSON.stringify(({PIXEL})(a)) !== {json.dumps(json.dumps(before).replace(' ', ''))}",
+        arg=[sel, x, y], timeout=TIMEOUT,
+    )
+    return page.evaluate(PIXEL, [sel, x, y])
+
+
+def _guide_hint_and_run_changes_overlay(page) -> None:
+    _stable_hash(page, ".gw-guide")
+    marker = page.locator(".gw-hint")
+    y, x, scale = (int(marker.get_attribute(f"data-{k}")) for k in ("y", "x", "scale"))
+    cx, cy = x * scale + scale // 2, y * scale + scale // 2
+    canvas = page.locator(".gw-guide canvas").first
+    canvas.scroll_into_view_if_needed()
+    plain = page.evaluate(PIXEL, [".gw-guide", cx, cy])
+    canvas.click(position={"x": cx, "y": cy})
+    hinted = _pixel_changes(page, ".gw-guide", cx, cy, plain)  # the hint is painted (translucent)
+    page.locator(".gw-guide button", has_text="Run").first.click()
+    guided = _pixel_changes(page, ".gw-guide", cx, cy, hinted)  # the segmentation under it changed
+    assert guided != hinted
+    page.locator(".gw-guide", has_text="Run:").first.wait_for(timeout=TIMEOUT)  # readouts updated too
+
+
+def test_voila(page, voila_server):
+    page.goto(voila_server.url + "/", timeout=TIMEOUT)
+    page.wait_for_selector(".gw-explain canvas", timeout=TIMEOUT)
+    _explain_toggle_changes_overlay(page)
+    _guide_hint_and_run_changes_overlay(page)
+    save_screenshot(page.locator(".gw-explain").first, "explain_widget.png")
+    save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
+    assert not [e for e in page.errors if "putImageData" in e], page.errors
+
+
+def test_jupyterlab(page, lab_server):
+    page.goto(lab_server.url + "/lab/tree/widgets.ipynb", timeout=TIMEOUT)
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+        " return k && k.status === 'idle'; }",
+        timeout=TIMEOUT,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_selector(".gw-guide canvas", timeout=TIMEOUT)
+    _explain_toggle_changes_overlay(page)
+    _guide_hint_and_run_changes_overlay(page)

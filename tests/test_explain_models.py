@@ -1,0 +1,68 @@
+"""Every method works unchanged on the common torchvision classifiers (random weights, small
+inputs), including their inplace ReLUs, and leaves each model exactly as it was."""
+import pytest
+import torch
+import torchvision
+
+from guidewidgets import explain as E
+
+FAST = {
+    "smooth-grad-cam++": {"samples": 2},
+    "smoothgrad": {"samples": 2},
+    "occlusion": {"window": 32, "stride": 32},
+    "rise": {"masks": 4, "cells": 4},
+}
+# Which architectures end in global average pooling + one nn.Linear (CAM applies).
+ARCHS = {
+    "resnet18": True,
+    "vgg11": False,
+    "densenet121": True,  # relu(features) -> pool -> linear: CAM on relu(A)
+    "mobilenet_v2": True,
+    "mobilenet_v3_small": False,  # linear -> hardswish -> linear
+    "efficientnet_b0": True,
+    "convnext_tiny": False,  # LayerNorm between pool and linear
+}
+
+
+def snapshot(model):
+    # Why versions, not copies: VGG's weights are half a GB; any in-place write bumps a tensor's
+    # version counter and any replacement changes its storage.
+    return (
+        {k: (v.data_ptr(), v._version, v.dtype, v.shape) for k, v in model.state_dict().items()},
+        [(n, type(m), m.training, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+         for n, m in model.named_modules()],
+        [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()],
+        [getattr(m, "inplace", None) for m in model.modules()],
+    )
+
+
+def same(a, b):
+    sd_a, mods_a, params_a, inplace_a = a
+    sd_b, mods_b, params_b, inplace_b = b
+    return (
+        sd_a == sd_b
+        and mods_a == mods_b
+        and params_a == params_b
+        and inplace_a == inplace_b
+    )
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_all_methods_on_torchvision_classifiers(arch):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=10).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    for name in E.methods():
+        if name == "cam" and not ARCHS[arch]:
+            with pytest.raises(ValueError, match="grad-cam"):
+                E.cam(model, x)
+            continue
+        maps = E.explain(model, x, name, **FAST.get(name, {}))
+        assert maps.shape == (2, 64, 64), name
+        assert torch.isfinite(maps).all(), name
+        assert maps.abs().amax((1, 2)).gt(0).all(), name
+        if not E.method_info(name).signed:
+            assert (maps >= 0).all(), name
+    assert same(before, snapshot(model))
+    assert torch._C._len_torch_function_stack() == 0

@@ -1,0 +1,666 @@
+"""Widgets driven from Python: every control, the canvas mouse handlers, and the pixels sent.
+
+No browser here (see tests/browser for that): the tests call the handlers ipycanvas would call and
+read the frames the image view keeps (``view.frames``: image resolution; ``view.sent``: what went
+into the canvas). Small stand-in models keep the file fast and independent of the zoo's weights.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+ipywidgets = pytest.importorskip("ipywidgets")
+pytest.importorskip("ipycanvas")
+
+from guidewidgets import explain, render  # noqa: E402
+from guidewidgets.widgets import ExplainWidget, GuideWidget, ImageView  # noqa: E402
+from guidewidgets.widgets import inputs  # noqa: E402
+from guidewidgets.widgets.guide_widget import HINT_ALPHA  # noqa: E402
+
+
+class TinyCNN(nn.Module):
+    """A GAP-linear classifier (CAM works) with an inplace ReLU."""
+
+    classes = ["red", "green", "blue", "grey"]
+    task = "classification"
+    default_explain_layer = "features.2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+class TinySeg(nn.Module):
+    classes = ["background", "disc", "bar"]
+    task = "segmentation"
+    default_guide_layer = "enc.2"
+    default_explain_layer = "enc.2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(16, 3, 1)
+
+    def forward(self, x):
+        y = self.head(self.enc(x))
+        return nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.fixture
+def clf():
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, 3, 32, 32, generator=g)
+
+
+@pytest.fixture
+def ew(clf, images):
+    w = ExplainWidget(clf, images, options={"occlusion": {"window": 8, "stride": 4}, "rise": {"masks": 64}})
+    yield w
+    w.wait(10)
+    w.close()
+
+
+def _png_bytes(a: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _expected_overlay(w: ExplainWidget, method: str) -> np.ndarray:
+    info = explain.method_info(method)
+    kw = dict(w.options.get(method, {}))
+    m = explain.explain(w.model, w.images[w.image_index][None], method, target=w.target, layer=w.layer or None, **kw)
+    rgba = render.colorize(m[0], w.colormap, signed=info.signed)
+    rgba[..., 3] = round(w.opacity * 255)
+    return rgba
+
+
+# ---- image view -------------------------------------------------------------------------------
+
+def test_view_sends_nothing_before_a_client_then_replays():
+    v = ImageView(24, 32, display_size=384)
+    assert v.scale == 12 and (v.canvas.width, v.canvas.height) == (384, 288)
+    assert (v.canvas.layout.width, v.canvas.layout.height) == ("384px", "288px")
+    frame = render.colorize(np.random.rand(24, 32))
+    v.set_layer("image", frame)
+    assert v.sent["image"] is None and v.sent_count == 0  # no browser yet: nothing is lost
+    v._on_client_ready()
+    assert np.array_equal(v.sent["image"], render.upscale(frame, 12))
+    assert v.sent["overlay"] is None
+    n = v.sent_count
+    v._on_client_ready()  # a second view (page reload) gets everything again
+    assert v.sent_count == n + 1
+    seg = render.segmentation_rgba(np.eye(24, 32, dtype=np.int64))
+    v.set_layer("overlay", seg)  # after ready: sent at once
+    assert np.array_equal(v.sent["overlay"][::12, ::12], seg)
+    v.set_layer("overlay", None)
+    assert v.sent["overlay"] is None
+    with pytest.raises(ValueError, match="resize"):
+        v.set_layer("image", np.zeros((5, 5, 4), np.uint8))
+    with pytest.raises(ValueError, match="layers are"):
+        v.set_layer("foo", None)
+
+
+def test_view_puts_rgba_so_the_wire_format_is_lossless(monkeypatch):
+    from ipycanvas import utils
+
+    v = ImageView(8, 8, scale=2)
+    v._on_client_ready()
+    seen = []
+    layer = v.canvas[1]
+    orig = layer.put_image_data
+    monkeypatch.setattr(layer, "put_image_data", lambda a, x=0, y=0: (seen.append(a), orig(a, x, y)))
+    v.set_layer("overlay", render.colorize(np.random.rand(8, 8)))
+    assert seen and seen[0].shape == (16, 16, 4)
+    assert utils.binary_image(seen[0])[:4] == b"\x89PNG"
+
+
+def test_view_mouse_maps_to_image_pixels():
+    v = ImageView(10, 20, scale=4)
+    got = []
+    v.on("down", lambda y, x: got.append(("down", y, x)))
+    v.on("drag", lambda y, x: got.append(("drag", y, x)))
+    v.on("up", lambda y, x: got.append(("up", y, x)))
+    v.value_fn = lambda y, x: f"v={y * 100 + x}"
+    v.on_mouse_move(9.0, 5.0)  # hover only
+    assert got == [] and "v=102" in v.value_label.value and v.cursor == (1, 2, 0)
+    v.on_mouse_down(79.9, 39.9)
+    v.on_mouse_move(41.0, 3.0)
+    v.on_mouse_up(41.0, 3.0)
+    assert got == [("down", 9, 19), ("drag", 0, 10), ("up", 0, 10)]
+    assert v.to_image(80, 0) is None and v.to_image(-1, 0) is None
+    v.on_mouse_down(500, 500)  # outside: ignored
+    assert not v.pressed
+    v.on_mouse_down(4, 4)
+    v.on_mouse_out(-3, 4)  # leaving ends the drag
+    assert not v.pressed and got[-1][0] == "up"
+    v.value_fn = lambda y, x: 1 / 0
+    v.on_mouse_move(4, 4)  # a broken readout does not break the handler
+    assert "ZeroDivisionError" in v.value_label.value
+
+
+# ---- ExplainWidget ----------------------------------------------------------------------------
+
+def test_explain_initial_state(ew, clf, images):
+    assert ew.size == 32 and len(ew.images) == 3
+    with torch.no_grad():
+        p = torch.softmax(clf(images[:1]), 1)[0]
+    assert ew.target == int(p.argmax())
+    labels = [lbl for lbl, _ in ew.w_target.options]
+    assert len(labels) == 4 and labels[0].startswith(clf.classes[int(p.argmax())])
+    assert f"{float(p.max()):.1%}" in labels[0]
+    assert [v for _, v in ew.w_method.options] == explain.methods()
+    assert np.array_equal(ew.view.frames["image"], render.to_rgba(images[0]))
+    assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
+    assert ew.view.frames["overlay"] is ew.frame
+    assert ew.layer == "" and ew.w_layer.options[0][1] == ""
+    assert "features.2" in [v for _, v in ew.w_layer.options]
+
+
+def test_explain_every_method_from_the_toggle(ew):
+    for name in explain.methods():
+        ew.w_method.value = name  # what a click does
+        ew.wait(30)
+        assert ew.method == name and ew.status == "", (name, ew.status)
+        assert ew.frame.shape == (32, 32, 4) and ew.frame.dtype == np.uint8
+        info = explain.method_info(name)
+        if name not in ("smoothgrad", "smooth-grad-cam++", "rise"):  # random methods: own draws
+            assert np.array_equal(ew.frame, _expected_overlay(ew, name)), name
+        assert ew.w_layer.disabled == (not info.uses_layer)
+
+
+def test_method_toggle_changes_overlay_pixels_and_client_gets_them(ew):
+    ew.view._on_client_ready()
+    a = ew.view.sent["overlay"].copy()
+    ew.method = "saliency"
+    b = ew.view.sent["overlay"]
+    assert b.shape == (384, 384, 4) and not np.array_equal(a, b)
+    assert np.array_equal(b[::12, ::12], ew.frame)
+
+
+def test_cache_makes_toggling_back_free(ew, monkeypatch):
+    calls = []
+    real = explain.explain
+    monkeypatch.setattr(explain, "explain", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    ew.method = "saliency"
+    ew.method = "grad-cam"
+    ew.method = "saliency"
+    assert calls == ["saliency"]
+    assert ew.cached("grad-cam") and ew.cached("saliency")
+    ew.opacity = 0.2
+    ew.colormap = "viridis"
+    assert calls == ["saliency"]  # style changes never run the model
+    assert (ew.frame[..., 3] == round(0.2 * 255)).all()
+    assert np.array_equal(ew.frame, _expected_overlay(ew, "saliency"))
+
+
+def test_style_controls_and_bad_values(ew):
+    ew.w_opacity.value = 0.8
+    assert ew.opacity == 0.8 and (ew.frame[..., 3] == 204).all()
+    ew.w_cmap.value = "gray"
+    assert (ew.frame[..., 0] == ew.frame[..., 1]).all()
+    ew.colormap = "not-a-map"
+    assert ew.colormap == "gray" and ew.status.startswith("Error") and "colormap" in ew.status
+    ew.method = "Grad_CAM"  # forgiving spelling
+    assert ew.method == "grad-cam"
+    ew.method = "gradcam-9000"
+    assert ew.method == "grad-cam" and "Unknown explanation method" in ew.status
+    ew.opacity = 3.0
+    assert ew.opacity == 1.0
+
+
+def test_layer_and_target_controls(ew, clf):
+    before = ew.frame.copy()
+    ew.w_layer.value = "features.0"
+    assert ew.layer == "features.0" and not np.array_equal(ew.frame, before)
+    assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
+    ew.layer = "featurez.2"
+    assert ew.layer == "features.0" and "features.2" in ew.status  # close match named
+    other = [v for _, v in ew.w_target.options if v != ew.target][0]
+    ew.w_target.value = other
+    assert ew.target == other
+    assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
+    ew.target = 99
+    assert ew.target == other and "outside 0..3" in ew.status
+
+
+def test_image_selection_and_inputs(ew, images):
+    ew.w_image.value = 2
+    assert ew.image_index == 2
+    assert np.array_equal(ew.view.frames["image"], render.to_rgba(images[2]))
+    assert ew.target == int(ew.probabilities(2).argmax())
+    ew.image_index = 7
+    assert ew.image_index == 2 and "no image 7" in ew.status
+    i = ew.add_image(np.full((40, 60, 3), 200, np.uint8), "grey")
+    assert ew.image_index == i and ew.images[i].shape == (3, 32, 32)  # centre crop + resize
+    assert ew.names[i] == "grey" and (i, ) and ("grey", i) in ew.w_image.options
+
+
+def test_dataset_and_list_inputs(clf):
+    data = [{"image": torch.rand(3, 16, 16), "label": 1}, (torch.rand(3, 16, 16), 2), np.random.rand(16, 16)]
+    w = ExplainWidget(clf, data)
+    assert len(w.images) == 3 and w.size == 16 and w.frame is not None
+    w.close()
+    uploads = ({"name": "cat.png", "content": memoryview(_encode("RGB", (16, 16)))},)  # a FileUpload's value
+    w = ExplainWidget(clf, uploads)
+    assert w.names == ["cat.png"] and w.images[0].shape == (3, 16, 16)
+    w.close()
+
+
+def test_compare_mode(ew):
+    ew.compare_methods = ["grad-cam", "saliency", "cam"]
+    ew.w_compare.value = True
+    assert ew.compare
+    assert ew.compare_frame.shape == (32, 32 * 3 + 8, 4)
+    base = render.to_rgba(ew.images[0])
+    tile = render.overlay(base, _expected_overlay(ew, "saliency"), alpha=1.0)
+    assert np.array_equal(ew.compare_frame[:, 36:68], tile)
+    assert ew.compare_image.value[:4] == b"\x89PNG" and "Saliency" in ew.compare_label.value
+    assert ew.compare_image.layout.display is None and ew.view.layout.display == "none"
+    ew.compare_methods = ["grad-cam", "nope"]
+    assert ew.compare_methods == ["grad-cam"] and "nope" in ew.status
+    ew.compare = False
+    assert ew.view.layout.display is None
+
+
+def test_raw_gradient_image(ew):
+    ew.method = "guided-backprop"
+    ew.w_raw.value = True
+    raw = explain.explain(ew.model, ew.images[0][None], "guided-backprop", target=ew.target, raw=True)
+    expect = render.gradient_image(raw[0])
+    expect[..., 3] = round(ew.opacity * 255)
+    assert np.array_equal(ew.frame, expect)
+
+
+class _Gate:
+    """A slow 'method' the test controls: blocks until released, reporting progress."""
+
+    def __init__(self, real):
+        self.real, self.started, self.release, self.cancelled = real, threading.Event(), threading.Event(), False
+
+    def __call__(self, model, x, method, target=None, layer=None, progress=None, **kw):
+        if method == "occlusion":
+            self.started.set()
+            for i in range(200):
+                if self.release.wait(0.01):
+                    break
+                try:
+                    progress and progress(min(0.99, i / 100))
+                except Exception:
+                    self.cancelled = True
+                    raise
+            progress and progress(1.0)
+        return self.real(model, x, method, target=target, layer=layer, **kw)
+
+
+def test_slow_method_runs_in_background_and_controls_stay_live(ew, monkeypatch):
+    gate = _Gate(explain.explain)
+    monkeypatch.setattr(explain, "explain", gate)
+    ew.method = "occlusion"  # returns at once
+    assert gate.started.wait(5)
+    assert ew.busy and ew.w_progress.layout.visibility == "visible" and "background" in ew.status
+    ew.opacity = 0.3  # other controls work meanwhile
+    assert ew.opacity == 0.3 and ew.method == "occlusion"
+    gate.release.set()
+    assert ew.wait(10)
+    assert not ew.busy and ew.status == "" and ew.w_progress.value == 1.0
+    assert np.array_equal(ew.frame, _expected_overlay(ew, "occlusion"))
+    ew.method = "grad-cam"
+    ew.method = "occlusion"  # cached: no thread
+    assert not ew.busy
+
+
+def test_new_request_cancels_a_running_slow_method(ew, monkeypatch):
+    gate = _Gate(explain.explain)
+    monkeypatch.setattr(explain, "explain", gate)
+    ew.method = "occlusion"
+    assert gate.started.wait(5)
+    ew.method = "saliency"  # needs the model: cancels occlusion at its next progress report
+    assert ew.wait(10) and gate.cancelled
+    assert ew.method == "saliency" and np.array_equal(ew.frame, _expected_overlay(ew, "saliency"))
+    assert not ew.cached("occlusion") and not ew.busy
+
+
+def test_model_errors_show_in_status_and_widget_recovers(ew, monkeypatch):
+    real = explain.explain
+
+    def broken(model, x, method, **kw):
+        if method == "deconvnet":
+            raise RuntimeError("CUDA out of memory (pretend)")
+        return real(model, x, method, **kw)
+
+    monkeypatch.setattr(explain, "explain", broken)
+    ew.method = "deconvnet"
+    assert ew.status.startswith("Error") and "out of memory" in ew.status
+    assert ew.view.frames["overlay"] is None
+    ew.method = "saliency"
+    assert ew.status == "" and ew.frame is not None
+
+
+def test_model_failing_on_an_image(clf, images):
+    class Picky(TinyCNN):
+        def forward(self, x):
+            if x.mean() > 0.9:
+                raise ValueError("too bright")
+            return super().forward(x)
+
+    m = Picky().eval()
+    m.load_state_dict(clf.state_dict())
+    w = ExplainWidget(m, [images[0], torch.ones(3, 32, 32)])
+    w.image_index = 1
+    assert "too bright" in w.status and w.view.frames["overlay"] is None
+    w.image_index = 0
+    assert w.frame is not None
+    w.close()
+
+
+def test_segmenter_in_explain_widget_says_why():
+    w = ExplainWidget(TinySeg().eval(), torch.rand(1, 3, 16, 16))
+    assert "GuideWidget" in w.status and "classifier" in w.status
+    w.close()
+
+
+def _encode(mode: str, size=(20, 30)) -> bytes:
+    from PIL import Image
+
+    arr = np.random.default_rng(0).integers(0, 255, size + ((len(mode),) if mode in ("RGB", "RGBA") else ()), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=None).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_uploads_good_and_bad(ew, monkeypatch):
+    n = len(ew.images)
+    ew._on_upload({"new": ({"name": "photo.png", "content": memoryview(_encode("RGB")), "size": 1},)})
+    assert len(ew.images) == n + 1 and ew.image_index == n and "Loaded 'photo.png'" in ew.status
+    assert ew.frame is not None and ew.images[n].shape == (3, 32, 32)
+    assert ew.load_upload(_encode("L"), "gray.png") == n + 1 and "grayscale" in ew.status
+    assert ew.load_upload(_encode("RGBA"), "alpha.png") == n + 2 and "white" in ew.status
+    assert ew.load_upload(b"%PDF-1.4 not an image", "paper.pdf") is None
+    assert ew.status.startswith("Upload refused") and "not an image" in ew.status
+    assert ew.load_upload(b"", "empty.png") is None and "empty" in ew.status
+    monkeypatch.setattr(inputs, "MAX_UPLOAD_PIXELS", 100)
+    assert ew.load_upload(_encode("RGB"), "huge.png") is None and "megapixels" in ew.status
+    monkeypatch.setattr(inputs, "MAX_UPLOAD_BYTES", 10)
+    assert ew.load_upload(_encode("RGB"), "big.png") is None and "MB" in ew.status
+    assert len(ew.images) == n + 3  # the widget still works after the refusals
+    ew.method = "saliency"
+    assert ew.frame is not None
+
+
+def test_upload_control_roundtrip(ew):
+    ew.w_upload.value = ({"name": "a.png", "type": "image/png", "size": 10, "content": memoryview(_encode("RGB")),
+                      "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert ew.names[-1] == "a.png" and ew.image_index == len(ew.images) - 1
+
+
+def test_export_png_and_figure(ew, tmp_path):
+    from PIL import Image
+
+    path = ew.export(str(tmp_path / "out.png"))
+    back = np.asarray(Image.open(path))
+    assert np.array_equal(back, ew.composite())
+    assert 'download="out.png"' in ew.w_export_out.value
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(ew.to_png()))), ew.composite())
+    fig = ew.to_figure()
+    assert len(fig.axes) == 2 and "Grad-CAM" in fig.axes[1].get_title()
+    ew.compare = True
+    fig = ew.to_figure()
+    assert len(fig.axes) == len(ew.compare_methods)
+    assert ew.composite() is ew.compare_frame
+    bad = ew.export(str(tmp_path / "missing-dir" / "x.png"))
+    assert bad == "" and "export failed" in ew.status
+
+
+def test_model_is_left_unchanged(clf, images):
+    state = {k: v.clone() for k, v in clf.state_dict().items()}
+    w = ExplainWidget(clf, images)
+    for m in ("grad-cam", "guided-backprop", "occlusion"):
+        w.method = m
+        w.wait(10)
+    w.close()
+    assert all(torch.equal(v, clf.state_dict()[k]) for k, v in state.items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in clf.modules())
+    assert all(p.grad is None for p in clf.parameters())
+
+
+# ---- GuideWidget ------------------------------------------------------------------------------
+
+@pytest.fixture
+def gw():
+    torch.manual_seed(0)
+    model = TinySeg().eval()
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(3, 32, 32, generator=g)
+    mask = torch.zeros(32, 32, dtype=torch.long)
+    mask[4:12, 4:12] = 1
+    mask[20:24, :] = 2
+    w = GuideWidget(model, image, mask)
+    yield w
+    w.close()
+
+
+def test_guide_initial_frames(gw):
+    plain = gw.guide.plain_logits().argmax(1)[0]
+    assert np.array_equal(gw.view.frames["overlay"], render.segmentation_rgba(plain, gw.palette, alpha=gw.opacity))
+    assert (gw.view.frames["hints"] == 0).all()
+    assert gw.view.scale == 12 and gw.w_class.options[1] == ("1: disc", 1)
+    assert "disc" in gw.w_legend.value and gw.w_loss.value[:4] == b"\x89PNG"
+    assert gw.brush_class == 1 and gw.step_count == 0
+
+
+def test_click_paints_a_hint_and_run_satisfies_it(gw):
+    gw.brush_radius = 0
+    y, x = 7, 20
+    target = 2 if gw._prediction[y, x] != 2 else 1
+    gw.w_class.value = target
+    gw.view._on_client_ready()
+    gw.view.on_mouse_down(x * 12 + 5, y * 12 + 5)  # canvas coordinates, as the browser sends them
+    gw.view.on_mouse_up(x * 12 + 5, y * 12 + 5)
+    assert gw.hint_count == 1 and gw.guide.hints[0].points == ((y, x),) and gw.guide.hints[0].cls == target
+    hint_px = (*gw.palette[target, :3], HINT_ALPHA)
+    assert tuple(gw.view.frames["hints"][y, x]) == hint_px
+    assert tuple(gw.view.sent["hints"][y * 12 + 6, x * 12 + 6]) == hint_px
+    assert (gw.view.frames["hints"][..., 3] == HINT_ALPHA).sum() == 1  # exactly one pixel painted
+    assert (gw.view.frames["hints"][..., 3] == 255).sum() == 4  # and its white outline
+    before = gw.view.sent["overlay"].copy()
+    gw.w_run.click()
+    assert gw.step_count > 0 and gw.guide.satisfied()
+    assert gw._prediction[y, x] == target
+    expect = render.segmentation_rgba(gw.guide.prediction(), gw.palette, alpha=gw.opacity)
+    assert np.array_equal(gw.view.frames["overlay"], expect)
+    assert not np.array_equal(before[y * 12, x * 12], gw.view.sent["overlay"][y * 12, x * 12])
+    assert gw.changed == int((render.to_numpy(gw.guide.plain_logits().argmax(1)[0]) != gw._prediction).sum())
+    assert "satisfied" in gw.status
+
+
+def test_drag_makes_a_continuous_stroke(gw):
+    gw.brush_radius = 1
+    gw.view.on_mouse_down(2 * 12, 2 * 12)
+    gw.view.on_mouse_move(2 * 12, 3 * 12)
+    assert gw.hint_count == 0 and gw.view.frames["hints"][3, 2, 3] == HINT_ALPHA  # provisional stroke shown
+    gw.view.on_mouse_move(20 * 12, 3 * 12)  # a jump of 18 px
+    gw.view.on_mouse_up(20 * 12, 3 * 12)
+    h = gw.guide.hints[0]
+    assert h.radius == 1 and len(h.points) >= 19
+    covered = {tuple(p) for p in render.to_numpy(h.pixels).tolist()}
+    assert all((3, x) in covered for x in range(2, 21))
+    painted = gw.view.frames["hints"][..., 3] == HINT_ALPHA
+    assert painted.sum() == len(covered)
+
+
+def test_negative_hint_and_undo(gw):
+    gw.w_negative.value = True
+    gw.brush_radius = 2
+    gw.view.on_mouse_down(60, 60)
+    gw.view.on_mouse_up(60, 60)
+    assert gw.guide.hints[0].negative and "not disc" in gw.status
+    gw.negative = False
+    gw.view.on_mouse_down(200, 200)
+    gw.view.on_mouse_up(200, 200)
+    assert gw.hint_count == 2
+    gw.w_undo.click()
+    assert gw.hint_count == 1 and gw.guide.hints[0].negative
+    gw.undo()
+    gw.undo()
+    assert gw.status == "No hint to undo."
+
+
+def test_step_reset_and_readouts(gw):
+    gw.add_stroke([(8, 8)], cls=2, radius=1)
+    gw.w_step.click()
+    assert gw.step_count == 1 and len(gw.guide.losses) == 1
+    gw.step()
+    assert gw.step_count == 2 and "loss" in gw.w_numbers.value and "|gamma_s|" in gw.w_numbers.value
+    assert gw.w_gamma.value[:4] == b"\x89PNG"
+    pred = gw._prediction.copy()
+    gw.step()
+    assert gw.changed == int((gw._prediction != pred).sum())
+    gw.w_reset.click()
+    plain = render.to_numpy(gw.guide.plain_logits().argmax(1)[0])
+    assert gw.step_count == 0 and gw.hint_count == 0 and np.array_equal(gw._prediction, plain)
+    assert all(float(v.abs().sum()) == 0 for v in gw.guide.params.values())
+    gw.step()
+    assert "hint first" in gw.status
+
+
+def test_iou_readout(gw):
+    from guidewidgets.widgets.guide_widget import iou_per_class
+
+    iou = iou_per_class(gw._prediction, gw.mask, 3)
+    assert np.allclose(gw.iou, iou, equal_nan=True)
+    p = np.array([[0, 1], [1, 1]])
+    t = np.array([[0, 1], [0, 1]])
+    assert np.allclose(iou_per_class(p, t, 3), [0.5, 2 / 3, np.nan], equal_nan=True)
+    assert "IoU now" in gw.w_numbers.value
+
+
+def test_show_toggle(gw):
+    gw.w_show.value = "truth"
+    assert np.array_equal(gw.view.frames["overlay"], render.segmentation_rgba(gw.mask, gw.palette, alpha=gw.opacity))
+    gw.show = "original"
+    assert np.array_equal(gw.view.frames["overlay"], render.segmentation_rgba(gw._original, gw.palette, alpha=gw.opacity))
+    gw.show = "nonsense"
+    assert gw.show == "original" and gw.status.startswith("Error")
+    gw.opacity = 1.0
+    assert (gw.view.frames["overlay"][..., 3][gw._original > 0] == 255).all()
+
+
+def test_ask_and_answer(gw):
+    assert gw.w_answers.layout.display == "none"
+    y, x = gw.w_ask.click() or gw.asking
+    assert gw.asking == gw.guide.ask() and "Which class" in gw.status
+    assert gw.w_answers.layout.display is None
+    ring = gw.view.frames["hints"]
+    assert ring[max(0, y - 4): y + 5, max(0, x - 4): x + 5, 3].max() == 255
+    cls = 2
+    gw.w_answers.children[1 + cls].click()
+    assert gw.asking is None and gw.guide.hints[-1].points == ((y, x),) and gw.guide.hints[-1].cls == cls
+    assert gw._prediction[y, x] == cls and gw.w_answers.layout.display == "none"
+    gw.answer(1)
+    assert "Nothing was asked" in gw.status
+
+
+def test_guide_bad_requests_keep_it_working(gw):
+    gw.brush_class = 9
+    assert gw.brush_class == 1 and "outside 0..2" in gw.status
+    assert not gw.add_stroke([(40, 40)])
+    assert "outside" in gw.status and gw.hint_count == 0
+    gw.brush_radius = -5
+    assert gw.brush_radius == 0
+    gw.add_stroke([(1, 1)])
+    gw.run()
+    assert gw.step_count >= 0 and not gw.status.startswith("Error")
+
+
+def test_hover_readout(gw):
+    gw.view.on_mouse_move(5 * 12 + 1, 6 * 12 + 1)
+    text = gw.view.value_label.value
+    assert "(y=6, x=5)" in text and "guided:" in text and "truth: disc" in text
+
+
+def test_guide_widget_close_removes_block():
+    m = TinySeg().eval()
+    w = GuideWidget(m, torch.rand(3, 16, 16))
+    assert any(mod._forward_hooks for mod in m.modules())
+    w.close()
+    assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_guide_widget_rejects_wrong_mask():
+    with pytest.raises(ValueError, match="mask"):
+        GuideWidget(TinySeg().eval(), torch.rand(3, 16, 16), torch.zeros(8, 8, dtype=torch.long))
+
+
+def test_widgets_from_package_root():
+    import guidewidgets
+
+    assert guidewidgets.ExplainWidget is ExplainWidget and guidewidgets.GuideWidget is GuideWidget
+
+
+# ---- the embedded defaults (once the zoo ships weights) -----------------------------------------
+
+def _zoo_ready(name: str) -> bool:
+    try:
+        from guidewidgets import zoo
+
+        zoo.load(name)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _zoo_ready("shapes-classifier"), reason="zoo weights for shapes-classifier not available")
+def test_explain_widget_defaults():
+    w = ExplainWidget()
+    assert len(w.images) >= 4 and w.frame is not None and w.status == ""
+    for m in ("cam", "grad-cam", "saliency"):
+        w.method = m
+        assert w.status == "" and w.frame is not None
+    w.close()
+
+
+@pytest.mark.skipif(not _zoo_ready("shapes-segmenter"), reason="zoo weights for shapes-segmenter not available")
+def test_guide_widget_defaults():
+    w = GuideWidget()
+    assert w.mask is not None and w.view.frames["overlay"] is not None
+    y, x = w.ask()
+    w.answer(int(w.mask[y, x]))
+    assert w._prediction[y, x] == int(w.mask[y, x])
+    w.close()
+
+
+def test_readout_plots():
+    from guidewidgets.widgets.plots import bars_rgba, line_png, line_rgba
+
+    a = line_rgba([4.0, 3.0, 2.0, 1.0], width=100, height=50)
+    assert a.shape == (50, 100, 4) and a.dtype == np.uint8
+    blue = np.argwhere((a[..., :3] == (31, 119, 180)).all(-1))
+    left, right = blue[blue[:, 1] < 10], blue[blue[:, 1] > 90]
+    assert left[:, 0].mean() < right[:, 0].mean()  # a falling loss goes down the image
+    assert line_png([])[:4] == b"\x89PNG" and line_rgba([float("nan")]).shape == (80, 240, 4)
+    b = bars_rgba([1.0, -0.5], width=40, height=41)
+    red = np.argwhere((b[..., :3] == (214, 39, 40)).all(-1))
+    blu = np.argwhere((b[..., :3] == (31, 119, 180)).all(-1))
+    assert red[:, 0].max() < 20 < blu[:, 0].min() and red[:, 1].max() < blu[:, 1].min()
+    assert len(np.unique(red[:, 0])) == 2 * len(np.unique(blu[:, 0]))  # heights in proportion
