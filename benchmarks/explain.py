@@ -15,7 +15,8 @@ The floor is the least work a method needs, timed with plain PyTorch on the same
   forward          one forward without autograd (CAM)
   layer backward   head without graph + forward of the tail + backward to the layer (Grad-CAM, ++)
   input backward   forward + backward to the input (saliency, guided backprop, deconvnet, guided Grad-CAM)
-  n x ...          the same for the n noisy copies, batched like ours (Smooth Grad-CAM++, SmoothGrad)
+  n x ...          the same for the n noisy copies, batched like ours (SmoothGrad; Smooth
+                   Grad-CAM++ also needs one forward of the clean image for its feature map)
   perturbed fwds   forwards of the perturbed images only, batched like ours (occlusion, RISE)
 """
 from __future__ import annotations
@@ -144,7 +145,9 @@ def cases(model, x, t, cfg, device):
     rows["grad-cam++"] = {"ours": ours("grad-cam++", layer="layer4"), "floor": f_layer}
     rows["smooth-grad-cam++"] = {
         "ours": ours("smooth-grad-cam++", layer="layer4", samples=cfg.samples, noise=cfg.noise),
-        "floor": ("n x layer backward", lambda: batched(floor_layer_backward, cfg.samples, x, t, bs)(floor_m)),
+        # the method needs the clean image's feature map: one plain forward more
+        "floor": ("forward + n x layer backward", lambda: (
+            floor_forward(floor_m, x, t), batched(floor_layer_backward, cfg.samples, x, t, bs)(floor_m))),
     }
     for name in ("saliency", "guided-backprop", "deconvnet", "guided-grad-cam"):
         rows[name] = {"ours": ours(name), "floor": f_input}

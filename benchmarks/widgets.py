@@ -119,11 +119,11 @@ def main() -> None:
 
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} thread(s)"
     print(f"\nWidget latency on {dev}, torch {torch.__version__}, median of {args.repeat}\n")
-    print(f"| {'what':52s} | {'image':6s} | {'ms':>8s} | {'target':14s} |")
-    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 10}|{'-' * 16}|")
+    print(f"| {'what':58s} | {'image':6s} | {'ms':>8s} | {'target':14s} |")
+    print(f"|{'-' * 60}|{'-' * 8}|{'-' * 10}|{'-' * 16}|")
     for what, sz, ms, target in rows:
         val = f"{ms:8.0f}" if target == "count" else f"{ms:8.1f}"
-        print(f"| {what:52s} | {sz:6s} | {val} | {target:14s} |")
+        print(f"| {what:58s} | {sz:6s} | {val} | {target:14s} |")
 
 
 if __name__ == "__main__":

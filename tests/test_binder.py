@@ -174,6 +174,7 @@ def _clean_env(venv_dir: Path, home: Path) -> dict[str, str]:
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
         IPYTHONDIR=str(home / "ipython"),
         MPLCONFIGDIR=str(home / "mpl"),
+        TORCH_HOME=str(home / "torch"),  # postBuild's best-effort weight download lands here, not in ~
         OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
     )
     return env

@@ -7,11 +7,9 @@ hidden solutions), and the cells whose numbers matter really are checked by nbva
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import nbformat

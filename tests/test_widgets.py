@@ -434,6 +434,8 @@ def test_export_png_and_figure(ew, tmp_path):
 
 def test_model_is_left_unchanged(clf, images):
     state = {k: v.clone() for k, v in clf.state_dict().items()}
+    clf.features[0].train()  # mixed flags must come back exactly as they were
+    flags = [m.training for m in clf.modules()]
     w = ExplainWidget(clf, images)
     for m in ("grad-cam", "guided-backprop", "occlusion"):
         w.method = m
@@ -442,6 +444,7 @@ def test_model_is_left_unchanged(clf, images):
     assert all(torch.equal(v, clf.state_dict()[k]) for k, v in state.items())
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in clf.modules())
     assert all(p.grad is None for p in clf.parameters())
+    assert [m.training for m in clf.modules()] == flags
 
 
 # ---- GuideWidget ------------------------------------------------------------------------------
@@ -646,7 +649,8 @@ def test_guide_widget_defaults():
     assert w.mask is not None and w.view.frames["overlay"] is not None
     y, x = w.ask()
     w.answer(int(w.mask[y, x]))
-    assert w._prediction[y, x] == int(w.mask[y, x])
+    assert w.guide.hints[-1].points == ((y, x),) and w.step_count >= 0 and w.status.startswith("Run:")
+    assert np.array_equal(w.view.frames["overlay"], render.segmentation_rgba(w.guide.prediction(), w.palette, alpha=w.opacity))
     w.close()
 
 

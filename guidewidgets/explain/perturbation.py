@@ -169,8 +169,8 @@ def rise(
         for start, stop in chunks(masks, b, auto_batch_size(x, batch_size)):
             k = stop - start
             m = _crop_upsampled(grids[start:stop], dy[start:stop], dx[start:stop], h, w)
-            mm = m[:, None, None]
-            batch = (x.unsqueeze(0) * mm + value * (1 - mm)).view(k * b, *x.shape[1:])
+            # fill + (x - fill) * mask in one pass over the k * B images
+            batch = torch.addcmul(value, x - value, m[:, None, None]).view(k * b, *x.shape[1:])
             out = model_output(model(batch))
             if probabilities and t.fn is None and out.dim() == 2:
                 out = out.softmax(1)

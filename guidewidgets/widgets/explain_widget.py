@@ -50,6 +50,18 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Eval mode inside; every module's own ``training`` flag restored after (not one global flag)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
@@ -147,6 +159,7 @@ class ExplainWidget(W.VBox):
         self.view.value_fn = self._value_at
         self._build_controls()
         self.children = self._layout()
+        self._sync_method_controls()
         self._syncing = False
         self._select_image(0)
 
@@ -286,13 +299,8 @@ class ExplainWidget(W.VBox):
             for name, m in self.model.named_modules():
                 if name and not isinstance(m, _SKIP_LAYER_TYPES):
                     handles.append(m.register_forward_hook(make(name)))
-            was_training = self.model.training
-            try:
-                self.model.eval()
-                with torch.no_grad():
-                    self.model(self.images[0][None])
-            finally:
-                self.model.train(was_training)
+            with _eval_mode(self.model), torch.no_grad():
+                self.model(self.images[0][None])
         except Exception:
             names = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
         finally:
@@ -386,8 +394,7 @@ class ExplainWidget(W.VBox):
             return
         name = change["name"]
         if name == "method":
-            self.w_layer.disabled = not self.infos[self.method].uses_layer
-            self.w_raw.disabled = not self.infos[self.method].has_image
+            self._sync_method_controls()
         elif name == "image_index":
             return self._select_image(change["new"])
         elif name == "target":
@@ -395,6 +402,11 @@ class ExplainWidget(W.VBox):
         elif name == "compare":
             self._show_compare(change["new"])
         self.update()
+
+    def _sync_method_controls(self) -> None:
+        info = self.infos[self.method]
+        self.w_layer.disabled = not info.uses_layer
+        self.w_raw.disabled = not info.has_image
 
     def _on_style_change(self, change: dict) -> None:
         if not self._syncing:
@@ -420,13 +432,8 @@ class ExplainWidget(W.VBox):
         """Softmax class probabilities of an image (default: the one shown)."""
         i = self.image_index if index is None else index
         if i not in self._probs:
-            with self._lock, torch.no_grad():
-                was_training = self.model.training
-                self.model.eval()
-                try:
-                    out = self.model(self.images[i][None])
-                finally:
-                    self.model.train(was_training)
+            with self._lock, torch.no_grad(), _eval_mode(self.model):
+                out = self.model(self.images[i][None])
             if isinstance(out, dict) and "out" in out:  # torchvision segmenters
                 out = out["out"]
             if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -596,7 +603,11 @@ class ExplainWidget(W.VBox):
             if not tiles:
                 return
             self.compare_frame = render.grid(tiles, cols=min(4, len(tiles)), pad=4)
-            self.compare_image.value = render.to_png(self.compare_frame)
+            h, w = self.compare_frame.shape[:2]
+            zoom = max(1, min(self.view.scale, 1000 // w, 800 // h))  # small tiles shown larger, exactly
+            self.compare_image.value = render.to_png(render.upscale(self.compare_frame, zoom))
+            # px sizes, or the notebook's flex layout stretches the picture out of proportion
+            self.compare_image.layout.width, self.compare_image.layout.height = f"{w * zoom}px", f"{h * zoom}px"
             self.compare_label.value = " | ".join(titles)
             return
         res = self._cache.get(self._key(self.method))

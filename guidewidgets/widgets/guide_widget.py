@@ -348,8 +348,11 @@ class GuideWidget(W.VBox):
         if self.mask is not None:
             iou_g = iou_per_class(self._prediction, self.mask, self.num_classes)
             iou_o = iou_per_class(self._original, self.mask, self.num_classes)
+            def cell(v: float) -> str:
+                return "–" if np.isnan(v) else f"{v:.2f}"
+
             cells = "".join(
-                f"<tr><td>{html.escape(self.classes[k])}</td><td>{iou_o[k]:.2f}</td><td>{iou_g[k]:.2f}</td></tr>"
+                f"<tr><td>{html.escape(self.classes[k])}</td><td>{cell(iou_o[k])}</td><td>{cell(iou_g[k])}</td></tr>"
                 for k in range(self.num_classes) if not np.isnan(iou_g[k]) or not np.isnan(iou_o[k])
             )
             rows.append(

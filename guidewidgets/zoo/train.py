@@ -99,7 +99,7 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def train(recipe: str, *, epochs: int | None = None, threads: int = 2, log=None, **overrides) -> tuple[nn.Module, dict]:
+def train(recipe: str, *, epochs: int | None = None, threads: int = 1, log=None, **overrides) -> tuple[nn.Module, dict]:
     """Train the model of ``recipe`` ("classifier" or "segmenter") from scratch; returns it (eval
     mode) and its test-set :func:`evaluate` result. Deterministic for a given thread count."""
     if recipe not in RECIPES:
@@ -108,29 +108,33 @@ def train(recipe: str, *, epochs: int | None = None, threads: int = 2, log=None,
     log = log or (lambda msg: print(msg, flush=True))
     if epochs is not None:
         cfg["epochs"] = int(epochs)
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = ShapeClassifier() if cfg["task"] == "classification" else ShapeSegmenter()
-    steps_per_epoch = -(-cfg["train"] // cfg["batch"])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=0.2)
-    t0 = time.time()
-    model.train()
-    for epoch in range(cfg["epochs"]):
-        scenes = ShapeScenes(cfg["train"], seed=TRAIN_SEED + epoch, task=cfg["task"])
-        total, count = 0.0, 0
-        for start in range(0, cfg["train"], cfg["batch"]):
-            b = scenes.batch(start, start + cfg["batch"])
-            out = model(_images(b))
-            target = b["labels"] if cfg["task"] == "classification" else b["masks"].long()
-            loss = F.cross_entropy(out, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(target)
-            count += len(target)
-        log(f"epoch {epoch + 1}/{cfg['epochs']}: loss {total / count:.4f}  ({time.time() - t0:.0f} s)")
+    try:
+        torch.manual_seed(0)
+        model = ShapeClassifier() if cfg["task"] == "classification" else ShapeSegmenter()
+        steps_per_epoch = -(-cfg["train"] // cfg["batch"])
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=0.2)
+        t0 = time.time()
+        model.train()
+        for epoch in range(cfg["epochs"]):
+            scenes = ShapeScenes(cfg["train"], seed=TRAIN_SEED + epoch, task=cfg["task"])
+            total, count = 0.0, 0
+            for start in range(0, cfg["train"], cfg["batch"]):
+                b = scenes.batch(start, start + cfg["batch"])
+                out = model(_images(b))
+                target = b["labels"] if cfg["task"] == "classification" else b["masks"].long()
+                loss = F.cross_entropy(out, target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(target)
+                count += len(target)
+            log(f"epoch {epoch + 1}/{cfg['epochs']}: loss {total / count:.4f}  ({time.time() - t0:.0f} s)")
+    finally:
+        torch.set_num_threads(previous_threads)
     model.eval()
     seconds = time.time() - t0
     result = evaluate(model, ShapeScenes(cfg["test"], seed=TEST_SEED, task=cfg["task"]))
@@ -158,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipe", choices=list(RECIPES))
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     p.add_argument("--train", type=int, default=None, help="scenes per epoch")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (the result depends on it; default 2)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (the weights depend on it; default 1)")
+    p.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     p.add_argument("--out", type=Path, default=None, help="where to write the weights (default: the package's file)")
     args = p.parse_args(argv)
-    over = {} if args.train is None else {"train": args.train}
+    over = {k: v for k, v in (("train", args.train), ("batch", args.batch), ("lr", args.lr)) if v is not None}
     name = RECIPES[args.recipe]["model"]
     model, result = train(args.recipe, epochs=args.epochs, threads=args.threads, **over)
     print(format_report(result))

@@ -83,8 +83,23 @@ def test_voila(page, voila_server):
     page.wait_for_selector(".gw-explain canvas", timeout=TIMEOUT)
     _explain_toggle_changes_overlay(page)
     _guide_hint_and_run_changes_overlay(page)
-    save_screenshot(page.locator(".gw-explain").first, "explain_widget.png")
     save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
+    # the README pictures: Grad-CAM with the hover readout, and compare mode
+    explain = page.locator(".gw-explain").first
+    explain.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    canvas = explain.locator("canvas").first
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)
+    page.wait_for_function(
+        "() => document.querySelector('.gw-explain .widget-label') && "
+        "Array.from(document.querySelectorAll('.gw-explain .widget-label')).some(e => e.textContent.includes('Grad-CAM'))",
+        timeout=TIMEOUT,
+    )
+    save_screenshot(explain, "explain_widget.png")
+    explain.locator("button", has_text="Compare").first.click()
+    explain.locator("img").first.wait_for(state="visible", timeout=TIMEOUT)
+    page.wait_for_timeout(500)
+    save_screenshot(explain, "explain_compare.png")
     assert not [e for e in page.errors if "putImageData" in e], page.errors
 
 
