@@ -18,6 +18,7 @@ import io
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 __all__ = [
     "to_numpy",
@@ -43,10 +44,10 @@ COLORMAPS = ["jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "co
 
 def to_numpy(x: ArrayLike) -> np.ndarray:
     """A numpy view/copy of ``x``; torch tensors are detached and moved to the CPU here, once."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
+    if isinstance(x, torch.Tensor):
         x = x.detach()
-        if x.dtype.is_floating_point and x.dtype not in (_torch_float32(), _torch_float64()):
-            x = x.float()  # half/bfloat16 have no numpy twin
+        if x.dtype in (torch.float16, torch.bfloat16):  # no numpy twin for bfloat16
+            x = x.float()
         return x.cpu().numpy()
     if isinstance(x, np.ndarray):
         return x
@@ -54,18 +55,6 @@ def to_numpy(x: ArrayLike) -> np.ndarray:
         return np.asarray(x)
     except Exception as err:  # pragma: no cover - exotic inputs
         raise TypeError(f"expected a torch tensor or numpy array, got {type(x).__name__}") from err
-
-
-def _torch_float32():
-    import torch
-
-    return torch.float32
-
-
-def _torch_float64():
-    import torch
-
-    return torch.float64
 
 
 def _squeeze_batch(a: np.ndarray, want_ndim: int, what: str) -> np.ndarray:
@@ -86,7 +75,7 @@ def to_rgba(image: ArrayLike) -> np.ndarray:
     convention), ``(H, W, 3)``/``(H, W, 4)`` channels last, or ``(H, W)`` grayscale; floats are
     taken to be in [0, 1] (values outside are clipped), integers in [0, 255].
     """
-    is_tensor = hasattr(image, "detach")
+    is_tensor = isinstance(image, torch.Tensor)
     a = to_numpy(image)
     if a.ndim == 4:
         a = _squeeze_batch(a, 3, "image")

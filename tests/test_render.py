@@ -155,3 +155,10 @@ def test_cuda_tensors():
     x = torch.rand(3, 8, 8, device="cuda")
     assert np.array_equal(render.to_rgba(x), render.to_rgba(x.cpu()))
     assert render.overlay(x, torch.rand(8, 8, device="cuda").half()).shape == (8, 8, 4)
+
+
+def test_half_precision_and_requires_grad_inputs():
+    m = torch.rand(6, 6, requires_grad=True)
+    assert np.array_equal(render.colorize(m), render.colorize(m.detach().numpy()))
+    assert render.colorize(m.detach().bfloat16()).shape == (6, 6, 4)
+    assert render.to_rgba(torch.rand(3, 6, 6).half()).shape == (6, 6, 4)

@@ -121,6 +121,17 @@ def test_view_sends_nothing_before_a_client_then_replays():
         v.set_layer("foo", None)
 
 
+def test_view_resize():
+    v = ImageView(8, 8, scale=3)
+    v._on_client_ready()
+    v.set_layer("image", np.zeros((8, 8, 4), np.uint8))
+    v.resize(10, 6)
+    assert (v.canvas.width, v.canvas.height, v.canvas.layout.width) == (18, 30, "18px")
+    assert v.frames["image"] is None and v.sent["image"] is None
+    v.set_layer("image", np.zeros((10, 6, 4), np.uint8))
+    assert v.sent["image"].shape == (30, 18, 4)
+
+
 def test_view_puts_rgba_so_the_wire_format_is_lossless(monkeypatch):
     from ipycanvas import utils
 
@@ -196,6 +207,15 @@ def test_method_toggle_changes_overlay_pixels_and_client_gets_them(ew):
     b = ew.view.sent["overlay"]
     assert b.shape == (384, 384, 4) and not np.array_equal(a, b)
     assert np.array_equal(b[::12, ::12], ew.frame)
+
+
+def test_explain_hover_readout(ew):
+    ew.view.on_mouse_move(5 * 12 + 3, 7 * 12 + 3)
+    text = ew.view.value_label.value
+    m = ew.current["map"]
+    assert "(y=7, x=5)" in text and "Grad-CAM" in text and f"{m[7, 5]:.4g}" in text
+    rgb = tuple(int(c) for c in render.to_rgba(ew.images[0])[7, 5, :3])
+    assert f"RGB {rgb}" in text
 
 
 def test_cache_makes_toggling_back_free(ew, monkeypatch):
@@ -355,6 +375,9 @@ def test_model_errors_show_in_status_and_widget_recovers(ew, monkeypatch):
     assert ew.view.frames["overlay"] is None
     ew.method = "saliency"
     assert ew.status == "" and ew.frame is not None
+    ew.method = "deconvnet"
+    ew.method = "grad-cam"  # cached: the error must not stick to a good map
+    assert ew.status == "" and ew.view.frames["overlay"] is ew.frame
 
 
 def test_model_failing_on_an_image(clf, images):
@@ -374,9 +397,34 @@ def test_model_failing_on_an_image(clf, images):
     w.close()
 
 
-def test_segmenter_in_explain_widget_says_why():
-    w = ExplainWidget(TinySeg().eval(), torch.rand(1, 3, 16, 16))
-    assert "GuideWidget" in w.status and "classifier" in w.status
+def test_segmenter_in_explain_widget_explains_class_logit_sums():
+    model = TinySeg().eval()
+    x = torch.rand(1, 3, 16, 16)
+    w = ExplainWidget(model, x)
+    assert w.segmentation and w.status == ""
+    with torch.no_grad():
+        pred = model(x).argmax(1)[0]
+    area = torch.bincount(pred.flatten(), minlength=3).float() / pred.numel()
+    assert np.allclose(w.probabilities(), area.numpy())
+    assert all("of pixels" in label for label, _ in w.w_target.options)
+    expect = explain.explain(model, x, "grad-cam", target=w.target)
+    rgba = render.colorize(expect[0], w.colormap)
+    rgba[..., 3] = round(w.opacity * 255)
+    assert np.array_equal(w.frame, rgba)
+    w.close()
+
+
+def test_model_with_strange_output_says_why():
+    class Vector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x.mean((2, 3)))[0]  # (K,) instead of (B, K)
+
+    w = ExplainWidget(Vector(), torch.rand(1, 3, 8, 8))
+    assert "(B, K)" in w.status and w.status.startswith("Error")
     w.close()
 
 
@@ -430,6 +478,14 @@ def test_export_png_and_figure(ew, tmp_path):
     assert ew.composite() is ew.compare_frame
     bad = ew.export(str(tmp_path / "missing-dir" / "x.png"))
     assert bad == "" and "export failed" in ew.status
+
+
+def test_export_button(ew, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ew.w_export.click()
+    files = list(tmp_path.glob("explain_*.png"))
+    assert len(files) == 1 and files[0].name == "explain_image_0_grad-cam.png"
+    assert ew.exported == str(files[0])
 
 
 def test_model_is_left_unchanged(clf, images):
@@ -497,6 +553,21 @@ def test_click_paints_a_hint_and_run_satisfies_it(gw):
     assert "satisfied" in gw.status
 
 
+def test_run_redraws_live_every_few_steps(gw, monkeypatch):
+    frames = []
+    real = gw.view.set_layer
+    monkeypatch.setattr(gw.view, "set_layer", lambda name, f: (frames.append(name), real(name, f)))
+    gw.live_every = 2
+    gw.add_stroke([(3, 3)], cls=2, radius=0)
+    gw.add_stroke([(3, 5)], cls=1, radius=0)  # two classes side by side: takes a few steps
+    gw.run_steps = 6
+    before = gw._prediction.copy()
+    gw.run()
+    n = gw.step_count
+    assert n >= 2 and frames.count("overlay") == n // 2 + 1
+    assert gw.changed == int((gw._prediction != before).sum())
+
+
 def test_drag_makes_a_continuous_stroke(gw):
     gw.brush_radius = 1
     gw.view.on_mouse_down(2 * 12, 2 * 12)
@@ -556,6 +627,16 @@ def test_iou_readout(gw):
     t = np.array([[0, 1], [0, 1]])
     assert np.allclose(iou_per_class(p, t, 3), [0.5, 2 / 3, np.nan], equal_nan=True)
     assert "IoU now" in gw.w_numbers.value
+
+
+def test_radius_and_opacity_controls(gw):
+    gw.w_radius.value = 4
+    assert gw.brush_radius == 4 and gw.view.cursor_radius == 4
+    gw.view.on_mouse_move(100, 100)
+    assert gw.view.cursor[2] == 4
+    gw.w_opacity.value = 0.25
+    a = gw.view.frames["overlay"][..., 3]
+    assert set(np.unique(a)) <= {0, round(0.25 * 255)}
 
 
 def test_show_toggle(gw):

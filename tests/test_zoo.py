@@ -41,6 +41,11 @@ def test_items_have_the_documented_types():
     assert isinstance(item["label"], int) and 0 <= item["label"] < len(zoo.CLASSES)
     assert item["boxes"].shape == (1, 4) and item["boxes"].dtype == torch.int64
     assert zoo.ShapeScenes(3, seed=0, size=128)[2]["image"].shape == (3, 128, 128)
+    assert zoo.ShapeScenes(1, seed=0, size=320, task="segmentation")[0]["mask"].shape == (320, 320)
+    loader = torch.utils.data.DataLoader(zoo.ShapeScenes(6, seed=0, task="segmentation"), batch_size=3,
+                                         collate_fn=zoo.ShapeScenes.collate)
+    first = next(iter(loader))
+    assert first["image"].shape == (3, 3, 96, 96) and len(first["boxes"]) == 3
     assert len(zoo.CLASSES) >= 6 and zoo.MASK_CLASSES[0] == "background"
 
 
@@ -75,23 +80,26 @@ def test_masks_labels_and_boxes_agree(task):
 
 @pytest.mark.parametrize("p", [0.8, 0.3])
 def test_bias_ties_class_to_background_at_the_chosen_probability(p):
-    scenes = zoo.ShapeScenes(1200, seed=5, bias=("cross", "water", p))
-    b = scenes.batch()
+    b = zoo.ShapeScenes(900, seed=5, bias=("cross", "water", p)).batch()
     cross = b["labels"] == zoo.CLASSES.index("cross")
     water = b["background"] == zoo.BACKGROUNDS.index("water")
     rate = float(water[cross].float().mean())
-    assert abs(rate - p) < 0.08, rate
+    print(f"\nbias p={p}: P(water | cross) = {rate:.3f} over {int(cross.sum())} crosses")
+    assert abs(rate - p) < 0.1, rate
     assert not water[~cross].any()  # water only ever comes with the cross
-    # without the knob, the class says nothing about the background
-    free = zoo.ShapeScenes(1200, seed=5).batch()
-    fc = free["labels"] == zoo.CLASSES.index("cross")
-    fw = free["background"] == zoo.BACKGROUNDS.index("water")
-    assert abs(float(fw[fc].float().mean()) - 1 / len(zoo.BACKGROUNDS)) < 0.08
-    assert abs(float(fw[~fc].float().mean()) - 1 / len(zoo.BACKGROUNDS)) < 0.05
+
+
+def test_without_bias_class_and_background_are_independent():
+    b = zoo.ShapeScenes(900, seed=5).batch()
+    cross = b["labels"] == zoo.CLASSES.index("cross")
+    water = b["background"] == zoo.BACKGROUNDS.index("water")
+    chance = 1 / len(zoo.BACKGROUNDS)
+    assert abs(float(water[cross].float().mean()) - chance) < 0.1
+    assert abs(float(water[~cross].float().mean()) - chance) < 0.05
 
 
 def test_bad_scene_options_say_what_to_do():
-    with pytest.raises(ValueError, match="at least 96"):
+    with pytest.raises(ValueError, match="from 96 to 512"):
         zoo.ShapeScenes(4, size=64)
     with pytest.raises(ValueError, match="classification' or 'segmentation"):
         zoo.ShapeScenes(4, task="detection")
@@ -247,9 +255,9 @@ def test_photos_ship_offline():
     [
         ("resnet18", "classification", 1000, "net.layer4"),
         ("mobilenet_v3_small", "classification", 1000, "net.features"),
-        ("vgg11", "classification", 1000, "net.features.19"),
+        ("squeezenet1_0", "classification", 1000, "net.features"),
         ("lraspp_mobilenet_v3_large", "segmentation", 21, "net.classifier.cbr"),
-        ("fcn_resnet50", "segmentation", 21, "net.backbone.layer4"),
+        ("deeplabv3_mobilenet_v3_large", "segmentation", 21, "net.backbone.16"),
     ],
 )
 def test_torchvision_adapter_without_weights(name, task, k, explain_layer):

@@ -21,8 +21,11 @@ __all__ = ["Guide", "bottleneck_layer", "DEFAULTS"]
 DEFAULTS = {
     "adam": {"lr": 0.1, "steps": 30},
     "lbfgs": {"lr": 1.0, "steps": 20},
+    "sgd": {"lr": 1.0, "steps": 30},
+    "optimizers": ("adam", "lbfgs", "sgd"),
     "penalty": 1e-3,
     "bias_weight": 10.0,
+    "keep": 0.0,
 }
 LBFGS_MAX_ITER = 40  # f-BRS's budget
 
@@ -93,8 +96,9 @@ class _Adam:
     of imports on a laptop CPU, which a user would feel on their first hint.
     """
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 plain: bool = False):
+        self.params, self.lr, self.betas, self.eps, self.plain = params, lr, betas, eps, plain
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
         self.t = 0
@@ -106,6 +110,9 @@ class _Adam:
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
+                continue
+            if self.plain:
+                p.add_(p.grad, alpha=-self.lr)
                 continue
             m.mul_(b1).add_(p.grad, alpha=1 - b1)
             v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
@@ -150,10 +157,11 @@ class Guide:
         penalty: float | None = None,
         bias_weight: float | None = None,
         fast: bool = True,
+        keep: float | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if optimizer not in ("adam", "lbfgs"):
+        if optimizer not in DEFAULTS["optimizers"]:
             raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
         image = _check_image(image)
         param = next(model.parameters(), None)
@@ -177,6 +185,8 @@ class Guide:
             self.max_steps = min(self.max_steps, LBFGS_MAX_ITER)
         self.penalty = float(penalty if penalty is not None else DEFAULTS["penalty"])
         self.bias_weight = float(bias_weight if bias_weight is not None else DEFAULTS["bias_weight"])
+        self.keep = float(keep if keep is not None else DEFAULTS["keep"])
+        self._plain_logp: torch.Tensor | None = None
 
         self._activation, plain = self._plain_forward()
         self._plain = plain
@@ -338,13 +348,22 @@ class Guide:
         params = self.block.parameters()
         if self.optimizer_name == "adam":
             self._opt = _Adam(params, lr=self.lr)
+        elif self.optimizer_name == "sgd":
+            self._opt = _Adam(params, lr=self.lr, plain=True)
         else:
             self._opt = torch.optim.LBFGS(
                 params, lr=self.lr, max_iter=1, max_eval=25, history_size=10, line_search_fn="strong_wolfe"
             )
 
     def _objective(self, logits: torch.Tensor) -> torch.Tensor:
-        return hint_loss(logits, self._targets) + self.penalty * self.block.penalty(self.bias_weight)
+        loss = hint_loss(logits, self._targets) + self.penalty * self.block.penalty(self.bias_weight)
+        if self.keep:
+            if self._plain_logp is None:
+                self._plain_logp = self._plain.log_softmax(1)
+            # KL(plain || guided) over the image: changes far from the hints cost something.
+            kl = (self._plain_logp.exp() * (self._plain_logp - logits.log_softmax(1))).sum(1).mean()
+            loss = loss + self.keep * kl
+        return loss
 
     def _grad_step(self, logits: torch.Tensor) -> float:
         """One optimiser update from logits computed at the current block (with graph)."""
@@ -361,7 +380,7 @@ class Guide:
                 p.grad = g
             return loss.detach()
 
-        if self.optimizer_name == "adam":
+        if self.optimizer_name != "lbfgs":
             loss = closure()
             self._opt.step()  # type: ignore[union-attr]
         else:

@@ -22,7 +22,7 @@ import collections
 import contextlib
 import html
 import threading
-from typing import Any, Sequence
+from typing import Any
 
 import ipywidgets as W
 import numpy as np
@@ -73,7 +73,9 @@ class ExplainWidget(W.VBox):
     ----------
     model: a classifier following the package's model conventions (default: the embedded
         ``zoo.load("shapes-classifier")``); any torchvision classifier wrapped with
-        ``zoo.torchvision_model`` works on CPU or CUDA.
+        ``zoo.torchvision_model`` works on CPU or CUDA. A segmenter works too: the target
+        menu lists classes by their share of predicted pixels, and class k is explained through
+        the sum of its logits over the image.
     images: a ``(B, 3, H, W)`` tensor, one image, a list (tensors, arrays, PIL images, paths), a
         dict name -> image or a dataset (first ``max_images`` items). Default: a few ShapeScenes
         and scikit-image's bundled photos.
@@ -144,9 +146,12 @@ class ExplainWidget(W.VBox):
 
         self._cache: collections.OrderedDict[tuple, dict[str, np.ndarray]] = collections.OrderedDict()
         self._cache_size = int(cache_size)
+        self._cache_lock = threading.Lock()
         self._probs: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()  # one computation on the model at a time
         self._generation = 0
+        self._deferred_status = ""
+        self.segmentation = False  # set when the model turns out to return (B, K, H, W) logits
         self._thread: threading.Thread | None = None
         self.frame: np.ndarray | None = None  # overlay frame (RGBA, image size) last rendered
         self.compare_frame: np.ndarray | None = None
@@ -370,7 +375,10 @@ class ExplainWidget(W.VBox):
             try:
                 names.append(self._explain.method_info(m).name)
             except Exception as err:
-                self.status = f"Error: {err}"
+                # shown after the valid rest is drawn (drawing clears old errors)
+                self._deferred_status = f"Error: {err}"
+        if names == list(self.compare_methods) and self._deferred_status:  # no change event will come
+            self.status, self._deferred_status = self._deferred_status, ""
         return names
 
     @T.validate("opacity")
@@ -402,6 +410,8 @@ class ExplainWidget(W.VBox):
         elif name == "compare":
             self._show_compare(change["new"])
         self.update()
+        if self._deferred_status:
+            self.status, self._deferred_status = self._deferred_status, ""
 
     def _sync_method_controls(self) -> None:
         info = self.infos[self.method]
@@ -429,19 +439,30 @@ class ExplainWidget(W.VBox):
         return self.classes[k] if k < len(self.classes) else f"class {k}"
 
     def probabilities(self, index: int | None = None) -> np.ndarray:
-        """Softmax class probabilities of an image (default: the one shown)."""
+        """Class scores of an image (default: the one shown) for the target menu.
+
+        Classifiers: softmax probabilities. Segmenters ((B, K, H, W) logits): the fraction of
+        pixels predicted as each class; explaining class k then means "the sum of class-k logits
+        over the image" (the explain API's convention for segmentation outputs).
+        """
         i = self.image_index if index is None else index
         if i not in self._probs:
             with self._lock, torch.no_grad(), _eval_mode(self.model):
                 out = self.model(self.images[i][None])
             if isinstance(out, dict) and "out" in out:  # torchvision segmenters
                 out = out["out"]
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            if isinstance(out, torch.Tensor) and out.dim() == 2:
+                self._probs[i] = render.to_numpy(out.softmax(1)[0].float())
+            elif isinstance(out, torch.Tensor) and out.dim() == 4:
+                k = out.shape[1]
+                counts = torch.bincount(out[0].argmax(0).flatten(), minlength=k)
+                self._probs[i] = render.to_numpy(counts.float() / counts.sum())
+                self.segmentation = True
+            else:
                 raise ValueError(
-                    f"ExplainWidget needs a classifier (logits of shape (B, K)); this model returned "
-                    f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}. For segmenters use GuideWidget, or explain(..., target=callable)."
+                    "ExplainWidget needs logits of shape (B, K) (classifier) or (B, K, H, W) (segmenter); "
+                    f"this model returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
                 )
-            self._probs[i] = render.to_numpy(out.softmax(1)[0].float())
         return self._probs[i]
 
     def _select_image(self, i: int) -> None:
@@ -456,9 +477,11 @@ class ExplainWidget(W.VBox):
             self.w_target.options = []
             self.view.set_layer("overlay", None)
             return
-        top = np.argsort(-p)[: self.top_k]
+        top = [int(k) for k in np.argsort(-p)[: self.top_k]]
+        if self.segmentation and len(top) > 1 and top[0] == 0 and p[top[1]] > 0:
+            top = top[1:]  # the biggest object, not the background, is the interesting default
         with self._quiet():
-            self.target = int(top[0])
+            self.target = top[0]
         self._sync_target_control()
         self.update()
 
@@ -469,7 +492,8 @@ class ExplainWidget(W.VBox):
         top = [int(k) for k in np.argsort(-p)[: self.top_k]]
         if self.target not in top:
             top.append(self.target)
-        opts = [(f"{self._class_name(k)} ({p[k]:.1%})", k) for k in top]
+        unit = " of pixels" if self.segmentation else ""
+        opts = [(f"{self._class_name(k)} ({p[k]:.1%}{unit})", k) for k in top]
         with self._quiet():
             if list(self.w_target.options) != opts:
                 self.w_target.options = opts
@@ -497,6 +521,10 @@ class ExplainWidget(W.VBox):
         return {"map": render.to_numpy(m[0].float())}
 
     def _store(self, key: tuple, value: dict[str, np.ndarray]) -> None:
+        with self._cache_lock:  # the background thread stores while the kernel thread reads
+            self._store_locked(key, value)
+
+    def _store_locked(self, key: tuple, value: dict[str, np.ndarray]) -> None:
         self._cache[key] = value
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
@@ -608,15 +636,27 @@ class ExplainWidget(W.VBox):
             self.compare_image.value = render.to_png(render.upscale(self.compare_frame, zoom))
             # px sizes, or the notebook's flex layout stretches the picture out of proportion
             self.compare_image.layout.width, self.compare_image.layout.height = f"{w * zoom}px", f"{h * zoom}px"
-            self.compare_label.value = " | ".join(titles)
+            cell = (tiles[0].shape[1] + 4) * zoom  # one title centred under each tile of the first row
+            self.compare_label.value = "<div style='display:flex'>" + "".join(
+                f"<div style='width:{cell}px;text-align:center'>{html.escape(t)}</div>" for t in titles[:4]
+            ) + "</div>" + (f"<div>then: {html.escape(', '.join(titles[4:]))}</div>" if len(titles) > 4 else "")
+            self._clear_error()
             return
         res = self._cache.get(self._key(self.method))
         if res is None:
             return
-        self._cache.move_to_end(self._key(self.method))
+        with self._cache_lock:
+            if self._key(self.method) in self._cache:
+                self._cache.move_to_end(self._key(self.method))
+        self._clear_error()
         self.current = res
         self.frame = self._overlay_rgba(self.method, res)
         self.view.set_layer("overlay", self.frame)
+
+    def _clear_error(self) -> None:
+        # a new map on screen means the last error no longer describes what the user sees
+        if self.status.startswith("Error"):
+            self.status = ""
 
     def _value_at(self, y: int, x: int) -> str:
         rgb = render.to_rgba(self.images[self.image_index][:, y : y + 1, x : x + 1])[0, 0, :3]

@@ -21,7 +21,6 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
-import torch
 import traitlets as T
 from torch import nn
 
@@ -89,6 +88,7 @@ class GuideWidget(W.VBox):
     show = T.Unicode("guided")  # "guided" | "original" | "truth"
     run_steps = T.Int(0)  # 0 = the guide's own default budget
     auto_run = T.Bool(False)  # run the guide after every stroke / answer
+    live_every = T.Int(5)  # redraw the segmentation every n steps of a Run (0: only at the end)
     step_count = T.Int(0)
     changed = T.Int(0)  # pixels whose class changed at the last Step/Run
     hint_count = T.Int(0)
@@ -142,6 +142,8 @@ class GuideWidget(W.VBox):
         self._probs = render.to_numpy(self.guide.plain_logits().softmax(1)[0].float())
         self._stroke: list[tuple[int, int]] = []
         self.frames: dict[str, np.ndarray] = {}
+        self._before: np.ndarray | None = None
+        self.iou: np.ndarray | None = None  # per-class IoU of the shown guided prediction (with a mask)
 
         self.view = ImageView(self.height, self.width, display_size=display_size)
         self.view.value_fn = self._value_at
@@ -428,7 +430,8 @@ class GuideWidget(W.VBox):
 
     # ---- actions ------------------------------------------------------------------------------
     def _after(self, steps: int, note: str) -> None:
-        before = self._prediction
+        before = self._before if self._before is not None else self._prediction
+        self._before = None
         self._prediction = render.to_numpy(self.guide.prediction())
         self.changed = int((self._prediction != before).sum())
         self.step_count += steps
@@ -465,8 +468,16 @@ class GuideWidget(W.VBox):
         if not self.guide.hints:
             self.status = "Paint a hint first (click or drag on the image), then Run."
             return
+        self._before = self._prediction  # live updates move _prediction; "changed" counts from here
+        def live(i: int, loss: float) -> None:
+            # every few steps: show the segmentation as it moves (the kernel is busy, messages still go out)
+            if self.live_every and (i + 1) % self.live_every == 0:
+                self._prediction = render.to_numpy(self.guide.prediction())
+                self._draw_overlay()
+                self.w_loss.value = line_png(self.guide.losses, logy=True)
+
         try:
-            n = self.guide.run(steps=self.run_steps or None)
+            n = self.guide.run(steps=self.run_steps or None, callback=live)
         except Exception as err:
             self.status = f"Error: the guide run failed: {_error_text(err)}"
             return

@@ -130,6 +130,9 @@ def _default_layers(name: str, task: str, net: nn.Module) -> tuple[str, str]:
         (("regnet",), "trunk_output"),
         (("shufflenet",), "conv5"),
         (("mnasnet",), "layers"),
+        (("swin",), "permute"),  # Why: its "features" are channels-last; the permute makes (B, C, H, W)
+        (("maxvit",), "blocks"),
+        (("vit_",), "encoder"),  # tokens, not a feature map: CAM-family methods need a CNN
     ]
     for prefixes, layer in table:
         if name.startswith(prefixes) and layer in names:

@@ -118,8 +118,8 @@ class ShapeScenes(torch.utils.data.Dataset):
             raise ValueError(f"n must be a non-negative int (number of scenes), got {n!r}")
         if task not in _TASKS:
             raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
-        if not isinstance(size, (int, np.integer)) or size < 96:
-            raise ValueError(f"size must be an int of at least 96 pixels, got {size!r}")
+        if not isinstance(size, (int, np.integer)) or not 96 <= size <= 512:
+            raise ValueError(f"size must be an int from 96 to 512 pixels, got {size!r}")
         if objects is None:
             objects = (1, 1) if task == "classification" else (1, 4)
         lo, hi = (int(v) for v in objects)
@@ -172,6 +172,21 @@ class ShapeScenes(torch.utils.data.Dataset):
             "box_labels": chunk["box_labels"][j][valid].clone(),
             "background": int(chunk["background"][j]),
         }
+
+    @staticmethod
+    def collate(items: list[dict]) -> dict:
+        """``collate_fn`` for a ``DataLoader``: stacks fixed-size fields, keeps ``boxes`` and
+        ``box_labels`` as lists (scenes hold different numbers of objects)."""
+        out: dict = {}
+        for k in items[0]:
+            vals = [it[k] for it in items]
+            if k in ("boxes", "box_labels"):
+                out[k] = vals
+            elif isinstance(vals[0], torch.Tensor):
+                out[k] = torch.stack(vals)
+            else:
+                out[k] = torch.tensor(vals)
+        return out
 
     def batch(self, start: int = 0, stop: int | None = None) -> dict[str, torch.Tensor]:
         """Scenes ``start:stop`` stacked: ``images`` (B, 3, H, W) uint8, ``masks`` (B, H, W) uint8,
@@ -228,7 +243,7 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
         radius = _uniform(g, (B, K), 0.17, 0.36) * S
         margin = radius * 0.9
     else:
-        radius = _uniform(g, (B, K), 0.10, 0.25) * S
+        radius = _uniform(g, (B, K), 0.08, 0.22) * S
         margin = radius * 0.5
     cx = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
     cy = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
@@ -284,9 +299,10 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     masks = ((cls + 1).to(torch.uint8).gather(1, top[:, 0]) * fg[:, 0]).view(B, S, S)
     instances = instances.view(B, S, S)
 
-    sigma = _uniform(g, (B, 1, 1, 1), 0.2, 1.0) * opts.noise
-    image = image + sigma * _noise(g, tuple(image.shape))
-    images = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    sigma = _uniform(g, (B, 1, 1, 1), 0.2, 1.0) * (255 * opts.noise)
+    # Why: scale, noise and rounding in one pass (+0.5 then truncation rounds non-negative values).
+    image = torch.addcmul(image * 255 + 0.5, sigma, _noise(g, tuple(image.shape)))
+    images = image.clamp_(0, 255).to(torch.uint8)
 
     # Tight boxes of each object's visible pixels (exclusive ends): one scatter marks, for every
     # instance, the rows and the columns it occupies.
@@ -399,7 +415,8 @@ def _backgrounds(kind: torch.Tensor, S: int, g: torch.Generator) -> torch.Tensor
     tex = _textures()
     T, H, W = tex.shape
     # Photo textures: random crop, scale (stride 1 or 2), flips, then a jittered tint.
-    stride = torch.randint(1, 3, (B,), generator=g)
+    # Why: larger scenes cannot take a 2x-scaled crop of a 512-pixel photo.
+    stride = torch.randint(1, 3, (B,), generator=g).clamp(max=max(1, (H - 1) // (S - 1)))
     span = stride * (S - 1)
     y0 = (torch.rand((B,), generator=g) * (H - span)).long()
     x0 = (torch.rand((B,), generator=g) * (W - span)).long()
@@ -410,7 +427,8 @@ def _backgrounds(kind: torch.Tensor, S: int, g: torch.Generator) -> torch.Tensor
     yy = y0[:, None] + stride[:, None] * ry
     xx = x0[:, None] + stride[:, None] * rx
     which = kind.clamp(max=T - 1)
-    grey = tex[which[:, None, None], yy[:, :, None], xx[:, None, :]]  # (B, S, S), zero-mean
+    flat = (which * (H * W))[:, None, None] + (yy * W)[:, :, None] + xx[:, None, :]
+    grey = tex.view(-1).take(flat)  # (B, S, S), zero-mean
 
     # Water: two crossing wave trains (computed only where needed).
     ang = _uniform(g, (B, 2, 1, 1), 0, math.pi)
