@@ -186,6 +186,7 @@ _EXECUTE = textwrap.dedent(
     import nbformat
     from nbclient import NotebookClient
     import guidewidgets
+    import jupyterlab, voila  # noqa: F401  (the two front ends the badges open)
 
     # The installed package, not the checkout: Binder has no PYTHONPATH trick.
     assert "site-packages" in guidewidgets.__file__, guidewidgets.__file__

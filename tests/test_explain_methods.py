@@ -6,6 +6,16 @@ from torch import nn
 
 from guidewidgets import explain as E
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small models: intra-op threads only add synchronisation (and spin badly on a busy CI box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # Cheap settings for the slow methods; the properties do not depend on them.
 FAST = {
     "smooth-grad-cam++": {"samples": 3},
@@ -113,6 +123,7 @@ def test_target_forms_agree(model, x, name):
     base = run(model, x, name)
     assert torch.allclose(run(model, x, name, target=pred.tolist()), base)
     assert torch.allclose(run(model, x, name, target=pred), base)
+    assert torch.allclose(run(model, x, name, target=pred.numpy()), base)
     same = run(model, x[:2], name, target=2)
     assert torch.allclose(same, run(model, x[:2], name, target=[2, 2]))
     if name == "cam":

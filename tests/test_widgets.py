@@ -600,6 +600,14 @@ def test_negative_hint_and_undo(gw):
     assert gw.status == "No hint to undo."
 
 
+def test_auto_run_after_a_stroke(gw):
+    gw.w_auto.value = True
+    assert gw.auto_run
+    gw.view.on_mouse_down(100, 100)
+    gw.view.on_mouse_up(100, 100)
+    assert gw.hint_count == 1 and gw.status.startswith("Run:") and gw.guide.satisfied()
+
+
 def test_step_reset_and_readouts(gw):
     gw.add_stroke([(8, 8)], cls=2, radius=1)
     gw.w_step.click()

@@ -114,8 +114,10 @@ def explain(
     """Explanation maps (B, H, W) of ``model`` on ``x`` (B, 3, H, W) with the named method.
 
     ``target``: None (each sample's predicted class), an int, one int per sample, or a
-    callable(output) -> (B,) scores. ``layer``: module name for CAM-family methods (default:
-    the last spatial feature map). ``progress(fraction)`` is called by slow methods.
+    callable(output) -> (B,) scores. ``layer``: module name (or module) for methods with
+    ``method_info(name).uses_layer`` (default: the model's ``default_explain_layer``, else the
+    last spatial feature map); the other methods ignore it, so a widget can always pass it.
+    ``progress(fraction)`` is called as slow methods go, and with 1.0 at the end by every method.
     ``options`` are the method's own keywords (e.g. ``window=32`` for occlusion, ``raw=True`` for
     gradient-image methods); an unknown one raises a ValueError listing the valid ones.
     """

@@ -103,6 +103,9 @@ class Target:
         self.batch = batch
         self.fn: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.ints: list[int] | None = None
+        self.fixed: torch.Tensor | None = None  # classes on the model's device, once known
+        if type(target).__module__ == "numpy" and hasattr(target, "tolist"):
+            target = target.tolist()  # numpy ints and integer arrays
         if target is None:
             pass
         elif callable(target) and not isinstance(target, torch.Tensor):
@@ -136,7 +139,7 @@ class Target:
 
     @property
     def needs_prediction(self) -> bool:
-        return self.fn is None and self.ints is None
+        return self.fn is None and self.ints is None and self.fixed is None
 
     def classes(self, out: torch.Tensor) -> torch.Tensor:
         """Class index per sample (B,) as a long tensor on ``out``'s device."""
@@ -145,6 +148,8 @@ class Target:
                 "this method needs class indices; a callable target only works with "
                 "gradient methods and occlusion/RISE (use 'grad-cam' instead of 'cam')"
             )
+        if self.fixed is not None:
+            return self.fixed
         k = out.shape[1]
         if self.ints is None:
             return predicted(out)
@@ -162,7 +167,7 @@ class Target:
         if self.fn is not None:
             return self
         t = Target(None, self.batch)
-        t.ints = self.classes(out).tolist()
+        t.fixed = self.classes(out)  # stays on the device: no host round trip
         return t
 
     def scores(self, out: torch.Tensor, repeats: int = 1) -> torch.Tensor:
@@ -175,7 +180,7 @@ class Target:
             # Why slice per copy: the callable may close over per-sample data of shape (B, ...).
             parts = [self._call(out[r * b : (r + 1) * b]) for r in range(repeats)]
             return parts[0] if repeats == 1 else torch.cat(parts)
-        cls = self.classes(out[:b] if self.ints is None else out).repeat(repeats)
+        cls = self.classes(out[:b]).repeat(repeats)
         return class_scores(out, cls)
 
     def _call(self, out: torch.Tensor) -> torch.Tensor:

@@ -111,8 +111,23 @@ def hint_loss(logits: torch.Tensor, t: HintTargets) -> torch.Tensor:
 
 
 @torch.no_grad()
-def hints_satisfied(logits: torch.Tensor, t: HintTargets) -> bool:
-    """True when every positive hint pixel predicts its class and no negative one predicts its."""
-    pred_pos = logits[0, :, t.pos_y, t.pos_x].argmax(0)
-    pred_neg = logits[0, :, t.neg_y, t.neg_x].argmax(0)
-    return bool((pred_pos == t.pos_cls).all()) and bool((pred_neg != t.neg_cls).all())
+def hints_satisfied(logits: torch.Tensor, t: HintTargets, margin: float = 0.0) -> bool:
+    """True when every positive hint pixel predicts its class and no negative one predicts its.
+
+    ``margin`` > 0 asks for that much logit lead (hinted class over the best other one, or the
+    best other one over the excluded class), so a hint is not left balanced on a knife's edge.
+    """
+    z = logits[0]
+    if t.pos_y.numel():
+        zp = z[:, t.pos_y, t.pos_x]  # (K, N)
+        own = zp.gather(0, t.pos_cls[None])[0]
+        other = zp.scatter(0, t.pos_cls[None], float("-inf")).amax(0)
+        if not bool((own - other > margin).all()) and not (margin == 0 and bool((zp.argmax(0) == t.pos_cls).all())):
+            return False
+    if t.neg_y.numel():
+        zn = z[:, t.neg_y, t.neg_x]
+        own = zn.gather(0, t.neg_cls[None])[0]
+        other = zn.scatter(0, t.neg_cls[None], float("-inf")).amax(0)
+        if not bool((other - own > margin).all()) and not (margin == 0 and bool((zn.argmax(0) != t.neg_cls).all())):
+            return False
+    return True

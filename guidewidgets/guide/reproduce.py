@@ -65,9 +65,11 @@ def location_layers(model: nn.Module, x: torch.Tensor, last: str, count: int = 4
     by_size: dict[tuple[int, int], str] = {}
     for name, size in seen:  # hooks fire inner first, so the last name per size is the outermost
         by_size[size] = name
-    layers = list(dict.fromkeys(by_size.values()))
-    if last in layers:
-        layers.remove(last)
+    last_size = seen[-1][1]
+    del by_size[last_size]
+    # At the bottleneck's own size, also the last map before the block (e.g. the encoder's end).
+    before = [n for n, s in seen if s == last_size and n != last and not n.startswith(last + ".")]
+    layers = list(dict.fromkeys([*by_size.values(), *before[-1:]]))
     layers = layers[-(count - 1):] if count > 1 else []
     return [*layers, last]
 
@@ -119,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Guide Me, reproduced: {args.model} ({k} classes) on {n} held-out ShapeScenes "
           f"(seed {args.seed}; defaults tuned on seed {TUNING_SEED}), {data.size}x{data.size} px")
     print(f"block at {layer!r}; Adam lr {DEFAULTS['adam']['lr']}, <= {DEFAULTS['adam']['steps']} steps per "
-          f"question (early stop when every hint holds), penalty {DEFAULTS['penalty']}; "
+          f"question (early stop when every hint holds), L2 penalty {DEFAULTS['penalty']}, "
+          f"keep (KL to the plain prediction) {DEFAULTS['keep']}; "
           f"{torch.get_num_threads()} CPU thread(s)")
 
     # 1. mIoU and pixel accuracy after 0..20 questions.

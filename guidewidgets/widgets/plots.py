@@ -36,14 +36,17 @@ def line_rgba(values: Sequence[float], *, width: int = 240, height: int = 80, lo
     if logy and np.all(v > 0):
         v = np.log10(v)
     lo, hi = float(v.min()), float(v.max())
-    span = hi - lo if hi > lo else 1.0
+    if hi <= lo:  # a flat series sits mid-height, not on the axis
+        lo, hi = lo - 1.0, hi + 1.0
+    span = hi - lo
     n = v.size
     xs = pad + 1 + (np.arange(n) * (width - 2 * pad - 2) / max(1, n - 1))
     ys = (height - pad - 1) - (v - lo) / span * (height - 2 * pad - 2)
     if n == 1:
         xs, ys = np.array([xs[0], width - pad - 1.0]), np.array([ys[0], ys[0]])
     # dense samples along each segment: a 2-px line without a rasteriser
-    t = np.linspace(0.0, 1.0, 64)[None, :]
+    longest = float(np.max(np.maximum(np.abs(np.diff(xs)), np.abs(np.diff(ys)))))
+    t = np.linspace(0.0, 1.0, int(longest) + 2)[None, :]
     px = (xs[:-1, None] + t * np.diff(xs)[:, None]).ravel()
     py = (ys[:-1, None] + t * np.diff(ys)[:, None]).ravel()
     for dy in (0, 1):

@@ -45,13 +45,32 @@ def _stable_hash(page, sel: str) -> int:
     return h
 
 
-def _explain_toggle_changes_overlay(page) -> None:
+def _wait_hash(page, sel: str, *, equal: int | None = None, differ: int | None = None) -> None:
+    cond = f"h === {equal}" if equal is not None else f"h !== {differ}"
+    page.wait_for_function(
+        f"(sel) => {{ const h = ({CANVAS_HASH})(sel); return h !== null && {cond}; }}", arg=sel, timeout=TIMEOUT
+    )
+
+
+def _explain_toggle_changes_overlay(page) -> int:
+    """Grad-CAM (the first map) -> Saliency: the pixels change. Returns Grad-CAM's hash."""
     before = _stable_hash(page, ".gw-explain")
     page.locator(".gw-explain .widget-toggle-button", has_text="Saliency").first.click()
-    page.wait_for_function(
-        f"(sel) => {{ const h = ({CANVAS_HASH})(sel); return h !== null && h !== {before}; }}",
-        arg=".gw-explain", timeout=TIMEOUT,
-    )
+    _wait_hash(page, ".gw-explain", differ=before)
+    return before
+
+
+def _slow_method_leaves_controls_live(page, gradcam_hash: int) -> None:
+    """While RISE runs in the kernel's background thread, a click on Grad-CAM (cached) shows it."""
+    explain = page.locator(".gw-explain").first
+    progress = explain.locator(".widget-progress").first
+    explain.locator(".widget-toggle-button", has_text="RISE").first.click()
+    progress.wait_for(state="visible", timeout=TIMEOUT)
+    explain.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    _wait_hash(page, ".gw-explain", equal=gradcam_hash)
+    assert progress.is_visible(), "RISE finished before the test could check the controls; raise its masks"
+    explain.locator(".widget-toggle-button", has_text="CAM").first.click()  # needs the model: cancels RISE
+    progress.wait_for(state="hidden", timeout=TIMEOUT)
 
 
 def _pixel_changes(page, sel: str, x: int, y: int, before: list[int]) -> list[int]:
@@ -81,7 +100,8 @@ def _guide_hint_and_run_changes_overlay(page) -> None:
 def test_voila(page, voila_server):
     page.goto(voila_server.url + "/", timeout=TIMEOUT)
     page.wait_for_selector(".gw-explain canvas", timeout=TIMEOUT)
-    _explain_toggle_changes_overlay(page)
+    gradcam = _explain_toggle_changes_overlay(page)
+    _slow_method_leaves_controls_live(page, gradcam)
     _guide_hint_and_run_changes_overlay(page)
     save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
     # the README pictures: Grad-CAM with the hover readout, and compare mode
