@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gc
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

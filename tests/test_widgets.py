@@ -276,6 +276,18 @@ def test_image_selection_and_inputs(ew, images):
     assert ew.names[i] == "grey" and (i, ) and ("grey", i) in ew.w_image.options
 
 
+def test_as_image_layouts():
+    ref = torch.rand(3, 5, 6)
+    u8 = (ref.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    for variant in (ref[None], u8, u8.astype(np.float32), u8.astype(np.int64), ref.permute(1, 2, 0).numpy()):
+        assert torch.allclose(inputs.as_image(variant), ref, atol=1 / 255), type(variant)
+    assert inputs.as_image(np.zeros((5, 6))).shape == (3, 5, 6)
+    assert inputs.as_image(torch.zeros(1, 5, 6)).shape == (3, 5, 6)
+    with pytest.raises(ValueError, match="3 colour channels"):
+        inputs.as_image(torch.zeros(7, 5, 6))
+    assert inputs.fit(torch.rand(3, 40, 60), 20).shape == (3, 20, 20)
+
+
 def test_dataset_and_list_inputs(clf):
     data = [{"image": torch.rand(3, 16, 16), "label": 1}, (torch.rand(3, 16, 16), 2), np.random.rand(16, 16)]
     w = ExplainWidget(clf, data)
@@ -301,6 +313,24 @@ def test_compare_mode(ew):
     assert ew.compare_methods == ["grad-cam"] and "nope" in ew.status
     ew.compare = False
     assert ew.view.layout.display is None
+
+
+def test_compare_shows_what_works_and_names_what_failed(images):
+    class MaxPooled(TinyCNN):  # no global-average-pool head: CAM must refuse, the rest works
+        def forward(self, x):
+            return self.fc(self.features(x).amax((2, 3)))
+
+    w = ExplainWidget(MaxPooled().eval(), images)
+    w.compare_methods = ["cam", "saliency"]
+    w.compare = True
+    assert w.compare_frame.shape == (32, 32, 4)  # one tile: saliency
+    assert w.status.startswith("Error") and "CAM failed" in w.status and "grad-cam" in w.status.lower()
+    w.compare = False
+    w.method = "cam"
+    assert w.view.frames["overlay"] is None and "CAM failed" in w.status
+    w.method = "saliency"
+    assert w.status == "" and w.view.frames["overlay"] is not None
+    w.close()
 
 
 def test_raw_gradient_image(ew):
@@ -757,3 +787,26 @@ def test_readout_plots():
     blu = np.argwhere((b[..., :3] == (31, 119, 180)).all(-1))
     assert red[:, 0].max() < 20 < blu[:, 0].min() and red[:, 1].max() < blu[:, 1].min()
     assert len(np.unique(red[:, 0])) == 2 * len(np.unique(blu[:, 0]))  # heights in proportion
+
+
+# ---- torchvision models (random weights: no download) ---------------------------------------------
+
+def test_torchvision_classifier_and_segmenter():
+    from guidewidgets import zoo
+
+    clf = zoo.torchvision_model("resnet18", weights=None)
+    w = ExplainWidget(clf, torch.rand(2, 3, 64, 64))
+    assert w.status == "" and w.frame.shape == (64, 64, 4) and w.view.scale == 6
+    assert "net.layer4" in [v for _, v in w.w_layer.options]
+    w.layer = "net.layer3"
+    w.method = "guided-backprop"
+    assert w.status == "" and w.frame is not None
+    w.close()
+    seg = zoo.torchvision_model("lraspp_mobilenet_v3_large", weights=None)
+    g = GuideWidget(seg, torch.rand(3, 64, 64))
+    assert g.num_classes == 21 and len(g.w_answers.children) == 22
+    g.add_stroke([(30, 30)], cls=15, radius=2)
+    g.run()
+    assert g.status.startswith("Run:") and g.view.frames["overlay"].shape == (64, 64, 4)
+    g.close()
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in seg.modules())

@@ -549,17 +549,31 @@ class ExplainWidget(W.VBox):
         if any(self.infos[k[1]].slow for k in missing):
             return self._start_background(missing)
         self.busy = False
-        try:
-            with self._lock:
-                for k in missing:
-                    self._store(k, self._compute(k))
-        except Exception as err:
-            self.status = f"Error: {self.infos[missing[0][1]].title} failed: {_error_text(err)}"
+        with self._lock:
+            errors = self._compute_all(missing)
+        self._finish(errors)
+
+    def _compute_all(self, keys: list[tuple], progress_for=None) -> list[str]:
+        """Compute and cache each key; a failing method is reported, the others still run."""
+        errors = []
+        for j, k in enumerate(keys):
+            if k in self._cache:
+                continue
+            try:
+                self._store(k, self._compute(k, progress_for(j) if progress_for else None))
+            except _Cancelled:
+                raise
+            except Exception as err:
+                errors.append(f"{self.infos[k[1]].title} failed: {_error_text(err)}")
+        return errors
+
+    def _finish(self, errors: list[str]) -> None:
+        if errors and not self.compare:
             self.current = None
             self.view.set_layer("overlay", None)
-            return
-        self.status = ""
-        self._render()
+        else:
+            self._render()  # in compare mode the methods that worked are shown
+        self.status = "Error: " + "; ".join(errors) if errors else ""
 
     def _start_background(self, keys: list[tuple]) -> None:
         gen = self._generation
@@ -569,26 +583,25 @@ class ExplainWidget(W.VBox):
         titles = ", ".join(self.infos[k[1]].title for k in keys)
         self.status = f"Computing {titles} in the background ..."
 
+        def progress_for(j: int):
+            def progress(f: float) -> None:
+                if gen != self._generation:
+                    raise _Cancelled()  # a newer request needs the model: stop at this report
+                self.w_progress.value = min(1.0, (j + float(f)) / n)
+
+            return progress
+
         def job() -> None:
             try:
                 with self._lock:
-                    for j, k in enumerate(keys):
-                        if gen != self._generation:
-                            raise _Cancelled()
-
-                        def progress(f: float, j=j) -> None:
-                            if gen != self._generation:
-                                raise _Cancelled()
-                            self.w_progress.value = min(1.0, (j + float(f)) / n)
-
-                        if k not in self._cache:
-                            self._store(k, self._compute(k, progress))
+                    if gen != self._generation:
+                        raise _Cancelled()
+                    errors = self._compute_all(keys, progress_for)
                 if gen == self._generation:
-                    self.status = ""
-                    self._render()
+                    self._finish(errors)
             except _Cancelled:
                 pass
-            except Exception as err:
+            except Exception as err:  # a bug here must not die silently in a thread
                 if gen == self._generation:
                     self.status = f"Error: {titles} failed: {_error_text(err)}"
             finally:

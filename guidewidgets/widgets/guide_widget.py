@@ -145,8 +145,6 @@ class GuideWidget(W.VBox):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if image is None:
-            from .. import zoo
-
             image, default_mask = default_scene(model)
             mask = default_mask if mask is None else mask
         self.model = model

@@ -72,7 +72,9 @@ def as_image(obj: Any, what: str = "image") -> torch.Tensor:
     if a.shape[-1] != 3:
         raise ValueError(f"{what} has shape {a.shape}; expected (H, W, 3) or (H, W)")
     t = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)  # uploads are read-only buffers
-    t = t.float() / 255.0 if a.dtype == np.uint8 else t.float()
+    t = t.float()
+    if a.dtype == np.uint8 or (np.issubdtype(a.dtype, np.integer) and a.max() > 1) or (t.numel() and float(t.max()) > 1.5):
+        t = t / 255.0  # 8-bit values, whatever the array's dtype
     return t.clamp(0, 1).contiguous()
 
 

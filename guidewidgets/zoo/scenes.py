@@ -248,7 +248,7 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     cx = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
     cy = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
     angle = _uniform(g, (B, K), 0.0, 2 * math.pi)
-    aspect = _uniform(g, (B, K), 0.50, 0.78)  # ellipse minor/major axis
+    aspect = _uniform(g, (B, K), 0.45, 0.75)  # ellipse minor/major axis
     colour = _COLOURS[cls] * _uniform(g, (B, K, 1), 0.75, 1.1) + 0.06 * torch.randn((B, K, 3), generator=g)
 
     # Backgrounds, with the bias knob tying one class to one background.

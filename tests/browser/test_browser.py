@@ -1,8 +1,11 @@
 """Both widgets in a real browser (headless Chromium), in JupyterLab and in Voila.
 
 In each front end: toggling the ExplainWidget's method changes the overlay canvas's pixels; a click
-on the GuideWidget paints a hint, Run changes the overlay at the hinted pixel. Pixels are read
-back from the canvases with ``getImageData``, so this checks what a user sees.
+on the GuideWidget paints a hint, Run changes the overlay at the hinted pixel. In Voila also: while
+RISE runs in the kernel's background thread (progress bar up), another method still shows at
+once, and a new computation cancels RISE. Pixels are read back from the canvas with
+``getImageData``, so this checks what a user sees. Voila's run also takes the README screenshots
+(``GUIDEWIDGETS_SCREENSHOTS=1`` copies them from tests/_artifacts to docs/img).
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ def _explain_toggle_changes_overlay(page) -> int:
 def _slow_method_leaves_controls_live(page, gradcam_hash: int) -> None:
     """While RISE runs in the kernel's background thread, a click on Grad-CAM (cached) shows it."""
     explain = page.locator(".gw-explain").first
-    progress = explain.locator(".widget-progress").first
+    progress = explain.locator(".widget-hprogress").first
     explain.locator(".widget-toggle-button", has_text="RISE").first.click()
     progress.wait_for(state="visible", timeout=TIMEOUT)
     explain.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
