@@ -12,6 +12,16 @@ from guidewidgets.guide import Guide, GuidingBlock, HintTargets, rasterize_strok
 from guidewidgets.guide.hints import Hint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Why: a guide step is a handful of tiny ops; on a busy 2-core CI box two threads per op
+    # cost several times more than they save. Restored afterwards for the other test files.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class TinySeg(nn.Module):
     """Plain encoder/decoder with BatchNorm, in-place ReLUs and a 3-D intermediate output."""
 
@@ -398,3 +408,14 @@ def test_torchvision_segmenters_random_weights(name, layer):
     with pytest.raises(ValueError, match="Did you mean"):
         Guide(model, img, layer=layer + "x")
     _assert_untouched(model, snap)
+
+
+def test_layer_given_as_a_module_and_default_layer_fallback(tiny, image):
+    with Guide(tiny, image, layer=tiny.encoder[3]) as g:
+        assert g.layer == "encoder.3"
+    with pytest.raises(ValueError, match="not a sub-module"):
+        Guide(tiny, image, layer=nn.Conv2d(3, 3, 1))
+    torch.manual_seed(0)
+    model = SkipSeg().eval()  # no default_guide_layer: the spatially smallest, widest map
+    with Guide(model, torch.rand(3, 32, 32)) as g:
+        assert g.layer == "mid"

@@ -11,6 +11,16 @@ from guidewidgets.guide import Guide, confusion, miou, play, single_hint_flip
 from guidewidgets.guide.reproduce import EVAL_SEED, TUNING_SEED
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Why: a guide step is a handful of tiny ops; on a busy 2-core CI box two threads per op
+    # cost several times more than they save. Restored afterwards for the other test files.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     return zoo.load("shapes-segmenter")

@@ -103,11 +103,12 @@ def game_table(model, scenes, layer, questions=QUESTIONS, spatial=True, answers=
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m guidewidgets.guide.reproduce", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small version (seconds): few scenes, fewer tables rows")
+    ap.add_argument("--quick", action="store_true", help="small version (about 10 s): 4 scenes, 2 for tables 1b-4")
     ap.add_argument("--scenes", type=int, default=None, help="held-out scenes (default 60, quick 4)")
     ap.add_argument("--seed", type=int, default=EVAL_SEED, help=f"ShapeScenes seed (default {EVAL_SEED}; tuning used {TUNING_SEED})")
     ap.add_argument("--model", default="shapes-segmenter", help="guidewidgets.zoo model name")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: a guide step is a few tiny ops, more threads only add overhead)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -184,10 +184,8 @@ class Guide:
         self.height, self.width = self.image.shape[-2:]
         if layer is None:
             layer = getattr(model, "default_guide_layer", None) or bottleneck_layer(model, self._x)
-        self.layer: str = layer if isinstance(layer, str) else next(
-            n for n, m in model.named_modules() if m is layer
-        )
         self._module = get_layer(model, layer)
+        self.layer: str = next(n for n, m in model.named_modules() if m is self._module)
         self.optimizer_name = optimizer
         self.lr = float(lr if lr is not None else DEFAULTS[optimizer]["lr"])
         self.max_steps = int(steps if steps is not None else DEFAULTS[optimizer]["steps"])

@@ -43,6 +43,9 @@ _COLOURS = torch.tensor(
         [0.62, 0.22, 0.78],  # cross: purple
     ]
 )
+# Size factor per class: the triangle (vertices on the unit circle) would otherwise cover far
+# less area than the others, and Grad-CAM then peaks beside it rather than on it.
+_SCALE = torch.tensor([1.0, 1.0, 1.0, 1.3, 1.0, 1.0])
 _TINTS = torch.tensor(
     [
         [0.36, 0.58, 0.22],  # grass
@@ -240,10 +243,10 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     active = torch.arange(K)[None, :] < count[:, None]
     cls = torch.randint(0, nc, (B, K), generator=g)
     if opts.task == "classification":
-        radius = _uniform(g, (B, K), 0.17, 0.36) * S
+        radius = _uniform(g, (B, K), 0.17, 0.36) * S * _SCALE[cls]
         margin = radius * 0.9
     else:
-        radius = _uniform(g, (B, K), 0.08, 0.22) * S
+        radius = _uniform(g, (B, K), 0.08, 0.22) * S * _SCALE[cls]
         margin = radius * 0.5
     cx = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
     cy = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)

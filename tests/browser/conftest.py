@@ -149,8 +149,9 @@ def server_env(tmp: Path) -> dict[str, str]:
 class Server:
     """A Jupyter server subprocess in its own process group, stopped (only it) at the end."""
 
-    def __init__(self, cmd: list[str], port: int, env: dict[str, str], cwd: Path, log: Path, ready: str) -> None:
-        self.port, self.log_path = port, log
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str], cwd: Path, log: Path, ready: str,
+                 shutdown: str | None = None) -> None:
+        self.port, self.log_path, self.shutdown = port, log, shutdown
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
@@ -169,6 +170,12 @@ class Server:
         raise RuntimeError(f"{cmd[2]} did not answer within 90 s: {log.read_text()[-2000:]}")
 
     def stop(self) -> None:
+        if self.proc.poll() is None and self.shutdown:
+            try:  # the server's own shutdown stops its kernels at once (SIGTERM waits for them)
+                urllib.request.urlopen(urllib.request.Request(self.url + self.shutdown, method="POST"), timeout=5)
+                self.proc.wait(10)
+            except Exception:
+                pass
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # our own session only
             try:
@@ -226,6 +233,7 @@ def lab_server(browser_tmp):
          "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
          f"--ServerApp.root_dir={browser_tmp}"],
         port, server_env(browser_tmp / "lab"), browser_tmp, ARTIFACTS / "jupyterlab.log", "/api/status",
+        shutdown="/api/shutdown",
     )
     yield s
     s.stop()
