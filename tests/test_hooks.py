@@ -84,7 +84,6 @@ def test_capture_is_safe_from_inplace_ops_after_the_layer(net):
     assert (cap.activations < 0).any()
 
 
-@pytest.mark.xfail(reason="capture(cut=False) keeps a view that a later inplace op overwrites; reported to the lead")
 def test_capture_without_cut_is_safe_from_inplace_ops(net):
     with hooks.capture(net, "body.0", cut=False) as cap:
         net(torch.rand(1, 3, 8, 8))

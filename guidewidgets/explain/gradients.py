@@ -15,7 +15,7 @@ from .batching import Progress, auto_batch_size
 from .layers import check_feature_map, layer_gradients, resolve_layer, upsample
 from .noise import noisy_copies
 from .registry import MethodInfo, register
-from .relu_rules import ReLURule
+from ..hooks import ReLURule
 from .targets import Target, TargetLike, model_output
 
 __all__ = ["saliency", "guided_backprop", "deconvnet", "guided_grad_cam", "smoothgrad", "input_gradient"]

@@ -145,8 +145,9 @@ class Target:
         """Class index per sample (B,) as a long tensor on ``out``'s device."""
         if self.fn is not None:
             raise ValueError(
-                "this method needs class indices; a callable target only works with "
-                "gradient methods and occlusion/RISE (use 'grad-cam' instead of 'cam')"
+                "CAM needs class indices (it reads the classifier's weights of a class); a "
+                "callable target works with every other method: use 'grad-cam', which equals "
+                "CAM up to scale where CAM applies"
             )
         if self.fixed is not None:
             return self.fixed

@@ -87,7 +87,7 @@ class ShapeScenes(torch.utils.data.Dataset):
         seed: scenes are a pure function of (seed, options, index); same seed, same bytes.
         task: ``"classification"`` (one large object per image; ``label`` is its class) or
             ``"segmentation"`` (``objects`` objects per image, possibly overlapping).
-        size: image side in pixels (at least 96); object sizes scale with it.
+        size: image side in pixels (96 to 512); object sizes scale with it.
         objects: (min, max) objects per scene; default (1, 1) for classification, (1, 4) for
             segmentation.
         bias: ``(cls, background, p)``: scenes containing class ``cls`` get ``background`` with
@@ -211,8 +211,8 @@ class ShapeScenes(torch.utils.data.Dataset):
     def _chunk(self, c: int, cache: bool = True) -> dict[str, torch.Tensor]:
         if c in self._cache:
             return self._cache[c]
-        count = min(CHUNK, self.n - c * CHUNK)
-        out = _render(count, self._generator(c), self)
+        # Why: always a whole chunk, so scene i does not depend on how many scenes were asked for.
+        out = _render(CHUNK, self._generator(c), self)
         if cache:
             if len(self._cache) >= 4:  # Why: bounded memory when a DataLoader walks 10,000 scenes
                 self._cache.pop(next(iter(self._cache)))
