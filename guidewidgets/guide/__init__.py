@@ -16,6 +16,7 @@ from .questions import (
     pixel_accuracy,
     play,
     single_hint_flip,
+    void_band,
 )
 from .session import DEFAULTS, Guide, bottleneck_layer
 
@@ -35,6 +36,7 @@ __all__ = [
     "confusion",
     "miou",
     "pixel_accuracy",
+    "void_band",
     "bottleneck_layer",
     "DEFAULTS",
 ]

@@ -11,7 +11,36 @@ from .session import Guide
 
 __all__ = [
     "SimulatedUser", "GameResult", "play", "FlipResult", "single_hint_flip", "confusion", "miou", "pixel_accuracy",
+    "void_band", "VOID",
 ]
+
+#: Label of unlabelled ("void") pixels, as in PASCAL VOC; ignored by the metrics, never asked.
+VOID = 255
+
+
+def void_band(mask: torch.Tensor, width: int = 1, void: int = VOID) -> torch.Tensor:
+    """``mask`` with every pixel within ``width`` pixels (Chebyshev distance) of a label change set
+    to ``void``: PASCAL VOC's protocol, whose ground truth marks a band around every object
+    outline as void, ignored by mIoU and by the simulated user of Guide Me's 20-questions game.
+
+    A band of ``width`` pixels lies on each side of a boundary (``2 * width`` in all); ``width=0``
+    returns the mask unchanged. ``mask`` must not hold ``void`` pixels yet.
+    """
+    if not isinstance(width, int) or width < 0:
+        raise ValueError(f"width must be a non-negative int (pixels on each side of a boundary), got {width!r}")
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be an (H, W) label map, got shape {tuple(mask.shape)}")
+    if bool((mask == void).any()):
+        raise ValueError(f"mask already holds void ({void}) pixels; apply void_band once, to the full ground truth")
+    if width == 0:
+        return mask.clone()
+    k = 2 * width + 1
+    m = mask.float()[None, None]
+    hi = torch.nn.functional.max_pool2d(m, k, stride=1, padding=width)
+    lo = -torch.nn.functional.max_pool2d(-m, k, stride=1, padding=width)
+    # Why: max pooling pads with -inf, so the image border is no boundary (VOC has none there).
+    edge = (hi != lo)[0, 0]
+    return mask.masked_fill(edge, void)
 
 
 class SimulatedUser:
@@ -53,16 +82,22 @@ def play(
 
     The timed unit is one whole question as a user sees it: query, hint, optimisation to
     convergence and the new prediction.
+
+    ``truth`` may hold :data:`VOID` pixels (e.g. from :func:`void_band`): they are never asked.
     """
     if answers not in ("find", "remove", "mixed"):
         raise ValueError(f"answers must be 'find', 'remove' or 'mixed', got {answers!r}")
-    user = SimulatedUser(truth.to(guide.image.device))
+    truth = truth.to(guide.image.device)
+    user = SimulatedUser(truth, ignore_index=VOID)
+    # Why: void pixels (VOC's boundary band) have no answer; the network asks among the others.
+    unlabelled = truth == VOID
+    exclude = unlabelled if bool(unlabelled.any()) else None
     result = GameResult()
     if 0 in record:
         result.predictions[0] = guide.prediction()
     for q in range(1, questions + 1):
         t0 = time.perf_counter()
-        y, x = guide.ask()
+        y, x = guide.ask(exclude)
         cls = user.answer(y, x)
         if cls is not None:
             remove = answers == "remove" or (

@@ -547,9 +547,19 @@ class Guide:
         top2 = self.logits().softmax(1).topk(2, dim=1).values[0]
         return top2[0] - top2[1]
 
-    def ask(self) -> tuple[int, int]:
-        """The pixel the network wants labelled: smallest top-2 probability margin, not yet hinted."""
+    def ask(self, exclude: torch.Tensor | None = None) -> tuple[int, int]:
+        """The pixel the network wants labelled: smallest top-2 probability margin, not yet hinted.
+
+        ``exclude``: optional (H, W) bool map of pixels the user cannot answer (e.g. the void
+        band of a PASCAL VOC ground truth); they are never asked.
+        """
         margin = self.margins().masked_fill(self._targets.hinted, math.inf)
+        if exclude is not None:
+            if not isinstance(exclude, torch.Tensor) or tuple(exclude.shape[-2:]) != (self.height, self.width):
+                got = tuple(exclude.shape) if isinstance(exclude, torch.Tensor) else type(exclude).__name__
+                raise ValueError(f"exclude must be an (H, W) bool tensor of the image's size "
+                                 f"({self.height}, {self.width}), got {got}")
+            margin = margin.masked_fill(exclude.to(device=margin.device, dtype=torch.bool).view_as(margin), math.inf)
         idx = int(margin.argmin())
         if math.isinf(float(margin.view(-1)[idx])):
             raise RuntimeError("every pixel already has a hint; there is nothing left to ask")
