@@ -26,6 +26,7 @@ chromium:
 	@command -v chromium >/dev/null || { SUDO=$$([ $$(id -u) = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+test: export GUIDEWIDGETS_OFFLINE := 1
 test: env chromium
 	$(VENV)/bin/python -m pytest --nbval-lax --nbval-current-env tests notebooks $(PYTEST_ARGS)
 
