@@ -7,15 +7,6 @@ from torch import nn
 from guidewidgets import explain as E
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small models: intra-op threads only add synchronisation (and spin badly on a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Cheap settings for the slow methods; the properties do not depend on them.
 FAST = {
     "smooth-grad-cam++": {"samples": 3},

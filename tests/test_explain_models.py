@@ -7,15 +7,6 @@ import torchvision
 from guidewidgets import explain as E
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small models: intra-op threads only add synchronisation (and spin badly on a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 FAST = {
     "smooth-grad-cam++": {"samples": 2},
     "smoothgrad": {"samples": 2},

@@ -14,15 +14,6 @@ captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small models: intra-op threads only add synchronisation (and spin badly on a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SIZE = 96
 TARGETS = [3, 7]
 

@@ -36,15 +36,6 @@ class _RefDeconv(torch.autograd.Function):
 REFERENCE = {"guided": _RefGuided.apply, "deconv": _RefDeconv.apply}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small models: intra-op threads only add synchronisation (and spin badly on a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SPELLINGS = [nn.ReLU(inplace=True), nn.ReLU(), F.relu, torch.relu, lambda t: t.relu_(), lambda t: F.relu(t, True)]
 
 

@@ -12,16 +12,6 @@ from guidewidgets.guide import Guide, GuidingBlock, HintTargets, rasterize_strok
 from guidewidgets.guide.hints import Hint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Why: a guide step is a handful of tiny ops; on a busy 2-core CI box two threads per op
-    # cost several times more than they save. Restored afterwards for the other test files.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinySeg(nn.Module):
     """Plain encoder/decoder with BatchNorm, in-place ReLUs and a 3-D intermediate output."""
 

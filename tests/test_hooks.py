@@ -7,15 +7,6 @@ from torch import nn
 from guidewidgets import hooks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small models: intra-op threads only add synchronisation (and spin badly on a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
