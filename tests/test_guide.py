@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from guidewidgets.guide import Guide, GuidingBlock, HintTargets, rasterize_stroke
+from guidewidgets.guide import Guide, GuidingBlock, HintTargets, play, rasterize_stroke, void_band
 from guidewidgets.guide.hints import Hint
 
 
@@ -350,6 +350,50 @@ def test_ask_picks_the_smallest_margin_and_never_a_hinted_pixel(tiny, image):
             assert m[y, x] == m.min()
             g.add_hint(y, x, int(g.prediction()[y, x]), negative=len(asked) % 2 == 0)
             g.run(3)
+
+
+def test_ask_skips_excluded_pixels_and_keeps_the_margin_order(tiny, image):
+    with Guide(tiny, image) as g:
+        margin = g.margins()
+        first = g.ask()
+        exclude = torch.zeros(g.height, g.width, dtype=torch.bool)
+        exclude[first] = True
+        y, x = g.ask(exclude)
+        assert (y, x) != first
+        assert margin[y, x] == margin.masked_fill(exclude, float("inf")).min()
+        with pytest.raises(ValueError, match="exclude must be an"):
+            g.ask(torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_void_band_marks_outlines_only():
+    mask = torch.zeros(12, 14, dtype=torch.long)
+    mask[3:8, 4:10] = 2
+    mask[5:8, 8:12] = 3  # a second object overlapping the first
+    assert torch.equal(void_band(mask, 0), mask)
+    for w in (1, 2):
+        v = void_band(mask, w)
+        band = v == 255
+        # A pixel is void exactly when a pixel of another label lies within w (Chebyshev distance).
+        for yy in range(12):
+            for xx in range(14):
+                win = mask[max(0, yy - w): yy + w + 1, max(0, xx - w): xx + w + 1]
+                assert bool(band[yy, xx]) == bool((win != mask[yy, xx]).any())
+        assert torch.equal(v[~band], mask[~band])  # labels elsewhere untouched
+    assert not (void_band(torch.ones(5, 5, dtype=torch.long), 2) == 255).any()  # image border is no outline
+    with pytest.raises(ValueError, match="already holds void"):
+        void_band(void_band(mask, 1), 1)
+    with pytest.raises(ValueError, match="width"):
+        void_band(mask, -1)
+
+
+def test_game_never_asks_a_void_pixel(tiny, image):
+    truth = torch.zeros(40, 48, dtype=torch.long)
+    truth[10:30, 12:36] = 1
+    truth = void_band(truth, 2)
+    with Guide(tiny, image) as g:
+        play(g, truth, questions=6, record=(0, 6), steps=3)
+        assert len(g.hints) == 6
+        assert all(int(truth[y, x]) != 255 for h in g.hints for (y, x) in h.points)
 
 
 def test_ask_when_everything_is_hinted():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from guidewidgets import zoo
-from guidewidgets.guide import Guide, confusion, miou, play, single_hint_flip
+from guidewidgets.guide import Guide, confusion, miou, play, single_hint_flip, void_band
 from guidewidgets.guide.reproduce import EVAL_SEED, TUNING_SEED
 
 
@@ -57,20 +57,31 @@ def test_one_hint_flips_a_wrong_pixel_without_flooding(model, scenes):
 
 
 def test_questions_raise_miou(model, scenes):
+    # Two protocols on the same scenes: strict (every pixel counts) and PASCAL VOC's (a 1-px void
+    # band each side of every outline, ignored by mIoU and never asked), as the paper's numbers are.
     k = len(model.classes)
-    conf = {q: torch.zeros(k, k, dtype=torch.long) for q in (0, 5, 20)}
+    record = (0, 5, 20)
+    conf = {p: {q: torch.zeros(k, k, dtype=torch.long) for q in record} for p in ("strict", "voc")}
     for item in scenes[:6]:
-        with Guide(model, item["image"]) as g:
-            res = play(g, item["mask"], questions=20, record=(0, 5, 20))
-            assert len(g.hints) == 20
-            assert len({h.points for h in g.hints}) == 20  # never the same pixel twice
-        for q in conf:
-            conf[q] += confusion(res.predictions[q], item["mask"], k)
-    m0, m5, m20 = (miou(conf[q]) for q in (0, 5, 20))
+        for protocol, truth in (("strict", item["mask"]), ("voc", void_band(item["mask"], 1))):
+            with Guide(model, item["image"]) as g:
+                res = play(g, truth, questions=20, record=record)
+                assert len(g.hints) == 20
+                assert len({h.points for h in g.hints}) == 20  # never the same pixel twice
+                assert all(int(truth[p]) != 255 for h in g.hints for p in h.points)  # void is never asked
+            for q in record:
+                conf[protocol][q] += confusion(res.predictions[q], truth, k)
+    m0, m5, m20 = (miou(conf["strict"][q]) for q in record)
+    v0, v5, v20 = (miou(conf["voc"][q]) for q in record)
     assert m0 < m5 < m20, (m0, m5, m20)
-    # The paper gains 18 points on PASCAL VOC; the embedded segmenter's errors are thin slivers
-    # along object boundaries, so 20 single pixels fix less (see the reproduce command's table).
-    assert m20 - m0 >= 3.0, (m0, m20)
+    assert v0 < v5 < v20, (v0, v5, v20)
+    # The paper gains 18 points on PASCAL VOC (void band ignored). The embedded segmenter's errors
+    # are mostly thin slivers along outlines, which 20 single pixels fix only one by one; on these
+    # 6 scenes we measure +11.7 strict and +15.9 under the VOC protocol (60 scenes: +6.5 / +8.5,
+    # see `python -m guidewidgets.guide.reproduce`).
+    assert m20 - m0 >= 9.0, (m0, m20)
+    assert v20 - v0 >= 13.0, (v0, v20)
+    assert v20 - v0 > m20 - m0  # the void band hides outline errors the questions cannot fix
 
 
 def test_guide_layers_of_the_embedded_segmenter(model, scenes):
