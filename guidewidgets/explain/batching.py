@@ -7,9 +7,10 @@ import torch
 
 __all__ = ["auto_batch_size", "chunks", "Progress"]
 
-# Images of 224 x 224 per forward: CPU throughput is flat beyond ~32 while memory keeps growing;
-# a GPU needs larger batches to be busy.
-_PIXELS_CPU = 32 * 224 * 224
+# Images of 224 x 224 per forward. On CPU smaller batches stay in cache: occlusion on ResNet-18
+# (169 patches, 1 thread) took 6.9-7.8 s at 8 images per forward against 8.3-8.6 s at 32.
+# A GPU needs larger batches to be busy.
+_PIXELS_CPU = 8 * 224 * 224
 _PIXELS_GPU = 128 * 224 * 224
 
 
