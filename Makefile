@@ -4,7 +4,9 @@
 # PYTHONPATH points at this checkout, so tests, notebooks and Jupyter kernels use the code you see.
 SHELL := /bin/bash
 PYTHON ?= python3
-ENV_KEY := $(shell cat pyproject.toml .ci/constraints.txt | sha1sum | cut -c1-12)
+# The key is a content hash, so the stamp needs no file prerequisites: a fresh clone's newer mtimes
+# must not force a reinstall.
+ENV_KEY := $(shell cat pyproject.toml .ci/constraints.txt .ci/requirements.py | sha1sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/guidewidgets/venv-$(ENV_KEY)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export OMP_NUM_THREADS ?= 2
@@ -14,7 +16,7 @@ PYTEST_ARGS ?=
 
 env: $(VENV)/.ready
 
-$(VENV)/.ready: pyproject.toml .ci/constraints.txt .ci/requirements.py
+$(VENV)/.ready:
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
 	$(PYTHON) .ci/requirements.py test bench demo > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c .ci/constraints.txt -r $(VENV)/requirements.txt 2>&1 | grep -v 'is ignored: it is neither' || true
