@@ -23,6 +23,7 @@ __all__ = [
     "relu_backward",
     "ReLURule",
     "last_conv_layer",
+    "eval_mode",
 ]
 
 
@@ -121,6 +122,24 @@ def capture(model: nn.Module, layer: str | nn.Module, cut: bool = True) -> Itera
         for h in handles:
             h.remove()
         torch.set_grad_enabled(grad_mode)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
+    """Run the block with every module in eval mode; restore each module's own flag afterwards.
+
+    Why: in training mode BatchNorm would update its running statistics (changing the
+    state_dict) and Dropout would make maps random. ``modules`` (``list(model.modules())``,
+    cached by a caller that enters this often) saves walking the tree each time.
+    """
+    training = [m for m in (modules if modules is not None else model.modules()) if m.training]
+    try:
+        for m in training:
+            m.training = False
+        yield
+    finally:
+        for m in training:
+            m.training = True
 
 
 # --- ReLU backward rules (guided backprop, deconvnet) -------------------------------------------

@@ -7,13 +7,14 @@ image tensor with a sentence that names the fix, :class:`Target` turns the user'
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import Iterator, Union
+from typing import Union
 
 import torch
 from torch import nn
+
+from ..hooks import eval_mode
 
 __all__ = ["TargetLike", "Target", "check_input", "model_output", "eval_mode"]
 
@@ -67,23 +68,6 @@ def model_output(out: object) -> torch.Tensor:
             + (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
         )
     return out
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run the block with every module in eval mode; restore each module's own flag afterwards.
-
-    Why: in training mode BatchNorm would update its running statistics (changing the
-    state_dict) and Dropout would make maps random.
-    """
-    training = [m for m in model.modules() if m.training]
-    try:
-        for m in training:
-            m.training = False
-        yield
-    finally:
-        for m in training:
-            m.training = True
 
 
 def _is_int(v: object) -> bool:

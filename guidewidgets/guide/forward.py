@@ -23,24 +23,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..hooks import eval_mode
+
 __all__ = ["eval_mode", "model_output", "HeadCache", "empty_batch"]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
-    """Run in eval mode (BatchNorm statistics must not move) and restore every module's flag.
-
-    ``modules`` (``list(model.modules())``, cached by the caller) saves walking the tree on
-    every step.
-    """
-    training = [m for m in (modules if modules is not None else model.modules()) if m.training]
-    try:
-        for m in training:
-            m.training = False
-        yield
-    finally:
-        for m in training:
-            m.training = True
 
 
 def model_output(out: Any) -> torch.Tensor:

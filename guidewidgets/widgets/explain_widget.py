@@ -31,6 +31,7 @@ import traitlets as T
 from torch import nn
 
 from .. import render
+from ..hooks import eval_mode
 from .image_view import ImageView
 from .inputs import UploadError, as_image, as_images, decode_upload, fit
 
@@ -48,18 +49,6 @@ class _Cancelled(Exception):
 def _device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Eval mode inside; every module's own ``training`` flag restored after (not one global flag)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _error_text(err: BaseException) -> str:
@@ -304,7 +293,7 @@ class ExplainWidget(W.VBox):
             for name, m in self.model.named_modules():
                 if name and not isinstance(m, _SKIP_LAYER_TYPES):
                     handles.append(m.register_forward_hook(make(name)))
-            with _eval_mode(self.model), torch.no_grad():
+            with eval_mode(self.model), torch.no_grad():
                 self.model(self.images[0][None])
         except Exception:
             names = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -447,7 +436,7 @@ class ExplainWidget(W.VBox):
         """
         i = self.image_index if index is None else index
         if i not in self._probs:
-            with self._lock, torch.no_grad(), _eval_mode(self.model):
+            with self._lock, torch.no_grad(), eval_mode(self.model):
                 out = self.model(self.images[i][None])
             if isinstance(out, dict) and "out" in out:  # torchvision segmenters
                 out = out["out"]

@@ -402,7 +402,7 @@ class GuideWidget(W.VBox):
         self.w_gamma_caption.value = (
             f"<b>gamma</b> per channel ({gamma.size} channels; red up, blue down); largest: "
             + ", ".join(f"#{int(c)} {gamma[c]:+.2f}" for c in top)
-            if gamma.size and np.abs(gamma).max() > 0 else f"<b>gamma</b> per channel: all zero"
+            if gamma.size and np.abs(gamma).max() > 0 else "<b>gamma</b> per channel: all zero"
         )
 
     def _value_at(self, y: int, x: int) -> str:
