@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import html
 import threading
 from typing import Any
@@ -33,6 +32,7 @@ from torch import nn
 from .. import render
 from ..hooks import eval_mode
 from .image_view import ImageView
+from .synced import SyncedBox
 from .inputs import UploadError, as_image, as_images, decode_upload, fit
 
 DEFAULT_COMPARE = ("cam", "grad-cam", "grad-cam++", "saliency", "guided-backprop", "occlusion")
@@ -55,7 +55,7 @@ def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-class ExplainWidget(W.VBox):
+class ExplainWidget(SyncedBox):
     """Explanation maps of a classifier over images, with every registered method one click away.
 
     Parameters
@@ -304,14 +304,6 @@ class ExplainWidget(W.VBox):
         return [(auto, "")] + [(n, n) for n in names if n != default] + ([(default, default)] if default else [])
 
     # ---- traitlet plumbing ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _quiet(self):
-        """Set traitlets without triggering a recompute (we are the ones syncing them)."""
-        prev, self._syncing = self._syncing, True
-        try:
-            yield
-        finally:
-            self._syncing = prev
 
     def _reject(self, name: str, err: BaseException | str):
         # An impossible request keeps the old value and says why in the status line.

@@ -15,7 +15,6 @@ of the embedded segmenter takes well under a second (see benchmarks/widgets.py).
 """
 from __future__ import annotations
 
-import contextlib
 import html
 from typing import Any
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from .. import render
 from .image_view import ImageView
+from .synced import SyncedBox
 from .inputs import as_image, fit
 from .plots import bars_png, line_png
 
@@ -93,7 +93,7 @@ def default_scene(model: nn.Module) -> tuple[Any, Any]:
     return items[best]["image"], items[best]["mask"]
 
 
-class GuideWidget(W.VBox):
+class GuideWidget(SyncedBox):
     """Guide a segmenter with hints, live.
 
     Parameters
@@ -470,13 +470,6 @@ class GuideWidget(W.VBox):
         sat = self.guide.satisfied() if self.guide.hints else True
         self.status = f"{note} {self.changed} pixel(s) changed; hints {'all satisfied' if sat else 'not all satisfied yet'}."
 
-    @contextlib.contextmanager
-    def _quiet(self):
-        prev, self._syncing = self._syncing, True
-        try:
-            yield
-        finally:
-            self._syncing = prev
 
     def step(self) -> None:
         """One optimiser step of the guide on the current hints."""
