@@ -28,7 +28,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def scenes():
-    data = zoo.ShapeScenes(8, seed=EVAL_SEED, task="segmentation")  # held out: not tuned on
+    data = zoo.ShapeScenes(24, seed=EVAL_SEED, task="segmentation")  # held out: not tuned on
     return [data[i] for i in range(len(data))]
 
 
@@ -62,7 +62,7 @@ def test_questions_raise_miou(model, scenes):
     k = len(model.classes)
     record = (0, 5, 20)
     conf = {p: {q: torch.zeros(k, k, dtype=torch.long) for q in record} for p in ("strict", "voc")}
-    for item in scenes[:6]:
+    for item in scenes:
         for protocol, truth in (("strict", item["mask"]), ("voc", void_band(item["mask"], 1))):
             with Guide(model, item["image"]) as g:
                 res = play(g, truth, questions=20, record=record)
@@ -75,12 +75,11 @@ def test_questions_raise_miou(model, scenes):
     v0, v5, v20 = (miou(conf["voc"][q]) for q in record)
     assert m0 < m5 < m20, (m0, m5, m20)
     assert v0 < v5 < v20, (v0, v5, v20)
-    # The paper gains 18 points on PASCAL VOC (void band ignored). The embedded segmenter's errors
-    # are mostly thin slivers along outlines, which 20 single pixels fix only one by one; on these
-    # 6 scenes we measure +11.7 strict and +15.9 under the VOC protocol (60 scenes: +6.5 / +8.5,
-    # see `python -m guidewidgets.guide.reproduce`).
-    assert m20 - m0 >= 9.0, (m0, m20)
-    assert v20 - v0 >= 13.0, (v0, v20)
+    # The paper gains 18.4 points on PASCAL VOC. On these 24 scenes we measure +15.3 strict and +20.8 VOC; the
+    # bounds leave room for BLAS differences, not for a regression to the outline-sliver segmenter
+    # (+6 strict). 60 scenes: see `python -m guidewidgets.guide.reproduce`.
+    assert m20 - m0 >= 12.0, (m0, m20)
+    assert v20 - v0 >= 16.0, (v0, v20)
     assert v20 - v0 > m20 - m0  # the void band hides outline errors the questions cannot fix
 
 

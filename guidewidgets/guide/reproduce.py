@@ -30,8 +30,10 @@ from .session import DEFAULTS, Guide
 
 #: Scenes used to choose the defaults in ``session.DEFAULTS`` (lr, steps, penalty, loss).
 TUNING_SEED = 5001
-#: Held-out scenes for every number printed here: never used in training or tuning.
-EVAL_SEED = 6001
+#: Held-out scenes for every number printed here: never used in training or tuning. (Seed 6001
+#: held this role until it was used to choose the segmentation scenes' style and the segmenter's
+#: decoder; it is a tuning seed now.)
+EVAL_SEED = 9001
 QUESTIONS = (0, 1, 5, 10, 15, 20)
 #: Pixel noise of the "less sure" scenes of table 1b (the zoo trains with 0.05).
 NOISY = 0.25

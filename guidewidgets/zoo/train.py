@@ -32,7 +32,7 @@ TEST_SEED = 777
 RECIPES: dict[str, dict] = {
     "classifier": dict(model="shapes-classifier", task="classification", epochs=16, train=4_000, test=1_000,
                        batch=32, lr=4e-3, weight_decay=1e-4),
-    "segmenter": dict(model="shapes-segmenter", task="segmentation", epochs=3, train=4_000, test=500,
+    "segmenter": dict(model="shapes-segmenter", task="segmentation", epochs=6, train=4_000, test=500,
                       batch=16, lr=4e-3, weight_decay=1e-4),
 }
 
