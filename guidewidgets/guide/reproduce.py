@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m guidewidgets.guide.reproduce", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small version (about 10 s): 4 scenes, 2 for tables 1b-4")
     ap.add_argument("--scenes", type=int, default=None, help="held-out scenes (default 60, quick 4)")
-    ap.add_argument("--seed", type=int, default=EVAL_SEED, help=f"ShapeScenes seed (default {EVAL_SEED}; tuning used {TUNING_SEED})")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED, help=f"ShapeScenes seed (default {EVAL_SEED}; tuning used {TUNING_SEED} and 6001)")
     ap.add_argument("--model", default="shapes-segmenter", help="guidewidgets.zoo model name")
     ap.add_argument("--void-band", type=int, default=VOID_BAND, metavar="PX",
                     help=f"table 1 also under PASCAL VOC's protocol: ground truth void (ignored by mIoU, never asked) "
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = len(model.classes)
     t_start = time.perf_counter()
     print(f"Guide Me, reproduced: {args.model} ({k} classes) on {n} held-out ShapeScenes "
-          f"(seed {args.seed}; defaults tuned on seed {TUNING_SEED}), {data.size}x{data.size} px")
+          f"(seed {args.seed}; defaults tuned on seeds {TUNING_SEED} and 6001), {data.size}x{data.size} px")
     print(f"block at {layer!r}; Adam lr {DEFAULTS['adam']['lr']}, <= {DEFAULTS['adam']['steps']} steps per "
           f"question (early stop when every hint holds), L2 penalty {DEFAULTS['penalty']}, "
           f"keep (KL to the plain prediction) {DEFAULTS['keep']}; "
