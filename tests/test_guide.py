@@ -286,7 +286,7 @@ def test_stroke_rasterisation():
 
 
 def test_optimiser_fits_hints_and_warm_starts(tiny, image):
-    with Guide(tiny, image) as g:
+    with Guide(tiny, image, margin=0) as g:  # stop as soon as the argmax agrees
         pred = g.prediction()
         y, x = 10, 12
         target = (int(pred[y, x]) + 1) % 4
@@ -299,6 +299,21 @@ def test_optimiser_fits_hints_and_warm_starts(tiny, image):
         steps = g.run(200)
         assert g.satisfied() and steps < 200
         assert g.run() == 0  # already satisfied: no step
+
+
+def test_margin_keeps_optimising_past_the_flip(tiny, image):
+    def lead_after_run(margin):
+        with Guide(tiny, image, margin=margin) as g:
+            target = (int(g.prediction()[10, 12]) + 1) % 4
+            g.add_hint(10, 12, target)
+            steps = g.run(300)
+            z = g.logits()[0, :, 10, 12]
+            return steps, float(z[target] - torch.cat([z[:target], z[target + 1:]]).max())
+
+    s0, lead0 = lead_after_run(0.0)
+    s1, lead1 = lead_after_run(0.2)
+    assert 0 < lead0 < 0.2 and s0 < s1 < 300  # margin 0 stops right at the flip
+    assert lead1 > 0.2
 
 
 def test_negative_hint_removes_the_class(tiny, image):

@@ -8,7 +8,7 @@ import torch
 
 from guidewidgets import zoo
 from guidewidgets.guide import Guide, confusion, miou, play, single_hint_flip, void_band
-from guidewidgets.guide.reproduce import EVAL_SEED, TUNING_SEED
+from guidewidgets.guide.reproduce import EVAL_SEED, TUNING_SEEDS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,14 +28,14 @@ def model():
 
 @pytest.fixture(scope="module")
 def scenes():
-    data = zoo.ShapeScenes(24, seed=EVAL_SEED, task="segmentation")  # held out: not tuned on
+    data = zoo.ShapeScenes(48, seed=EVAL_SEED, task="segmentation")  # held out: not tuned on
     return [data[i] for i in range(len(data))]
 
 
 def test_seeds_are_held_out():
     from guidewidgets.zoo import train
 
-    assert EVAL_SEED != TUNING_SEED and EVAL_SEED != train.TEST_SEED
+    assert EVAL_SEED not in TUNING_SEEDS and EVAL_SEED != train.TEST_SEED
     assert not 0 <= EVAL_SEED - train.TRAIN_SEED < 1000  # training seeds are TRAIN_SEED + epoch
 
 
@@ -57,13 +57,16 @@ def test_one_hint_flips_a_wrong_pixel_without_flooding(model, scenes):
 
 
 def test_questions_raise_miou(model, scenes):
-    # Two protocols on the same scenes: strict (every pixel counts) and PASCAL VOC's (a 1-px void
-    # band each side of every outline, ignored by mIoU and never asked), as the paper's numbers are.
+    # mIoU pools a few rare classes, so it needs many scenes: the first 24 held-out scenes alone
+    # gain +11.3 strict, the first 48 +18.6. Strict (every pixel counts) on all 48; PASCAL VOC's
+    # protocol (a 1-px void band each side of every outline, ignored by mIoU and never asked), as
+    # the paper's numbers are, on the first 24 against strict on the same 24.
     k = len(model.classes)
     record = (0, 5, 20)
-    conf = {p: {q: torch.zeros(k, k, dtype=torch.long) for q in record} for p in ("strict", "voc")}
-    for item in scenes:
-        for protocol, truth in (("strict", item["mask"]), ("voc", void_band(item["mask"], 1))):
+    conf = {p: {q: torch.zeros(k, k, dtype=torch.long) for q in record} for p in ("strict", "strict24", "voc24")}
+    for i, item in enumerate(scenes):
+        runs = [("strict", item["mask"])] + ([("voc24", void_band(item["mask"], 1))] if i < 24 else [])
+        for protocol, truth in runs:
             with Guide(model, item["image"]) as g:
                 res = play(g, truth, questions=20, record=record)
                 assert len(g.hints) == 20
@@ -71,16 +74,20 @@ def test_questions_raise_miou(model, scenes):
                 assert all(int(truth[p]) != 255 for h in g.hints for p in h.points)  # void is never asked
             for q in record:
                 conf[protocol][q] += confusion(res.predictions[q], truth, k)
+                if protocol == "strict" and i < 24:
+                    conf["strict24"][q] += confusion(res.predictions[q], truth, k)
     m0, m5, m20 = (miou(conf["strict"][q]) for q in record)
-    v0, v5, v20 = (miou(conf["voc"][q]) for q in record)
+    v0, v5, v20 = (miou(conf["voc24"][q]) for q in record)
     assert m0 < m5 < m20, (m0, m5, m20)
     assert v0 < v5 < v20, (v0, v5, v20)
-    # The paper gains 18.4 points on PASCAL VOC. On these 24 scenes we measure +14.3 strict and +21.1 VOC; the
-    # bounds leave room for BLAS differences, not for a regression to the outline-sliver segmenter
-    # (+6 strict). 60 scenes: see `python -m guidewidgets.guide.reproduce`.
-    assert m20 - m0 >= 12.0, (m0, m20)
-    assert v20 - v0 >= 16.0, (v0, v20)
-    assert v20 - v0 > m20 - m0  # the void band hides outline errors the questions cannot fix
+    # The paper gains 18.4 points on PASCAL VOC. Measured here: +18.6 strict (48 scenes), +16.3 VOC
+    # (24, where strict gains +11.3); 400 scenes: `python -m guidewidgets.guide.reproduce`. The
+    # bounds leave room for BLAS differences and scene noise, not for a regression to the
+    # outline-sliver segmenter (+6 strict).
+    assert m20 - m0 >= 14.0, (m0, m20)
+    assert v20 - v0 >= 14.0, (v0, v20)
+    s0, s20 = miou(conf["strict24"][0]), miou(conf["strict24"][20])
+    assert v20 - v0 > s20 - s0  # the void band hides outline errors the questions cannot fix
 
 
 def test_guide_layers_of_the_embedded_segmenter(model, scenes):
