@@ -102,3 +102,16 @@ def test_guide_layers_of_the_embedded_segmenter(model, scenes):
             assert g.satisfied() or g.losses[-1] < g.losses[0]
     with pytest.raises(ValueError, match="segmentation output"):
         Guide(zoo.load("shapes-classifier"), img)  # (1, K) logits: hints are pixels
+
+
+def test_reproduction_tables_do_not_depend_on_the_process_pool(model, scenes):
+    import multiprocessing
+
+    from guidewidgets.guide.reproduce import game_table
+
+    few = scenes[:10]  # two chunks of the pool's work (8 scenes each)
+    alone = game_table(model, few, model.default_guide_layer, questions=(0, 3), answers="mixed")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        shared = game_table(model, few, model.default_guide_layer, questions=(0, 3), answers="mixed", pool=pool)
+    assert all(torch.equal(alone[q], shared[q]) for q in (0, 3))
+    assert not torch.equal(alone[0], alone[3])  # the questions changed something

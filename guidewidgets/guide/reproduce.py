@@ -1,6 +1,6 @@
 """Re-run Guide Me's experiments on held-out ShapeScenes and print them beside the paper's tables.
 
-    python -m guidewidgets.guide.reproduce            # full size (about 10 minutes on 2 CPU cores)
+    python -m guidewidgets.guide.reproduce            # full size (about 12 minutes on 2 CPU cores)
     python -m guidewidgets.guide.reproduce --quick    # a small version that runs in seconds
 
 The paper (Rupprecht et al., CVPR 2018) guides FCN-8s on PASCAL VOC; we guide the embedded
