@@ -1,4 +1,5 @@
-"""Find layers by name, capture their activations and gradients, and swap ReLU's backward rule.
+"""Find layers by name, capture their activations and gradients, swap ReLU's backward rule, run
+in eval mode, and read a model's logits: what the explanation methods and the guide share.
 
 Everything here leaves the model exactly as it was: hooks are removed in ``finally`` blocks, no
 module is replaced, no flag is flipped, and parameter ``.grad`` fields are never written (callers
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from collections.abc import Mapping
 from typing import Iterator, Literal
 
 import torch
@@ -24,6 +26,7 @@ __all__ = [
     "ReLURule",
     "last_conv_layer",
     "eval_mode",
+    "model_output",
 ]
 
 
@@ -140,6 +143,19 @@ def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Itera
     finally:
         for m in training:
             m.training = True
+
+
+def model_output(out: object) -> torch.Tensor:
+    """The logits tensor of a model's output (torchvision segmenters return ``{"out": ...}``)."""
+    if isinstance(out, Mapping) and "out" in out:
+        out = out["out"]
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        raise TypeError(
+            "the model must return logits: a tensor (B, K) for classification or (B, K, H, W) "
+            f"for segmentation, got {type(out).__name__}"
+            + (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
+        )
+    return out
 
 
 # --- ReLU backward rules (guided backprop, deconvnet) -------------------------------------------

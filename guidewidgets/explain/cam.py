@@ -10,11 +10,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..hooks import model_output
 from .batching import Progress, auto_batch_size
 from .layers import check_feature_map, layer_gradients, recording, resolve_layer, upsample
 from .noise import noisy_copies
 from .registry import MethodInfo, register
-from .targets import Target, TargetLike, model_output
+from .targets import Target, TargetLike
 
 __all__ = ["cam", "grad_cam", "grad_cam_pp", "smooth_grad_cam_pp"]
 

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from .. import hooks
+from ..hooks import ReLURule, model_output
 from .batching import Progress, auto_batch_size
 from .layers import check_feature_map, layer_gradients, resolve_layer, upsample
 from .noise import noisy_copies
 from .registry import MethodInfo, register
-from ..hooks import ReLURule
-from .targets import Target, TargetLike, model_output
+from .targets import Target, TargetLike
 
 __all__ = ["saliency", "guided_backprop", "deconvnet", "guided_grad_cam", "smoothgrad", "input_gradient"]
 

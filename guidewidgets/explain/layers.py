@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hooks
-from .targets import Target, model_output
+from ..hooks import model_output
+from .targets import Target
 
 __all__ = ["resolve_layer", "recording", "layer_gradients", "upsample"]
 

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hooks import model_output
 from .batching import Progress, auto_batch_size, chunks
 from .registry import MethodInfo, register
-from .targets import Target, TargetLike, model_output
+from .targets import Target, TargetLike
 
 __all__ = ["occlusion", "rise"]
 

@@ -14,7 +14,8 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from .targets import TargetLike, check_input, eval_mode
+from ..hooks import eval_mode
+from .targets import TargetLike, check_input
 
 __all__ = ["MethodInfo", "register", "methods", "method_info", "method_function", "explain"]
 

@@ -1,22 +1,21 @@
-"""Check inputs, resolve targets to one score per sample, and keep the model's state untouched.
+"""Check inputs and resolve targets to one score per sample.
 
-Every explanation method goes through the same three steps: :func:`check_input` rejects a wrong
+Every explanation method goes through the same steps: :func:`check_input` rejects a wrong
 image tensor with a sentence that names the fix, :class:`Target` turns the user's ``target``
 (None, int, sequence of ints, or callable) into one differentiable score per sample, and
-:func:`eval_mode` runs the model in eval mode and restores every module's ``training`` flag.
+:func:`guidewidgets.hooks.eval_mode` runs the model in eval mode and restores every module's
+``training`` flag.
 """
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Union
 
 import torch
 from torch import nn
 
-from ..hooks import eval_mode
-
-__all__ = ["TargetLike", "Target", "check_input", "model_output", "eval_mode"]
+__all__ = ["TargetLike", "Target", "check_input"]
 
 TargetLike = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -55,19 +54,6 @@ def check_input(model: nn.Module, x: object) -> torch.Tensor:
             f"x is on {x.device} but the model is on {p.device}; move x with x.to('{p.device}')"
         )
     return x
-
-
-def model_output(out: object) -> torch.Tensor:
-    """The logits tensor of a model's output (torchvision segmenters return ``{"out": ...}``)."""
-    if isinstance(out, Mapping) and "out" in out:
-        out = out["out"]
-    if not isinstance(out, torch.Tensor) or out.dim() < 2:
-        raise TypeError(
-            "the model must return logits: a tensor (B, K) for classification or (B, K, H, W) "
-            f"for segmentation, got {type(out).__name__}"
-            + (f" of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else "")
-        )
-    return out
 
 
 def _is_int(v: object) -> bool:

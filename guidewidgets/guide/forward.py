@@ -17,27 +17,12 @@ model into two callables needs surgery that breaks on skip connections. Instead:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from ..hooks import eval_mode
-
-__all__ = ["eval_mode", "model_output", "HeadCache", "empty_batch"]
-
-
-def model_output(out: Any) -> torch.Tensor:
-    """The logits tensor of a model output (torchvision segmenters return {"out": ...})."""
-    if isinstance(out, Mapping) and "out" in out:
-        out = out["out"]
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"the model returned {type(out).__name__}; a Guide needs logits as a tensor "
-            "(or a dict with an 'out' tensor, as torchvision segmenters return)"
-        )
-    return out
+__all__ = ["HeadCache", "empty_batch"]
 
 
 def empty_batch(obj: Any) -> Any:

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .questions import confusion, miou, pixel_accuracy, play, single_hint_flip, void_band
+from .questions import VOID, confusion, miou, pixel_accuracy, play, single_hint_flip, void_band
 from .session import DEFAULTS, Guide
 
 #: Scenes used to choose the defaults in ``session.DEFAULTS`` (lr, steps, penalty, loss, margin),
@@ -184,13 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Why spawn: a forked child inherits torch's thread pools mid-state; spawn is safe everywhere.
     pool_cm = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else contextlib.nullcontext()
     with pool_cm as pool:
-        _tables(args, model, scenes, scenes[:m], layer, pool, zoo, data.noise)
+        _tables(args, model, scenes, scenes[:m], layer, pool, data.noise)
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
     return 0
 
 
-def _tables(args, model, scenes, few, layer, pool, zoo, train_noise) -> None:
+def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     """Print tables 1-6: table 1 on ``scenes``, the others on ``few`` (a prefix of them)."""
+    from .. import zoo
+
     # 1. mIoU and pixel accuracy after 0..20 questions.
     conf = game_table(model, scenes, layer, pool=pool)
     ours_miou = [miou(conf[q]) for q in QUESTIONS]
@@ -209,7 +211,7 @@ def _tables(args, model, scenes, few, layer, pool, zoo, train_noise) -> None:
         voc = [dict(item, mask=void_band(item["mask"], args.void_band)) for item in scenes]
         vconf = game_table(model, voc, layer, pool=pool)
         voc_miou = [miou(vconf[q]) for q in QUESTIONS]
-        share = 100 * sum(int((v["mask"] == 255).sum()) for v in voc) / sum(v["mask"].numel() for v in voc)
+        share = 100 * sum(int((v["mask"] == VOID).sum()) for v in voc) / sum(v["mask"].numel() for v in voc)
         print(f"VOC protocol: void band {args.void_band} px each side of every outline ({share:.1f}% of pixels), "
               f"ignored by mIoU and never asked")
         print(_row("ours mIoU (VOC protocol)", voc_miou))
@@ -244,7 +246,10 @@ def _tables(args, model, scenes, few, layer, pool, zoo, train_noise) -> None:
     cmp_scenes = few
     print(f"\nTable 3. Full block (alpha, beta, gamma) vs channel-only (gamma, as f-BRS), mIoU ({len(cmp_scenes)} scenes)")
     print(_row("#questions", [str(q) for q in cmp_q]))
-    full = game_table(model, cmp_scenes, layer, questions=cmp_q, pool=pool)
+    # In this process alone, without the pool: table 6 reports these questions' times.
+    times: list[float] = []
+    steps: list[int] = []
+    full = game_table(model, cmp_scenes, layer, questions=cmp_q, times=times, step_counts=steps)
     chan = game_table(model, cmp_scenes, layer, questions=cmp_q, spatial=False, pool=pool)
     print(_row("full block", [miou(full[q]) for q in cmp_q]))
     print(_row("channel-only block", [miou(chan[q]) for q in cmp_q]))
@@ -273,14 +278,10 @@ def _tables(args, model, scenes, few, layer, pool, zoo, train_noise) -> None:
               f"became wrong: mean {100 * statistics.mean(r.broken for r in flips):.2f}%")
         print(f"optimiser steps: median {statistics.median(r.steps for r in flips)}")
 
-    # 6. Time per question, in this process alone (workers would share the cores).
-    times: list[float] = []
-    steps: list[int] = []
-    timed = few[:20]
-    game_table(model, timed, layer, times=times, step_counts=steps)
+    # 6. Time per question: the full-block games of table 3, played in this process alone.
     ms = sorted(1000 * t for t in times)
     print(f"\nTable 6. Time per question (ask + hint + optimise to convergence + new prediction), "
-          f"{len(ms)} questions on {len(timed)} scenes, {torch.get_num_threads()} thread(s)")
+          f"{len(ms)} questions on {len(cmp_scenes)} scenes, {torch.get_num_threads()} thread(s)")
     print(f"median {statistics.median(ms):.1f} ms, 90th percentile {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, "
           f"max {ms[-1]:.1f} ms; optimiser steps per question: median {statistics.median(steps) if steps else 0}, "
           f"max {max(steps) if steps else 0}")

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import get_layer
+from ..hooks import eval_mode, get_layer, model_output
 from .block import GuidingBlock
-from .forward import HeadCache, empty_batch, eval_mode, model_output
+from .forward import HeadCache, empty_batch
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
 
 __all__ = ["Guide", "bottleneck_layer", "DEFAULTS", "OPTIMIZERS"]
