@@ -1,5 +1,7 @@
 """hooks.ReLURule gives the same gradients as an independent reference (a custom autograd ReLU
 per rule), keeps inplace ReLUs in place, counts ReLU calls and cleans up."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,8 +54,6 @@ def test_same_gradients_as_reference_rule(rule, relu):
         with ctx:
             y = F.conv2d(act(F.conv2d(xg, w1, padding=1)), w2, padding=1)
         return y, torch.autograd.grad(y, xg, g_out)[0]
-
-    import contextlib
 
     y_ref, g_ref = grad(contextlib.nullcontext(), REFERENCE[rule])
     y, g = grad(hooks.relu_backward(rule), relu)
