@@ -4,9 +4,10 @@
 # PYTHONPATH points at this checkout, so tests, notebooks and Jupyter kernels use the code you see.
 SHELL := /bin/bash
 PYTHON ?= python3
-# The key is a content hash, so the stamp needs no file prerequisites: a fresh clone's newer mtimes
-# must not force a reinstall.
-ENV_KEY := $(shell cat pyproject.toml .ci/constraints.txt .ci/requirements.py | sha1sum | cut -c1-12)
+# The key is a content hash of what gets installed (the dependency lists, not the rest of
+# pyproject.toml), so the stamp needs no file prerequisites: a fresh clone's newer mtimes, or a
+# change to a tool setting, must not force a reinstall.
+ENV_KEY := $(shell $(PYTHON) .ci/requirements.py test bench demo | cat - .ci/constraints.txt .ci/requirements.py | sha1sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/guidewidgets/venv-$(ENV_KEY)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export OMP_NUM_THREADS ?= 2

@@ -19,6 +19,7 @@ The floor is the least work a method needs, timed with plain PyTorch on the same
                    Grad-CAM++ also needs one forward of the clean image for its feature map)
   perturbed fwds   forwards of the perturbed images only, batched like ours (occlusion, RISE)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,15 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from guidewidgets import explain as E  # noqa: E402
-from guidewidgets.explain.batching import auto_batch_size  # noqa: E402
+from guidewidgets import explain as E
+from guidewidgets.explain.batching import auto_batch_size
 
 try:
     import pytorch_grad_cam as pgc
@@ -146,8 +147,10 @@ def cases(model, x, t, cfg, device):
     rows["smooth-grad-cam++"] = {
         "ours": ours("smooth-grad-cam++", layer="layer4", samples=cfg.samples, noise=cfg.noise),
         # the method needs the clean image's feature map: one plain forward more
-        "floor": ("forward + n x layer backward", lambda: (
-            floor_forward(floor_m, x, t), batched(floor_layer_backward, cfg.samples, x, t, bs)(floor_m))),
+        "floor": (
+            "forward + n x layer backward",
+            lambda: (floor_forward(floor_m, x, t), batched(floor_layer_backward, cfg.samples, x, t, bs)(floor_m)),
+        ),
     }
     for name in ("saliency", "guided-backprop", "deconvnet", "guided-grad-cam"):
         rows[name] = {"ours": ours(name), "floor": f_input}
@@ -180,12 +183,20 @@ def cases(model, x, t, cfg, device):
             x.clone(), target=tl, interpolate_mode="bilinear"
         )
         rows["smoothgrad"]["captum"] = lambda: ca.NoiseTunnel(ca.Saliency(m_ca)).attribute(
-            x.clone(), nt_type="smoothgrad", nt_samples=cfg.samples, nt_samples_batch_size=max(1, bs // b),
-            stdevs=sigma, target=tl,
+            x.clone(),
+            nt_type="smoothgrad",
+            nt_samples=cfg.samples,
+            nt_samples_batch_size=max(1, bs // b),
+            stdevs=sigma,
+            target=tl,
         )
         rows["occlusion"]["captum"] = lambda: ca.Occlusion(m_ca).attribute(
-            x, sliding_window_shapes=(3, cfg.window, cfg.window), strides=(3, cfg.stride, cfg.stride),
-            baselines=0.5, target=tl, perturbations_per_eval=max(1, bs // b),
+            x,
+            sliding_window_shapes=(3, cfg.window, cfg.window),
+            strides=(3, cfg.stride, cfg.stride),
+            baselines=0.5,
+            target=tl,
+            perturbations_per_eval=max(1, bs // b),
         )
     return {k: v for k, v in rows.items() if k in cfg.methods}
 
@@ -284,10 +295,13 @@ def main(argv=None) -> None:
         f"# torch {torch.__version__}, torchvision {torchvision.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} CPU threads; "
         + (f"GPU {torch.cuda.get_device_name()}; " if "cuda" in devices else "")
-        + "cpu rows: process CPU time, cuda rows: wall time; " + f"repeats {cfg.repeats} (median); occlusion window {cfg.window} stride {cfg.stride} ({positions} positions), "
+        + "cpu rows: process CPU time, cuda rows: wall time; "
+        + f"repeats {cfg.repeats} (median); occlusion window {cfg.window} stride {cfg.stride} ({positions} positions), "
         f"RISE {cfg.masks} masks, {cfg.samples} noisy samples; times in ms"
     )
-    print("| model | device | B | method | ours | pytorch-grad-cam | captum | floor | ours / fastest peer | ours / floor | note |")
+    print(
+        "| model | device | B | method | ours | pytorch-grad-cam | captum | floor | ours / fastest peer | ours / floor | note |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         for model_name in cfg.models.split(","):

@@ -12,6 +12,7 @@ What is timed, per row (median over ``--repeat`` runs, nothing cached unless the
 Targets from issue 5: < 100 ms for CAM / Grad-CAM / saliency, < 0.5 s for a Guide Run.
 Not asserted anywhere: timings depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,7 @@ def main() -> None:
         assert w.status == "", w.status
     w.view.client_ready = True  # now every frame is also PNG-encoded for the canvas
     for name in ("cam", "grad-cam", "saliency"):
+
         def toggle(name=name):
             w.method = "guided-backprop"
             w._cache.clear()
@@ -73,11 +75,24 @@ def main() -> None:
         rows.append((f"ExplainWidget method -> {name} + send", size, ms, "< 100 ms"))
     w.method = "cam"
     w.method = "grad-cam"
-    rows.append(("ExplainWidget toggle back (cached)", size,
-                 _median_ms(lambda: (setattr(w, "method", "cam"), setattr(w, "method", "grad-cam")), args.repeat) / 2, ""))
-    rows.append(("ExplainWidget opacity change", size,
-                 _median_ms(lambda: setattr(w, "opacity", 0.3 if w.opacity != 0.3 else 0.6), args.repeat), ""))
+    rows.append(
+        (
+            "ExplainWidget toggle back (cached)",
+            size,
+            _median_ms(lambda: (setattr(w, "method", "cam"), setattr(w, "method", "grad-cam")), args.repeat) / 2,
+            "",
+        )
+    )
+    rows.append(
+        (
+            "ExplainWidget opacity change",
+            size,
+            _median_ms(lambda: setattr(w, "opacity", 0.3 if w.opacity != 0.3 else 0.6), args.repeat),
+            "",
+        )
+    )
     for name in [m for m in explain.methods() if explain.method_info(m).slow]:
+
         def slow(name=name):
             w.method = name
             w.wait()
@@ -101,7 +116,14 @@ def main() -> None:
         pred = int(g._prediction[y, x])
         g.add_stroke([(y, x)], cls=(pred % (g.num_classes - 1)) + 1, radius=2)
 
-    rows.append(("GuideWidget Run (hint -> frame + readouts)", gsize, _median_ms(g.run, args.repeat, setup=fresh_hint), "< 500 ms"))
+    rows.append(
+        (
+            "GuideWidget Run (hint -> frame + readouts)",
+            gsize,
+            _median_ms(g.run, args.repeat, setup=fresh_hint),
+            "< 500 ms",
+        )
+    )
     steps = []
     for _ in range(args.repeat):
         fresh_hint()
@@ -113,8 +135,14 @@ def main() -> None:
     t = time.perf_counter()
     n = g.guide.run()
     rows.append(("  Guide.run alone (no widget)", gsize, (time.perf_counter() - t) * 1000, f"{n} steps"))
-    rows.append(("GuideWidget click (mouse down+up -> hint frame)", gsize,
-                 _median_ms(lambda: (g.view.on_mouse_down(30, 30), g.view.on_mouse_up(30, 30)), args.repeat, setup=g.reset), ""))
+    rows.append(
+        (
+            "GuideWidget click (mouse down+up -> hint frame)",
+            gsize,
+            _median_ms(lambda: (g.view.on_mouse_down(30, 30), g.view.on_mouse_up(30, 30)), args.repeat, setup=g.reset),
+            "",
+        )
+    )
     g.close()
 
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} thread(s)"

@@ -4,6 +4,7 @@ The science (``explain``, ``guide``, ``zoo``, ``render``, ``hooks``) imports no 
 ``ExplainWidget`` and ``GuideWidget`` are loaded on first use so that plain scripts and tests stay
 free of ipywidgets.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -5,12 +5,15 @@ Everything here leaves the model exactly as it was: hooks are removed in ``final
 module is replaced, no flag is flipped, and parameter ``.grad`` fields are never written (callers
 take gradients with :func:`torch.autograd.grad`, never ``.backward()``).
 """
+
 from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Mapping
-from typing import Iterator, Literal
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +28,9 @@ __all__ = [
     "relu_backward",
     "ReLURule",
     "last_conv_layer",
+    "FeatureMap",
+    "feature_maps",
+    "model_lock",
     "eval_mode",
     "model_output",
 ]
@@ -226,42 +232,94 @@ def relu_backward(rule: Literal["guided", "deconv"]) -> ReLURule:
 # --- default layer --------------------------------------------------------------------------------
 
 
+class FeatureMap(NamedTuple):
+    """A module whose output is a spatial feature map: its dotted name and output shape (C, h, w)."""
+
+    name: str
+    shape: tuple[int, int, int]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the map."""
+        return self.shape[1], self.shape[2]
+
+    @property
+    def label(self) -> str:
+        """``"layer3 (14 x 14)"``: what a layer menu shows."""
+        return f"{self.name} ({self.shape[1]} x {self.shape[2]})"
+
+
+def _has_conv(m: nn.Module) -> bool:
+    # Why: a module without a conv inside (normalisation, pooling, an activation) adds nothing
+    # to explain; VGG's AdaptiveAvgPool2d after the last block is no feature map of its own.
+    return any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules())
+
+
+def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
+    """Every module (with a conv inside) whose output is a spatial map (B, C, h, w), h*w > 1.
+
+    Found by one forward on ``x[:1]`` in eval mode without gradients, listed in the order the
+    forward finishes them (shallow to deep), each module once (its first call). When modules
+    return the very same tensor (a block and its last child, ``layer4.1.relu`` and ``layer4``),
+    only the outermost is listed. The one scan that layer menus, default layers and the guide's
+    layer choices share.
+    """
+    found: dict[str, tuple[torch.Tensor, tuple[int, int, int]]] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m, _a, out):
+            if name in found or not isinstance(out, torch.Tensor) or out.dim() != 4:
+                return
+            if out.shape[-2] * out.shape[-1] <= 1:
+                return
+            for other, (t, _) in list(found.items()):
+                if t is out:  # the same tensor from an inner module: the outer name wins
+                    del found[other]
+            found[name] = (out, tuple(out.shape[1:]))
+
+        return hook
+
+    try:
+        for name, m in model.named_modules():
+            if name and _has_conv(m):
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad(), eval_mode(model):
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return [FeatureMap(name, shape) for name, (_, shape) in found.items()]
+
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one re-entrant lock of ``model``: hold it while hooks are on the model or its flags
+    are flipped, so that concurrent calls (a widget's background job and the user's own cell)
+    never see each other's hooks."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 def last_conv_layer(model: nn.Module, x: torch.Tensor) -> str:
     """Name of the module producing the last spatial feature map (B, C, h, w) with h*w > 1.
 
-    Found by one forward pass with a hook on every module; when a block and its last child return
+    Found by :func:`feature_maps` (one forward pass); when a block and its last child return
     the same map, the outermost name wins (e.g. ``layer4`` rather than ``layer4.1.relu``). A
     model's own ``default_explain_layer`` attribute, when present, is used instead.
     """
     named = getattr(model, "default_explain_layer", None)
     if named:
         return named
-    order: list[str] = []
-    handles = []
-
-    def make(name):
-        def hook(_m, _a, out):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1:
-                order.append(name)
-
-        return hook
-
-    def has_conv(m: nn.Module) -> bool:
-        # Why: a pooling layer after the last block (VGG's AdaptiveAvgPool2d) is no feature map.
-        return any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules())
-
-    try:
-        for name, m in model.named_modules():
-            if name and has_conv(m):
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    if not order:
+    maps = feature_maps(model, x)
+    if not maps:
         raise ValueError(
-            f"{type(model).__name__} has no layer with a spatial (B, C, H, W) output; "
-            "pass layer=... explicitly"
+            f"{type(model).__name__} has no layer with a spatial (B, C, H, W) output; pass layer=... explicitly"
         )
-    return order[-1]
+    return maps[-1].name

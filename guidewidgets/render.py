@@ -10,12 +10,14 @@ Conventions:
 - a *map* is ``(H, W)`` (a batch of one ``(1, H, W)`` is accepted) of any real values;
 - *labels* are ``(H, W)`` integers (class index per pixel).
 """
+
 from __future__ import annotations
 
 import difflib
 import functools
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,9 +88,7 @@ def to_rgba(image: ArrayLike) -> np.ndarray:
     if a.ndim == 2:
         a = np.stack([a, a, a], axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(
-            f"image has shape {tuple(a.shape)}; expected (3, H, W), (H, W, 3), (H, W, 4) or (H, W)"
-        )
+        raise ValueError(f"image has shape {tuple(a.shape)}; expected (3, H, W), (H, W, 3), (H, W, 4) or (H, W)")
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
@@ -168,8 +168,10 @@ def colorize(
     The map is min-max normalised first (see :func:`normalize`) unless ``normalized=True`` says it
     already lies in [0, 1].
     """
-    a = normalize(map, signed=signed, clip=clip) if not normalized else np.clip(
-        _squeeze_batch(to_numpy(map), 2, "map").astype(np.float32), 0.0, 1.0
+    a = (
+        normalize(map, signed=signed, clip=clip)
+        if not normalized
+        else np.clip(_squeeze_batch(to_numpy(map), 2, "map").astype(np.float32), 0.0, 1.0)
     )
     idx = (a * 255.0 + 0.5).astype(np.uint8)
     return _lut_of(cmap)[idx]
@@ -185,7 +187,10 @@ def resize(a: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -> np
     resample = Image.NEAREST if nearest else Image.BILINEAR
     if a.ndim == 2:
         return np.asarray(Image.fromarray(a.astype(np.float32)).resize((w, h), resample))
-    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c])).resize((w, h), resample)) for c in range(a.shape[-1])]
+    chans = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c])).resize((w, h), resample))
+        for c in range(a.shape[-1])
+    ]
     return np.stack(chans, axis=-1)
 
 

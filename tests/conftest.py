@@ -1,4 +1,5 @@
 """Shared test setup: CPU only, one intra-op thread, deterministic seeds."""
+
 import pytest
 import torch
 

@@ -14,6 +14,7 @@ file, and postBuild itself, is used as Binder uses it. The venv is cached under
 ~/.cache/guidewidgets/ keyed by a hash of binder/requirements.txt and .ci/constraints.txt: the
 first run takes a few minutes (torch is large), later runs only reinstall the package.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,10 +27,10 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
@@ -155,8 +156,10 @@ def binder_venv() -> Path:
             _run([sys.executable, "-m", "venv", str(venv_dir)])
             reqs = venv_dir / "requirements-local.txt"
             reqs.write_text(_local_requirements())
-            _run([str(venv_dir / "bin" / "python"), "-m", "pip", "install", "-q", *PIP_FAST_FAIL,
-                  "-r", str(reqs)], timeout=1500)
+            _run(
+                [str(venv_dir / "bin" / "python"), "-m", "pip", "install", "-q", *PIP_FAST_FAIL, "-r", str(reqs)],
+                timeout=1500,
+            )
             (venv_dir / ".ready").touch()
     return venv_dir
 
@@ -211,17 +214,21 @@ def test_binder_environment_installs_the_package_and_runs_the_quickstart(binder_
     for name in ("pyproject.toml", "README.md", "binder"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, repo / name)
-    shutil.copytree(ROOT / "guidewidgets", repo / "guidewidgets",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copytree(ROOT / "notebooks", repo / "notebooks",
-                    ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "guidewidgets", repo / "guidewidgets", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "notebooks", repo / "notebooks", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+    )
     env = _clean_env(binder_venv, tmp_path / "home")
     env["PIP_TIMEOUT"], env["PIP_RETRIES"] = "10", "0"
     _run(["bash", str(repo / "binder" / "postBuild")], cwd=repo, env=env, timeout=600)
 
     workdir = repo / "notebooks"  # the kernel's cwd, as in JupyterLab and Voila
-    proc = _run([str(binder_venv / "bin" / "python"), "-c", _EXECUTE, str(workdir / QUICKSTART.name),
-                 str(workdir)], cwd=tmp_path, env=env, timeout=900)
+    proc = _run(
+        [str(binder_venv / "bin" / "python"), "-c", _EXECUTE, str(workdir / QUICKSTART.name), str(workdir)],
+        cwd=tmp_path,
+        env=env,
+        timeout=900,
+    )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert str(binder_venv) in report["package"]
     assert report["widget_views"] >= 2, "the quickstart should display the ExplainWidget and the GuideWidget"

@@ -1,4 +1,5 @@
 """1,000 calls, some raising mid-way, leave the model exactly as it was and leak nothing."""
+
 import gc
 import itertools
 import tracemalloc
@@ -10,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from guidewidgets import explain as E
-
 
 FAST = {
     "smooth-grad-cam++": {"samples": 2},
@@ -51,8 +51,18 @@ def live_tensors() -> int:
 def state(model):
     return (
         {k: v.clone() for k, v in model.state_dict().items()},
-        [(n, type(m), m.training, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-          len(m._backward_pre_hooks)) for n, m in model.named_modules()],
+        [
+            (
+                n,
+                type(m),
+                m.training,
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+            )
+            for n, m in model.named_modules()
+        ],
         [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()],
     )
 

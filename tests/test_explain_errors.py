@@ -1,4 +1,5 @@
 """Bad input gets a ValueError/TypeError whose message names the fix."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,11 +1,11 @@
 """Every registered method: shape, device, finiteness, sign, batching, options and identities."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from guidewidgets import explain as E
-
 
 # Cheap settings for the slow methods; the properties do not depend on them.
 FAST = {
@@ -71,8 +71,19 @@ def run(model, x, name, **kw):
 
 
 def test_registry_lists_every_method_with_info():
-    expected = ["cam", "grad-cam", "grad-cam++", "smooth-grad-cam++", "saliency", "guided-backprop",
-                "deconvnet", "guided-grad-cam", "smoothgrad", "occlusion", "rise"]
+    expected = [
+        "cam",
+        "grad-cam",
+        "grad-cam++",
+        "smooth-grad-cam++",
+        "saliency",
+        "guided-backprop",
+        "deconvnet",
+        "guided-grad-cam",
+        "smoothgrad",
+        "occlusion",
+        "rise",
+    ]
     assert E.methods() == expected
     for name in expected:
         info = E.method_info(name)
@@ -144,7 +155,9 @@ def test_cam_equals_grad_cam_up_to_positive_scale(model, x):
 
 
 def test_smooth_variants_without_noise_are_their_plain_methods(model, x):
-    assert torch.allclose(E.smooth_grad_cam_pp(model, x, noise=0.0, samples=2), E.grad_cam_pp(model, x), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(
+        E.smooth_grad_cam_pp(model, x, noise=0.0, samples=2), E.grad_cam_pp(model, x), rtol=1e-5, atol=1e-7
+    )
     raw = E.smoothgrad(model, x, noise=0.0, samples=2, raw=True)
     assert torch.allclose(raw, E.saliency(model, x, raw=True), rtol=1e-5, atol=1e-9)
 

@@ -1,11 +1,11 @@
 """Every method works unchanged on the common torchvision classifiers (random weights, small
 inputs), including their inplace ReLUs, and leaves each model exactly as it was."""
+
 import pytest
 import torch
 import torchvision
 
 from guidewidgets import explain as E
-
 
 FAST = {
     "smooth-grad-cam++": {"samples": 2},
@@ -30,8 +30,10 @@ def snapshot(model):
     # version counter and any replacement changes its storage.
     return (
         {k: (v.data_ptr(), v._version, v.dtype, v.shape) for k, v in model.state_dict().items()},
-        [(n, type(m), m.training, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-         for n, m in model.named_modules()],
+        [
+            (n, type(m), m.training, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+            for n, m in model.named_modules()
+        ],
         [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()],
         [getattr(m, "inplace", None) for m in model.modules()],
     )
@@ -40,12 +42,7 @@ def snapshot(model):
 def same(a, b):
     sd_a, mods_a, params_a, inplace_a = a
     sd_b, mods_b, params_b, inplace_b = b
-    return (
-        sd_a == sd_b
-        and mods_a == mods_b
-        and params_a == params_b
-        and inplace_a == inplace_b
-    )
+    return sd_a == sd_b and mods_a == mods_b and params_a == params_b and inplace_a == inplace_b
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

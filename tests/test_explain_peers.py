@@ -1,5 +1,6 @@
 """Agreement with the libraries a user would pick instead (pytorch-grad-cam, Captum) at the same
 settings, on a random-weight torchvision ResNet-18 (correlation >= 0.999)."""
+
 import copy
 
 import numpy as np
@@ -12,7 +13,6 @@ from guidewidgets import explain as E
 pgc = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-
 
 SIZE = 96
 TARGETS = [3, 7]
@@ -102,7 +102,11 @@ def test_grad_cam_matches_captum_layer_grad_cam(resnet, x):
 def test_occlusion_matches_captum(resnet, x):
     peer = captum_attr.Occlusion(resnet)
     ref = peer.attribute(
-        x, sliding_window_shapes=(3, 24, 24), strides=(3, 12, 12), target=TARGETS, baselines=0.5,
+        x,
+        sliding_window_shapes=(3, 24, 24),
+        strides=(3, 12, 12),
+        target=TARGETS,
+        baselines=0.5,
         perturbations_per_eval=16,
     )
     maps = E.occlusion(resnet, x, TARGETS, window=24, stride=12, fill=0.5)

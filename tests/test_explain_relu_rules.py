@@ -1,5 +1,6 @@
 """hooks.ReLURule gives the same gradients as an independent reference (a custom autograd ReLU
 per rule), keeps inplace ReLUs in place, counts ReLU calls and cleans up."""
+
 import contextlib
 
 import pytest

@@ -1,4 +1,5 @@
 """Guide Me: the guiding block, hints, optimiser and questions (mechanics on small random models)."""
+
 from __future__ import annotations
 
 import gc
@@ -18,9 +19,13 @@ class TinySeg(nn.Module):
     def __init__(self, k: int = 4) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-            nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 8, 3, 2, 1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, 2, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 3, 1, 1),
+            nn.ReLU(inplace=True),
         )
         self.flat = nn.Flatten(2)  # (B, C, H*W): not a feature map a guide can use
         self.decoder = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(16, k, 1))
@@ -308,7 +313,7 @@ def test_margin_keeps_optimising_past_the_flip(tiny, image):
             g.add_hint(10, 12, target)
             steps = g.run(300)
             z = g.logits()[0, :, 10, 12]
-            return steps, float(z[target] - torch.cat([z[:target], z[target + 1:]]).max())
+            return steps, float(z[target] - torch.cat([z[:target], z[target + 1 :]]).max())
 
     s0, lead0 = lead_after_run(0.0)
     s1, lead1 = lead_after_run(0.2)
@@ -391,7 +396,7 @@ def test_void_band_marks_outlines_only():
         # A pixel is void exactly when a pixel of another label lies within w (Chebyshev distance).
         for yy in range(12):
             for xx in range(14):
-                win = mask[max(0, yy - w): yy + w + 1, max(0, xx - w): xx + w + 1]
+                win = mask[max(0, yy - w) : yy + w + 1, max(0, xx - w) : xx + w + 1]
                 assert bool(band[yy, xx]) == bool((win != mask[yy, xx]).any())
         assert torch.equal(v[~band], mask[~band])  # labels elsewhere untouched
     assert not (void_band(torch.ones(5, 5, dtype=torch.long), 2) == 255).any()  # image border is no outline

@@ -1,4 +1,5 @@
 """Guide Me on the embedded segmenter and held-out ShapeScenes: hints flip pixels, questions help."""
+
 from __future__ import annotations
 
 import statistics

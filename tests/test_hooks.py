@@ -1,4 +1,5 @@
 """guidewidgets.hooks: layer lookup, capture, ReLU backward rules, and cleanup on error."""
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -5,6 +5,7 @@ wall time at the end of that run. Here: the set is complete, nothing machine-spe
 (outputs, absolute paths, widget state), each tells its story to the end (an Exercises section with
 hidden solutions), and the cells whose numbers matter really are checked by nbval.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,7 +57,9 @@ def test_only_checked_cells_carry_outputs_and_they_are_small(nb):
             continue
         if cell.source.lstrip().startswith(CHECK):
             # nbval compares only cells that were run, so a checked cell keeps its expected output.
-            assert cell.execution_count is not None and cell.outputs, f"{path.name} cell {i}: checked but no reference output"
+            assert cell.execution_count is not None and cell.outputs, (
+                f"{path.name} cell {i}: checked but no reference output"
+            )
             assert all(o.output_type == "stream" for o in cell.outputs), f"{path.name} cell {i}: only text is checked"
             assert sum(len(o.text) for o in cell.outputs) < 600, f"{path.name} cell {i}: reference output too big"
         else:
@@ -73,7 +76,7 @@ def test_checked_outputs_are_deterministic_statements(nb):
 
 
 def test_no_absolute_paths(nb):
-    path, book = nb
+    path, _book = nb
     raw = path.read_text()
     assert not ABSOLUTE.search(raw), f"{path.name}: {ABSOLUTE.search(raw).group(0)!r} only exists on one machine"
 
@@ -84,8 +87,13 @@ def test_story_shape_title_widget_and_exercises_with_hidden_solutions(nb):
     assert first.cell_type == "markdown" and first.source.startswith("# "), f"{path.name}: start with a title"
     code = "\n".join(c.source for c in book.cells if c.cell_type == "code")
     assert re.search(r"\b(Explain|Guide)Widget\(", code), f"{path.name}: every tutorial shows a live widget"
-    headings = [(i, line) for i, c in enumerate(book.cells) if c.cell_type == "markdown"
-                for line in c.source.splitlines() if line.startswith("#")]
+    headings = [
+        (i, line)
+        for i, c in enumerate(book.cells)
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("#")
+    ]
     last_index, last_heading = headings[-1]
     assert re.match(r"#+ .*Exercises", last_heading), f"{path.name}: the last section should be 'Exercises'"
     rest = "\n".join(c.source for c in book.cells[last_index:] if c.cell_type == "markdown")
@@ -109,8 +117,21 @@ def test_wall_time_summary_is_printed_for_notebooks(tmp_path):
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(book, tmp_path / "notebooks" / "tiny.ipynb")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-         "notebooks"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "notebooks",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "notebook wall times under nbval" in proc.stdout

@@ -1,4 +1,5 @@
 """render: tensors/arrays -> RGBA uint8, checked through identities rather than stored pictures."""
+
 import io
 import sys
 

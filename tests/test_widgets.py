@@ -4,6 +4,7 @@ No browser here (see tests/browser for that): the tests call the handlers ipycan
 read the frames the image view keeps (``view.frames``: image resolution; ``view.sent``: what went
 into the canvas). Small stand-in models keep the file fast and independent of the zoo's weights.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -19,8 +20,12 @@ ipywidgets = pytest.importorskip("ipywidgets")
 pytest.importorskip("ipycanvas")
 
 from guidewidgets import explain, render  # noqa: E402
-from guidewidgets.widgets import ExplainWidget, GuideWidget, ImageView  # noqa: E402
-from guidewidgets.widgets import inputs  # noqa: E402
+from guidewidgets.widgets import (  # noqa: E402
+    ExplainWidget,
+    GuideWidget,
+    ImageView,
+    inputs,
+)
 from guidewidgets.widgets.guide_widget import HINT_ALPHA  # noqa: E402
 
 
@@ -50,7 +55,9 @@ class TinySeg(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()
+        )
         self.head = nn.Conv2d(16, 3, 1)
 
     def forward(self, x):
@@ -96,6 +103,7 @@ def _expected_overlay(w: ExplainWidget, method: str) -> np.ndarray:
 
 
 # ---- image view -------------------------------------------------------------------------------
+
 
 def test_view_sends_nothing_before_a_client_then_replays():
     v = ImageView(24, 32, display_size=384)
@@ -171,6 +179,7 @@ def test_view_mouse_maps_to_image_pixels():
 
 
 # ---- ExplainWidget ----------------------------------------------------------------------------
+
 
 def test_explain_initial_state(ew, clf, images):
     assert ew.size == 32 and len(ew.images) == 3
@@ -256,7 +265,7 @@ def test_layer_and_target_controls(ew, clf):
     assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
     ew.layer = "featurez.2"
     assert ew.layer == "features.0" and "features.2" in ew.status  # close match named
-    other = [v for _, v in ew.w_target.options if v != ew.target][0]
+    other = next(v for _, v in ew.w_target.options if v != ew.target)
     ew.w_target.value = other
     assert ew.target == other
     assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
@@ -273,7 +282,7 @@ def test_image_selection_and_inputs(ew, images):
     assert ew.image_index == 2 and "no image 7" in ew.status
     i = ew.add_image(np.full((40, 60, 3), 200, np.uint8), "grey")
     assert ew.image_index == i and ew.images[i].shape == (3, 32, 32)  # centre crop + resize
-    assert ew.names[i] == "grey" and (i, ) and ("grey", i) in ew.w_image.options
+    assert ew.names[i] == "grey" and (i,) and ("grey", i) in ew.w_image.options
 
 
 def test_as_image_layouts():
@@ -461,7 +470,9 @@ def test_model_with_strange_output_says_why():
 def _encode(mode: str, size=(20, 30)) -> bytes:
     from PIL import Image
 
-    arr = np.random.default_rng(0).integers(0, 255, size + ((len(mode),) if mode in ("RGB", "RGBA") else ()), dtype=np.uint8)
+    arr = np.random.default_rng(0).integers(
+        0, 255, size + ((len(mode),) if mode in ("RGB", "RGBA") else ()), dtype=np.uint8
+    )
     buf = io.BytesIO()
     Image.fromarray(arr, mode=None).convert(mode).save(buf, format="PNG")
     return buf.getvalue()
@@ -487,8 +498,15 @@ def test_uploads_good_and_bad(ew, monkeypatch):
 
 
 def test_upload_control_roundtrip(ew):
-    ew.w_upload.value = ({"name": "a.png", "type": "image/png", "size": 10, "content": memoryview(_encode("RGB")),
-                      "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    ew.w_upload.value = (
+        {
+            "name": "a.png",
+            "type": "image/png",
+            "size": 10,
+            "content": memoryview(_encode("RGB")),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc),
+        },
+    )
     assert ew.names[-1] == "a.png" and ew.image_index == len(ew.images) - 1
 
 
@@ -534,6 +552,7 @@ def test_model_is_left_unchanged(clf, images):
 
 
 # ---- GuideWidget ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def gw():
@@ -681,7 +700,9 @@ def test_show_toggle(gw):
     gw.w_show.value = "truth"
     assert np.array_equal(gw.view.frames["overlay"], render.segmentation_rgba(gw.mask, gw.palette, alpha=gw.opacity))
     gw.show = "original"
-    assert np.array_equal(gw.view.frames["overlay"], render.segmentation_rgba(gw._original, gw.palette, alpha=gw.opacity))
+    assert np.array_equal(
+        gw.view.frames["overlay"], render.segmentation_rgba(gw._original, gw.palette, alpha=gw.opacity)
+    )
     gw.show = "nonsense"
     assert gw.show == "original" and gw.status.startswith("Error")
     gw.opacity = 1.0
@@ -694,7 +715,7 @@ def test_ask_and_answer(gw):
     assert gw.asking == gw.guide.ask() and "Which class" in gw.status
     assert gw.w_answers.layout.display is None
     ring = gw.view.frames["hints"]
-    assert ring[max(0, y - 4): y + 5, max(0, x - 4): x + 5, 3].max() == 255
+    assert ring[max(0, y - 4) : y + 5, max(0, x - 4) : x + 5, 3].max() == 255
     cls = 2
     gw.w_answers.children[1 + cls].click()
     assert gw.asking is None and gw.guide.hints[-1].points == ((y, x),) and gw.guide.hints[-1].cls == cls
@@ -742,6 +763,7 @@ def test_widgets_from_package_root():
 
 # ---- the embedded defaults (once the zoo ships weights) -----------------------------------------
 
+
 def _zoo_ready(name: str) -> bool:
     try:
         from guidewidgets import zoo
@@ -769,7 +791,9 @@ def test_guide_widget_defaults():
     y, x = w.ask()
     w.answer(int(w.mask[y, x]))
     assert w.guide.hints[-1].points == ((y, x),) and w.step_count >= 0 and w.status.startswith("Run:")
-    assert np.array_equal(w.view.frames["overlay"], render.segmentation_rgba(w.guide.prediction(), w.palette, alpha=w.opacity))
+    assert np.array_equal(
+        w.view.frames["overlay"], render.segmentation_rgba(w.guide.prediction(), w.palette, alpha=w.opacity)
+    )
     w.close()
 
 
@@ -790,6 +814,7 @@ def test_readout_plots():
 
 
 # ---- torchvision models (random weights: no download) ---------------------------------------------
+
 
 def test_torchvision_classifier_and_segmenter():
     from guidewidgets import zoo

@@ -1,4 +1,5 @@
 """The embedded default: ShapeScenes, the shipped models, photos and torchvision adapters."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -39,14 +40,15 @@ def test_same_seed_same_bytes_different_seed_differs(task):
 def test_items_have_the_documented_types():
     item = zoo.ShapeScenes(5, seed=0)[0]
     assert item["image"].shape == (3, 96, 96) and item["image"].dtype == torch.float32
-    assert 0 <= item["image"].min() and item["image"].max() <= 1
+    assert item["image"].min() >= 0 and item["image"].max() <= 1
     assert item["mask"].shape == (96, 96) and item["mask"].dtype == torch.int64
     assert isinstance(item["label"], int) and 0 <= item["label"] < len(zoo.CLASSES)
     assert item["boxes"].shape == (1, 4) and item["boxes"].dtype == torch.int64
     assert zoo.ShapeScenes(3, seed=0, size=128)[2]["image"].shape == (3, 128, 128)
     assert zoo.ShapeScenes(1, seed=0, size=320, task="segmentation")[0]["mask"].shape == (320, 320)
-    loader = torch.utils.data.DataLoader(zoo.ShapeScenes(6, seed=0, task="segmentation"), batch_size=3,
-                                         collate_fn=zoo.ShapeScenes.collate)
+    loader = torch.utils.data.DataLoader(
+        zoo.ShapeScenes(6, seed=0, task="segmentation"), batch_size=3, collate_fn=zoo.ShapeScenes.collate
+    )
     first = next(iter(loader))
     assert first["image"].shape == (3, 3, 96, 96) and len(first["boxes"]) == 3
     assert len(zoo.CLASSES) >= 6 and zoo.MASK_CLASSES[0] == "background"
@@ -66,7 +68,9 @@ def test_masks_labels_and_boxes_agree(task):
         n = len(s["boxes"])
         counts.append(n)
         assert n >= 1
-        assert set(s["instances"].unique().tolist()) == set(range(n + 1)) | ({0} if (s["instances"] == 0).any() else set())
+        assert set(s["instances"].unique().tolist()) == set(range(n + 1)) | (
+            {0} if (s["instances"] == 0).any() else set()
+        )
         assert torch.equal(s["mask"] == 0, s["instances"] == 0)
         areas = []
         for j in range(n):
@@ -180,8 +184,10 @@ def test_grad_cam_points_inside_the_object(classifier):
     boxes = torch.stack([scenes[i]["boxes"][0] for i in range(len(scenes))])
     in_box = (boxes[:, 0] <= px) & (px < boxes[:, 2]) & (boxes[:, 1] <= py) & (py < boxes[:, 3])
     rate, box_rate = float(in_mask.float().mean()), float(in_box.float().mean())
-    print(f"\npointing game, Grad-CAM, 300 fresh scenes: peak on the object's pixels {100 * rate:.1f}%, "
-          f"inside its box {100 * box_rate:.1f}%")
+    print(
+        f"\npointing game, Grad-CAM, 300 fresh scenes: peak on the object's pixels {100 * rate:.1f}%, "
+        f"inside its box {100 * box_rate:.1f}%"
+    )
     # Most peaks land on the object itself; the misses sit just outside thin shapes (a triangle's
     # corners, an ellipse's ends), where the evidence that tells them apart is.
     assert rate > 0.6 and box_rate > 0.75
@@ -225,9 +231,11 @@ def test_missing_corrupted_or_foreign_weights_say_how_to_regenerate(tmp_path):
 
 
 def test_training_recipe_is_deterministic_and_reports(tmp_path):
-    runs = [recipes.train("classifier", epochs=1, train=48, test=8, threads=1, batch=16, log=lambda m: None)
-            for _ in range(2)]
-    (m1, r1), (m2, r2) = runs
+    runs = [
+        recipes.train("classifier", epochs=1, train=48, test=8, threads=1, batch=16, log=lambda m: None)
+        for _ in range(2)
+    ]
+    (m1, r1), (m2, _r2) = runs
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v1, v2), k
     text = recipes.format_report(r1)
@@ -248,7 +256,7 @@ def test_photos_ship_offline():
     assert cat.shape == (300, 451, 3) and cat.dtype == np.uint8
     assert np.array_equal(zoo.photo("chelsea"), cat)
     t = zoo.photo("coffee", tensor=True)
-    assert t.shape == (3, 400, 600) and t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
+    assert t.shape == (3, 400, 600) and t.dtype == torch.float32 and t.min() >= 0 and t.max() <= 1
     assert zoo.photo("rocket", tensor=True, size=224).shape == (3, 224, 224)
     assert zoo.photo("astronaut", size=96).shape == (96, 96, 3)
     assert set(zoo.photos()) == {"cat", "coffee", "astronaut", "rocket"}

@@ -1,5 +1,6 @@
 """The built wheel carries the trained weights: installed into a clean venv and run outside the
 repository, both shipped models load from the installed package and reach their numbers."""
+
 from __future__ import annotations
 
 import json

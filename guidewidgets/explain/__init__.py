@@ -8,14 +8,14 @@
 ``x`` is a float (B, 3, H, W) batch in [0, 1]; ``target`` is None (predicted class), an int, one
 int per sample, or a callable(output) -> (B,) scores. Maps are not normalised.
 """
+
 from __future__ import annotations
 
-from .registry import MethodInfo, explain, method_function, method_info, methods
-
 # Importing the method modules registers them, in the order methods() lists them.
-from .cam import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp  # noqa: E402
-from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad  # noqa: E402
-from .perturbation import occlusion, rise  # noqa: E402
+from .cam import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp
+from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
+from .perturbation import occlusion, rise
+from .registry import MethodInfo, explain, method_function, method_info, methods
 
 __all__ = [
     "MethodInfo",

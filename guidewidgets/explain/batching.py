@@ -1,7 +1,8 @@
 """Split many model evaluations (noisy copies, occluded or masked images) into batched forwards."""
+
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

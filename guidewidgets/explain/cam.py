@@ -3,9 +3,10 @@
 All return the map at the layer's resolution upsampled bilinearly to the input's, ReLU'd unless
 ``relu=False``, and not normalised (so scales can be compared; render.normalize does display).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -33,9 +34,7 @@ _NO_GAP = (
 )
 
 
-def _gap_linear_weights(
-    store: dict, a: torch.Tensor, out: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _gap_linear_weights(store: dict, a: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight matrix (K, C), feature map the head averages) or a ValueError saying why not."""
     lin, feats, lin_out = store.get("linear"), store.get("in"), store.get("out")
     if out.dim() != 2:

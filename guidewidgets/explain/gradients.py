@@ -3,9 +3,11 @@
 Each computes a (B, 3, H, W) image of input gradients (returned as is with ``raw=True``); the map
 is its largest absolute value over the colour channels (Simonyan et al.).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -43,7 +45,9 @@ def _image_or_map(g: torch.Tensor, raw: bool) -> torch.Tensor:
     return g if raw else g.abs().amax(1)
 
 
-def _info(name: str, title: str, reference: str, summary: str, uses_layer: bool = False, slow: bool = False) -> MethodInfo:
+def _info(
+    name: str, title: str, reference: str, summary: str, uses_layer: bool = False, slow: bool = False
+) -> MethodInfo:
     return MethodInfo(
         name=name,
         title=title,

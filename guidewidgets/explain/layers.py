@@ -1,9 +1,10 @@
 """Pick the layer a CAM-family method explains, and record or differentiate at it."""
+
 from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from .targets import Target
 __all__ = ["resolve_layer", "recording", "layer_gradients", "upsample"]
 
 # Why a cache: finding the last feature map costs a forward; a widget asks for it on every call.
-_DEFAULT_LAYER: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+_DEFAULT_LAYER: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 def resolve_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None) -> str | nn.Module:

@@ -1,7 +1,8 @@
 """Seeded noisy copies of a batch, for SmoothGrad and Smooth Grad-CAM++."""
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -29,7 +30,5 @@ def noisy_copies(
     gen = torch.Generator(device=x.device).manual_seed(int(seed))
     for start, stop in chunks(samples, b, batch_size):
         k = stop - start
-        eps = torch.stack(
-            [torch.randn(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype) for _ in range(k)]
-        )
+        eps = torch.stack([torch.randn(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype) for _ in range(k)])
         yield (x.unsqueeze(0) + sigma * eps.unsqueeze(1)).reshape(k * b, *x.shape[1:]), k

@@ -1,8 +1,9 @@
 """Perturbation methods: occlusion and RISE. Forward passes only, batched, under ``no_grad``."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -3,13 +3,15 @@
 A method is registered once with :func:`register`; that also wraps it so that every method
 checks its input the same way and runs the model in eval mode, restoring it afterwards.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import functools
 import inspect
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -87,8 +89,7 @@ def _lookup(name: str) -> str:
     close = difflib.get_close_matches(key, list(_INFO), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
-        f"Unknown explanation method {name!r}.{hint} guidewidgets.explain.methods() lists all: "
-        f"{', '.join(_INFO)}."
+        f"Unknown explanation method {name!r}.{hint} guidewidgets.explain.methods() lists all: {', '.join(_INFO)}."
     )
 
 
@@ -132,8 +133,5 @@ def explain(
             why = ""
             if key == "raw":
                 why = " raw=True is only for methods that make an image (method_info(name).has_image)."
-            raise ValueError(
-                f"{name!r} has no option {key!r}.{why} Its options are: "
-                f"{', '.join(valid) or 'none'}."
-            )
+            raise ValueError(f"{name!r} has no option {key!r}.{why} Its options are: {', '.join(valid) or 'none'}.")
     return fn(model, x, target, layer, progress=progress, **options)

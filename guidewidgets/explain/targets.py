@@ -6,18 +6,18 @@ image tensor with a sentence that names the fix, :class:`Target` turns the user'
 :func:`guidewidgets.hooks.eval_mode` runs the model in eval mode and restores every module's
 ``training`` flag.
 """
+
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 from torch import nn
 
 __all__ = ["TargetLike", "Target", "check_input"]
 
-TargetLike = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+TargetLike = None | int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_input(model: nn.Module, x: object) -> torch.Tensor:
@@ -43,16 +43,13 @@ def check_input(model: nn.Module, x: object) -> torch.Tensor:
         raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
         raise TypeError(
-            f"x must be a float tensor with values in [0, 1], got dtype {x.dtype}; "
-            "for 8-bit images use x.float() / 255"
+            f"x must be a float tensor with values in [0, 1], got dtype {x.dtype}; for 8-bit images use x.float() / 255"
         )
     if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"x is empty: shape {tuple(x.shape)}")
     p = next(model.parameters(), None)
     if p is not None and p.device != x.device:
-        raise ValueError(
-            f"x is on {x.device} but the model is on {p.device}; move x with x.to('{p.device}')"
-        )
+        raise ValueError(f"x is on {x.device} but the model is on {p.device}; move x with x.to('{p.device}')")
     return x
 
 
@@ -132,7 +129,7 @@ class Target:
             )
         return torch.tensor(self.ints, device=out.device, dtype=torch.long)
 
-    def fix(self, out: torch.Tensor) -> "Target":
+    def fix(self, out: torch.Tensor) -> Target:
         """A copy whose classes are fixed from ``out`` (predicted ones for ``None``), so that
         perturbed or noisy copies are scored for the class of the clean image."""
         if self.fn is not None:
@@ -157,10 +154,7 @@ class Target:
     def _call(self, out: torch.Tensor) -> torch.Tensor:
         s = self.fn(out)
         if not isinstance(s, torch.Tensor):
-            raise TypeError(
-                f"the target callable must return a tensor of {self.batch} scores, got "
-                f"{type(s).__name__}"
-            )
+            raise TypeError(f"the target callable must return a tensor of {self.batch} scores, got {type(s).__name__}")
         if s.dim() == 2 and s.shape[1] == 1:
             s = s[:, 0]
         if s.shape != (self.batch,):

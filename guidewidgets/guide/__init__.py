@@ -5,6 +5,7 @@
 time and asks the questions of the paper's 20-questions game. ``python -m
 guidewidgets.guide.reproduce`` re-runs the paper's experiments on held-out ShapeScenes.
 """
+
 from .block import GuidingBlock
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
 from .questions import (
@@ -18,10 +19,11 @@ from .questions import (
     single_hint_flip,
     void_band,
 )
-from .session import DEFAULTS, Guide, bottleneck_layer
+from .session import DEFAULTS, Guide, GuideState, bottleneck_layer
 
 __all__ = [
     "Guide",
+    "GuideState",
     "GuidingBlock",
     "Hint",
     "HintTargets",

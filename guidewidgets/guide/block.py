@@ -5,6 +5,7 @@
 All four vectors start at zero, where the block is exactly the identity. With ``spatial=False``
 only ``gamma_s`` and ``gamma_b`` are optimised (the channel-only block that f-BRS uses).
 """
+
 from __future__ import annotations
 
 import torch

@@ -14,10 +14,12 @@ model into two callables needs surgery that breaks on skip connections. Instead:
    guide; if it differs or fails (a module that cannot take an empty batch, data-dependent
    control flow) every step falls back to full forwards, which are always correct.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -137,4 +139,3 @@ class HeadCache:
         finally:
             for h in handles:
                 h.remove()
-

@@ -1,8 +1,10 @@
 """Hints as the paper stores them (sparse target y-hat and mask m-hat) and the loss they define."""
+
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,7 @@ def rasterize_stroke(
     xs = torch.arange(width, device=device).view(1, -1).float()
     mask = torch.zeros(height, width, dtype=torch.bool, device=device)
     pts = [(float(y), float(x)) for y, x in points]
-    segments = list(zip(pts, pts[1:])) or [(pts[0], pts[0])]
+    segments = list(itertools.pairwise(pts)) or [(pts[0], pts[0])]
     r2 = (radius + 0.5) ** 2 if radius > 0 else 0.25
     for (y0, x0), (y1, x1) in segments:
         dy, dx = y1 - y0, x1 - x0

@@ -1,17 +1,26 @@
 """The 20-questions game of Guide Me: the network asks, a simulated user answers from ground truth."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
 from .session import Guide
 
 __all__ = [
-    "SimulatedUser", "GameResult", "play", "FlipResult", "single_hint_flip", "confusion", "miou", "pixel_accuracy",
-    "void_band", "VOID",
+    "SimulatedUser",
+    "GameResult",
+    "play",
+    "FlipResult",
+    "single_hint_flip",
+    "confusion",
+    "miou",
+    "pixel_accuracy",
+    "void_band",
+    "VOID",
 ]
 
 #: Label of unlabelled ("void") pixels, as in PASCAL VOC; ignored by the metrics, never asked.
@@ -100,9 +109,7 @@ def play(
         y, x = guide.ask(exclude)
         cls = user.answer(y, x)
         if cls is not None:
-            remove = answers == "remove" or (
-                answers == "mixed" and bool(torch.rand((), generator=generator) < 0.5)
-            )
+            remove = answers == "remove" or (answers == "mixed" and bool(torch.rand((), generator=generator) < 0.5))
             if remove:
                 top2 = guide.logits()[0, :, y, x].topk(2).indices.tolist()
                 guide.add_hint(y, x, top2[0] if top2[0] != cls else top2[1], negative=True)

@@ -14,6 +14,7 @@ mIoU and never asked by the 20-questions game (``--void-band PX``, default 1; 0 
 The strict numbers stay the headline; the VOC rows show how much of the gap to the paper is the
 outline band, which VOC does not score and our scenes' ground truth does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,13 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from multiprocessing.pool import Pool
-from typing import Sequence
 
 import torch
 from torch import nn
 
+from ..hooks import feature_maps
 from .questions import VOID, confusion, miou, pixel_accuracy, play, single_hint_flip, void_band
 from .session import DEFAULTS, Guide
 
@@ -58,25 +60,7 @@ PAPER_HINT_KIND = {"remove": (31.53, 32.56), "find or rmv": (32.22, 33.73), "fin
 def location_layers(model: nn.Module, x: torch.Tensor, last: str, count: int = 4) -> list[str]:
     """Up to ``count`` layers from early to ``last``: the outermost module at each feature-map
     size the forward passes through before ``last`` ends (e.g. stride 2, 4, 8, bottleneck)."""
-    seen: list[tuple[str, tuple[int, int]]] = []
-    handles = []
-
-    def make(name):
-        def hook(_m, _a, out):
-            if isinstance(out, torch.Tensor) and out.dim() == 4:
-                seen.append((name, tuple(out.shape[-2:])))
-
-        return hook
-
-    try:
-        for name, m in model.named_modules():
-            if name and any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules()):
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    seen = [(fm.name, fm.grid) for fm in feature_maps(model, x)]
     names = [n for n, _ in seen]
     if last not in names:
         return [last]
@@ -89,7 +73,7 @@ def location_layers(model: nn.Module, x: torch.Tensor, last: str, count: int = 4
     # At the bottleneck's own size, also the last map before the block (e.g. the encoder's end).
     before = [n for n, s in seen if s == last_size and n != last and not n.startswith(last + ".")]
     layers = list(dict.fromkeys([*by_size.values(), *before[-1:]]))
-    layers = layers[-(count - 1):] if count > 1 else []
+    layers = layers[-(count - 1) :] if count > 1 else []
     return [*layers, last]
 
 
@@ -108,8 +92,15 @@ def _play_scenes(model, indexed, layer, questions, spatial, answers, steps, fast
         # One generator per scene (for "mixed" answers), so the tables do not depend on --jobs.
         gen = torch.Generator().manual_seed(i)
         with Guide(model, item["image"], layer, spatial=spatial, fast=fast, **guide_options) as guide:
-            res = play(guide, item["mask"], questions=max(questions), record=questions, steps=steps,
-                       answers=answers, generator=gen)
+            res = play(
+                guide,
+                item["mask"],
+                questions=max(questions),
+                record=questions,
+                steps=steps,
+                answers=answers,
+                generator=gen,
+            )
         for q in questions:
             conf[q] += confusion(res.predictions[q], item["mask"], k)
         times.extend(res.seconds)
@@ -122,9 +113,20 @@ def _play_part(args):
     return _play_scenes(*args)
 
 
-def game_table(model, scenes, layer, questions=QUESTIONS, spatial=True, answers="find", steps=None,
-               fast=True, times: list | None = None, step_counts: list | None = None,
-               pool: Pool | None = None, **guide_options) -> dict[int, torch.Tensor]:
+def game_table(
+    model,
+    scenes,
+    layer,
+    questions=QUESTIONS,
+    spatial=True,
+    answers="find",
+    steps=None,
+    fast=True,
+    times: list | None = None,
+    step_counts: list | None = None,
+    pool: Pool | None = None,
+    **guide_options,
+) -> dict[int, torch.Tensor]:
     """Confusion matrices after each number of questions, summed over ``scenes``.
 
     ``pool``: a process pool to share the scenes among (the result is the same without one).
@@ -135,7 +137,7 @@ def game_table(model, scenes, layer, questions=QUESTIONS, spatial=True, answers=
         parts = [_play_scenes(model, indexed, *common)]
     else:
         # Chunks of a few scenes: the model travels once per chunk, slow scenes spread out.
-        parts = pool.map(_play_part, [(model, indexed[j:j + 8], *common) for j in range(0, len(indexed), 8)])
+        parts = pool.map(_play_part, [(model, indexed[j : j + 8], *common) for j in range(0, len(indexed), 8)])
     conf = {q: sum(p[0][q] for p in parts) for q in questions}
     for p in parts:
         if times is not None:
@@ -149,18 +151,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m guidewidgets.guide.reproduce", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small version (about 15 s): 4 scenes, 2 for tables 1b-6")
     ap.add_argument("--scenes", type=int, default=None, help="held-out scenes for table 1 (default 400, quick 4)")
-    ap.add_argument("--table-scenes", type=int, default=None,
-                    help="of those, how many tables 1b-5 use (default 60, quick 2)")
-    ap.add_argument("--seed", type=int, default=EVAL_SEED, help=f"ShapeScenes seed (default {EVAL_SEED}; tuning used {TUNING_SEEDS})")
+    ap.add_argument(
+        "--table-scenes", type=int, default=None, help="of those, how many tables 1b-5 use (default 60, quick 2)"
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=EVAL_SEED,
+        help=f"ShapeScenes seed (default {EVAL_SEED}; tuning used {TUNING_SEEDS})",
+    )
     ap.add_argument("--model", default="shapes-segmenter", help="guidewidgets.zoo model name")
-    ap.add_argument("--void-band", type=int, default=VOID_BAND, metavar="PX",
-                    help=f"table 1 also under PASCAL VOC's protocol: ground truth void (ignored by mIoU, never asked) "
-                         f"within PX pixels of an object outline (default {VOID_BAND}; 0 = strict table only)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: a guide step is a few tiny ops, more threads only add overhead)")
-    ap.add_argument("--jobs", type=int, default=None,
-                    help="processes the games are shared among (default: one per CPU core, quick 1); "
-                         "the tables do not depend on it, table 6 is timed in this process alone")
+    ap.add_argument(
+        "--void-band",
+        type=int,
+        default=VOID_BAND,
+        metavar="PX",
+        help=f"table 1 also under PASCAL VOC's protocol: ground truth void (ignored by mIoU, never asked) "
+        f"within PX pixels of an object outline (default {VOID_BAND}; 0 = strict table only)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: a guide step is a few tiny ops, more threads only add overhead)",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="processes the games are shared among (default: one per CPU core, quick 1); "
+        "the tables do not depend on it, table 6 is timed in this process alone",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,12 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     layer = model.default_guide_layer
     k = len(model.classes)
     t_start = time.perf_counter()
-    print(f"Guide Me, reproduced: {args.model} ({k} classes) on {n} held-out ShapeScenes "
-          f"(seed {args.seed}; defaults tuned on seeds {TUNING_SEEDS}), {data.size}x{data.size} px")
-    print(f"block at {layer!r}; Adam lr {DEFAULTS['adam']['lr']}, <= {DEFAULTS['adam']['steps']} steps per "
-          f"question (early stop when every hint leads by {DEFAULTS['margin']} logit), L2 penalty "
-          f"{DEFAULTS['penalty']}, keep (KL to the plain prediction) {DEFAULTS['keep']}; "
-          f"{torch.get_num_threads()} CPU thread(s) x {jobs} process(es)")
+    print(
+        f"Guide Me, reproduced: {args.model} ({k} classes) on {n} held-out ShapeScenes "
+        f"(seed {args.seed}; defaults tuned on seeds {TUNING_SEEDS}), {data.size}x{data.size} px"
+    )
+    print(
+        f"block at {layer!r}; Adam lr {DEFAULTS['adam']['lr']}, <= {DEFAULTS['adam']['steps']} steps per "
+        f"question (early stop when every hint leads by {DEFAULTS['margin']} logit), L2 penalty "
+        f"{DEFAULTS['penalty']}, keep (KL to the plain prediction) {DEFAULTS['keep']}; "
+        f"{torch.get_num_threads()} CPU thread(s) x {jobs} process(es)"
+    )
     # Why spawn: a forked child inherits torch's thread pools mid-state; spawn is safe everywhere.
     pool_cm = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else contextlib.nullcontext()
     with pool_cm as pool:
@@ -203,7 +228,13 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     print(_row("ours mIoU", ours_miou))
     print(_row("paper p.accuracy", PAPER_QUESTIONS["p.accuracy"]))
     print(_row("ours p.accuracy", ours_acc))
-    print(_row("paper gain over 0 questions (mIoU)", [v - PAPER_QUESTIONS["mIoU"][0] for v in PAPER_QUESTIONS["mIoU"]], fmt="{:+.1f}"))
+    print(
+        _row(
+            "paper gain over 0 questions (mIoU)",
+            [v - PAPER_QUESTIONS["mIoU"][0] for v in PAPER_QUESTIONS["mIoU"]],
+            fmt="{:+.1f}",
+        )
+    )
     print(_row("ours gain over 0 questions (mIoU)", [v - ours_miou[0] for v in ours_miou], fmt="{:+.1f}"))
     if args.void_band:
         # The paper's protocol on VOC: outline bands are void in the truth, so neither the metric
@@ -212,8 +243,10 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
         vconf = game_table(model, voc, layer, pool=pool)
         voc_miou = [miou(vconf[q]) for q in QUESTIONS]
         share = 100 * sum(int((v["mask"] == VOID).sum()) for v in voc) / sum(v["mask"].numel() for v in voc)
-        print(f"VOC protocol: void band {args.void_band} px each side of every outline ({share:.1f}% of pixels), "
-              f"ignored by mIoU and never asked")
+        print(
+            f"VOC protocol: void band {args.void_band} px each side of every outline ({share:.1f}% of pixels), "
+            f"ignored by mIoU and never asked"
+        )
         print(_row("ours mIoU (VOC protocol)", voc_miou))
         print(_row("ours p.accuracy (VOC protocol)", [pixel_accuracy(vconf[q]) for q in QUESTIONS]))
         print(_row("ours gain over 0 q. (VOC protocol)", [v - voc_miou[0] for v in voc_miou], fmt="{:+.1f}"))
@@ -222,8 +255,10 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     noisy_data = zoo.ShapeScenes(len(few), seed=args.seed, task="segmentation", noise=NOISY)
     noisy = game_table(model, [noisy_data[i] for i in range(len(few))], layer, pool=pool)
     noisy_miou = [miou(noisy[q]) for q in QUESTIONS]
-    print(f"\nTable 1b. The same game on {len(few)} noisier held-out scenes (pixel noise up to {NOISY}; "
-          f"training saw up to {train_noise}), mIoU")
+    print(
+        f"\nTable 1b. The same game on {len(few)} noisier held-out scenes (pixel noise up to {NOISY}; "
+        f"training saw up to {train_noise}), mIoU"
+    )
     print(_row("ours mIoU (noisy scenes)", noisy_miou))
     print(_row("ours gain over 0 questions (mIoU)", [v - noisy_miou[0] for v in noisy_miou], fmt="{:+.1f}"))
 
@@ -244,7 +279,9 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     # 3. Full block vs channel-only block (f-BRS's choice).
     cmp_q = QUESTIONS if not args.quick else (0, 5, 10)
     cmp_scenes = few
-    print(f"\nTable 3. Full block (alpha, beta, gamma) vs channel-only (gamma, as f-BRS), mIoU ({len(cmp_scenes)} scenes)")
+    print(
+        f"\nTable 3. Full block (alpha, beta, gamma) vs channel-only (gamma, as f-BRS), mIoU ({len(cmp_scenes)} scenes)"
+    )
     print(_row("#questions", [str(q) for q in cmp_q]))
     # In this process alone, without the pool: table 6 reports these questions' times.
     times: list[float] = []
@@ -258,7 +295,11 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     print(f"\nTable 4. Hint kind (paper: text-guided, res4a / res5a; ours: {layer}, {len(cmp_scenes)} scenes)")
     print(_row("hint kind", ["paper", "paper", "ours q=0", f"q={cmp_q[-1]}"], width=9))
     for kind, answers in (("remove", "remove"), ("find or rmv", "mixed"), ("find", "find")):
-        c = full if answers == "find" else game_table(model, cmp_scenes, layer, questions=(0, cmp_q[-1]), answers=answers, pool=pool)
+        c = (
+            full
+            if answers == "find"
+            else game_table(model, cmp_scenes, layer, questions=(0, cmp_q[-1]), answers=answers, pool=pool)
+        )
         print(_row(kind, [*PAPER_HINT_KIND[kind], miou(c[0]), miou(c[cmp_q[-1]])], width=9, fmt="{:.2f}"))
 
     # 5. One hint on a wrong pixel.
@@ -272,25 +313,35 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     print(f"\nTable 5. One hint on a random wrongly predicted pixel ({len(flips)} scenes with an error)")
     if flips:
         print(f"flipped to the hinted class: {100 * sum(r.flipped for r in flips) / len(flips):.1f}% of scenes")
-        print(f"image area whose prediction changed: median {100 * statistics.median(r.changed for r in flips):.2f}%, "
-              f"mean {100 * statistics.mean(r.changed for r in flips):.2f}%, max {100 * max(r.changed for r in flips):.2f}%")
-        print(f"of the image, became right: mean {100 * statistics.mean(r.fixed for r in flips):.2f}%; "
-              f"became wrong: mean {100 * statistics.mean(r.broken for r in flips):.2f}%")
+        print(
+            f"image area whose prediction changed: median {100 * statistics.median(r.changed for r in flips):.2f}%, "
+            f"mean {100 * statistics.mean(r.changed for r in flips):.2f}%, max {100 * max(r.changed for r in flips):.2f}%"
+        )
+        print(
+            f"of the image, became right: mean {100 * statistics.mean(r.fixed for r in flips):.2f}%; "
+            f"became wrong: mean {100 * statistics.mean(r.broken for r in flips):.2f}%"
+        )
         print(f"optimiser steps: median {statistics.median(r.steps for r in flips)}")
 
     # 6. Time per question: the full-block games of table 3, played in this process alone.
     ms = sorted(1000 * t for t in times)
-    print(f"\nTable 6. Time per question (ask + hint + optimise to convergence + new prediction), "
-          f"{len(ms)} questions on {len(cmp_scenes)} scenes, {torch.get_num_threads()} thread(s)")
-    print(f"median {statistics.median(ms):.1f} ms, 90th percentile {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, "
-          f"max {ms[-1]:.1f} ms; optimiser steps per question: median {statistics.median(steps) if steps else 0}, "
-          f"max {max(steps) if steps else 0}")
+    print(
+        f"\nTable 6. Time per question (ask + hint + optimise to convergence + new prediction), "
+        f"{len(ms)} questions on {len(cmp_scenes)} scenes, {torch.get_num_threads()} thread(s)"
+    )
+    print(
+        f"median {statistics.median(ms):.1f} ms, 90th percentile {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, "
+        f"max {ms[-1]:.1f} ms; optimiser steps per question: median {statistics.median(steps) if steps else 0}, "
+        f"max {max(steps) if steps else 0}"
+    )
     same: list[float] = []
     slow: list[float] = []
     game_table(model, scenes[:2], layer, questions=(0, 5), fast=True, times=same)
     game_table(model, scenes[:2], layer, questions=(0, 5), fast=False, times=slow)
-    print(f"head computed once vs a full forward per step (same 2 scenes x 5 questions): median "
-          f"{statistics.median(1000 * t for t in same):.1f} ms vs {statistics.median(1000 * t for t in slow):.1f} ms")
+    print(
+        f"head computed once vs a full forward per step (same 2 scenes x 5 questions): median "
+        f"{statistics.median(1000 * t for t in same):.1f} ms vs {statistics.median(1000 * t for t in slow):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

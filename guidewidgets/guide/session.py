@@ -1,20 +1,22 @@
 """A guiding session for one image: hints in, guided prediction out, the model never changed."""
+
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import eval_mode, get_layer, model_output
+from ..hooks import eval_mode, feature_maps, get_layer, model_output
 from .block import GuidingBlock
 from .forward import HeadCache, empty_batch
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
 
-__all__ = ["Guide", "bottleneck_layer", "DEFAULTS", "OPTIMIZERS"]
+__all__ = ["Guide", "GuideState", "bottleneck_layer", "DEFAULTS", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "lbfgs", "sgd")
 # Tuned on ShapeScenes seeds 5001 and 6001 (reproduce.py); evaluated on seed 12001 (EVAL_SEED).
@@ -42,9 +44,7 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
             "torch.as_tensor(arr).permute(2, 0, 1).float() / 255"
         )
     if not image.is_floating_point():
-        raise TypeError(
-            f"image must be a float tensor in [0, 1], got dtype {image.dtype}; use image.float() / 255"
-        )
+        raise TypeError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}; use image.float() / 255")
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
     if image.dim() != 3 or image.shape[0] != 3:
@@ -67,30 +67,20 @@ def bottleneck_layer(model: nn.Module, x: torch.Tensor) -> str:
     Used when the model has no ``default_guide_layer``. Ties go to the module that finishes
     last, so a block wins over its last child that returns the same map.
     """
-    found: list[tuple[int, int, int, str]] = []
-    handles = []
+    maps = feature_maps(model, x)
+    if not maps:
+        raise ValueError(f"{type(model).__name__} has no layer with a (B, C, H, W) output; pass layer=...")
+    best = min(range(len(maps)), key=lambda i: (maps[i].grid[0] * maps[i].grid[1], -maps[i].shape[0], -i))
+    return maps[best].name
 
-    def make(name):
-        def hook(_m, _a, out):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
-                found.append((out.shape[-1] * out.shape[-2], -out.shape[1], -len(found), name))
 
-        return hook
+@dataclasses.dataclass(frozen=True)
+class GuideState:
+    """What :meth:`Guide.snapshot` saves and :meth:`Guide.restore` puts back."""
 
-    try:
-        for name, m in model.named_modules():
-            if name and any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules()):
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad(), eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    if not found:
-        raise ValueError(
-            f"{type(model).__name__} has no layer with a (B, C, H, W) output; pass layer=..."
-        )
-    return min(found)[3]
+    params: dict[str, torch.Tensor]
+    hints: tuple[Hint, ...]
+    losses: tuple[float, ...]
 
 
 class _Adam:
@@ -100,8 +90,9 @@ class _Adam:
     of imports on a laptop CPU, which a user would feel on their first hint.
     """
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                 plain: bool = False):
+    def __init__(
+        self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8, plain: bool = False
+    ):
         self.params, self.lr, self.betas, self.eps, self.plain = params, lr, betas, eps, plain
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
@@ -204,7 +195,8 @@ class Guide:
         self.num_classes = plain.shape[1]
         classes = getattr(model, "classes", None)
         self.classes: list[str] = (
-            list(classes) if classes is not None and len(classes) == self.num_classes
+            list(classes)
+            if classes is not None and len(classes) == self.num_classes
             else [str(k) for k in range(self.num_classes)]
         )
         _, c, h, w = self._activation.shape
@@ -341,7 +333,7 @@ class Guide:
                     scale = full.abs().max().clamp_min(1.0)
                     ok = torch.allclose(fast, full, rtol=1e-4, atol=1e-5 * float(scale))
                     ok = ok and not torch.allclose(fast, zero)  # the guide must reach the output
-        except Exception as err:  # noqa: BLE001 - any failure means: use full forwards
+        except Exception as err:
             ok, note = False, f"off: replaying the head failed ({type(err).__name__}: {err})"
         else:
             note = "on: head computed once" if ok else "off: replaying the head changed the output"
@@ -514,6 +506,40 @@ class Guide:
         if clear_hints:
             self.clear_hints()
 
+    def snapshot(self) -> GuideState:
+        """The session's state now (block parameters, hints, loss history), for :meth:`restore`.
+
+        Why: undo in a widget must bring back exactly the previous prediction, not re-optimise.
+        """
+        return GuideState(
+            params={k: v.clone() for k, v in self.block.as_dict().items()},
+            hints=tuple(self._hints),
+            losses=tuple(self.losses),
+        )
+
+    @torch.no_grad()
+    def restore(self, state: GuideState) -> None:
+        """Put back a :meth:`snapshot`: the same parameters, hints and losses, so the same prediction."""
+        self._check_open()
+        if not isinstance(state, GuideState):
+            raise TypeError(f"restore() takes what snapshot() returned, got {type(state).__name__}")
+        for name, p in zip(
+            ("alpha", "beta", "gamma_s", "gamma_b"),
+            (self.block.alpha, self.block.beta, self.block.gamma_s, self.block.gamma_b),
+        ):
+            value = state.params[name]
+            if value.shape != p.shape:
+                raise ValueError(
+                    f"that snapshot is of another guide: {name} has shape {tuple(value.shape)}, "
+                    f"this block's has {tuple(p.shape)}"
+                )
+            p.copy_(value)
+        self._hints = list(state.hints)
+        self._hints_changed()
+        self.losses[:] = list(state.losses)
+        self._version += 1
+        self._cached = None
+
     def step(self) -> float:
         """One optimiser step on the hints; returns the objective before the step."""
         return self._grad_step(self._forward(grad=True))
@@ -563,8 +589,10 @@ class Guide:
         if exclude is not None:
             if not isinstance(exclude, torch.Tensor) or tuple(exclude.shape[-2:]) != (self.height, self.width):
                 got = tuple(exclude.shape) if isinstance(exclude, torch.Tensor) else type(exclude).__name__
-                raise ValueError(f"exclude must be an (H, W) bool tensor of the image's size "
-                                 f"({self.height}, {self.width}), got {got}")
+                raise ValueError(
+                    f"exclude must be an (H, W) bool tensor of the image's size "
+                    f"({self.height}, {self.width}), got {got}"
+                )
             margin = margin.masked_fill(exclude.to(device=margin.device, dtype=torch.bool).view_as(margin), math.inf)
         idx = int(margin.argmin())
         if math.isinf(float(margin.view(-1)[idx])):
@@ -580,7 +608,7 @@ class Guide:
     def closed(self) -> bool:
         return not self._handles
 
-    def __enter__(self) -> "Guide":
+    def __enter__(self) -> Guide:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,7 @@
 Both live in notebooks, JupyterLab, Notebook 7 and Voila; their state is in traitlets, so a
 notebook can set it and a test can drive it without a browser.
 """
+
 from .explain_widget import ExplainWidget
 from .guide_widget import GuideWidget
 from .image_view import ImageView

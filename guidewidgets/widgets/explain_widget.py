@@ -15,10 +15,12 @@ Without a browser (nbval, nbclient, scripts) nothing changes except that nobody 
 method started by setting ``w.method = "occlusion"`` runs in the background while later cells
 execute, and its map appears when it is done. Call ``w.wait()`` to block until it is.
 """
+
 from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import html
 import threading
 from typing import Any
@@ -32,13 +34,23 @@ from torch import nn
 from .. import render
 from ..hooks import eval_mode
 from .image_view import ImageView
-from .synced import SyncedBox
 from .inputs import UploadError, as_image, as_images, decode_upload, fit
+from .synced import SyncedBox
 
 DEFAULT_COMPARE = ("cam", "grad-cam", "grad-cam++", "saliency", "guided-backprop", "occlusion")
 _SKIP_LAYER_TYPES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid, nn.Tanh,
-    nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.modules.batchnorm._BatchNorm,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
 )
 
 
@@ -124,7 +136,7 @@ class ExplainWidget(SyncedBox):
             size = getattr(model, "input_size", None)
         if not isinstance(size, int):
             # the scenes' own size for the defaults; else keep a common square size; else 224
-            shapes = {tuple(im.shape[1:]) for _, im in named[:4 if defaults else None]}
+            shapes = {tuple(im.shape[1:]) for _, im in named[: 4 if defaults else None]}
             h, w = next(iter(shapes)) if len(shapes) == 1 else (0, 0)
             size = h if h == w and 0 < h <= 512 else 224
         self.size = int(size)
@@ -148,7 +160,9 @@ class ExplainWidget(SyncedBox):
         self.exported: str | None = None
 
         self.compare_methods = [m for m in DEFAULT_COMPARE if m in self.infos][:4] or self.method_names[:4]
-        self.method = explain.method_info(method or ("grad-cam" if "grad-cam" in self.infos else self.method_names[0])).name
+        self.method = explain.method_info(
+            method or ("grad-cam" if "grad-cam" in self.infos else self.method_names[0])
+        ).name
         self.view = ImageView(self.size, self.size, display_size=display_size)
         self.view.value_fn = self._value_at
         self._build_controls()
@@ -216,15 +230,15 @@ class ExplainWidget(SyncedBox):
                 self.load_upload(bytes(f["content"]), str(f.get("name", "upload")))
             except Exception as err:  # never let an upload kill the widget
                 self.status = f"Upload failed: {_error_text(err)}"
-        try:
+        with contextlib.suppress(Exception):
             self.w_upload.value = ()
-        except Exception:
-            pass
 
     # ---- controls -----------------------------------------------------------------------------
     def _build_controls(self) -> None:
         wide = W.Layout(width="auto")
-        self.w_image = W.Dropdown(options=list(zip(self.names, range(len(self.names)))), description="Image", layout=W.Layout(width="320px"))
+        self.w_image = W.Dropdown(
+            options=list(zip(self.names, range(len(self.names)))), description="Image", layout=W.Layout(width="320px")
+        )
         self.w_upload = W.FileUpload(accept="image/*", multiple=True, description="Upload")
         self.w_target = W.Dropdown(options=[], description="Target", layout=W.Layout(width="320px"))
         labels = []
@@ -232,19 +246,27 @@ class ExplainWidget(SyncedBox):
             info = self.infos[m]
             labels.append((info.title + (" (slow)" if info.slow else ""), m))
         self.w_method = W.ToggleButtons(
-            options=labels, tooltips=[self.infos[m].summary for m in self.method_names],
-            style={"button_width": "auto"}, layout=wide,
+            options=labels,
+            tooltips=[self.infos[m].summary for m in self.method_names],
+            style={"button_width": "auto"},
+            layout=wide,
         )
         self.w_layer = W.Dropdown(options=self._layer_options(), description="Layer", layout=W.Layout(width="320px"))
         self.w_opacity = W.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity", readout_format=".2f")
-        self.w_cmap = W.Dropdown(options=render.colormap_names(), description="Colormap", layout=W.Layout(width="220px"))
+        self.w_cmap = W.Dropdown(
+            options=render.colormap_names(), description="Colormap", layout=W.Layout(width="220px")
+        )
         self.w_raw = W.Checkbox(description="gradient image", indent=False, layout=W.Layout(width="140px"))
         self.w_compare = W.ToggleButton(description="Compare", icon="th", tooltip="several methods side by side")
         self.w_compare_methods = W.SelectMultiple(
-            options=[(self.infos[m].title, m) for m in self.method_names], rows=4, description="Methods",
+            options=[(self.infos[m].title, m) for m in self.method_names],
+            rows=4,
+            description="Methods",
             layout=W.Layout(display="none"),
         )
-        self.w_progress = W.FloatProgress(min=0.0, max=1.0, description="", layout=W.Layout(visibility="hidden", width="200px"))
+        self.w_progress = W.FloatProgress(
+            min=0.0, max=1.0, description="", layout=W.Layout(visibility="hidden", width="200px")
+        )
         self.w_status = W.HTML()
         self.w_export = W.Button(description="Export PNG", icon="download")
         self.w_export_out = W.HTML()
@@ -252,18 +274,24 @@ class ExplainWidget(SyncedBox):
         self.compare_label = W.HTML(layout=W.Layout(display="none"))
 
         for trait, ctl in [
-            ("image_index", self.w_image), ("method", self.w_method), ("layer", self.w_layer),
-            ("opacity", self.w_opacity), ("colormap", self.w_cmap), ("compare", self.w_compare),
+            ("image_index", self.w_image),
+            ("method", self.w_method),
+            ("layer", self.w_layer),
+            ("opacity", self.w_opacity),
+            ("colormap", self.w_cmap),
+            ("compare", self.w_compare),
             ("show_raw", self.w_raw),
         ]:
             W.link((self, trait), (ctl, "value"))
-        W.link((self, "compare_methods"), (self.w_compare_methods, "value"),
-               transform=(tuple, list))
+        W.link((self, "compare_methods"), (self.w_compare_methods, "value"), transform=(tuple, list))
         # target options change with the image; link by hand so a missing option can't raise
         self.w_target.observe(self._on_target_control, "value")
         self.w_upload.observe(self._on_upload, "value")
         self.w_export.on_click(lambda _: self.export())
-        self.observe(self._on_compute_change, ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw"])
+        self.observe(
+            self._on_compute_change,
+            ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw"],
+        )
         self.observe(self._on_style_change, ["opacity", "colormap"])
         self.observe(self._on_status, "status")
         self.observe(self._on_busy, "busy")
@@ -272,8 +300,17 @@ class ExplainWidget(SyncedBox):
         row1 = W.HBox([self.w_image, self.w_upload, self.w_target])
         row2 = W.HBox([self.w_layer, self.w_cmap, self.w_opacity, self.w_raw])
         row3 = W.HBox([self.w_compare, self.w_compare_methods, self.w_export, self.w_progress])
-        return [row1, self.w_method, row2, row3, self.view, self.compare_image, self.compare_label,
-                self.w_status, self.w_export_out]
+        return [
+            row1,
+            self.w_method,
+            row2,
+            row3,
+            self.view,
+            self.compare_image,
+            self.compare_label,
+            self.w_status,
+            self.w_export_out,
+        ]
 
     def _layer_options(self) -> list[tuple[str, str]]:
         """Layers worth explaining: modules whose output is a spatial feature map, deepest last."""
@@ -631,9 +668,12 @@ class ExplainWidget(SyncedBox):
             # px sizes, or the notebook's flex layout stretches the picture out of proportion
             self.compare_image.layout.width, self.compare_image.layout.height = f"{w * zoom}px", f"{h * zoom}px"
             cell = (tiles[0].shape[1] + 4) * zoom  # one title centred under each tile of the first row
-            self.compare_label.value = "<div style='display:flex'>" + "".join(
-                f"<div style='width:{cell}px;text-align:center'>{html.escape(t)}</div>" for t in titles[:4]
-            ) + "</div>" + (f"<div>then: {html.escape(', '.join(titles[4:]))}</div>" if len(titles) > 4 else "")
+            self.compare_label.value = (
+                "<div style='display:flex'>"
+                + "".join(f"<div style='width:{cell}px;text-align:center'>{html.escape(t)}</div>" for t in titles[:4])
+                + "</div>"
+                + (f"<div>then: {html.escape(', '.join(titles[4:]))}</div>" if len(titles) > 4 else "")
+            )
             self._clear_error()
             return
         res = self._cache.get(self._key(self.method))
@@ -682,7 +722,11 @@ class ExplainWidget(SyncedBox):
         try:
             png = self.to_png()
             if path is None:
-                stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.names[self.image_index]}_{'compare' if self.compare else self.method}")
+                stem = re.sub(
+                    r"[^A-Za-z0-9_.-]+",
+                    "_",
+                    f"{self.names[self.image_index]}_{'compare' if self.compare else self.method}",
+                )
                 path = f"explain_{stem}.png"
             with open(path, "wb") as f:
                 f.write(png)
@@ -693,7 +737,7 @@ class ExplainWidget(SyncedBox):
         b64 = base64.b64encode(png).decode()
         name = html.escape(os.path.basename(path))
         self.w_export_out.value = (
-            f'Saved <code>{html.escape(path)}</code> &nbsp; '
+            f"Saved <code>{html.escape(path)}</code> &nbsp; "
             f'<a download="{name}" href="data:image/png;base64,{b64}">download {name}</a>'
         )
         return path

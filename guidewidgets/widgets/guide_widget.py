@@ -13,6 +13,7 @@ All state is in traitlets (``brush_class``, ``brush_radius``, ``negative``, ``op
 ``ask``, ``answer``, ``undo``) do what the buttons do. The guide runs in the kernel thread: a Run
 of the embedded segmenter takes well under a second (see benchmarks/widgets.py).
 """
+
 from __future__ import annotations
 
 import html
@@ -25,9 +26,9 @@ from torch import nn
 
 from .. import render
 from .image_view import ImageView
-from .synced import SyncedBox
 from .inputs import as_image, fit
 from .plots import bars_png, line_png
+from .synced import SyncedBox
 
 HINT_ALPHA = 170  # hints are drawn at 2/3 opacity over the segmentation
 HELD_OUT_SEED = 777  # ShapeScenes seed of the default scenes: zoo.train.TEST_SEED, never trained on
@@ -156,7 +157,9 @@ class GuideWidget(SyncedBox):
             while m.ndim > 2 and m.shape[0] == 1:
                 m = m[0]
             if m.shape != tuple(img.shape[1:]):
-                raise ValueError(f"mask has shape {m.shape} but the image is {tuple(img.shape[1:])}; pass the (H, W) label map of this image")
+                raise ValueError(
+                    f"mask has shape {m.shape} but the image is {tuple(img.shape[1:])}; pass the (H, W) label map of this image"
+                )
             self.mask = m
         self.guide = Guide(model, img, layer=layer, **(guide_options or {}))
         self.classes: list[str] = list(self.guide.classes)
@@ -190,17 +193,23 @@ class GuideWidget(SyncedBox):
     def _build_controls(self) -> None:
         names = [(f"{k}: {c}", k) for k, c in enumerate(self.classes)]
         self.w_class = W.ToggleButtons(options=names, description="Brush", style={"button_width": "auto"})
-        self.w_negative = W.ToggleButton(description="not this class", icon="ban", tooltip="the brush says: this class is NOT here")
+        self.w_negative = W.ToggleButton(
+            description="not this class", icon="ban", tooltip="the brush says: this class is NOT here"
+        )
         self.w_radius = W.IntSlider(min=0, max=12, description="Radius")
         self.w_opacity = W.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity")
-        show = [("guided", "guided"), ("original", "original")] + ([("ground truth", "truth")] if self.mask is not None else [])
+        show = [("guided", "guided"), ("original", "original")] + (
+            [("ground truth", "truth")] if self.mask is not None else []
+        )
         self.w_show = W.ToggleButtons(options=show, description="Show", style={"button_width": "auto"})
         self.w_step = W.Button(description="Step", icon="step-forward")
         self.w_run = W.Button(description="Run", icon="play", button_style="primary")
         self.w_reset = W.Button(description="Reset", icon="undo", tooltip="back to the plain prediction; hints cleared")
         self.w_undo = W.Button(description="Undo hint", icon="eraser")
         self.w_auto = W.Checkbox(description="run after each hint", indent=False, layout=W.Layout(width="170px"))
-        self.w_ask = W.Button(description="Ask me", icon="question", tooltip="the network points at the pixel it is least sure about")
+        self.w_ask = W.Button(
+            description="Ask me", icon="question", tooltip="the network points at the pixel it is least sure about"
+        )
         self.w_answers = W.HBox(
             [W.HTML("<b>Your answer:</b>")] + [self._answer_button(k) for k in range(self.num_classes)],
             layout=W.Layout(display="none", flex_flow="row wrap"),
@@ -212,8 +221,14 @@ class GuideWidget(SyncedBox):
         self.w_gamma = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
         self.w_loss_caption = W.HTML()
         self.w_gamma_caption = W.HTML()
-        for trait, ctl in [("brush_class", self.w_class), ("negative", self.w_negative), ("brush_radius", self.w_radius),
-                           ("opacity", self.w_opacity), ("show", self.w_show), ("auto_run", self.w_auto)]:
+        for trait, ctl in [
+            ("brush_class", self.w_class),
+            ("negative", self.w_negative),
+            ("brush_radius", self.w_radius),
+            ("opacity", self.w_opacity),
+            ("show", self.w_show),
+            ("auto_run", self.w_auto),
+        ]:
             W.link((self, trait), (ctl, "value"))
         self.w_step.on_click(lambda _: self.step())
         self.w_run.on_click(lambda _: self.run())
@@ -240,7 +255,7 @@ class GuideWidget(SyncedBox):
             items.append(
                 f'<span style="display:inline-block;margin-right:10px"><span style="display:inline-block;'
                 f'width:12px;height:12px;background:rgb({r},{g},{b});border:1px solid #888;vertical-align:middle">'
-                f'</span> {k}: {html.escape(name)}</span>'
+                f"</span> {k}: {html.escape(name)}</span>"
             )
         return "<div>" + "".join(items) + "</div>"
 
@@ -270,7 +285,9 @@ class GuideWidget(SyncedBox):
     def _valid_class(self, proposal):
         k = proposal["value"]
         if not 0 <= k < self.num_classes:
-            return self._reject("brush_class", f"class {k} is outside 0..{self.num_classes - 1} ({', '.join(self.classes)})")
+            return self._reject(
+                "brush_class", f"class {k} is outside 0..{self.num_classes - 1} ({', '.join(self.classes)})"
+            )
         return k
 
     @T.validate("brush_radius")
@@ -377,12 +394,14 @@ class GuideWidget(SyncedBox):
         if self.mask is not None:
             iou_g = iou_per_class(self._prediction, self.mask, self.num_classes)
             iou_o = iou_per_class(self._original, self.mask, self.num_classes)
+
             def cell(v: float) -> str:
                 return "–" if np.isnan(v) else f"{v:.2f}"
 
             cells = "".join(
                 f"<tr><td>{html.escape(self.classes[k])}</td><td>{cell(iou_o[k])}</td><td>{cell(iou_g[k])}</td></tr>"
-                for k in range(self.num_classes) if not np.isnan(iou_g[k]) or not np.isnan(iou_o[k])
+                for k in range(self.num_classes)
+                if not np.isnan(iou_g[k]) or not np.isnan(iou_o[k])
             )
             rows.append(
                 f"<table style='font-size:90%'><tr><th>class</th><th>IoU before</th><th>IoU now</th></tr>{cells}"
@@ -394,7 +413,8 @@ class GuideWidget(SyncedBox):
         self.w_loss.value = line_png(losses, logy=True)
         self.w_loss_caption.value = (
             f"<b>loss</b> (log scale): {losses[0]:.3g} &rarr; {losses[-1]:.3g} over {len(losses)} step(s)"
-            if losses else "<b>loss</b>: no steps yet"
+            if losses
+            else "<b>loss</b>: no steps yet"
         )
         gamma = render.to_numpy(p["gamma_s"]).reshape(-1) if "gamma_s" in p else np.zeros(0)
         self.w_gamma.value = bars_png(gamma)
@@ -402,7 +422,8 @@ class GuideWidget(SyncedBox):
         self.w_gamma_caption.value = (
             f"<b>gamma</b> per channel ({gamma.size} channels; red up, blue down); largest: "
             + ", ".join(f"#{int(c)} {gamma[c]:+.2f}" for c in top)
-            if gamma.size and np.abs(gamma).max() > 0 else "<b>gamma</b> per channel: all zero"
+            if gamma.size and np.abs(gamma).max() > 0
+            else "<b>gamma</b> per channel: all zero"
         )
 
     def _value_at(self, y: int, x: int) -> str:
@@ -433,8 +454,13 @@ class GuideWidget(SyncedBox):
         points, self._stroke = self._stroke, []
         self.add_stroke(points)
 
-    def add_stroke(self, points: list[tuple[int, int]], cls: int | None = None, radius: int | None = None,
-                   negative: bool | None = None) -> bool:
+    def add_stroke(
+        self,
+        points: list[tuple[int, int]],
+        cls: int | None = None,
+        radius: int | None = None,
+        negative: bool | None = None,
+    ) -> bool:
         """Add a hint stroke (the brush's class/radius/mode unless given); False (and a status) on error."""
         cls = self.brush_class if cls is None else cls
         radius = self.brush_radius if radius is None else radius
@@ -468,8 +494,9 @@ class GuideWidget(SyncedBox):
         self._draw_overlay()
         self._readouts()
         sat = self.guide.satisfied() if self.guide.hints else True
-        self.status = f"{note} {self.changed} pixel(s) changed; hints {'all satisfied' if sat else 'not all satisfied yet'}."
-
+        self.status = (
+            f"{note} {self.changed} pixel(s) changed; hints {'all satisfied' if sat else 'not all satisfied yet'}."
+        )
 
     def step(self) -> None:
         """One optimiser step of the guide on the current hints."""
@@ -489,6 +516,7 @@ class GuideWidget(SyncedBox):
             self.status = "Paint a hint first (click or drag on the image), then Run."
             return
         self._before = self._prediction  # live updates move _prediction; "changed" counts from here
+
         def live(i: int, loss: float) -> None:
             # every few steps: show the segmentation as it moves (the kernel is busy, messages still go out)
             if self.live_every and (i + 1) % self.live_every == 0:

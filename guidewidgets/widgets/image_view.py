@@ -13,10 +13,11 @@ Why it is built this way (see NOTES.md, measured):
   stretch it and mouse coordinates stay canvas pixels. Small images are enlarged by an integer
   factor in numpy (nearest neighbour, exact blocks) and mouse coordinates are divided back.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import ipywidgets as W
 import numpy as np
@@ -53,9 +54,7 @@ class ImageView(W.VBox):
         if self.scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         dh, dw = self.height * self.scale, self.width * self.scale
-        self.canvas = MultiCanvas(
-            len(LAYERS), width=dw, height=dh, layout=W.Layout(width=f"{dw}px", height=f"{dh}px")
-        )
+        self.canvas = MultiCanvas(len(LAYERS), width=dw, height=dh, layout=W.Layout(width=f"{dw}px", height=f"{dh}px"))
         self.value_label = W.Label(value=" ", layout=W.Layout(height="1.6em"))
         super().__init__([self.canvas, self.value_label])
         self.frames: dict[str, np.ndarray | None] = {name: None for name in LAYERS}

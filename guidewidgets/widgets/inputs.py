@@ -1,9 +1,14 @@
 """Turning what a user hands a widget (tensors, arrays, PIL images, datasets, uploaded files) into
 ``(3, H, W)`` float images in [0, 1], with messages a student understands when that fails."""
+
 from __future__ import annotations
 
+from pathlib import Path
+
+import contextlib
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +36,14 @@ def as_image(obj: Any, what: str = "image") -> torch.Tensor:
         if "image" not in obj:
             raise ValueError(f"{what} is a dict without an 'image' key (keys: {sorted(obj)})")
         obj = obj["image"]
-    elif isinstance(obj, tuple) and len(obj) == 2 and (
-        np.isscalar(obj[1]) or (isinstance(obj[1], torch.Tensor) and obj[1].dim() == 0)
+    elif (
+        isinstance(obj, tuple)
+        and len(obj) == 2
+        and (np.isscalar(obj[1]) or (isinstance(obj[1], torch.Tensor) and obj[1].dim() == 0))
     ):
         obj = obj[0]  # torchvision-style (image, label)
     if isinstance(obj, (str, bytes, bytearray)) or hasattr(obj, "__fspath__"):
-        data = obj if isinstance(obj, (bytes, bytearray)) else open(obj, "rb").read()
+        data = obj if isinstance(obj, (bytes, bytearray)) else Path(obj).read_bytes()
         return decode_upload(bytes(data), str(obj)[:40] if not isinstance(obj, (bytes, bytearray)) else what)[0]
     if _is_pil(obj):
         return _from_pil(obj)[0]
@@ -73,7 +80,11 @@ def as_image(obj: Any, what: str = "image") -> torch.Tensor:
         raise ValueError(f"{what} has shape {a.shape}; expected (H, W, 3) or (H, W)")
     t = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)  # uploads are read-only buffers
     t = t.float()
-    if a.dtype == np.uint8 or (np.issubdtype(a.dtype, np.integer) and a.max() > 1) or (t.numel() and float(t.max()) > 1.5):
+    if (
+        a.dtype == np.uint8
+        or (np.issubdtype(a.dtype, np.integer) and a.max() > 1)
+        or (t.numel() and float(t.max()) > 1.5)
+    ):
         t = t / 255.0  # 8-bit values, whatever the array's dtype
     return t.clamp(0, 1).contiguous()
 
@@ -102,10 +113,8 @@ def as_images(images: Any, limit: int = 32) -> list[tuple[str, torch.Tensor]]:
             item = images[i]
             name = str(item.get("name", f"image {i}")) if isinstance(item, dict) and "content" in item else f"image {i}"
             if isinstance(item, dict) and "label" in item and hasattr(images, "classes"):
-                try:
+                with contextlib.suppress(Exception):
                     name = f"{i}: {images.classes[int(item['label'])]}"
-                except Exception:
-                    pass
             out.append((name, as_image(item, name)))
         if not out:
             raise ValueError("no images given: pass a (B, 3, H, W) tensor, a list of images or a dataset")
@@ -125,7 +134,9 @@ def fit(image: torch.Tensor, size: int | None) -> torch.Tensor:
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
     sq = image[:, top : top + s, left : left + s]
-    return F.interpolate(sq[None], size=(size, size), mode="bilinear", antialias=s > size, align_corners=False)[0].clamp(0, 1)
+    return F.interpolate(sq[None], size=(size, size), mode="bilinear", antialias=s > size, align_corners=False)[
+        0
+    ].clamp(0, 1)
 
 
 def decode_upload(data: bytes, name: str = "upload") -> tuple[torch.Tensor, str]:

@@ -3,9 +3,10 @@
 Why not matplotlib: an Agg figure with text costs ~150 ms here, twice per guide step; these
 sparklines cost about a millisecond, and the numbers go into an HTML caption next to them.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,7 +25,9 @@ def _canvas(width: int, height: int) -> np.ndarray:
     return out
 
 
-def line_rgba(values: Sequence[float], *, width: int = 240, height: int = 80, logy: bool = False, pad: int = 4) -> np.ndarray:
+def line_rgba(
+    values: Sequence[float], *, width: int = 240, height: int = 80, logy: bool = False, pad: int = 4
+) -> np.ndarray:
     """A sparkline of ``values`` against their index (y scaled to the data's range)."""
     out = _canvas(width, height)
     v = np.asarray(list(values), dtype=np.float64)

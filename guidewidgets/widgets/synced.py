@@ -1,8 +1,9 @@
 """A VBox whose traitlet observers can be silenced while the widget itself syncs its state."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import ipywidgets as W
 

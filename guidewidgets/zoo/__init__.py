@@ -6,6 +6,7 @@ photos bundled with scikit-image, and adapters for torchvision models. Nothing h
 >>> scene = zoo.ShapeScenes(10, seed=1, task="segmentation")[0]
 >>> logits = model(scene["image"][None])  # (1, 7, 96, 96)
 """
+
 from __future__ import annotations
 
 from .models import ShapeClassifier, ShapeSegmenter

@@ -5,6 +5,7 @@ weights' own preprocessing, returns plain logits (segmentation: the ``out`` tens
 resolution), and carries ``classes`` (ImageNet or VOC names from torchvision's weights metadata,
 which ships in the package), ``task``, ``default_explain_layer`` and ``default_guide_layer``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -31,8 +32,18 @@ class TorchvisionModel(nn.Module):
     The network is ``self.net``, so its layers are named ``net.<torchvision name>``.
     """
 
-    def __init__(self, net: nn.Module, *, name: str, task: str, classes: list[str], mean, std,
-                 explain_layer: str, guide_layer: str) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        name: str,
+        task: str,
+        classes: list[str],
+        mean,
+        std,
+        explain_layer: str,
+        guide_layer: str,
+    ) -> None:
         super().__init__()
         self.net = net
         self.name = name
@@ -46,7 +57,9 @@ class TorchvisionModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected a (B, 3, H, W) float tensor in [0, 1], got {shape}; add a batch dim with x[None]")
+            raise ValueError(
+                f"expected a (B, 3, H, W) float tensor in [0, 1], got {shape}; add a batch dim with x[None]"
+            )
         if not x.is_floating_point():
             raise TypeError(f"expected a float tensor in [0, 1], got {x.dtype}; use x.float() / 255 for uint8 images")
         out = self.net((x - self.mean) / self.std)
@@ -67,8 +80,10 @@ def _kind(name: str) -> str:
         return "classification"
     supported = models.list_models(module=models) + models.list_models(module=models.segmentation)
     if name in models.list_models():
-        raise ValueError(f"{name!r} is a torchvision detection/video/optical-flow model; only classifiers and "
-                         "semantic segmenters can be wrapped")
+        raise ValueError(
+            f"{name!r} is a torchvision detection/video/optical-flow model; only classifiers and "
+            "semantic segmenters can be wrapped"
+        )
     close = difflib.get_close_matches(name, supported, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"unknown torchvision model {name!r}.{hint} torchvision.models.list_models() lists them all.")
@@ -87,9 +102,12 @@ def _resolve_weights(name: str, weights):
         try:
             return enum, enum[key] if key != "DEFAULT" else enum.DEFAULT
         except KeyError:
-            raise ValueError(f"{name!r} has no weights {weights!r}; choose one of "
-                             f"{['DEFAULT', *[w.name for w in enum]]} or None") from None
-    raise TypeError(f"weights must be None, 'DEFAULT', a weights name or a {enum.__name__}, got {type(weights).__name__}")
+            raise ValueError(
+                f"{name!r} has no weights {weights!r}; choose one of {['DEFAULT', *[w.name for w in enum]]} or None"
+            ) from None
+    raise TypeError(
+        f"weights must be None, 'DEFAULT', a weights name or a {enum.__name__}, got {type(weights).__name__}"
+    )
 
 
 def _cached_file(weights) -> Path:
@@ -99,18 +117,20 @@ def _cached_file(weights) -> Path:
 def _state_dict(name: str, weights) -> dict:
     cached = _cached_file(weights)
     how = (
-        f"To fetch them, run once on a machine with internet: python -c \"import torchvision; "
+        f'To fetch them, run once on a machine with internet: python -c "import torchvision; '
         f"torchvision.models.get_model('{name}', weights='DEFAULT')\" and copy {cached.name} into {cached.parent} "
         f"here (or set TORCH_HOME). Or pass weights=None for an untrained {name} (class names still known)."
     )
     if not cached.is_file() and os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise WeightsUnavailableError(f"pretrained weights {weights} are not cached at {cached} and "
-                                      f"{OFFLINE_ENV} forbids downloading. {how}")
+        raise WeightsUnavailableError(
+            f"pretrained weights {weights} are not cached at {cached} and {OFFLINE_ENV} forbids downloading. {how}"
+        )
     try:
         return weights.get_state_dict(progress=False, check_hash=False)
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; a torn download a RuntimeError
-        raise WeightsUnavailableError(f"could not load pretrained weights {weights} ({e.__class__.__name__}: "
-                                      f"{str(e)[:120]}); no internet? {how}") from None
+        raise WeightsUnavailableError(
+            f"could not load pretrained weights {weights} ({e.__class__.__name__}: {str(e)[:120]}); no internet? {how}"
+        ) from None
 
 
 def _default_layers(name: str, task: str, net: nn.Module) -> tuple[str, str]:
@@ -147,7 +167,9 @@ def _default_layers(name: str, task: str, net: nn.Module) -> tuple[str, str]:
     raise ValueError(f"no default layer known for {name!r}; pass layer=... to the explanation methods")
 
 
-def torchvision_model(name: str, weights: str | None = "DEFAULT", *, device: str | torch.device = "cpu") -> TorchvisionModel:
+def torchvision_model(
+    name: str, weights: str | None = "DEFAULT", *, device: str | torch.device = "cpu"
+) -> TorchvisionModel:
     """A torchvision classifier or segmenter wrapped in the guidewidgets conventions, in eval mode.
 
     ``weights``: ``"DEFAULT"`` (the best pretrained weights; loaded from torchvision's cache or
@@ -179,7 +201,11 @@ def torchvision_model(name: str, weights: str | None = "DEFAULT", *, device: str
         # Why: build without weights (no second download path), then load the state we hold.
         kwargs = {"weights": None}
         if task == "segmentation":
-            kwargs.update(weights_backbone=None, num_classes=len(classes), aux_loss=any(k.startswith("aux_classifier") for k in state))
+            kwargs.update(
+                weights_backbone=None,
+                num_classes=len(classes),
+                aux_loss=any(k.startswith("aux_classifier") for k in state),
+            )
         else:
             kwargs.update(num_classes=len(classes))
             if name.startswith(("googlenet", "inception")):
@@ -195,6 +221,7 @@ def torchvision_model(name: str, weights: str | None = "DEFAULT", *, device: str
             if hasattr(net, aux):
                 setattr(net, aux, None)
     explain, guide = _default_layers(name, task, net)
-    model = TorchvisionModel(net, name=name, task=task, classes=classes, mean=mean, std=std,
-                             explain_layer=explain, guide_layer=guide)
+    model = TorchvisionModel(
+        net, name=name, task=task, classes=classes, mean=mean, std=std, explain_layer=explain, guide_layer=guide
+    )
     return model.eval().to(device)

@@ -1,4 +1,5 @@
 """Real photos that ship inside scikit-image's wheel (no download): cat, coffee, astronaut, rocket."""
+
 from __future__ import annotations
 
 import numpy as np

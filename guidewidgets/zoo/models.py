@@ -4,6 +4,7 @@ Both take (B, 3, H, W) images in [0, 1] and normalise inside, and carry the attr
 model in guidewidgets has: ``classes``, ``task``, ``default_explain_layer`` and
 ``default_guide_layer`` (dotted module names).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -129,6 +130,8 @@ class ShapeSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x)
         if x.shape[-1] % 8 or x.shape[-2] % 8:
-            raise ValueError(f"image height and width must be multiples of 8, got {tuple(x.shape[-2:])}; resize or crop it")
+            raise ValueError(
+                f"image height and width must be multiples of 8, got {tuple(x.shape[-2:])}; resize or crop it"
+            )
         scores = self.decoder(self.bottleneck(self.encoder(self.normalize(x))))
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -11,11 +11,12 @@ Scenes are rendered in chunks of :data:`CHUNK` images at once with tensor ops on
 item therefore depends only on the seed, the options and its index, and the dataset is lazy:
 making ``ShapeScenes(10_000)`` costs nothing until items are read.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -159,8 +160,10 @@ class ShapeScenes(torch.utils.data.Dataset):
         return self.n
 
     def __repr__(self) -> str:
-        return (f"ShapeScenes(n={self.n}, seed={self.seed}, task={self.task!r}, size={self.size}, "
-                f"objects={self.objects}, bias={self.bias})")
+        return (
+            f"ShapeScenes(n={self.n}, seed={self.seed}, task={self.task!r}, size={self.size}, "
+            f"objects={self.objects}, bias={self.bias})"
+        )
 
     # --- access -------------------------------------------------------------------------------
 
@@ -215,8 +218,12 @@ class ShapeScenes(torch.utils.data.Dataset):
                 parts[k].append(chunk[k][a:b])
         if not parts["images"]:
             s = self.size
-            return {"images": torch.zeros(0, 3, s, s, dtype=torch.uint8), "masks": torch.zeros(0, s, s, dtype=torch.uint8),
-                    "labels": torch.zeros(0, dtype=torch.long), "background": torch.zeros(0, dtype=torch.long)}
+            return {
+                "images": torch.zeros(0, 3, s, s, dtype=torch.uint8),
+                "masks": torch.zeros(0, s, s, dtype=torch.uint8),
+                "labels": torch.zeros(0, dtype=torch.long),
+                "background": torch.zeros(0, dtype=torch.long),
+            }
         return {k: torch.cat(v) for k, v in parts.items()}
 
     def _chunk(self, c: int, cache: bool = True) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ training set to overfit; the test scenes come from ``TEST_SEED``, which training
 run prints accuracy (classifier) or per-class IoU and mIoU (segmenter) and a confusion matrix.
 The same command with the same ``--threads`` gives the same weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,26 @@ TEST_SEED = 777
 
 #: Hyper-parameters of each recipe; the shipped weights come from exactly these.
 RECIPES: dict[str, dict] = {
-    "classifier": dict(model="shapes-classifier", task="classification", epochs=16, train=4_000, test=1_000,
-                       batch=32, lr=4e-3, weight_decay=1e-4),
-    "segmenter": dict(model="shapes-segmenter", task="segmentation", epochs=6, train=4_000, test=500,
-                      batch=16, lr=4e-3, weight_decay=1e-4),
+    "classifier": dict(
+        model="shapes-classifier",
+        task="classification",
+        epochs=16,
+        train=4_000,
+        test=1_000,
+        batch=32,
+        lr=4e-3,
+        weight_decay=1e-4,
+    ),
+    "segmenter": dict(
+        model="shapes-segmenter",
+        task="segmentation",
+        epochs=6,
+        train=4_000,
+        test=500,
+        batch=16,
+        lr=4e-3,
+        weight_decay=1e-4,
+    ),
 }
 
 
@@ -82,7 +99,9 @@ def format_report(result: dict) -> str:
     w = max(len(n) for n in names) + 1
     lines = []
     if "miou" in result:
-        lines.append(f"scenes: {result['n']}  mIoU: {100 * result['miou']:.1f}  pixel accuracy: {100 * result['pixel_accuracy']:.1f}")
+        lines.append(
+            f"scenes: {result['n']}  mIoU: {100 * result['miou']:.1f}  pixel accuracy: {100 * result['pixel_accuracy']:.1f}"
+        )
         lines.append("per-class IoU: " + ", ".join(f"{n} {100 * v:.1f}" for n, v in zip(names, result["iou"])))
         lines.append("confusion matrix (rows: truth, columns: prediction, % of the row's pixels):")
     else:
@@ -115,7 +134,9 @@ def train(recipe: str, *, epochs: int | None = None, threads: int = 1, log=None,
         model = ShapeClassifier() if cfg["task"] == "classification" else ShapeSegmenter()
         steps_per_epoch = -(-cfg["train"] // cfg["batch"])
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=0.2)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch, pct_start=0.2
+        )
         t0 = time.time()
         model.train()
         for epoch in range(cfg["epochs"]):
@@ -145,7 +166,9 @@ def train(recipe: str, *, epochs: int | None = None, threads: int = 1, log=None,
 
 def save(model: nn.Module, name: str, path: str | Path, result: dict) -> None:
     """Write ``model``'s weights with the metadata ``guidewidgets.zoo.load`` checks."""
-    metrics = {k: v for k, v in result.items() if k in ("accuracy", "miou", "iou", "pixel_accuracy", "n", "train_seconds")}
+    metrics = {
+        k: v for k, v in result.items() if k in ("accuracy", "miou", "iou", "pixel_accuracy", "n", "train_seconds")
+    }
     blob = {
         "format": FORMAT,
         "model": name,

@@ -6,6 +6,7 @@ directories and the JupyterLab news pop-up is disabled; ``expose_app_in_browser`
 ``window.jupyterapp``; CDN requests are aborted (no network here, Voila asks for fonts). The
 kernels inherit ``PYTHONPATH`` from the servers, so they import this checkout.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = ROOT / "tests" / "_artifacts"
 
 # The notebook the browser opens. It uses the embedded models when the zoo has them and falls back
 # to small random-weight stand-ins otherwise, so the harness tests the widgets, not the weights.
-SETUP = r'''
+SETUP = r"""
 import os, torch
 import ipywidgets as W
 from torch import nn
@@ -69,15 +76,15 @@ try:
 except Exception as err:
     print("stand-in segmenter:", type(err).__name__, err)
     gw = GuideWidget(TinySeg().eval(), torch.rand(3, 64, 64))
-'''
+"""
 
-EXPLAIN_CELL = r'''
+EXPLAIN_CELL = r"""
 ew.options["rise"] = {"masks": 8000}  # slow on purpose: the test works the other controls meanwhile
 ew.add_class("gw-explain")
 display(ew)
-'''
+"""
 
-GUIDE_CELL = r'''
+GUIDE_CELL = r"""
 # The hint the test paints: the deepest pixel of an error region, labelled with its true class;
 # of those the guide satisfies (tried here and undone), the one that helps most. The test checks
 # the widget's plumbing, not how strong the guide is on this scene.
@@ -110,7 +117,7 @@ gw.brush_class, gw.brush_radius = cls, 2
 gw.add_class("gw-guide")
 display(W.HTML(f'<div class="gw-hint" data-y="{y}" data-x="{x}" data-scale="{gw.view.scale}" data-cls="{cls}"></div>'))
 display(gw)
-'''
+"""
 
 
 def free_port() -> int:
@@ -124,7 +131,11 @@ def write_notebook(path: Path) -> None:
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(EXPLAIN_CELL), nbformat.v4.new_code_cell(GUIDE_CELL)]
+    nb.cells = [
+        nbformat.v4.new_code_cell(SETUP),
+        nbformat.v4.new_code_cell(EXPLAIN_CELL),
+        nbformat.v4.new_code_cell(GUIDE_CELL),
+    ]
     nbformat.write(nb, path)
 
 
@@ -149,11 +160,21 @@ def server_env(tmp: Path) -> dict[str, str]:
 class Server:
     """A Jupyter server subprocess in its own process group, stopped (only it) at the end."""
 
-    def __init__(self, cmd: list[str], port: int, env: dict[str, str], cwd: Path, log: Path, ready: str,
-                 shutdown: str | None = None) -> None:
+    def __init__(
+        self,
+        cmd: list[str],
+        port: int,
+        env: dict[str, str],
+        cwd: Path,
+        log: Path,
+        ready: str,
+        shutdown: str | None = None,
+    ) -> None:
         self.port, self.log_path, self.shutdown = port, log, shutdown
-        self.log = open(log, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -227,12 +248,28 @@ def page(browser):
 def lab_server(browser_tmp):
     port = free_port()
     s = Server(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         "--ServerApp.token=", "--ServerApp.password=", "--IdentityProvider.token=",
-         "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         f"--ServerApp.root_dir={browser_tmp}"],
-        port, server_env(browser_tmp / "lab"), browser_tmp, ARTIFACTS / "jupyterlab.log", "/api/status",
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            "--IdentityProvider.token=",
+            "--ServerApp.disable_check_xsrf=True",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--ServerApp.root_dir={browser_tmp}",
+        ],
+        port,
+        server_env(browser_tmp / "lab"),
+        browser_tmp,
+        ARTIFACTS / "jupyterlab.log",
+        "/api/status",
         shutdown="/api/shutdown",
     )
     yield s
@@ -243,9 +280,21 @@ def lab_server(browser_tmp):
 def voila_server(browser_tmp):
     port = free_port()
     s = Server(
-        [sys.executable, "-m", "voila", "widgets.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         "--VoilaConfiguration.file_allowlist=['.*']"],
-        port, server_env(browser_tmp / "voila"), browser_tmp, ARTIFACTS / "voila.log", "/no-such-page",
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            "widgets.ipynb",
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+            "--VoilaConfiguration.file_allowlist=['.*']",
+        ],
+        port,
+        server_env(browser_tmp / "voila"),
+        browser_tmp,
+        ARTIFACTS / "voila.log",
+        "/no-such-page",
     )
     yield s
     s.stop()

@@ -7,6 +7,7 @@ once, and a new computation cancels RISE. Pixels are read back from the canvas w
 ``getImageData``, so this checks what a user sees. Voila's run also takes the README screenshots
 (``GUIDEWIDGETS_SCREENSHOTS=1`` copies them from tests/_artifacts to docs/img).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,8 @@ def _slow_method_leaves_controls_live(page, gradcam_hash: int) -> None:
 def _pixel_changes(page, sel: str, x: int, y: int, before: list[int]) -> list[int]:
     page.wait_for_function(
         f"(a) => JSON.stringify(({PIXEL})(a)) !== {json.dumps(json.dumps(before).replace(' ', ''))}",
-        arg=[sel, x, y], timeout=TIMEOUT,
+        arg=[sel, x, y],
+        timeout=TIMEOUT,
     )
     return page.evaluate(PIXEL, [sel, x, y])
 
