@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -31,6 +32,9 @@ class TorchvisionModel(nn.Module):
 
     The network is ``self.net``, so its layers are named ``net.<torchvision name>``.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self,
@@ -136,12 +140,16 @@ def _state_dict(name: str, weights) -> dict:
 def _default_layers(name: str, task: str, net: nn.Module) -> tuple[str, str]:
     names = {n for n, _ in net.named_modules() if n}
     if task == "segmentation":
-        backbone = [n for n, _ in net.backbone.named_children()]
+        backbone = [n for n, _ in net.get_submodule("backbone").named_children()]
         explain = f"net.backbone.{backbone[-1]}"
-        if "cbr" in dict(net.classifier.named_children()):  # LRASPP: its high-level branch
+        if "cbr" in dict(net.get_submodule("classifier").named_children()):  # LRASPP: its high-level branch
             return "net.classifier.cbr", "net.classifier.cbr"
         # Why: the last ReLU of the head leaves a cheap tail (dropout + 1x1 conv) for Guide Me.
-        relus = [n for n, m in net.classifier.named_modules() if isinstance(m, nn.ReLU) and n.count(".") == 0]
+        relus = [
+            n
+            for n, m in net.get_submodule("classifier").named_modules()
+            if isinstance(m, nn.ReLU) and n.count(".") == 0
+        ]
         return explain, f"net.classifier.{relus[-1]}" if relus else explain
     table = [
         (("resnet", "resnext", "wide_resnet"), "layer4"),
@@ -159,7 +167,7 @@ def _default_layers(name: str, task: str, net: nn.Module) -> tuple[str, str]:
             return f"net.{layer}", f"net.{layer}"
     if name.startswith("vgg") or name == "alexnet":
         # Why: the last conv's ReLU (14 x 14 for VGG at 224 px), as in the Grad-CAM paper.
-        relus = [n for n, m in net.features.named_children() if isinstance(m, nn.ReLU)]
+        relus = [n for n, m in net.get_submodule("features").named_children() if isinstance(m, nn.ReLU)]
         layer = f"net.features.{relus[-1]}"
         return layer, layer
     if "features" in names:  # densenet, mobilenet, efficientnet, convnext, squeezenet
@@ -192,7 +200,7 @@ def torchvision_model(
     mean, std = list(preprocess.mean), list(preprocess.std)
 
     if w is None:
-        kwargs = {"weights": None}
+        kwargs: dict[str, Any] = {"weights": None}
         if task == "segmentation":
             kwargs.update(weights_backbone=None, num_classes=len(classes))
         net = models.get_model(name, **kwargs)

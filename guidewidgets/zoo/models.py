@@ -39,6 +39,9 @@ def _up(cin: int, cout: int) -> nn.Sequential:
 
 
 class _Normalize(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
@@ -65,6 +68,8 @@ class ShapeClassifier(nn.Module):
     """
 
     task = "classification"
+    classes: list[str]
+    meta: dict
     default_explain_layer = "features"
     default_guide_layer = "features"
 
@@ -103,6 +108,8 @@ class ShapeSegmenter(nn.Module):
     """
 
     task = "segmentation"
+    classes: list[str]
+    meta: dict
     default_explain_layer = "bottleneck"
     default_guide_layer = "bottleneck"
 
@@ -135,3 +142,6 @@ class ShapeSegmenter(nn.Module):
             )
         scores = self.decoder(self.bottleneck(self.encoder(self.normalize(x))))
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+ShapesModel = ShapeClassifier | ShapeSegmenter

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import ShapeClassifier, ShapeSegmenter
+from .models import ShapeClassifier, ShapeSegmenter, ShapesModel
 
 __all__ = ["models", "load", "weights_path", "FORMAT"]
 
@@ -20,7 +20,7 @@ __all__ = ["models", "load", "weights_path", "FORMAT"]
 FORMAT = "guidewidgets.zoo/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-_BUILDERS: dict[str, Callable[[], nn.Module]] = {
+_BUILDERS: dict[str, Callable[[], ShapesModel]] = {
     "shapes-classifier": ShapeClassifier,
     "shapes-segmenter": ShapeSegmenter,
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ _TASKS = {"classification": 0, "segmentation": 1}
 # which is what Guide Me's hints fix (with the cleaner classification style its only mistakes
 # were 1-px outline slivers: +6 mIoU after 20 questions instead of the paper's +18). The
 # classification style stays clean so the CAM classifier is accurate and its maps are sharp.
-_STYLE = {
+_STYLE: dict[str, dict[str, Any]] = {
     "classification": {"aspect": (0.45, 0.75), "jitter": 0.06},
     "segmentation": {"aspect": (0.55, 0.9), "jitter": 0.2},
 }

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .models import ShapeClassifier, ShapeSegmenter
+from .models import ShapeClassifier, ShapeSegmenter, ShapesModel
 from .registry import FORMAT, weights_path
 from .scenes import ShapeScenes
 
@@ -59,7 +58,7 @@ def _images(batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, scenes: ShapeScenes, batch_size: int = 100) -> dict:
+def evaluate(model: ShapesModel, scenes: ShapeScenes, batch_size: int = 100) -> dict:
     """Score ``model`` on ``scenes``.
 
     Classification: ``accuracy`` and ``confusion`` (rows: truth, columns: prediction) over
@@ -118,7 +117,9 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def train(recipe: str, *, epochs: int | None = None, threads: int = 1, log=None, **overrides) -> tuple[nn.Module, dict]:
+def train(
+    recipe: str, *, epochs: int | None = None, threads: int = 1, log=None, **overrides
+) -> tuple[ShapesModel, dict]:
     """Train the model of ``recipe`` ("classifier" or "segmenter") from scratch; returns it (eval
     mode) and its test-set :func:`evaluate` result. Deterministic for a given thread count."""
     if recipe not in RECIPES:
@@ -164,7 +165,7 @@ def train(recipe: str, *, epochs: int | None = None, threads: int = 1, log=None,
     return model, result
 
 
-def save(model: nn.Module, name: str, path: str | Path, result: dict) -> None:
+def save(model: ShapesModel, name: str, path: str | Path, result: dict) -> None:
     """Write ``model``'s weights with the metadata ``guidewidgets.zoo.load`` checks."""
     metrics = {
         k: v for k, v in result.items() if k in ("accuracy", "miou", "iou", "pixel_accuracy", "n", "train_seconds")
