@@ -1,0 +1,230 @@
+"""GAIN's pieces: the soft mask, the differentiable attention, the losses, the trainer's identities."""
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guidewidgets import zoo
+from guidewidgets.gain import (
+    GainConfig,
+    GainTrainer,
+    attention,
+    gain_losses,
+    masked_image,
+    mining_loss,
+    soft_mask,
+)
+from guidewidgets.zoo.models import ShapeClassifier
+
+
+class TinyNet(nn.Module):
+    """No BatchNorm: samples independent everywhere (the DDP test compares it across processes)."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()
+        )
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    b = zoo.ShapeScenes(48, seed=5).batch()
+    return b["images"].float() / 255, b["labels"], (b["masks"] > 0).float()
+
+
+def test_soft_mask_matches_formula():
+    a = torch.rand(3, 7, 7)
+    for sigma, omega in [(0.5, 10.0), (0.2, 3.0), (0.9, 0.0)]:
+        want = 1 / (1 + torch.exp(-omega * (a - sigma)))
+        torch.testing.assert_close(soft_mask(a, sigma, omega), want)
+    x = torch.rand(3, 3, 7, 7)
+    t = soft_mask(a)
+    torch.testing.assert_close(masked_image(x, t), x * (1 - t[:, None]))
+
+
+def test_attention_is_gradcam_normalised(scenes):
+    x, y, _ = scenes
+    model = zoo.load("shapes-classifier").eval()
+    att = attention(model, x[:6], y[:6], "features", create_graph=False)
+    assert att.maps.shape == (6, 96, 96)
+    flat = att.maps.flatten(1)
+    torch.testing.assert_close(flat.min(1).values, torch.zeros(6))
+    torch.testing.assert_close(flat.max(1).values, torch.ones(6))
+    # Grad-CAM by hand for image 0: GAP + linear means the weights are fc.weight[c] / (h w).
+    with torch.no_grad():
+        f = model.features(model.normalize(x[:1]))
+        cam = F.relu((model.fc.weight[y[0]][:, None, None] * f[0]).sum(0)) / 144
+    torch.testing.assert_close(att.raw[0], cam, rtol=1e-4, atol=1e-6)
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_gradients_reach_the_weights_through_the_attention(scenes):
+    x, y, _ = scenes
+    torch.manual_seed(0)
+    model = ShapeClassifier()
+    att = attention(model, x[:4], y[:4], "features", create_graph=True)
+    w = torch.rand_like(att.maps)
+    (g,) = torch.autograd.grad((att.maps * w).sum(), model.features.block1[0].weight)
+    assert g.abs().sum() > 0
+    # and the path through the gradient weights w^c (the fc layer only enters through them)
+    (gfc,) = torch.autograd.grad((attention(model, x[:4], y[:4], "features").maps * w).sum(), model.fc.weight)
+    assert gfc.abs().sum() > 0
+    assert not attention(model, x[:4], y[:4], "features", create_graph=False).maps.requires_grad
+
+
+def test_multilabel_pairs_match_single_label(scenes):
+    x, y, _ = scenes
+    model = zoo.load("shapes-classifier").eval()
+    hot = torch.zeros(4, 6)
+    hot[torch.arange(4), y[:4]] = 1
+    hot[0, (y[0] + 1) % 6] = 1  # a second class on image 0
+    multi = attention(model, x[:4], hot, "features", create_graph=False)
+    single = attention(model, x[:4], y[:4], "features", create_graph=False)
+    assert len(multi.maps) == 5
+    for p in range(5):
+        i, c = int(multi.image[p]), int(multi.cls[p])
+        if c == int(y[i]):
+            torch.testing.assert_close(multi.maps[p], single.maps[i])
+        else:
+            alone = attention(model, x[i : i + 1], torch.tensor([c]), "features", create_graph=False)
+            torch.testing.assert_close(multi.maps[p], alone.maps[0], rtol=1e-4, atol=1e-5)
+
+
+def test_mining_loss_drops_when_the_mask_hides_the_object(scenes):
+    x, y, objects = scenes
+    model = zoo.load("shapes-classifier").eval()
+    # the same number of pixels erased, once on the object, once on the background far from it
+    shifted = torch.roll(objects, shifts=(48, 48), dims=(1, 2)) * (1 - objects)
+    hidden = mining_loss(model, x, y, objects)
+    elsewhere = mining_loss(model, x, y, shifted)
+    nothing = mining_loss(model, x, y, torch.zeros_like(objects))
+    assert hidden < 0.5 * elsewhere and hidden < 0.5 * nothing
+
+
+def test_pixel_label_loss_is_mean_squared_error(scenes):
+    x, y, objects = scenes
+    torch.manual_seed(0)
+    model = ShapeClassifier().eval()
+    has = torch.tensor([True, False, True, False])
+    out = gain_losses(model, x[:4], y[:4], "features", GainConfig(alpha=0.0), masks=objects[:4], has_mask=has)
+    want = ((out.attention.maps[has] - objects[:4][has]) ** 2).mean()
+    torch.testing.assert_close(out.e, want)
+    torch.testing.assert_close(out.total, out.cl + 10.0 * want)
+
+
+def _plain_weights(x, y, steps, batch, seed):
+    torch.manual_seed(0)
+    model = ShapeClassifier(num_classes=6)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    per_epoch = -(-len(x) // batch)
+    for s in range(steps):
+        epoch, k = divmod(s, per_epoch)
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        i = order[k * batch : (k + 1) * batch]
+        loss = F.cross_entropy(model(x[i]), y[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.state_dict()
+
+
+def test_alpha_zero_without_masks_is_plain_training(scenes):
+    x, y, _ = scenes
+    torch.manual_seed(0)
+    model = ShapeClassifier(num_classes=6)
+    trainer = GainTrainer(model, "features", x, y, config=GainConfig(alpha=0.0), batch_size=16, seed=3, mine=True)
+    trainer.fit(steps=4)
+    assert trainer.history[-1]["losses"]["am"] > 0  # the attention was computed, with weight 0
+    want = _plain_weights(x, y, steps=4, batch=16, seed=3)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_trainer_deterministic_and_gain_moves_weights(scenes):
+    x, y, objects = scenes
+
+    def run(alpha):
+        torch.manual_seed(0)
+        m = ShapeClassifier(num_classes=6)
+        t = GainTrainer(
+            m,
+            "features",
+            x,
+            y,
+            config=GainConfig(alpha=alpha),
+            masks=objects,
+            has_mask=torch.arange(48) < 4,
+            batch_size=16,
+            seed=1,
+        )
+        t.fit(steps=2)
+        return m.state_dict(), t.history
+
+    a, ha = run(1.0)
+    b, hb = run(1.0)
+    c, _ = run(0.0)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert ha == hb
+    assert any(not torch.allclose(a[k].float(), c[k].float()) for k in a)
+    assert ha[0]["losses"]["e"] > 0
+
+
+def test_pause_resume_stop_and_probes(scenes):
+    x, y, _ = scenes
+    torch.manual_seed(0)
+    events = []
+    gate = threading.Event()
+
+    def cb(ev):
+        events.append(ev)
+        if ev["kind"] == "step" and ev["step"] == 2:
+            trainer.pause()
+            gate.set()
+
+    trainer = GainTrainer(
+        TinyNet(), "features", x, y % 3, batch_size=8, epochs=50, probes=x[:3], probe_every=1, callbacks=[cb]
+    )
+    th = threading.Thread(target=trainer.fit)
+    th.start()
+    assert gate.wait(30)
+    assert trainer.paused
+    steps = trainer.step_count
+    th.join(timeout=0.5)
+    assert th.is_alive() and trainer.step_count == steps  # paused: no progress
+    trainer.resume()
+    trainer.stop()
+    th.join(timeout=30)
+    assert not th.is_alive()
+    assert events[-1] == {**events[-1], "kind": "end", "reason": "stopped"}
+    probes = [e for e in events if e["kind"] == "probe"]
+    assert probes and probes[0]["maps"].shape == (3, 96, 96) and probes[0]["masked"].shape == (3, 3, 96, 96)
+    assert trainer.step_count < trainer.total_steps
+
+
+def test_clear_errors(scenes):
+    x, y, objects = scenes
+    model = ShapeClassifier()
+    with pytest.raises(ValueError, match="spatial"):
+        attention(model, x[:2], y[:2], "pool")
+    with pytest.raises(ValueError, match="shape"):
+        gain_losses(model, x[:2], y[:2], "features", masks=objects[:2, :48])
+    for bad in ({"alpha": -1.0}, {"omega": -2.0}, {"omega_e": -1.0}, {"sigma": 2.0}):
+        with pytest.raises(ValueError, match=">= 0|in \\[0, 1\\]"):
+            GainConfig(**bad)
+    with pytest.raises(ValueError, match="no training samples"):
+        GainTrainer(model, "features", x[:4], torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="No layer"):
+        GainTrainer(model, "featurez", x, y)
+    with pytest.raises(ValueError, match="0..5"):
+        attention(model, x[:2], torch.tensor([0, 9]), "features")
