@@ -19,11 +19,12 @@ from .questions import (
     single_hint_flip,
     void_band,
 )
-from .session import DEFAULTS, Guide, GuideState, bottleneck_layer
+from .session import DEFAULTS, Guide, GuideState, active_guide, bottleneck_layer
 
 __all__ = [
     "Guide",
     "GuideState",
+    "active_guide",
     "GuidingBlock",
     "Hint",
     "HintTargets",

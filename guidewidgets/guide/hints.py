@@ -59,29 +59,66 @@ class HintTargets:
     ``y_hat`` (H, W) int64 holds the hinted class where ``m_hat`` (H, W) bool is set (-1
     elsewhere); ``n_hat`` (K, H, W) bool marks "class k is not at this pixel". A later hint wins
     over an earlier one at the same pixel when they contradict each other.
+
+    :meth:`add` updates the maps in place (cost: the hint's pixels) and the sparse index lists
+    the loss reads (``pos_y`` ...) are rebuilt lazily, once, on the next read; so adding n hints
+    costs O(n), not O(n^2). The result equals a from-scratch build over the same hints.
     """
 
     def __init__(self, hints: Sequence[Hint], num_classes: int, height: int, width: int, device=None):
         self.y_hat = torch.full((height, width), -1, dtype=torch.long, device=device)
         self.m_hat = torch.zeros(height, width, dtype=torch.bool, device=device)
         self.n_hat = torch.zeros(num_classes, height, width, dtype=torch.bool, device=device)
+        self._sparse: tuple[torch.Tensor, ...] | None = None
         for hint in hints:
-            ys, xs = hint.pixels[:, 0], hint.pixels[:, 1]
-            if hint.negative:
-                self.n_hat[hint.cls, ys, xs] = True
-                clash = self.y_hat[ys, xs] == hint.cls
-                self.m_hat[ys[clash], xs[clash]] = False
-                self.y_hat[ys[clash], xs[clash]] = -1
-            else:
-                self.y_hat[ys, xs] = hint.cls
-                self.m_hat[ys, xs] = True
-                self.n_hat[hint.cls, ys, xs] = False
+            self.add(hint)
+
+    def add(self, hint: Hint) -> None:
+        """Apply one more hint on top of the earlier ones (it wins where they contradict)."""
+        ys, xs = hint.pixels[:, 0], hint.pixels[:, 1]
+        if hint.negative:
+            self.n_hat[hint.cls, ys, xs] = True
+            clash = self.y_hat[ys, xs] == hint.cls
+            self.m_hat[ys[clash], xs[clash]] = False
+            self.y_hat[ys[clash], xs[clash]] = -1
+        else:
+            self.y_hat[ys, xs] = hint.cls
+            self.m_hat[ys, xs] = True
+            self.n_hat[hint.cls, ys, xs] = False
+        self._sparse = None
+
+    def _lists(self) -> tuple[torch.Tensor, ...]:
         # Sparse index lists for the loss: the hot path gathers a few logits, never the whole map.
-        pos = self.m_hat.nonzero()
-        self.pos_y, self.pos_x = pos[:, 0], pos[:, 1]
-        self.pos_cls = self.y_hat[self.pos_y, self.pos_x]
-        neg = self.n_hat.nonzero()
-        self.neg_cls, self.neg_y, self.neg_x = neg[:, 0], neg[:, 1], neg[:, 2]
+        if self._sparse is None:
+            pos = self.m_hat.nonzero()
+            pos_y, pos_x = pos[:, 0], pos[:, 1]
+            neg = self.n_hat.nonzero()
+            self._sparse = (pos_y, pos_x, self.y_hat[pos_y, pos_x], neg[:, 0], neg[:, 1], neg[:, 2])
+        return self._sparse
+
+    @property
+    def pos_y(self) -> torch.Tensor:
+        return self._lists()[0]
+
+    @property
+    def pos_x(self) -> torch.Tensor:
+        return self._lists()[1]
+
+    @property
+    def pos_cls(self) -> torch.Tensor:
+        return self._lists()[2]
+
+    @property
+    def neg_cls(self) -> torch.Tensor:
+        return self._lists()[3]
+
+    @property
+    def neg_y(self) -> torch.Tensor:
+        return self._lists()[4]
+
+    @property
+    def neg_x(self) -> torch.Tensor:
+        return self._lists()[5]
 
     @property
     def count(self) -> int:
@@ -92,6 +129,14 @@ class HintTargets:
     def hinted(self) -> torch.Tensor:
         """(H, W) bool: pixels that carry any hint."""
         return self.m_hat | self.n_hat.any(0)
+
+    def equals(self, other: HintTargets) -> bool:
+        """Same maps (and hence the same loss) as ``other``."""
+        return (
+            torch.equal(self.y_hat, other.y_hat)
+            and torch.equal(self.m_hat, other.m_hat)
+            and torch.equal(self.n_hat, other.n_hat)
+        )
 
 
 def hint_loss(logits: torch.Tensor, t: HintTargets) -> torch.Tensor:

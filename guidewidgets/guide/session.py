@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import weakref
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import eval_mode, feature_maps, get_layer, model_output
+from ..hooks import eval_mode, feature_maps, get_layer, model_lock, model_output
 from .block import GuidingBlock
 from .forward import HeadCache, empty_batch
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
 
-__all__ = ["Guide", "GuideState", "bottleneck_layer", "DEFAULTS", "OPTIMIZERS"]
+__all__ = ["Guide", "GuideState", "active_guide", "bottleneck_layer", "DEFAULTS", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "lbfgs", "sgd")
 # Tuned on ShapeScenes seeds 5001 and 6001 (reproduce.py); evaluated on seed 12001 (EVAL_SEED).
@@ -36,6 +38,28 @@ DEFAULTS = {
 LBFGS_MAX_ITER = 40  # f-BRS's budget
 
 
+# The open Guide of each model (one guide per model at a time). Weak on both sides: neither the
+# model nor the guide is kept alive by this table.
+_ACTIVE: weakref.WeakKeyDictionary[nn.Module, weakref.ref[Guide]] = weakref.WeakKeyDictionary()
+
+SUPERSEDED = (
+    "this Guide was closed because a newer Guide on the same model took over (one guide per model "
+    "at a time, so the model is never guided by a session you can no longer reach); use the newer "
+    "Guide, or make a new one"
+)
+
+
+def active_guide(model: nn.Module) -> Guide | None:
+    """The open :class:`Guide` whose guiding block is attached to ``model``, or None.
+
+    Why: any forward of a model that carries a guide is guided; explain and the widgets ask here
+    before trusting a "plain" forward.
+    """
+    ref = _ACTIVE.get(model)
+    guide = ref() if ref is not None else None
+    return guide if guide is not None and not guide.closed else None
+
+
 def _check_image(image: torch.Tensor) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
         raise TypeError(
@@ -51,6 +75,12 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"image must have shape (3, H, W) (one RGB image, channels first), got "
             f"{tuple(image.shape)}; for (H, W, 3) use image.permute(2, 0, 1)"
+        )
+    if not bool(torch.isfinite(image).all()):
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(
+            f"image holds {bad} NaN or infinite values; a guide needs finite pixels in [0, 1]: "
+            "fix or mask them first (e.g. torch.nan_to_num(image).clamp(0, 1))"
         )
     lo, hi = float(image.min()), float(image.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
@@ -124,13 +154,19 @@ class Guide:
     """Guide Me on one image: a guiding block at ``layer``, hints, and the optimiser that fits them.
 
     The block is attached with hooks for the life of the session (``close()`` or the end of a
-    ``with`` block removes it; so does garbage collection). The model's weights never get
+    ``with`` block removes it; so does garbage collection). One guide per model at a time: a new
+    Guide on a model that still carries an open one closes the older one (its methods then raise
+    RuntimeError, and :attr:`closed_reason` says why); :func:`active_guide` tells whether a model
+    is guided. Forwards hold :func:`guidewidgets.hooks.model_lock`, so a background explain and a
+    guide step never interleave hooks. The model's weights never get
     gradients: only the block's parameters are differentiated, with ``torch.autograd.grad``.
 
     Args:
         model: a segmenter taking (B, 3, H, W) in [0, 1] and returning (B, K, H, W) logits (or a
             dict with ``"out"``, as torchvision's).
-        image: (3, H, W) float in [0, 1].
+        image: (3, H, W) (or (1, 3, H, W)) float tensor in [0, 1], finite (NaN/inf refused). It is
+            copied to the model's device and cast to the dtype of the model's parameters (a
+            float16 image on a float32 model runs in float32; a float64 model gets float64).
         layer: dotted module name; ``None`` = ``model.default_guide_layer`` or the bottleneck.
         spatial: optimise alpha and beta too (False = channel-only block, as f-BRS).
         optimizer: ``"adam"`` (default), ``"lbfgs"`` (one L-BFGS iteration per step, at most 40,
@@ -167,6 +203,46 @@ class Guide:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be 'adam' (default), 'lbfgs' or 'sgd', got {optimizer!r}")
         image = _check_image(image)
+        self._handles: list = []
+        self._closed_reason: str | None = None
+        self._bypass = False  # hooks pass through (while a newer Guide on the model is being made)
+        with model_lock(model):
+            ref = _ACTIVE.get(model)
+            older = ref() if ref is not None else None
+            if older is not None and older.closed:
+                older = None
+            if older is not None:
+                # Why bypass first, close later: the new plain forward must not see the old block,
+                # yet a failing constructor must leave the old session working as it was.
+                older._bypass = True
+            try:
+                self._setup(
+                    model, image, layer, spatial, optimizer, lr, steps, penalty, bias_weight, fast, keep, margin
+                )
+            except BaseException:
+                if older is not None:
+                    older._bypass = False
+                self.close()
+                raise
+            if older is not None:
+                older._supersede()
+            _ACTIVE[model] = weakref.ref(self)
+
+    def _setup(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        layer: str | None,
+        spatial: bool,
+        optimizer: str,
+        lr: float | None,
+        steps: int | None,
+        penalty: float | None,
+        bias_weight: float | None,
+        fast: bool,
+        keep: float | None,
+        margin: float | None,
+    ) -> None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else image.device
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -209,7 +285,6 @@ class Guide:
         self._cached: tuple[int, torch.Tensor] | None = None
         self._replay = False  # substitute the kept activation at the layer (fast forward)
         self._cut = False  # full forward: head without autograd graph, graph from the layer on
-        self._handles: list = []
         self._attach()
         self._finalizer = weakref.finalize(self, _detach_hooks, self._handles)
         self.fast_path = False
@@ -229,7 +304,7 @@ class Guide:
 
         handle = self._module.register_forward_hook(keep)
         try:
-            with eval_mode(self.model):
+            with model_lock(self.model), eval_mode(self.model):
                 out = self.model(self._x)
         finally:
             handle.remove()
@@ -270,13 +345,13 @@ class Guide:
 
         def pre(_m, args):
             g = ref()
-            if g is not None and g._replay:
+            if g is not None and g._replay and not g._bypass:
                 return empty_batch(args)
             return None
 
         def post(_m, _args, out):
             g = ref()
-            if g is None:
+            if g is None or g._bypass:
                 return None
             if g._cut:
                 torch.set_grad_enabled(True)
@@ -297,7 +372,7 @@ class Guide:
         fast = self.fast_path if fast is None else fast
         handles = []
         try:
-            with eval_mode(self.model, self._all_modules), torch.set_grad_enabled(grad):
+            with model_lock(self.model), eval_mode(self.model, self._all_modules), torch.set_grad_enabled(grad):
                 if fast:
                     self._replay = True
                     with self._head.replaying():  # type: ignore[union-attr]
@@ -319,7 +394,7 @@ class Guide:
     def _check_fast_path(self) -> None:
         """Use the cached head only if it reproduces full forwards, at zero and off zero."""
         try:
-            with eval_mode(self.model):
+            with model_lock(self.model), eval_mode(self.model):
                 self._head = HeadCache(self.model, self._module, self._x)
             with torch.no_grad():
                 zero = self._forward(grad=False, fast=True)
@@ -344,8 +419,12 @@ class Guide:
             self._head = None
 
     def _check_open(self) -> None:
-        if not self._handles:
-            raise RuntimeError("this Guide is closed; make a new one")
+        if self._closed_reason is not None or not self._handles:
+            raise RuntimeError(self._closed_reason or "this Guide is closed; make a new one")
+
+    def _supersede(self) -> None:
+        self.close()
+        self._closed_reason = SUPERSEDED
 
     def _new_optimizer(self) -> None:
         params = self.block.parameters()
@@ -396,8 +475,12 @@ class Guide:
         self.losses.append(value)
         return value
 
-    def _hints_changed(self) -> None:
-        self._targets = HintTargets(self._hints, self.num_classes, self.height, self.width, self.image.device)
+    def _hints_changed(self, added: Hint | None = None) -> None:
+        if added is not None:
+            # Why incremental: rebuilding from every hint made add_hint quadratic (800 hints ~11 s).
+            self._targets.add(added)
+        else:
+            self._targets = HintTargets(self._hints, self.num_classes, self.height, self.width, self.image.device)
         self._opt = None  # warm start: keep the block, restart the optimiser's memory
 
     def _check_pixel(self, y: int, x: int) -> tuple[int, int]:
@@ -437,6 +520,7 @@ class Guide:
     @torch.no_grad()
     def logits(self) -> torch.Tensor:
         """(1, K, H, W) logits with the current guide; at zero exactly the plain logits."""
+        self._check_open()
         if self.block.is_zero():
             return self._plain.clone()
         if self._cached is None or self._cached[0] != self._version:
@@ -470,7 +554,7 @@ class Guide:
         pixels = torch.tensor([[yi, xi]], dtype=torch.long, device=self.image.device)
         hint = Hint(points=((yi, xi),), cls=k, negative=bool(negative), radius=0, pixels=pixels)
         self._hints.append(hint)
-        self._hints_changed()
+        self._hints_changed(hint)
         return hint
 
     def add_stroke(
@@ -488,16 +572,18 @@ class Guide:
         mask = rasterize_stroke(pts, int(radius), self.height, self.width, self.image.device)
         hint = Hint(points=tuple(pts), cls=k, negative=bool(negative), radius=int(radius), pixels=mask.nonzero())
         self._hints.append(hint)
-        self._hints_changed()
+        self._hints_changed(hint)
         return hint
 
     def clear_hints(self) -> None:
         """Forget every hint (the block keeps its values; call :meth:`reset` to zero it)."""
+        self._check_open()
         self._hints.clear()
         self._hints_changed()
 
     def reset(self, clear_hints: bool = False) -> None:
         """Set the block back to zero (the plain prediction) and forget the loss history."""
+        self._check_open()
         self.block.zero_()
         self._opt = None
         self._version += 1
@@ -540,8 +626,15 @@ class Guide:
         self._version += 1
         self._cached = None
 
-    def step(self) -> float:
-        """One optimiser step on the hints; returns the objective before the step."""
+    def step(self) -> float | None:
+        """One optimiser step on the hints; returns the objective before the step.
+
+        With no hints there is nothing to fit: the block does not move and None is returned (the
+        penalty and the keep term alone would only pull an earlier guide back towards zero).
+        """
+        self._check_open()
+        if self._targets.count == 0:
+            return None
         return self._grad_step(self._forward(grad=True))
 
     def satisfied(self) -> bool:
@@ -558,6 +651,11 @@ class Guide:
         ``callback(step, loss)`` is called after each step (a widget redraws there).
         """
         self._check_open()
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+                raise TypeError(f"steps must be an int (the most optimiser steps to take), got {steps!r}")
+            if steps < 0:
+                raise ValueError(f"steps must be >= 0 (the most optimiser steps to take), got {steps}")
         budget = self.max_steps if steps is None else int(steps)
         if self.optimizer_name == "lbfgs":
             budget = min(budget, LBFGS_MAX_ITER)
@@ -601,12 +699,21 @@ class Guide:
 
     def close(self) -> None:
         """Remove the guiding block from the model (safe to call twice)."""
-        _detach_hooks(self._handles)
+        with model_lock(self.model) if hasattr(self, "model") else contextlib.nullcontext():
+            _detach_hooks(self._handles)
         self._head = None
+        if self._closed_reason is None:
+            self._closed_reason = "this Guide is closed; make a new one"
 
     @property
     def closed(self) -> bool:
-        return not self._handles
+        """True once :meth:`close` ran or a newer Guide on the same model took over."""
+        return self._closed_reason is not None or not self._handles
+
+    @property
+    def closed_reason(self) -> str | None:
+        """None while open; otherwise a sentence a widget can show (closed, or superseded)."""
+        return self._closed_reason
 
     def __enter__(self) -> Guide:
         return self
