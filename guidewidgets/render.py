@@ -36,12 +36,39 @@ __all__ = [
     "resize",
     "to_png",
     "colormap_names",
+    "split_cmap",
+    "heatmap_rgba",
+    "colorbar",
+    "text_rgba",
+    "titled",
+    "outline_rgba",
+    "HIGH_CONTRAST",
 ]
 
 ArrayLike = Any  # torch.Tensor | np.ndarray | nested sequences
 
 # Colormaps offered by the widgets (matplotlib has ~170; these read well as heatmaps).
 COLORMAPS = ["jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "coolwarm", "seismic", "gray"]
+#: Suffix of a colormap menu entry whose low values fade to transparent ("turbo (fade)").
+FADE = " (fade)"
+#: Signed maps use a diverging colormap centred on zero; the menu's own is used when it is one of these.
+DIVERGING = ("RdBu_r", "coolwarm", "seismic", "bwr", "PiYG", "PuOr")
+#: Class colours that stay apart over any photo: saturated, with black/white outlines drawn around.
+HIGH_CONTRAST = np.asarray(
+    [
+        (0, 0, 0, 255),
+        (255, 225, 25, 255),
+        (0, 130, 200, 255),
+        (230, 25, 75, 255),
+        (60, 180, 75, 255),
+        (245, 130, 48, 255),
+        (145, 30, 180, 255),
+        (70, 240, 240, 255),
+        (240, 50, 230, 255),
+        (255, 255, 255, 255),
+    ],
+    dtype=np.uint8,
+)
 
 
 def to_numpy(x: ArrayLike) -> np.ndarray:
@@ -129,9 +156,15 @@ def normalize(map: ArrayLike, *, signed: bool = False, clip: float | None = None
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def colormap_names() -> list[str]:
-    """The colormap names the widgets offer (any name in ``matplotlib.colormaps`` works too)."""
-    return list(COLORMAPS)
+def colormap_names(fade: bool = False) -> list[str]:
+    """The colormap names the widgets offer (any name in ``matplotlib.colormaps`` works too);
+    ``fade=True`` lists the fading variants ("turbo (fade)") first."""
+    return ([c + FADE for c in COLORMAPS] if fade else []) + list(COLORMAPS)
+
+
+def split_cmap(name: str) -> tuple[str, bool]:
+    """``"turbo (fade)"`` -> ``("turbo", True)``; a plain name -> ``(name, False)``."""
+    return (name[: -len(FADE)], True) if name.endswith(FADE) else (name, False)
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,7 +217,7 @@ def resize(a: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -> np
     h, w = size
     if a.shape[:2] == (h, w):
         return a
-    resample = Image.NEAREST if nearest else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
     if a.ndim == 2:
         return np.asarray(Image.fromarray(a.astype(np.float32)).resize((w, h), resample))
     chans = [
@@ -223,7 +256,7 @@ def overlay(
             raise ValueError(f"map has shape {tuple(m.shape)}; expected (H, W) or an (H, W, 4) RGBA layer")
         m = normalize(m, signed=signed, clip=clip)
         layer = colorize(resize(m, (h, w)), cmap, normalized=True)
-        a = np.float32(alpha)
+        a = np.full((1, 1, 1), alpha, np.float32)
     out = base.copy()
     out[..., :3] = (base[..., :3] * (1.0 - a) + layer[..., :3] * a + 0.5).astype(np.uint8)
     out[..., 3] = 255
@@ -241,7 +274,8 @@ def palette(n: int) -> np.ndarray:
     import matplotlib
 
     cols = [(64, 64, 64, 255)]
-    tab = list(matplotlib.colormaps["tab10"].colors) + list(matplotlib.colormaps["tab20"].colors[1::2])
+    tab = list(getattr(matplotlib.colormaps["tab10"], "colors", []))
+    tab += list(getattr(matplotlib.colormaps["tab20"], "colors", [])[1::2])
     for i in range(n - 1):
         if i < len(tab):
             r, g, b = tab[i]
@@ -363,3 +397,168 @@ def to_png(rgba: ArrayLike) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def heatmap_rgba(
+    map: ArrayLike,
+    cmap: str = "turbo",
+    *,
+    signed: bool = False,
+    opacity: float = 0.6,
+    vrange: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """A map as an RGBA overlay layer: colour from ``cmap``, alpha from ``opacity``.
+
+    ``cmap`` may carry the fade suffix (``"turbo (fade)"``): alpha then grows with the value
+    (unsigned) or with the magnitude (signed), so low evidence leaves the photo visible. Signed
+    maps are centred on zero with a diverging colormap (the menu's if it is diverging, else
+    ``RdBu_r``). ``vrange``: a shared (lo, hi) instead of the map's own range (signed: the largest
+    magnitude ``hi``).
+    """
+    name, fade = split_cmap(cmap)
+    a = _squeeze_batch(to_numpy(map), 2, "map").astype(np.float32, copy=False)
+    if a.ndim != 2:
+        raise ValueError(f"map has shape {tuple(a.shape)}; expected (H, W)")
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    if signed:
+        name = name if name in DIVERGING else DIVERGING[0]
+        m = float(np.abs(a).max()) if vrange is None else max(abs(vrange[0]), abs(vrange[1]))
+        v = np.clip(0.5 + 0.5 * a / m, 0.0, 1.0) if m > 0 else np.full(a.shape, 0.5, np.float32)
+        strength = np.abs(2.0 * v - 1.0)
+    else:
+        if vrange is None:
+            v = normalize(a)
+        else:
+            lo, hi = vrange
+            v = np.clip((a - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros(a.shape, np.float32)
+        strength = v
+    out = colorize(v, name, normalized=True).copy()
+    alpha = float(min(1.0, max(0.0, opacity)))
+    if fade:
+        out[..., 3] = (alpha * 255.0 * np.sqrt(strength) + 0.5).astype(np.uint8)
+    else:
+        out[..., 3] = int(round(alpha * 255))
+    return out
+
+
+def colorbar(cmap: str = "turbo", length: int = 256, thickness: int = 14, *, signed: bool = False) -> np.ndarray:
+    """A vertical colour bar (high at the top), opaque RGBA ``(length, thickness, 4)``; the fade
+    suffix is ignored (the bar shows the colours at full strength)."""
+    name, _ = split_cmap(cmap)
+    if signed and name not in DIVERGING:
+        name = DIVERGING[0]
+    v = np.linspace(1.0, 0.0, max(2, int(length)), dtype=np.float32)[:, None].repeat(max(1, int(thickness)), 1)
+    out = colorize(v, name, normalized=True).copy()
+    out[[0, -1], :] = (90, 90, 90, 255)
+    out[:, [0, -1]] = (90, 90, 90, 255)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # Pillow < 10.1: bitmap font of one size
+        return ImageFont.load_default()
+
+
+def text_rgba(
+    text: str,
+    width: int,
+    *,
+    size: int = 14,
+    color: tuple[int, int, int, int] = (20, 20, 20, 255),
+    background: tuple[int, int, int, int] = (255, 255, 255, 255),
+    align: str = "left",
+) -> np.ndarray:
+    """Lines of text drawn into an RGBA strip ``width`` px wide (words wrap to fit)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(int(size))
+    lines: list[str] = []
+    for para in str(text).split("\n"):
+        line = ""
+        for word in para.split(" "):
+            trial = f"{line} {word}".strip()
+            if line and font.getlength(trial) > width - 4:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    step = int(size * 1.3)
+    im = Image.new("RGBA", (int(width), step * len(lines) + 4), background)
+    draw = ImageDraw.Draw(im)
+    for i, line in enumerate(lines):
+        x = 2 if align == "left" else max(2, int((width - font.getlength(line)) / 2))
+        draw.text((x, 2 + i * step), line, fill=color, font=font)
+    return np.asarray(im).copy()
+
+
+def titled(
+    picture: ArrayLike,
+    heading: str = "",
+    *,
+    bar: np.ndarray | None = None,
+    bar_labels: tuple[str, str] = ("", ""),
+    caption: str = "",
+    size: int = 14,
+) -> np.ndarray:
+    """A picture with a heading above, an optional colour bar (with top/bottom labels) at its
+    right and a caption below, on white: what an export shows."""
+    pic = to_rgba(picture)
+    h = pic.shape[0]
+    parts = [pic]
+    if bar is not None:
+        b = resize(to_rgba(bar), (h, bar.shape[1]), nearest=True)
+        labels = max(60, int(size * 0.6 * max(len(bar_labels[0]), len(bar_labels[1]), 1)))
+        col = np.full((h, 8 + b.shape[1] + 4 + labels, 4), 255, np.uint8)
+        col[:, 8 : 8 + b.shape[1]] = b
+        hi = text_rgba(bar_labels[1], labels, size=size - 2)
+        lo = text_rgba(bar_labels[0], labels, size=size - 2)
+        x0 = 12 + b.shape[1]
+        col[: min(h, hi.shape[0]), x0:] = hi[: min(h, hi.shape[0])]
+        col[max(0, h - lo.shape[0]) :, x0:] = lo[: min(h, lo.shape[0])]
+        parts.append(col)
+    body = np.concatenate(parts, axis=1) if len(parts) > 1 else pic
+    rows = []
+    if heading:
+        rows.append(text_rgba(heading, body.shape[1], size=size))
+    rows.append(body)
+    if caption:
+        rows.append(text_rgba(caption, body.shape[1], size=size - 2))
+    return np.concatenate(rows, axis=0)
+
+
+def outline_rgba(labels: ArrayLike, palette: ArrayLike, *, background: int | None = 0, width: int = 1) -> np.ndarray:
+    """Class regions drawn as contours only (their palette colour, black on the outside), so the
+    scene under them stays visible and each outline's colour is the legend's."""
+    lab = _squeeze_batch(to_numpy(labels), 2, "labels").astype(np.int64)
+    pal = to_numpy(palette)
+    edge = np.zeros(lab.shape, bool)
+    edge[1:] |= lab[1:] != lab[:-1]
+    edge[:-1] |= lab[1:] != lab[:-1]
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    edge[:, :-1] |= lab[:, 1:] != lab[:, :-1]
+    for _ in range(max(0, int(width) - 1)):
+        grown = edge.copy()
+        grown[1:] |= edge[:-1]
+        grown[:-1] |= edge[1:]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown
+    out = np.zeros(lab.shape + (4,), np.uint8)
+    inner = edge if background is None else edge & (lab != background)
+    out[inner, :3] = pal[lab[inner], :3]
+    out[inner, 3] = 255
+    # a dark rim just outside each coloured contour keeps light colours readable on light scenes
+    rim = np.zeros_like(inner)
+    rim[1:] |= inner[:-1]
+    rim[:-1] |= inner[1:]
+    rim[:, 1:] |= inner[:, :-1]
+    rim[:, :-1] |= inner[:, 1:]
+    rim &= ~inner
+    out[rim] = (0, 0, 0, 200)
+    return out

@@ -8,6 +8,7 @@ into the canvas). Small stand-in models keep the file fast and independent of th
 from __future__ import annotations
 
 import datetime
+import html
 import io
 import threading
 
@@ -95,11 +96,9 @@ def _png_bytes(a: np.ndarray) -> bytes:
 
 def _expected_overlay(w: ExplainWidget, method: str) -> np.ndarray:
     info = explain.method_info(method)
-    kw = dict(w.options.get(method, {}))
+    kw = dict(w.session.options.get(method, {}))
     m = explain.explain(w.model, w.images[w.image_index][None], method, target=w.target, layer=w.layer or None, **kw)
-    rgba = render.colorize(m[0], w.colormap, signed=info.signed)
-    rgba[..., 3] = round(w.opacity * 255)
-    return rgba
+    return render.heatmap_rgba(m[0], w.colormap, signed=info.signed, opacity=w.opacity)
 
 
 # ---- image view -------------------------------------------------------------------------------
@@ -193,20 +192,29 @@ def test_explain_initial_state(ew, clf, images):
     assert np.array_equal(ew.view.frames["image"], render.to_rgba(images[0]))
     assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
     assert ew.view.frames["overlay"] is ew.frame
-    assert ew.layer == "" and ew.w_layer.options[0][1] == ""
-    assert "features.2" in [v for _, v in ew.w_layer.options]
+    assert ew.layer == "" and ew.w_layer.options[0][1] == "" and "features.2" in ew.w_layer.options[0][0]
+    values = [v for _, v in ew.w_layer.options]
+    assert len(values) == len(set(values)) and "features.0" in values  # each feature map once
+    assert all("(32 x 32)" in label for label, v in ew.w_layer.options if v)  # grid sizes shown
 
 
 def test_explain_every_method_from_the_toggle(ew):
-    for name in explain.methods():
+    for name in explain.methods():  # whatever is registered, the widget shows it or says why not
         ew.w_method.value = name  # what a click does
         ew.wait(30)
-        assert ew.method == name and ew.status == "", (name, ew.status)
-        assert ew.frame.shape == (32, 32, 4) and ew.frame.dtype == np.uint8
         info = explain.method_info(name)
+        assert ew.method == name and ew.w_layer.disabled == (not info.uses_layer)
+        assert html.escape(info.summary) in ew.w_summary.value
+        try:
+            expected = _expected_overlay(ew, name)
+        except (ValueError, TypeError) as err:  # a method that does not apply to this model
+            assert ew.status.startswith(f"Error: {info.title} failed") and str(err)[:40] in ew.status
+            assert ew.view.frames["overlay"] is None
+            continue
+        assert ew.status == "", (name, ew.status)
+        assert ew.frame.shape == (32, 32, 4) and ew.frame.dtype == np.uint8
         if name not in ("smoothgrad", "smooth-grad-cam++", "rise"):  # random methods: own draws
-            assert np.array_equal(ew.frame, _expected_overlay(ew, name)), name
-        assert ew.w_layer.disabled == (not info.uses_layer)
+            assert np.array_equal(ew.frame, expected), name
 
 
 def test_method_toggle_changes_overlay_pixels_and_client_gets_them(ew):
@@ -244,10 +252,10 @@ def test_cache_makes_toggling_back_free(ew, monkeypatch):
 
 
 def test_style_controls_and_bad_values(ew):
-    ew.w_opacity.value = 0.8
-    assert ew.opacity == 0.8 and (ew.frame[..., 3] == 204).all()
     ew.w_cmap.value = "gray"
     assert (ew.frame[..., 0] == ew.frame[..., 1]).all()
+    ew.w_opacity.value = 0.8
+    assert ew.opacity == 0.8 and (ew.frame[..., 3] == 204).all()
     ew.colormap = "not-a-map"
     assert ew.colormap == "gray" and ew.status.startswith("Error") and "colormap" in ew.status
     ew.method = "Grad_CAM"  # forgiving spelling
@@ -311,17 +319,41 @@ def test_dataset_and_list_inputs(clf):
 def test_compare_mode(ew):
     ew.compare_methods = ["grad-cam", "saliency", "cam"]
     ew.w_compare.value = True
-    assert ew.compare
-    assert ew.compare_frame.shape == (32, 32 * 3 + 8, 4)
+    assert ew.compare and ew.w_grid.layout.display is None and ew.w_panel.layout.display == "none"
+    tiles = ew.w_grid.children
+    assert len(tiles) == 3 and ew.compare_captions == ew.w_grid.captions
+    for box, m, caption in zip(tiles, ["grad-cam", "saliency", "cam"], ew.compare_captions):
+        assert caption.startswith(explain.method_info(m).title + " (")  # each tile carries its own caption
+        assert caption in box.children[1].value and box.children[0].value[:4] == b"\x89PNG"
     base = render.to_rgba(ew.images[0])
     tile = render.overlay(base, _expected_overlay(ew, "saliency"), alpha=1.0)
-    assert np.array_equal(ew.compare_frame[:, 36:68], tile)
-    assert ew.compare_image.value[:4] == b"\x89PNG" and "Saliency" in ew.compare_label.value
-    assert ew.compare_image.layout.display is None and ew.view.layout.display == "none"
+    from PIL import Image
+
+    shown = np.asarray(Image.open(io.BytesIO(tiles[1].children[0].value)))
+    zoom = shown.shape[0] // 32
+    assert np.array_equal(shown[::zoom, ::zoom], tile)
     ew.compare_methods = ["grad-cam", "nope"]
     assert ew.compare_methods == ["grad-cam"] and "nope" in ew.status
+    assert ew.w_checks["grad-cam"].value and not ew.w_checks["saliency"].value
     ew.compare = False
-    assert ew.view.layout.display is None
+    assert ew.w_panel.layout.display is None
+
+
+def test_compare_checkboxes_any_count_and_shared_scale(ew):
+    fast = [m for m in explain.methods() if not explain.method_info(m).slow][:8]
+    ew.compare = True
+    for m in fast:  # what clicking the checkboxes does
+        ew.w_checks[m].value = True
+    assert set(fast) <= set(ew.compare_methods)
+    titles = [c.rsplit(" (", 1)[0] for c in ew.compare_captions]
+    assert titles == [explain.method_info(m).title for m in ew.compare_methods]
+    for box, caption in zip(ew.w_grid.children, ew.compare_captions):
+        assert caption in box.children[1].value
+    ew.compare_methods = ["grad-cam", "cam"]
+    own = [np.asarray(t.children[0].value) for t in ew.w_grid.children]
+    ew.shared_scale = True
+    assert ew.shared_scale and "one colour scale" in ew.w_heading.value
+    assert len(ew.w_grid.children) == 2 and own is not None
 
 
 def test_compare_shows_what_works_and_names_what_failed(images):
@@ -332,7 +364,7 @@ def test_compare_shows_what_works_and_names_what_failed(images):
     w = ExplainWidget(MaxPooled().eval(), images)
     w.compare_methods = ["cam", "saliency"]
     w.compare = True
-    assert w.compare_frame.shape == (32, 32, 4)  # one tile: saliency
+    assert w.compare_captions[0].startswith("Saliency") and len(w.compare_captions) == 1  # one tile
     assert w.status.startswith("Error") and "CAM failed" in w.status and "grad-cam" in w.status.lower()
     w.compare = False
     w.method = "cam"
@@ -447,9 +479,7 @@ def test_segmenter_in_explain_widget_explains_class_logit_sums():
     assert np.allclose(w.probabilities(), area.numpy())
     assert all("of pixels" in label for label, _ in w.w_target.options)
     expect = explain.explain(model, x, "grad-cam", target=w.target)
-    rgba = render.colorize(expect[0], w.colormap)
-    rgba[..., 3] = round(w.opacity * 255)
-    assert np.array_equal(w.frame, rgba)
+    assert np.array_equal(w.frame, render.heatmap_rgba(expect[0], w.colormap, opacity=w.opacity))
     w.close()
 
 
@@ -510,30 +540,29 @@ def test_upload_control_roundtrip(ew):
     assert ew.names[-1] == "a.png" and ew.image_index == len(ew.images) - 1
 
 
-def test_export_png_and_figure(ew, tmp_path):
+def test_export_png_titled_at_display_resolution(ew, tmp_path):
     from PIL import Image
 
     path = ew.export(str(tmp_path / "out.png"))
     back = np.asarray(Image.open(path))
-    assert np.array_equal(back, ew.composite())
-    assert 'download="out.png"' in ew.w_export_out.value
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(ew.to_png()))), ew.composite())
-    fig = ew.to_figure()
-    assert len(fig.axes) == 2 and "Grad-CAM" in fig.axes[1].get_title()
+    big = render.upscale(ew.composite(), ew.view.scale)
+    assert back.shape[0] > big.shape[0] and back.shape[1] > big.shape[1]  # heading above, colour bar beside
+    top = render.text_rgba(ew.heading(), back.shape[1]).shape[0]  # the heading strip
+    assert np.array_equal(back[top : top + big.shape[0], : big.shape[1]], big)
+    assert 'download="out.png"' in ew.w_export_out.value and "Saved" in ew.w_export_out.value
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(ew.to_png()))), back)
     ew.compare = True
-    fig = ew.to_figure()
-    assert len(fig.axes) == len(ew.compare_methods)
     assert ew.composite() is ew.compare_frame
     bad = ew.export(str(tmp_path / "missing-dir" / "x.png"))
     assert bad == "" and "export failed" in ew.status
 
 
-def test_export_button(ew, tmp_path, monkeypatch):
+def test_export_button_is_a_download_not_a_file(ew, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ew.w_export.click()
-    files = list(tmp_path.glob("explain_*.png"))
-    assert len(files) == 1 and files[0].name == "explain_image_0_grad-cam.png"
-    assert ew.exported == str(files[0])
+    assert list(tmp_path.iterdir()) == []  # nothing written into the notebook's folder
+    assert 'download="image_0_grad-cam.png"' in ew.w_export_out.value and "base64," in ew.w_export_out.value
+    assert ew.exported == "image_0_grad-cam.png"
 
 
 def test_model_is_left_unchanged(clf, images):

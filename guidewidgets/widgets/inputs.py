@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import contextlib
 import io
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,13 @@ class UploadError(ValueError):
     """An uploaded file that cannot be used as an image; the message says why and what to do."""
 
 
-def as_image(obj: Any, what: str = "image") -> torch.Tensor:
+def as_image(obj: Any, what: str = "image", notes: list[str] | None = None) -> torch.Tensor:
     """One image as a ``(3, H, W)`` float32 tensor in [0, 1] (on its own device).
 
     Takes ``(3, H, W)``/``(1, 3, H, W)`` tensors (the model convention), ``(H, W, 3)`` or
     ``(H, W)`` numpy arrays (uint8 or float in [0, 1]), PIL images, dataset items (a dict with
-    ``"image"``, or an ``(image, label)`` tuple) and file paths.
+    ``"image"``, or an ``(image, label)`` tuple) and file paths. Float images whose values go
+    above 1.5 are taken to be in 0..255 and rescaled; ``notes`` (a list) then gets a sentence.
     """
     if isinstance(obj, dict) and "content" in obj and "image" not in obj:  # an ipywidgets.FileUpload entry
         return decode_upload(bytes(obj["content"]), str(obj.get("name", what)))[0]
@@ -64,7 +64,7 @@ def as_image(obj: Any, what: str = "image") -> torch.Tensor:
         if t.shape[0] != 3:
             raise ValueError(f"{what} has shape {tuple(obj.shape)}; expected 3 colour channels (3, H, W)")
         t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-        return t.clamp(0, 1).contiguous()
+        return _unit_range(t, what, notes)
     a = np.asarray(obj)
     if a.dtype == object or a.ndim not in (2, 3):
         raise TypeError(f"{what}: expected a tensor, array, PIL image or file, got {type(obj).__name__}")
@@ -80,32 +80,54 @@ def as_image(obj: Any, what: str = "image") -> torch.Tensor:
         raise ValueError(f"{what} has shape {a.shape}; expected (H, W, 3) or (H, W)")
     t = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)  # uploads are read-only buffers
     t = t.float()
-    if (
-        a.dtype == np.uint8
-        or (np.issubdtype(a.dtype, np.integer) and a.max() > 1)
-        or (t.numel() and float(t.max()) > 1.5)
-    ):
+    if a.dtype == np.uint8 or (np.issubdtype(a.dtype, np.integer) and a.max() > 1):
         t = t / 255.0  # 8-bit values, whatever the array's dtype
-    return t.clamp(0, 1).contiguous()
+    return _unit_range(t, what, notes)
 
 
-def as_images(images: Any, limit: int = 32) -> list[tuple[str, torch.Tensor]]:
+def _unit_range(t: torch.Tensor, what: str, notes: list[str] | None) -> torch.Tensor:
+    """Clamp a float image to [0, 1]; one whose values reach above 1.5 is in 0..255: rescale it."""
+    if t.numel():
+        finite = t[torch.isfinite(t)]
+        if finite.numel() and float(finite.max()) > 1.5:
+            t = t / 255.0
+            if notes is not None:
+                notes.append(f"{what}: float values in 0..255 rescaled to 0..1")
+    return torch.nan_to_num(t, nan=0.0).clamp(0, 1).contiguous()
+
+
+def as_images(images: Any, limit: int = 32, notes: list[str] | None = None) -> list[tuple[str, torch.Tensor]]:
     """Named images from a batch tensor, a single image, a list, a dict of name -> image, or a dataset.
 
     Datasets (anything with ``__len__`` and ``__getitem__``) give their first ``limit`` items.
     """
-    if isinstance(images, torch.Tensor):
-        if images.dim() == 4:
-            return [(f"image {i}", as_image(im, f"image {i}")) for i, im in enumerate(images[:limit])]
-        return [("image 0", as_image(images))]
-    if isinstance(images, np.ndarray):
+    return [(name, im) for name, im, _ in labelled_images(images, limit, notes)]
+
+
+def _label_of(item: Any) -> int | None:
+    lab = (
+        item.get("label") if isinstance(item, dict) else item[1] if isinstance(item, tuple) and len(item) == 2 else None
+    )
+    if isinstance(lab, torch.Tensor) and lab.dim() == 0:
+        lab = int(lab)
+    return int(lab) if isinstance(lab, (int, np.integer)) and not isinstance(lab, bool) else None
+
+
+def labelled_images(
+    images: Any, limit: int = 32, notes: list[str] | None = None
+) -> list[tuple[str, torch.Tensor, int | None]]:
+    """Like :func:`as_images`, with each item's true label where the input carries one (dataset
+    items ``{"image", "label"}`` or ``(image, label)``; a dict value may be such an item too)."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
         if images.ndim == 4:
-            return [(f"image {i}", as_image(im, f"image {i}")) for i, im in enumerate(images[:limit])]
-        return [("image 0", as_image(images))]
+            return [(f"image {i}", as_image(im, f"image {i}", notes), None) for i, im in enumerate(images[:limit])]
+        return [("image 0", as_image(images, "image 0", notes), None)]
     if _is_pil(images) or isinstance(images, (str, bytes)):
-        return [("image 0", as_image(images))]
+        return [("image 0", as_image(images, "image 0", notes), None)]
     if isinstance(images, dict) and "image" not in images:
-        return [(str(k), as_image(v, str(k))) for k, v in list(images.items())[:limit]]
+        if not images:
+            raise ValueError("no images given: the dict is empty; pass name -> image pairs")
+        return [(str(k), as_image(v, str(k), notes), _label_of(v)) for k, v in list(images.items())[:limit]]
     if hasattr(images, "__len__") and hasattr(images, "__getitem__"):
         n = min(len(images), limit)
         out = []
@@ -115,13 +137,13 @@ def as_images(images: Any, limit: int = 32) -> list[tuple[str, torch.Tensor]]:
             if isinstance(item, dict) and "label" in item and hasattr(images, "classes"):
                 with contextlib.suppress(Exception):
                     name = f"{i}: {images.classes[int(item['label'])]}"
-            out.append((name, as_image(item, name)))
+            out.append((name, as_image(item, name, notes), _label_of(item)))
         if not out:
             raise ValueError("no images given: pass a (B, 3, H, W) tensor, a list of images or a dataset")
         return out
     if isinstance(images, Iterable):
-        return as_images(list(images), limit)
-    return [("image 0", as_image(images))]
+        return labelled_images(list(images), limit, notes)
+    return [("image 0", as_image(images, "image 0", notes), None)]
 
 
 def fit(image: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -1,0 +1,367 @@
+"""A widget-free explain session: images, the model's class scores, a bounded map cache and a
+background job with progress and cancellation.
+
+``ExplainWidget`` is a thin view over an :class:`Explainer`, as ``GuideWidget`` is over ``Guide``;
+a script or a test drives the same session without a browser:
+
+>>> s = Explainer(model, [("cat", img)])
+>>> key = s.key(0, "grad-cam", target=s.top_classes(0)[0])
+>>> s.compute(key)["map"]          # (H, W) numpy, cached
+>>> job = s.submit([s.key(0, "occlusion", 3)]); job.wait()
+
+Images are kept as ``(3, H, W)`` floats in [0, 1] (what a view shows); the model gets them in its
+own channel count (grey for a 1-channel first conv, an opaque alpha channel added for 4).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..hooks import FeatureMap, eval_mode, feature_maps, model_lock, model_output
+from .registry import MethodInfo, method_info, methods
+
+__all__ = ["Explainer", "MapKey", "Job", "Cancelled", "input_channels"]
+
+Result = dict[str, np.ndarray]  # "map": (H, W); "raw": (3, H, W) for gradient images
+
+
+class MapKey(NamedTuple):
+    """What identifies a computed map in the cache."""
+
+    image: int
+    method: str
+    layer: str | None
+    target: int
+    options: tuple[tuple[str, Any], ...] = ()
+    raw: bool = False
+
+
+class Cancelled(Exception):
+    """Raised from a progress report to stop a computation nobody waits for any more."""
+
+
+class Job:
+    """A background computation: ``progress`` in [0, 1], ``errors``, ``cancelled``, :meth:`wait`."""
+
+    def __init__(self, keys: Sequence[MapKey], on_progress: Callable[[float], None] | None = None) -> None:
+        self.keys = list(keys)
+        self.on_progress = on_progress
+        self.progress = 0.0
+        self.errors: list[str] = []
+        self.cancelled = False
+        self.thread: threading.Thread | None = None
+
+    def cancel(self) -> None:
+        """Stop at the next progress report (the result of a finished method stays cached)."""
+        self.cancelled = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends; True when it has."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+            return not self.thread.is_alive()
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self.thread is None or not self.thread.is_alive()
+
+
+def input_channels(model: nn.Module) -> int:
+    """The channel count the model takes: its first conv's ``in_channels`` (3 without a conv)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return int(m.in_channels)
+    return 3
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+class Explainer:
+    """Images, class scores and cached explanation maps of one model.
+
+    Parameters
+    ----------
+    model: a classifier ((B, K) logits) or a segmenter ((B, K, H, W) logits; class k is explained
+        through the sum of its logits over the image).
+    images: ``(name, image)`` or ``(name, image, label)`` items, images ``(3, H, W)`` in [0, 1];
+        ``label`` is the true class index when known (shown in headings).
+    options: per-method keyword options, e.g. ``{"occlusion": {"window": 16}}``.
+    cache_size: how many maps stay cached (least recently used dropped first).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Sequence[tuple[Any, ...]] = (),
+        *,
+        classes: Sequence[str] | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
+        cache_size: int = 256,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if int(cache_size) < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        self.model = model
+        p = next(model.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.channels = input_channels(model)
+        self.classes: list[str] = list(classes if classes is not None else getattr(model, "classes", []) or [])
+        self.options = {method_info(k).name: dict(v) for k, v in (options or {}).items()}
+        self.names: list[str] = []
+        self.images: list[torch.Tensor] = []
+        self.labels: list[int | None] = []
+        self.segmentation = False  # set once the model returns (B, K, H, W) logits
+        self._probs: dict[int, np.ndarray] = {}
+        self._layers: dict[tuple[int, ...], list[FeatureMap]] = {}
+        self._cache: collections.OrderedDict[MapKey, Result] = collections.OrderedDict()
+        self._cache_size = int(cache_size)
+        self._cache_lock = threading.Lock()
+        self._job: Job | None = None
+        for item in images:
+            self.add_image(item[1], item[0], item[2] if len(item) > 2 else None)
+
+    # ---- images and scores ----------------------------------------------------------------------
+    def add_image(self, image: torch.Tensor, name: str | None = None, label: int | None = None) -> int:
+        """Add a ``(3, H, W)`` image in [0, 1]; returns its index. Names are made unique."""
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(
+                f"images must be (3, H, W) tensors in [0, 1], got {shape}; widgets.inputs.as_image converts"
+            )
+        base = name or f"image {len(self.images)}"
+        name, k = base, 2
+        while name in self.names:
+            name, k = f"{base} ({k})", k + 1
+        self.names.append(name)
+        self.images.append(image.to(self.device))
+        self.labels.append(None if label is None else int(label))
+        return len(self.images) - 1
+
+    def model_input(self, index: int) -> torch.Tensor:
+        """Image ``index`` as the model takes it: ``(1, C, H, W)`` with the model's channel count."""
+        x = self.images[index][None]
+        if self.channels == 1:  # ITU-R BT.601 luma, what PIL's "L" conversion computes
+            w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+            return (x * w[None, :, None, None]).sum(1, keepdim=True)
+        if self.channels == 4:
+            return torch.cat([x, torch.ones_like(x[:, :1])], 1)
+        return x
+
+    def class_name(self, k: int) -> str:
+        return self.classes[k] if 0 <= k < len(self.classes) else f"class {k}"
+
+    def num_classes(self, index: int = 0) -> int:
+        if self.classes:
+            return len(self.classes)
+        return len(self.probabilities(index)) if self.images else 0
+
+    def probabilities(self, index: int) -> np.ndarray:
+        """Class scores of an image: softmax for classifiers, predicted-pixel fractions for segmenters."""
+        if index not in self._probs:
+            with model_lock(self.model), torch.no_grad(), eval_mode(self.model):
+                out = model_output(self.model(self.model_input(index)))
+            if out.dim() == 2:
+                self._probs[index] = out.softmax(1)[0].float().cpu().numpy()
+            elif out.dim() == 4:
+                counts = torch.bincount(out[0].argmax(0).flatten(), minlength=out.shape[1])
+                self._probs[index] = (counts.float() / counts.sum()).cpu().numpy()
+                self.segmentation = True
+            else:
+                raise ValueError(
+                    "the explain session needs logits of shape (B, K) (classifier) or (B, K, H, W) (segmenter); "
+                    f"this model returned shape {tuple(out.shape)}"
+                )
+        return self._probs[index]
+
+    def top_classes(self, index: int, k: int | None = None) -> list[int]:
+        """Classes by score, best first (segmenters: the largest non-background class first)."""
+        p = self.probabilities(index)
+        order = [int(c) for c in np.argsort(-p, kind="stable")]
+        if self.segmentation and len(order) > 1 and order[0] == 0 and p[order[1]] > 0:
+            order = order[1:] + [0]  # the biggest object, not the background, is the interesting default
+        return order if k is None else order[:k]
+
+    def layers(self, index: int = 0) -> list[FeatureMap]:
+        """Spatial feature maps of the model on image ``index`` (one scan per input shape)."""
+        x = self.model_input(index)
+        shape = tuple(x.shape)
+        if shape not in self._layers:
+            with model_lock(self.model):
+                self._layers[shape] = feature_maps(self.model, x)
+        return self._layers[shape]
+
+    # ---- maps -----------------------------------------------------------------------------------
+    def info(self, method: str) -> MethodInfo:
+        return method_info(method)
+
+    def key(self, image: int, method: str, target: int, layer: str | None = None, raw: bool = False) -> MapKey:
+        """The cache key of a request; ``layer``/``raw`` are dropped where the method ignores them."""
+        info = method_info(method)
+        return MapKey(
+            int(image),
+            info.name,
+            (layer or None) if info.uses_layer else None,
+            int(target),
+            tuple(sorted(self.options.get(info.name, {}).items())),
+            bool(raw and info.has_image),
+        )
+
+    def get(self, key: MapKey) -> Result | None:
+        """A cached result (marked recently used), or None."""
+        with self._cache_lock:
+            res = self._cache.get(key)
+            if res is not None:
+                self._cache.move_to_end(key)
+            return res
+
+    def __contains__(self, key: MapKey) -> bool:
+        return key in self._cache
+
+    def clear(self) -> None:
+        """Forget every cached map."""
+        with self._cache_lock:
+            self._cache.clear()
+
+    def compute(self, key: MapKey, progress: Callable[[float], None] | None = None) -> Result:
+        """The result of ``key``, from the cache or computed now (and cached)."""
+        res = self.get(key)
+        if res is not None:
+            return res
+        kw = dict(key.options)
+        if progress is not None and method_info(key.method).slow:
+            kw["progress"] = progress
+        if key.raw:
+            kw["raw"] = True
+        from .. import explain as package  # looked up per call, so a test can patch explain.explain
+
+        with model_lock(self.model):
+            x = self.model_input(key.image)
+            m = package.explain(self.model, x, key.method, target=key.target, layer=key.layer, **kw)
+        a = m[0].detach().float().cpu().numpy()
+        res = {"raw": a, "map": np.abs(a).max(0)} if key.raw else {"map": a}
+        with self._cache_lock:  # a background job stores while the kernel thread reads
+            self._cache[key] = res
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return res
+
+    def compute_many(self, keys: Sequence[MapKey], job: Job | None = None) -> list[str]:
+        """Compute each key; a failing method is reported (``"<title> failed: ..."``), the rest still run."""
+        errors = []
+        n = max(1, len(keys))
+        for j, k in enumerate(keys):
+
+            def progress(f: float, j: int = j) -> None:
+                if job is not None:
+                    if job.cancelled:
+                        raise Cancelled()
+                    job.progress = min(1.0, (j + float(f)) / n)
+                    if job.on_progress is not None:
+                        job.on_progress(job.progress)
+
+            try:
+                self.compute(k, progress)
+            except Cancelled:
+                raise
+            except Exception as err:
+                errors.append(f"{method_info(k.method).title} failed: {_error_text(err)}")
+        return errors
+
+    def submit(
+        self,
+        keys: Sequence[MapKey],
+        on_done: Callable[[Job], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Job:
+        """Compute ``keys`` in a background thread; a previous job is cancelled first.
+
+        ``on_progress(fraction)`` and ``on_done(job)`` run in that thread; ``on_done`` also after a
+        cancel or an error (``job.cancelled``, ``job.errors`` say which).
+        """
+        self.cancel()
+        job = Job(keys, on_progress)
+
+        def run() -> None:
+            try:
+                if not job.cancelled:
+                    job.errors = self.compute_many(keys, job)
+                    job.progress = 1.0
+            except Cancelled:
+                job.cancelled = True
+            except Exception as err:  # a bug here must not die silently in a thread
+                job.errors = [_error_text(err)]
+            finally:
+                if on_done is not None:
+                    on_done(job)
+
+        job.thread = threading.Thread(target=run, name="Explainer", daemon=True)
+        self._job = job
+        job.thread.start()
+        return job
+
+    def cancel(self) -> None:
+        """Cancel the running background job, if any (it stops at its next progress report)."""
+        if self._job is not None:
+            self._job.cancel()
+
+    @property
+    def job(self) -> Job | None:
+        """The last submitted job."""
+        return self._job
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background job is done; True if nothing runs any more."""
+        return self._job.wait(timeout) if self._job is not None else True
+
+    @staticmethod
+    def methods() -> list[str]:
+        return methods()
+
+    # ---- texts a view shows (widget-free, so scripts and tests read the same words) --------------
+    def target_options(self, index: int, top_k: int = 5) -> list[tuple[str, int]]:
+        """``(label, class)`` for a target menu: the top ``top_k`` by score, then every other class."""
+        p, order = self.probabilities(index), self.top_classes(index)
+        unit = " of pixels" if self.segmentation else ""
+        top, rest = order[:top_k], sorted(order[top_k:])
+        return [(f"{self.class_name(k)} ({p[k]:.1%}{unit})", k) for k in top] + [
+            (f"   {self.class_name(k)} ({p[k]:.1%})", k) for k in rest
+        ]
+
+    def layer_options(self, index: int, default: str | None = None) -> list[tuple[str, str]]:
+        """``(label, name)`` for a layer menu: ``""`` = default first, then each spatial map once."""
+        try:
+            maps = self.layers(index)
+        except Exception:  # the menu is a convenience; the default layer still works
+            maps = []
+        labels = {f.name: f.label for f in maps}
+        default = default or getattr(self.model, "default_explain_layer", None) or (maps[-1].name if maps else "")
+        return [(f"default: {labels.get(default, default)}", "")] + [(f.label, f.name) for f in maps]
+
+    def heading(self, key: MapKey, title: str | None = None) -> str:
+        """``"Grad-CAM for star (p = 97%), true label star | scene 0"``: what a map shows."""
+        p = self.probabilities(key.image)[key.target]
+        what = "share of pixels" if self.segmentation else "p"
+        text = f"{title or method_info(key.method).title} for {self.class_name(key.target)} ({what} = {p:.0%})"
+        label = self.labels[key.image]
+        truth = f", true label {self.class_name(label)}" if label is not None else ""
+        return f"{text}{truth} | {self.names[key.image]}"
+
+    def scale_text(self, key: MapKey, result: Result) -> tuple[tuple[str, str], str]:
+        """``((low label, high label), meaning)`` of a map's colour scale."""
+        cls, a = self.class_name(key.target), result["map"]
+        if method_info(key.method).signed and "raw" not in result:
+            m = float(np.abs(a).max())
+            return (f"-{m:.3g} against", f"+{m:.3g} for"), f"colour: evidence against (blue) <- 0 -> for (red) {cls}"
+        return (f"{float(a.min()):.3g} low", f"{float(a.max()):.3g} high"), f"colour: low -> high evidence for {cls}"

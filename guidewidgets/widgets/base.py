@@ -1,0 +1,185 @@
+"""The one widget base: status line, errors, opacity, export and keyboard shortcuts.
+
+``ExplainWidget``, ``GuideWidget`` and ``GainWidget`` build on :class:`WidgetBase`. A subclass:
+
+1. calls ``super().__init__()`` and then, inside ``with self._building():``, creates its child
+   widgets (a failing constructor then closes every widget it made: nothing stays registered);
+2. calls ``self._base_controls()`` to get ``w_status``, ``w_opacity``, ``w_export``,
+   ``w_export_out`` and ``w_help`` (``opacity`` and ``status`` traits are linked to them);
+3. overrides :meth:`composite` (the picture, RGBA at image resolution) and optionally
+   :meth:`heading`, :meth:`colorbar` and :meth:`shortcuts`.
+
+Then ``export()`` offers a PNG at display resolution with heading and colour bar as a browser
+download, ``export(path)`` also writes it; ``key_down(key, ctrl=...)`` runs a shortcut (the image
+view's canvas calls it on key presses) and ``w_help`` lists them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import traitlets as T
+
+from .. import render
+from .synced import SyncedBox
+
+ERROR_PREFIXES = ("Error", "Upload refused", "Upload failed")
+
+
+def error_text(err: BaseException | str) -> str:
+    """``"TypeName: message"`` for an exception (a string passes through)."""
+    return err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+
+
+def _registry() -> dict[Any, Any]:
+    # ipywidgets 8 keeps live widgets in widget._instances (Widget.widgets is its deprecated alias)
+    from ipywidgets.widgets import widget
+
+    return getattr(widget, "_instances", None) or {}
+
+
+class WidgetBase(SyncedBox):
+    """Status line, opacity, export and shortcuts shared by the package's widgets."""
+
+    status = T.Unicode("", help="one line: what happened last, or 'Error: ...' with what to do")
+    opacity = T.Float(0.6, help="overlay opacity in [0, 1]")
+
+    #: shown as the export file's stem
+    export_stem = "view"
+
+    # ---- construction ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _building(self) -> Iterator[None]:
+        """Wrap child-widget creation: on an error, close every widget made meanwhile (and self)."""
+        before = set(_registry())
+        prev, self._syncing = self._syncing, True
+        try:
+            yield
+        except BaseException:
+            for key in list(set(_registry()) - before):
+                w = _registry().get(key)
+                if w is not None:
+                    with contextlib.suppress(Exception):
+                        w.close()
+            with contextlib.suppress(Exception):
+                super().close()
+            raise
+        finally:
+            self._syncing = prev
+
+    def _base_controls(self, opacity_label: str = "Opacity") -> None:
+        self.w_status = W.HTML(layout=W.Layout(min_height="1.6em"))
+        self.w_opacity = W.FloatSlider(
+            min=0.0, max=1.0, step=0.05, description=opacity_label, readout_format=".2f", value=self.opacity
+        )
+        self.w_export = W.Button(description="Export PNG", icon="download", tooltip="download what is shown, titled")
+        self.w_export_out = W.HTML()
+        self.w_help = W.HTML(self._help_html())
+        W.link((self, "opacity"), (self.w_opacity, "value"))
+        self.w_export.on_click(lambda _: self.export())
+        self.observe(self._on_status, "status")
+
+    @T.validate("opacity")
+    def _valid_opacity(self, proposal: dict) -> float:
+        return float(min(1.0, max(0.0, proposal["value"])))
+
+    # ---- status ---------------------------------------------------------------------------------
+    def _reject(self, name: str, err: BaseException | str) -> Any:
+        """For validators: keep the old value and say why in the status line."""
+        self.status = f"Error: {err}"
+        return getattr(self, name)
+
+    def _on_status(self, change: dict) -> None:
+        text = change["new"]
+        color = "#b00020" if text.startswith(ERROR_PREFIXES) else "#444"
+        self.w_status.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def _clear_error(self) -> None:
+        # a new picture on screen means the last error no longer describes what the user sees
+        if self.status.startswith("Error"):
+            self.status = ""
+
+    # ---- what subclasses draw -------------------------------------------------------------------
+    def composite(self) -> np.ndarray:
+        """What the view shows, flattened to one RGBA image at image resolution."""
+        raise NotImplementedError
+
+    def heading(self) -> str:
+        """One line saying what is shown (export title)."""
+        return ""
+
+    def colorbar(self) -> tuple[np.ndarray, tuple[str, str], str] | None:
+        """``(bar RGBA, (low label, high label), meaning)`` for the export, or None."""
+        return None
+
+    def display_scale(self) -> int:
+        view = getattr(self, "view", None)
+        return int(getattr(view, "scale", 1))
+
+    def export_image(self) -> np.ndarray:
+        """The export picture: the view at display resolution, heading above, colour bar beside."""
+        pic = render.upscale(self.composite(), self.display_scale())
+        cb = self.colorbar()
+        if cb is None:
+            return render.titled(pic, self.heading())
+        bar, labels, meaning = cb
+        return render.titled(pic, self.heading(), bar=bar, bar_labels=labels, caption=meaning)
+
+    def to_png(self) -> bytes:
+        """The export picture as PNG bytes."""
+        return render.to_png(self.export_image())
+
+    def export(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Offer the export picture as a browser download; with ``path``, also write it there.
+
+        Returns the path written, or the download's file name. Errors go to ``status``.
+        """
+        try:
+            png = self.to_png()
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.export_stem}.png")
+            if path is not None:
+                with open(path, "wb") as f:
+                    f.write(png)
+                name = os.path.basename(os.fspath(path))
+        except Exception as err:
+            self.status = f"Error: export failed: {error_text(err)}"
+            return ""
+        b64 = base64.b64encode(png).decode()
+        where = f"Saved <code>{html.escape(os.fspath(path))}</code> &nbsp; " if path is not None else ""
+        self.w_export_out.value = f'{where}<a download="{html.escape(name)}" href="data:image/png;base64,{b64}">download {html.escape(name)}</a>'
+        self.exported = os.path.abspath(path) if path is not None else name
+        return os.fspath(path) if path is not None else name
+
+    exported: str | None = None
+
+    # ---- keyboard -------------------------------------------------------------------------------
+    def shortcuts(self) -> dict[str, tuple[str, Callable[[], Any]]]:
+        """Key -> (help text, action). Keys: ``"r"``, ``"ArrowLeft"``, ``"ctrl+z"``, ``"1"`` ..."""
+        return {}
+
+    def key_down(self, key: str, shift: bool = False, ctrl: bool = False, meta: bool = False) -> bool:
+        """Run the shortcut of a key press (ipycanvas' on_key_down signature); True if one ran."""
+        k = ("ctrl+" if (ctrl or meta) else "") + (key.lower() if len(key) == 1 else key)
+        action = self.shortcuts().get(k)
+        if action is None:
+            return False
+        try:
+            action[1]()
+        except Exception as err:  # a shortcut must never break the widget
+            self.status = f"Error: {error_text(err)}"
+        return True
+
+    def _help_html(self) -> str:
+        keys = self.shortcuts()
+        if not keys:
+            return ""
+        items = " &nbsp; ".join(f"<kbd>{html.escape(k)}</kbd> {html.escape(t)}" for k, (t, _) in keys.items())
+        return f'<div style="color:#555;font-size:90%">Keys (click the image first): {items}</div>'

@@ -1,0 +1,158 @@
+"""The ExplainWidget's parts that are plain view code: its controls and layout, and the image
+list (defaults, added images, uploads). Kept apart so explain_widget.py reads as the behaviour."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import ipywidgets as W
+
+from .. import render
+from .base import error_text
+from .compare import TileGrid
+from .inputs import UploadError, decode_upload, fit, labelled_images
+
+
+class ImageList:
+    """Mixin: the image list of an ExplainWidget (its ``session`` holds the images)."""
+
+    session: Any
+    size: int
+    status: str
+    image_index: int
+    w_image: W.Dropdown
+    w_upload: W.FileUpload
+
+    @staticmethod
+    def _default_images() -> dict[str, Any]:
+        from .. import zoo
+
+        scenes = zoo.ShapeScenes(4, seed=777, task="classification")  # zoo.train.TEST_SEED: held out
+        items: dict[str, Any] = {}
+        for i in range(len(scenes)):
+            items[f"scene {i}: {scenes.classes[int(scenes[i]['label'])]}"] = scenes[i]
+        with contextlib.suppress(Exception):  # photos are a bonus; the scenes alone make a working widget
+            items.update({f"photo: {k}": v for k, v in zoo.photos().items()})
+        return items
+
+    # names, images and the cache live in the session; these are views of it
+    images = property(lambda self: self.session.images)
+    names = property(lambda self: self.session.names)
+    classes = property(lambda self: self.session.classes)
+
+    def add_image(self, image: Any, name: str | None = None, *, select: bool = True) -> int:
+        """Add an image (anything ``inputs.as_image`` takes); returns its index, shown by default."""
+        notes: list[str] = []
+        ((_, im, label),) = labelled_images([image], 1, notes)
+        i = self.session.add_image(fit(im, self.size), name or f"image {len(self.images)}", label)
+        self.w_image.options = list(zip(self.names, range(len(self.names))))
+        if select:
+            self.image_index = i
+        if notes:
+            self.status = notes[0] + "."
+        return i
+
+    def load_upload(self, data: bytes, name: str = "upload") -> int | None:
+        """Add an uploaded file; a bad file sets ``status`` and returns None instead of raising."""
+        try:
+            image, note = decode_upload(bytes(data), name)
+        except UploadError as err:
+            self.status = f"Upload refused: {err}"
+            return None
+        i = self.add_image(image, name)
+        if note or not self.status.startswith("Error"):
+            self.status = f"Loaded {name!r}" + (f" ({note})." if note else ".")
+        return i
+
+    def _on_upload(self, change: dict) -> None:
+        for f in change["new"] or ():
+            try:
+                self.load_upload(bytes(f["content"]), str(f.get("name", "upload")))
+            except Exception as err:  # never let an upload kill the widget
+                self.status = f"Upload failed: {error_text(err)}"
+        if change["new"]:
+            self.w_upload.value = ()
+
+
+def build_controls(self: Any) -> None:
+    """Create the ExplainWidget's controls (``self.w_*``) and link them to its traitlets."""
+    px = W.Layout(width="320px")
+    self.w_image = W.Dropdown(options=list(zip(self.names, range(len(self.names)))), description="Image", layout=px)
+    self.w_upload = W.FileUpload(accept="image/*", multiple=True, description="Upload")
+    self.w_target = W.Dropdown(options=[], description="Target", layout=px)
+    self.w_find = W.Combobox(placeholder="find a class ...", options=self.classes, ensure_option=True)
+    labels = [
+        (f"{i + 1 if i < 9 else ''} {v.title}{' (slow)' if v.slow else ''}".strip(), m)
+        for i, (m, v) in enumerate(self.infos.items())
+    ]
+    self.w_method = W.ToggleButtons(
+        options=labels, tooltips=[v.summary for v in self.infos.values()], style={"button_width": "auto"}
+    )
+    self.w_summary = W.HTML()
+    self.w_layer = W.Dropdown(options=[("default", "")], description="Layer", layout=px)
+    cmaps = [c for c in render.colormap_names(fade=True)]
+    self.w_cmap = W.Dropdown(options=cmaps, description="Colours", layout=W.Layout(width="240px"))
+    self._base_controls()
+    self.w_raw = W.Checkbox(description="gradient image", indent=False, layout=W.Layout(width="140px"))
+    self.w_original = W.Checkbox(description="original beside", indent=False, layout=W.Layout(width="140px"))
+    self.w_compare = W.ToggleButton(description="Compare", icon="th", tooltip="several methods side by side")
+    self.w_checks = {
+        m: W.Checkbox(description=v.title, indent=False, layout=W.Layout(width="150px")) for m, v in self.infos.items()
+    }
+    self.w_shared = W.Checkbox(description="one colour scale", indent=False)
+    self.w_compare_box = W.VBox(
+        [W.Box(list(self.w_checks.values()), layout=W.Layout(flex_flow="row wrap")), self.w_shared],
+        layout=W.Layout(display="none"),
+    )
+    self.w_progress = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(visibility="hidden", width="200px"))
+    self.w_heading = W.HTML()
+    side = f"{self.view.height * self.view.scale}px"
+    self.w_orig_img = W.Image(format="png", layout=W.Layout(width=side, height=side, margin="0 8px 0 0"))
+    self.w_bar = W.Image(format="png", layout=W.Layout(width="16px", height=side))
+    self.w_bar_hi, self.w_bar_lo = W.HTML(), W.HTML()
+    self.w_bar_box = W.VBox(
+        [self.w_bar_hi, self.w_bar, self.w_bar_lo], layout=W.Layout(margin="0 0 0 6px", width="150px")
+    )
+    self.w_grid = TileGrid()
+    links = {"image_index": self.w_image, "method": self.w_method, "layer": self.w_layer, "colormap": self.w_cmap}
+    links.update(compare=self.w_compare, show_raw=self.w_raw, show_original=self.w_original, shared_scale=self.w_shared)
+    for trait, ctl in links.items():
+        W.link((self, trait), (ctl, "value"))
+    for m, box in self.w_checks.items():
+        box.value = m in self.compare_methods
+        box.observe(lambda c, m=m: self._on_check(m, c["new"]), "value")
+
+    def on_target(change: dict) -> None:
+        if change["new"] is not None:
+            self.target = int(change["new"])
+
+    self.w_target.observe(on_target, "value")
+    self.w_find.observe(self._on_find, "value")
+    self.w_upload.observe(self._on_upload, "value")
+    self.observe(
+        self._on_compute_change,
+        ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw", "shared_scale"],
+    )
+    self.observe(lambda _: self._syncing or self.update(), ["opacity", "colormap"])
+    self.observe(lambda c: self._show_original(c["new"]), "show_original")
+    self.observe(lambda c: setattr(self.w_progress.layout, "visibility", "visible" if c["new"] else "hidden"), "busy")
+
+
+def layout(self: Any) -> list[W.Widget]:
+    """The ExplainWidget's children, top to bottom."""
+    self.w_panel = W.HBox([self.w_orig_img, self.view, self.w_bar_box])
+    return [
+        W.HBox([self.w_image, self.w_upload, self.w_target, self.w_find]),
+        self.w_method,
+        self.w_summary,
+        W.HBox([self.w_layer, self.w_cmap, self.w_opacity, self.w_raw, self.w_original]),
+        W.HBox([self.w_compare, self.w_export, self.w_progress]),
+        self.w_compare_box,
+        self.w_heading,
+        self.w_panel,
+        self.w_grid,
+        self.w_status,
+        self.w_help,
+        self.w_export_out,
+    ]
