@@ -130,8 +130,10 @@ def perturbation_curves(
     """(B, steps + 1) target probabilities as pixels are deleted / inserted in the map's order.
 
     ``mode="deletion"`` starts from the image and sets pixels to 0 (RISE's black); ``"insertion"``
-    starts from a Gaussian-blurred copy (``blur_sigma`` px, default 1/20 of the image side) and
-    restores pixels. ``target`` None: the class the model predicts on the unperturbed image.
+    starts from a Gaussian-blurred copy (``blur_sigma`` px, default 1/8 of the image side) and
+    restores pixels. Why so strong a blur: ShapeScenes objects are flat colour blobs that survive
+    a light one (the classifier kept 0.90 of its probability at side/20, 0.57 at side/8, on 16
+    scenes); RISE's own code blurs far less (an 11-tap kernel) on textured ImageNet photos. ``target`` None: the class the model predicts on the unperturbed image.
     """
     maps = _check(model, x, maps)
     if mode not in ("deletion", "insertion"):
@@ -148,7 +150,7 @@ def perturbation_curves(
         if mode == "deletion":
             start, end = x, torch.zeros_like(x)
         else:
-            sigma = min(H, W) / 20 if blur_sigma is None else float(blur_sigma)
+            sigma = min(H, W) / 8 if blur_sigma is None else float(blur_sigma)
             start, end = _blur(x, sigma), x
         # Step k has changed the k * n_pix / steps most relevant pixels.
         counts = torch.round(torch.arange(steps + 1, device=x.device) * n_pix / steps).long()

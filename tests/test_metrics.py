@@ -1,0 +1,164 @@
+"""Metrics by property: maps that equal the object score perfectly, random maps score worse, a
+randomised model's maps do not correlate, batching changes nothing, bad input is refused."""
+
+import pytest
+import torch
+
+from guidewidgets import explain, metrics, zoo
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo.load("shapes-classifier")
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = zoo.ShapeScenes(8, seed=2468)
+    items = [ds[i] for i in range(len(ds))]
+    x = torch.stack([it["image"] for it in items])
+    masks = torch.stack([it["mask"] > 0 for it in items])
+    labels = torch.tensor([it["label"] for it in items])
+    return items, x, masks, labels
+
+
+def test_default_tolerance_scales_zhang_15px_at_224():
+    assert metrics.default_tolerance((224, 224)) == 15
+    assert metrics.default_tolerance((96, 96)) == pytest.approx(15 * 96 / 224)
+
+
+def test_mask_map_wins_the_pointing_game_and_all_energy(data):
+    masks = data[2]
+    assert metrics.pointing_game(masks.float(), masks).all()
+    assert torch.allclose(metrics.energy_pointing(masks.float(), masks), torch.ones(len(masks)))
+
+
+def test_pointing_game_tolerance():
+    mask = torch.zeros(1, 50, 50, dtype=torch.bool)
+    mask[0, 20:30, 20:30] = True
+    m = torch.zeros(1, 50, 50)
+    m[0, 25, 35] = 1.0  # 6 px right of the object's last column (29)
+    assert not metrics.pointing_game(m, mask, tolerance=5)[0]
+    assert metrics.pointing_game(m, mask, tolerance=6)[0]
+    # Ties: every maximum must be near the object, so a flat map cannot win.
+    m[0, 0, 0] = 1.0
+    assert not metrics.pointing_game(m, mask, tolerance=6)[0]
+    with pytest.raises(ValueError, match="empty"):
+        metrics.pointing_game(torch.zeros(1, 50, 50), mask)
+    assert not metrics.pointing_game(torch.zeros(1, 50, 50), mask, on_empty="miss")[0]
+
+
+def test_deletion_of_the_true_mask_is_lower_than_of_a_random_map(model, data):
+    _, x, masks, labels = data
+    g = torch.Generator().manual_seed(0)
+    rand = torch.rand(masks.shape, generator=g)
+    d_mask = metrics.deletion(model, x, masks.float(), labels, steps=16)
+    d_rand = metrics.deletion(model, x, rand, labels, steps=16)
+    assert d_mask.mean() < d_rand.mean()
+    i_mask = metrics.insertion(model, x, masks.float(), labels, steps=16)
+    i_rand = metrics.insertion(model, x, rand, labels, steps=16)
+    assert i_mask.mean() > i_rand.mean()
+
+
+def test_batched_curves_equal_the_per_step_loop(model, data):
+    _, x, masks, labels = data
+    m = torch.rand(masks[:2].shape, generator=torch.Generator().manual_seed(1))
+    for mode in ("deletion", "insertion"):
+        a = metrics.perturbation_curves(model, x[:2], m, labels[:2], mode=mode, steps=8, batch_size=64)
+        b = metrics.perturbation_curves(model, x[:2], m, labels[:2], mode=mode, steps=8, batch_size=1)
+        assert torch.allclose(a, b, atol=1e-5)
+        assert a.shape == (2, 9)
+    # Deletion ends at an all-black image, whatever the map: the same last point for every map.
+    d1 = metrics.perturbation_curves(model, x[:2], m, labels[:2], steps=4)
+    d2 = metrics.perturbation_curves(model, x[:2], -m, labels[:2], steps=4)
+    assert torch.allclose(d1[:, [0, -1]], d2[:, [0, -1]])
+
+
+def test_noisy_linear_imputation_keeps_kept_pixels_and_fills_smoothly():
+    img = torch.rand(3, 20, 20)
+    removed = torch.zeros(20, 20, dtype=torch.bool)
+    removed[5:15, 5:15] = True
+    out = metrics.noisy_linear_imputation(img, removed, noise=0.0)
+    assert torch.equal(out[:, ~removed], img[:, ~removed])
+    const = torch.full((3, 20, 20), 0.3)
+    assert torch.allclose(metrics.noisy_linear_imputation(const, removed, noise=0.0), const, atol=1e-6)
+    # A linear ramp is harmonic, so the imputation reproduces it inside the hole.
+    ramp = torch.linspace(0, 1, 20).expand(3, 20, 20).clone()
+    assert torch.allclose(metrics.noisy_linear_imputation(ramp, removed, noise=0.0), ramp, atol=1e-5)
+    with pytest.raises(ValueError, match="every pixel"):
+        metrics.noisy_linear_imputation(img, torch.ones(20, 20, dtype=torch.bool))
+
+
+def test_road_morf_of_the_mask_is_below_a_random_map(model, data):
+    _, x, masks, labels = data
+    rand = torch.rand(masks.shape, generator=torch.Generator().manual_seed(0))
+    f = (0.2, 0.5)
+    morf_mask, per = metrics.road(model, x, masks.float(), labels, "morf", fractions=f)
+    morf_rand, _ = metrics.road(model, x, rand, labels, "morf", fractions=f)
+    assert per.shape == (len(x), 2)
+    assert morf_mask.mean() < morf_rand.mean()
+    lerf_mask, _ = metrics.road(model, x, masks.float(), labels, "lerf", fractions=f)
+    assert lerf_mask.mean() > morf_mask.mean()
+
+
+def test_randomised_model_grad_cam_does_not_correlate_and_model_is_untouched(model, data):
+    _, x, _, labels = data
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    labels_, rho = metrics.cascading_randomization(model, x, "grad-cam", labels)
+    assert len(labels_) == rho.shape[0] and rho.shape[1] == len(x)
+    full = rho[-1][~rho[-1].isnan()]
+    assert full.abs().mean() < 0.5
+    same = metrics.spearman(
+        explain.explain(model, x, "grad-cam", labels), explain.explain(model, x, "grad-cam", labels)
+    )
+    assert torch.allclose(same, torch.ones(len(x), dtype=torch.float64))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training
+
+
+def test_randomized_copy_differs_only_in_the_top_layers(model):
+    layers = metrics.randomizable_layers(model)
+    assert layers[0] == "fc"
+    top = metrics.randomized_copy(model, 1)
+    a, b = dict(model.named_parameters()), dict(top.named_parameters())
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("fc."))
+
+
+def test_evaluate_returns_a_tidy_table(model):
+    ds = zoo.ShapeScenes(4, seed=2468)
+    table = metrics.evaluate(
+        model, ds, ["grad-cam", "saliency"], ["pointing-game", "corloc", "deletion", "sanity"], n=4, steps=8
+    )
+    assert set(table.columns) >= {"method", "metric", "value", "seconds_per_image", "higher_is_better", "n"}
+    assert len(table) == 2 * 4
+    assert set(table["method"]) == {"grad-cam", "saliency"}
+    assert table["value"].between(-1, 1).all()
+    assert (table["n"] <= 4).all()
+
+
+def test_evaluate_refuses_missing_annotations_and_unknown_names(model):
+    bare = [{"image": torch.rand(3, 96, 96), "label": 0}]
+    with pytest.raises(ValueError, match="needs 'mask'"):
+        metrics.evaluate(model, bare, ["grad-cam"], ["pointing-game"])
+    with pytest.raises(ValueError, match="needs 'boxes'"):
+        metrics.evaluate(model, bare, ["grad-cam"], ["corloc"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.evaluate(model, bare, ["grad-cam"], ["accuracy"])
+    with pytest.raises(ValueError, match="Unknown explanation method"):
+        metrics.evaluate(model, bare, ["grad-kam"], ["deletion"])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.evaluate(model, [], ["grad-cam"], ["deletion"])
+
+
+def test_maps_and_images_of_different_sizes_are_refused(model, data):
+    _, x, masks, _ = data
+    with pytest.raises(ValueError, match="upsample"):
+        metrics.deletion(model, x, torch.rand(len(x), 12, 12))
+    with pytest.raises(ValueError, match="upsample"):
+        metrics.road(model, x, torch.rand(len(x), 12, 12))
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.pointing_game(torch.rand(len(x), 12, 12), masks)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        metrics.road(model, x, masks.float(), fractions=(0.5, 1.0))
