@@ -13,7 +13,9 @@ from __future__ import annotations
 
 # Importing the method modules registers them, in the order methods() lists them.
 from .cam import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp
+from .cam_more import ablation_cam, eigen_cam, hires_cam, layer_cam, score_cam, sharpen_focus, xgrad_cam
 from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
+from .input_attribution import gradient_x_input, integrated_gradients
 from .perturbation import occlusion, rise
 from .registry import MethodInfo, explain, method_function, method_info, methods
 from .session import Explainer as Explainer
@@ -35,4 +37,18 @@ __all__ = [
     "smoothgrad",
     "occlusion",
     "rise",
+    "score_cam",
+    "ablation_cam",
+    "layer_cam",
+    "xgrad_cam",
+    "hires_cam",
+    "eigen_cam",
+    "sharpen_focus",
+    "integrated_gradients",
+    "gradient_x_input",
 ]
+
+# Registered last, so that methods() lists it after the methods for any CNN.
+from .attention import attention_rollout
+
+__all__ += ["attention_rollout"]

@@ -1,0 +1,338 @@
+"""More class activation maps: Score-CAM, Ablation-CAM, LayerCAM, XGrad-CAM, HiResCAM, Eigen-CAM
+and Sharpen Focus.
+
+Same conventions as :mod:`guidewidgets.explain.cam`: the map at the layer's resolution, ReLU'd
+unless ``relu=False``, upsampled bilinearly to the input's size and not normalised. The two
+perturbation CAMs (Score-CAM, Ablation-CAM) run one forward per channel, batched over channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import hooks
+from ..hooks import model_output
+from .batching import Progress, auto_batch_size, chunks
+from .layers import check_feature_map, layer_gradients, recording, resolve_layer, upsample
+from .registry import MethodInfo, register
+from .targets import Target, TargetLike
+
+__all__ = ["score_cam", "ablation_cam", "layer_cam", "xgrad_cam", "hires_cam", "eigen_cam", "sharpen_focus"]
+
+
+def _finish(maps: torch.Tensor, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    if relu:
+        maps = maps.clamp_min(0)
+    return upsample(maps, x)
+
+
+def _info(name: str, title: str, reference: str, summary: str, slow: bool = False) -> MethodInfo:
+    return MethodInfo(
+        name=name,
+        title=title,
+        family="cam",
+        uses_layer=True,
+        signed=False,
+        slow=slow,
+        has_image=False,
+        reference=reference,
+        summary=summary,
+    )
+
+
+def _clean_pass(
+    model: nn.Module, x: torch.Tensor, t: Target, layer: str | nn.Module
+) -> tuple[torch.Tensor, torch.Tensor, Target]:
+    """(feature map at ``layer``, output, target fixed to the clean image's classes), no autograd."""
+    with torch.no_grad(), recording(model, layer) as rec:
+        out = model_output(model(x))
+    return check_feature_map(rec.get("out"), layer), out, t.fix(out)
+
+
+# --- gradient CAMs ---------------------------------------------------------------------------------
+
+
+@register(
+    _info(
+        "layer-cam",
+        "LayerCAM",
+        "Jiang et al., LayerCAM: Exploring Hierarchical Class Activation Maps for Localization, IEEE TIP 2021",
+        "Each activation weighted by its own positive gradient (no spatial averaging): usable at shallow layers.",
+    )
+)
+def layer_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """LayerCAM: ReLU(sum_k ReLU(dy/dA_k) * A_k), element-wise weights; one forward, one backward."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    a, g, _ = layer_gradients(model, x, t, layer)
+    return _finish((g.clamp_min(0) * a).sum(1), x, relu)
+
+
+@register(
+    _info(
+        "xgrad-cam",
+        "XGrad-CAM",
+        "Fu et al., Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs, BMVC 2020",
+        "Grad-CAM with the gradient averaged under the activation's own weights (sensitivity and conservation axioms).",
+    )
+)
+def xgrad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """XGrad-CAM: weights w_k = sum_ij A_k(i,j) dy/dA_k(i,j) / sum_ij A_k(i,j)."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    a, g, _ = layer_gradients(model, x, t, layer)
+    # Why 1e-7: pytorch-grad-cam's epsilon; all-zero channels then get weight 0.
+    w = (g * a).sum((2, 3)) / (a.sum((2, 3)) + 1e-7)
+    return _finish(torch.einsum("bc,bchw->bhw", w, a), x, relu)
+
+
+@register(
+    _info(
+        "hires-cam",
+        "HiResCAM",
+        "Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional neural networks, arXiv:2011.08891, 2020",
+        "Element-wise gradient x activation summed over channels: faithful to the score for GAP-linear heads.",
+    )
+)
+def hires_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """HiResCAM: ReLU(sum_k dy/dA_k * A_k) element-wise (equals Grad-CAM when the head is GAP + linear)."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    a, g, _ = layer_gradients(model, x, t, layer)
+    return _finish((g * a).sum(1), x, relu)
+
+
+@register(
+    _info(
+        "sharpen-focus",
+        "Sharpen Focus",
+        "Wang et al., Sharpen Focus: Learning with Attention Separability and Consistency, ICCV 2019 "
+        "(as taught in the localization lecture: w_k = 1/(nm) sum_ij ReLU(dy/dA_k(i,j)))",
+        "Grad-CAM whose channel weights average only the positive gradients.",
+    )
+)
+def sharpen_focus(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """Sharpen Focus attention: ReLU(sum_k mean_ij(ReLU(dy/dA_k)) A_k); Grad-CAM's cost."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    a, g, _ = layer_gradients(model, x, t, layer)
+    return _finish(torch.einsum("bc,bchw->bhw", g.clamp_min(0).mean((2, 3)), a), x, relu)
+
+
+# --- gradient-free CAMs ------------------------------------------------------------------------------
+
+
+@register(
+    _info(
+        "eigen-cam",
+        "Eigen-CAM",
+        "Muhammad & Yeasin, Eigen-CAM: Class Activation Map using Principal Components, IJCNN 2020",
+        "First principal component of the layer's activations: class-agnostic (the target is ignored), no gradients.",
+    )
+)
+def eigen_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """Eigen-CAM: projection of the (pixels x channels) activations, centred per channel, on their
+    first right singular vector. The sign of a singular vector is arbitrary; it is chosen so that
+    the map correlates positively with the channel sum of the activations (high where the layer
+    fires), which makes the result deterministic across devices and LAPACK builds."""
+    t = Target(target, x.shape[0])
+    layer = resolve_layer(model, x, layer)
+    with torch.no_grad(), recording(model, layer) as rec:
+        out = model_output(model(x))
+        t.scores(out)  # unused, but a wrong target fails here as it does for every method
+    a = check_feature_map(rec.get("out"), layer)
+    b, c, h, w = a.shape
+    m = a.reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
+    m = m - m.mean(1, keepdim=True)
+    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    proj = torch.einsum("bpc,bc->bp", m, vh[:, 0])
+    total = a.reshape(b, c, h * w).sum(1)
+    sign = torch.sign((proj * (total - total.mean(1, keepdim=True))).sum(1, keepdim=True))
+    proj = proj * torch.where(sign == 0, torch.ones_like(sign), sign)
+    return _finish(proj.reshape(b, h, w), x, relu)
+
+
+def _tail_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | nn.Module,
+    t: Target,
+    replacements: Iterator[tuple[torch.Tensor, int]],
+    state: dict,
+) -> Iterator[torch.Tensor]:
+    """For each (feature maps (k*B, C, h, w) copy-major, k), the target scores (k, B) of the model
+    with ``layer``'s output replaced by them.
+
+    Why the fast path: the part before the layer does not depend on the replacement, so it runs
+    on the B images once per batch and only the tail sees k*B rows. A model whose tail mixes in
+    tensors from before the layer (skip connections) breaks the row count or raises; then (and
+    from there on) the images are repeated k times instead.
+    """
+    module = hooks.get_layer(model, layer)
+    b = x.shape[0]
+    current: dict = {}
+
+    def hook(_m, _args, out):
+        return current["a"]
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for a_rep, k in replacements:
+                current["a"] = a_rep
+                out = None
+                if state.get("fast", True):
+                    try:
+                        out = model_output(model(x))
+                        if out.shape[0] != k * b:
+                            out = None
+                    except (RuntimeError, ValueError):
+                        out = None
+                    if out is None:
+                        state["fast"] = False
+                if out is None:
+                    xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+                    out = model_output(model(xs))
+                yield t.scores(out, k).view(k, b)
+    finally:
+        handle.remove()
+
+
+@register(
+    _info(
+        "ablation-cam",
+        "Ablation-CAM",
+        "Desai & Ramaswamy, Ablation-CAM: Visual Explanations for Deep Convolutional Network via Gradient-free Localization, WACV 2020",
+        "Feature maps weighted by the relative drop of the class score when each channel is set to zero.",
+        slow=True,
+    )
+)
+def ablation_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+    fill: float = 0.0,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Ablation-CAM: w_k = (y - y_k) / y with y_k the score when channel k is set to ``fill``.
+
+    One forward per channel, batched over channels; only the part of the model after the layer
+    is run per channel when the model allows it (see the module's notes).
+    """
+    b = x.shape[0]
+    layer = resolve_layer(model, x, layer)
+    a, out, t = _clean_pass(model, x, Target(target, b), layer)
+    base = t.scores(out)
+    c = a.shape[1]
+    done = Progress(progress, c)
+    step = auto_batch_size(x, batch_size)
+
+    def ablated() -> Iterator[tuple[torch.Tensor, int]]:
+        for start, stop in chunks(c, b, step):
+            k = stop - start
+            rep = a.unsqueeze(0).repeat(k, 1, 1, 1, 1)  # (k, B, C, h, w)
+            idx = torch.arange(k, device=a.device)
+            rep[idx, :, start + idx] = fill
+            yield rep.view(k * b, *a.shape[1:]), k
+
+    drops = torch.empty(c, b, device=x.device, dtype=a.dtype)
+    start = 0
+    for scores in _tail_scores(model, x, layer, t, ablated(), {}):
+        k = scores.shape[0]
+        drops[start : start + k] = base.unsqueeze(0) - scores
+        start += k
+        done.advance(k)
+    w = (drops / base.unsqueeze(0)).t()  # (B, C); the paper's relative drop
+    return _finish(torch.einsum("bc,bchw->bhw", w, a), x, relu)
+
+
+@register(
+    _info(
+        "score-cam",
+        "Score-CAM",
+        "Wang et al., Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks, CVPR 2020 workshops",
+        "Feature maps weighted by the softmax over channels of the class score of the image masked by each map.",
+        slow=True,
+    )
+)
+def score_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    relu: bool = True,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Score-CAM: each channel, upsampled and min-max normalised, masks the image; the target
+    scores (logits, as pytorch-grad-cam) of the C masked images, softmax'd over channels, weight
+    the channels. Subtracting the baseline score, as the paper writes it, does not change a
+    softmax. C forwards, batched over channels."""
+    b, _, h, w = x.shape
+    layer = resolve_layer(model, x, layer)
+    a, _, t = _clean_pass(model, x, Target(target, b), layer)
+    c = a.shape[1]
+    done = Progress(progress, c)
+    scores = torch.empty(c, b, device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        for start, stop in chunks(c, b, auto_batch_size(x, batch_size)):
+            k = stop - start
+            up = F.interpolate(a[:, start:stop], size=(h, w), mode="bilinear", align_corners=False)  # (B, k, H, W)
+            lo = up.amin((2, 3), keepdim=True)
+            span = up.amax((2, 3), keepdim=True) - lo
+            up = torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
+            masked = x.unsqueeze(0) * up.transpose(0, 1).unsqueeze(2)  # (k, B, 3, H, W)
+            out = model_output(model(masked.reshape(k * b, *x.shape[1:])))
+            scores[start:stop] = t.scores(out, k).view(k, b)
+            done.advance(k)
+        weights = scores.t().softmax(1)
+    return _finish(torch.einsum("bc,bchw->bhw", weights.to(a.dtype), a), x, relu)
