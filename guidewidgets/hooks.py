@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
+import math
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,31 @@ __all__ = [
     "model_lock",
     "eval_mode",
     "model_output",
+    "owned",
+    "grid_transform",
+    "token_grid",
+    "attention_weights",
 ]
+
+Reshape = Callable[[torch.Tensor], torch.Tensor]
+
+
+def owned(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` made to act only in the thread that calls ``owned`` (where it is placed).
+
+    Why: a module hook is seen by every thread that runs the model. A user's own ``model(x)`` in
+    another thread (or a second explain call) must not be cut, recorded or re-routed by hooks an
+    explain call placed for itself. A forward (pre-)hook that returns None changes nothing.
+    """
+    owner = threading.get_ident()
+
+    @functools.wraps(hook)
+    def only_owner(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        return hook(*args, **kwargs)
+
+    return only_owner
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -70,41 +96,55 @@ def get_layer(model: nn.Module, name: str | nn.Module) -> nn.Module:
 class Capture:
     """What :func:`capture` recorded during the forward passes run inside its ``with`` block.
 
-    ``activations`` is the layer's output of the last forward. With ``cut=True`` it is a leaf
-    tensor and :meth:`grad` differentiates scores with respect to it; the backward pass then
-    stops at the layer (nothing before it, and no weight gradient, is computed).
+    ``activations`` is the layer's output of the last forward as a (B, C, h, w) map: token outputs
+    of transformers (B, N, D) and channels-last maps (B, h, w, C) are reshaped to it (see
+    :func:`grid_transform`, or the ``reshape`` given to :func:`capture`). With ``cut=True`` the
+    layer's raw output is a leaf tensor and :meth:`grad` differentiates scores with respect to it
+    (returned in the same (B, C, h, w) layout); the backward pass then stops at the layer
+    (nothing before it, and no weight gradient, is computed).
     """
 
     def __init__(self) -> None:
         self.activations: torch.Tensor | None = None
+        self.raw: torch.Tensor | None = None  # the layer's own output (the leaf with cut=True)
+        self.reshape: Reshape | None = None
 
     def grad(self, scores: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
         """d(sum of scores)/d(activations); samples are independent, so row b is sample b's gradient."""
-        if self.activations is None:
+        if self.raw is None:
             raise RuntimeError("the layer was not run: call the model inside the capture block")
-        if not self.activations.requires_grad:
+        if not self.raw.requires_grad:
             raise RuntimeError("capture(..., cut=True) is needed to take gradients at the layer")
-        (g,) = torch.autograd.grad(scores.sum(), self.activations, retain_graph=retain_graph)
-        return g
+        (g,) = torch.autograd.grad(scores.sum(), self.raw, retain_graph=retain_graph)
+        return self.reshape(g) if self.reshape is not None else g
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, layer: str | nn.Module, cut: bool = True) -> Iterator[Capture]:
-    """Record ``layer``'s output during forwards run in the block.
+def capture(
+    model: nn.Module, layer: str | nn.Module, cut: bool = True, reshape: Reshape | None = None
+) -> Iterator[Capture]:
+    """Record ``layer``'s output during forwards run in the block (by the calling thread only).
 
     ``cut=True`` (what the CAM family needs) runs the layers before ``layer`` without building an
     autograd graph and restarts the graph at the layer's output, so the model's output is
     differentiable with respect to ``cap.activations`` and a backward never goes further back.
     The layer's output is handed on as a copy so that an in-place op after it (an
-    ``nn.ReLU(inplace=True)``) cannot overwrite what was captured.
+    ``nn.ReLU(inplace=True)``) cannot overwrite what was captured. ``reshape`` maps the layer's
+    output to (B, C, h, w) (default: :func:`grid_transform` decides from the output's layout).
     """
     module = get_layer(model, layer)
+    if reshape is not None and not callable(reshape):
+        raise TypeError("reshape must be a callable(layer output) -> (B, C, h, w) tensor, or None")
     cap = Capture()
     grad_mode = torch.is_grad_enabled()
+    size: list[tuple[int, ...] | None] = [None]
 
-    def head_without_graph(_m, _args):
-        # Why: the head's graph would only be thrown away; skipping it is the floor of Grad-CAM.
-        torch.set_grad_enabled(False)
+    def head_without_graph(_m, args):
+        if args and isinstance(args[0], torch.Tensor):
+            size[0] = tuple(args[0].shape)  # the grid of token outputs depends on the image size
+        if cut:
+            # Why: the head's graph would only be thrown away; skipping it is the floor of Grad-CAM.
+            torch.set_grad_enabled(False)
 
     def hook(_m, _args, output):
         if not isinstance(output, torch.Tensor):
@@ -112,20 +152,22 @@ def capture(model: nn.Module, layer: str | nn.Module, cut: bool = True) -> Itera
                 f"layer {layer!r} returns {type(output).__name__}, not a tensor; pick a layer "
                 "whose output is a feature map"
             )
+        cap.reshape = reshape if reshape is not None else grid_transform(model, output, size[0])
         if not cut:
-            cap.activations = output.detach()
+            cap.raw = output.detach()
+            cap.activations = cap.reshape(cap.raw) if cap.reshape is not None else cap.raw
             # Why a copy downstream: an in-place op after the layer would overwrite the capture.
             return output.clone()
         torch.set_grad_enabled(True)
         leaf = output.detach().requires_grad_(True)
-        cap.activations = leaf
+        cap.raw = leaf
+        cap.activations = cap.reshape(leaf.detach()) if cap.reshape is not None else leaf
         return leaf.clone()
 
     handles = []
     try:
-        if cut:
-            handles.append(model.register_forward_pre_hook(head_without_graph))
-        handles.append(module.register_forward_hook(hook))
+        handles.append(model.register_forward_pre_hook(owned(head_without_graph)))
+        handles.append(module.register_forward_hook(owned(hook)))
         yield cap
     finally:
         for h in handles:
@@ -179,27 +221,73 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp_min(0)
 
 
+class _DeconvActivation(torch.autograd.Function):
+    """Forward: the activation ``fn`` as the model asked (out of place); backward: the
+    rectified incoming gradient, whatever the forward input was (the deconvnet rule)."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp_min(0), None
+
+
 def _positive(grad: torch.Tensor) -> torch.Tensor:
     return grad.clamp_min(0)
 
 
 _RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+# The ReLU family and smooth ReLU-like activations, as modules call them (nn.ReLU6 calls
+# F.hardtanh; nn.SiLU F.silu; nn.GELU F.gelu ...). Their in-place flag is the last positional
+# argument or ``inplace=``; names ending in "_" are in place.
+_ACTIVATION_FUNCS = {
+    F.hardtanh,
+    F.hardtanh_,
+    F.relu6,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.elu,
+    F.elu_,
+    F.selu,
+    F.celu,
+    F.prelu,
+    F.rrelu,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.mish,
+}
+_ACTIVATION_FUNCS |= {f for f in (getattr(torch, n, None) for n in ("selu_", "celu_", "rrelu_")) if f is not None}
+
+
+def _out_of_place(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
+    return tuple(False if a is True else a for a in args), kwargs
 
 
 class ReLURule(TorchFunctionMode):
-    """``with ReLURule(rule) as r:`` every ReLU run in the block back-propagates by ``rule``.
+    """``with ReLURule(rule) as r:`` every ReLU-family activation run in the block
+    back-propagates by ``rule``.
 
-    - ``"guided"``: the ReLU's own backward (gradient through positive inputs) applied to the
-      rectified incoming gradient: only positive gradients through positive inputs. The model's
+    - ``"guided"``: only positive gradients pass, and only through positive inputs. For ReLU
+      this is the ReLU's own backward applied to the rectified incoming gradient; the model's
       ReLU itself still runs (in place if it asked), so this costs one clamp per ReLU in the
-      backward (measured about 10 % cheaper on ResNet-18 than re-implementing the ReLU);
+      backward (measured about 10 % cheaper on ResNet-18 than re-implementing the ReLU). For
+      the other activations (ReLU6/hardtanh, LeakyReLU, ELU/SELU/CELU, PReLU, and the smooth
+      ones SiLU, GELU, Hardswish, Mish) the same gating is applied around the activation's own
+      derivative: ``grad_in = f'(x) * max(grad_out, 0) * [x > 0]``; for ReLU it is the rule of
+      Springenberg et al., for the others the natural extension (documented, not from a paper);
     - ``"deconv"``: the rectified incoming gradient, whatever the forward input was (run out of
       place even for ``inplace=True``: every caller uses the returned tensor);
     - ``None``: unchanged, only counted.
 
-    ``r.calls`` counts the ReLUs run so far. Nothing in the model is touched: the ReLU calls
-    themselves are intercepted, so functional ReLUs (torchvision's DenseNet) are reached too, and
-    the rule is gone when the block exits, even on error.
+    ``r.calls`` counts the activations run so far (``r.relus`` the plain ReLUs among them). Nothing
+    in the model is touched: the functional calls themselves are intercepted (torch function modes
+    are per thread), so functional ReLUs (torchvision's DenseNet) are reached too, and the rule is
+    gone when the block exits, even on error. Activations outside this family (sigmoid, tanh,
+    softplus) keep their plain gradient.
     """
 
     def __init__(self, rule: Literal["guided", "deconv"] | None) -> None:
@@ -208,17 +296,34 @@ class ReLURule(TorchFunctionMode):
             raise ValueError(f"unknown ReLU rule {rule!r}; use 'guided', 'deconv' or None")
         self.rule = rule
         self.calls = 0
+        self.relus = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func not in _RELU_FUNCS:
+        if func in _RELU_FUNCS:
+            self.calls += 1
+            self.relus += 1
+            if self.rule == "deconv":
+                return _DeconvReLU.apply(args[0])
+            out = func(*args, **kwargs)
+            if self.rule == "guided" and isinstance(out, torch.Tensor) and out.requires_grad:
+                out.register_hook(_positive)
+            return out
+        if func not in _ACTIVATION_FUNCS or not args or not isinstance(args[0], torch.Tensor):
             return func(*args, **kwargs)
         self.calls += 1
-        if self.rule == "deconv":
-            return _DeconvReLU.apply(args[0])
+        x = args[0]
+        if self.rule == "deconv" and x.requires_grad:
+            pos, kw = _out_of_place(args, kwargs)
+            name = getattr(func, "__name__", "")
+            plain = getattr(F, name[:-1], func) if name.endswith("_") else func
+            return _DeconvActivation.apply(x, lambda t: plain(t, *pos[1:], **kw))
+        if self.rule != "guided" or not x.requires_grad:
+            return func(*args, **kwargs)
+        gate = x.detach() > 0  # taken before an in-place activation overwrites x
         out = func(*args, **kwargs)
-        if self.rule == "guided" and isinstance(out, torch.Tensor) and out.requires_grad:
-            out.register_hook(_positive)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(lambda g: g.clamp_min(0) * gate)
         return out
 
 
@@ -255,35 +360,126 @@ def _has_conv(m: nn.Module) -> bool:
     return any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules())
 
 
+def _is_attention(m: nn.Module) -> bool:
+    # nn.MultiheadAttention (ViT), or a custom one by name (Swin's ShiftedWindowAttention, timm's Attention)
+    return isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
+
+
+def _has_attention(m: nn.Module) -> bool:
+    return any(_is_attention(s) for s in m.modules())
+
+
+def _patch_size(model: nn.Module) -> tuple[int, int] | None:
+    """Stride of the patch embedding: the first conv whose kernel equals its stride (> 1)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            k, st = tuple(m.kernel_size), tuple(m.stride)
+            return st if k == st and st[0] > 1 else None  # type: ignore[return-value]
+    return None
+
+
+def _layer_norm_dims(model: nn.Module) -> set[int]:
+    return {m.normalized_shape[-1] for m in model.modules() if isinstance(m, nn.LayerNorm)}
+
+
+def token_grid(model: nn.Module, tokens: int, image_size: tuple[int, int] | None = None) -> tuple[int, int, int] | None:
+    """(extra, h, w): ``tokens`` = ``extra`` leading tokens (class/distillation) + an h x w grid.
+
+    The grid comes from the patch embedding's stride and the image size when both are known,
+    else from the largest square that leaves at most 2 leading tokens. None if neither fits.
+    """
+    patch = _patch_size(model)
+    if patch is not None and image_size is not None:
+        h, w = image_size[0] // patch[0], image_size[1] // patch[1]
+        if h * w and 0 <= tokens - h * w <= 8:
+            return tokens - h * w, h, w
+    for extra in range(3):
+        side = math.isqrt(max(tokens - extra, 0))
+        if side > 1 and side * side == tokens - extra:
+            return extra, side, side
+    return None
+
+
+def grid_transform(model: nn.Module, output: torch.Tensor, image_size: tuple[int, ...] | None = None) -> Reshape | None:
+    """How to read a layer's ``output`` as a (B, C, h, w) map, or None when it already is one
+    (or cannot be: then it is no feature map).
+
+    - tokens (B, N, D) of a transformer: leading class/distillation tokens dropped, the rest laid
+      on the patch grid (see :func:`token_grid`); sequence-first (N, B, D) outputs are recognised
+      when the batch size is known;
+    - channels-last maps (B, h, w, C) (Swin): recognised when the last size is the width of one
+      of the model's LayerNorms and the second is not;
+    - (B, C, h, w): None (nothing to do).
+
+    ``image_size`` is the input's shape (B, C, H, W) or its (H, W). Custom layouts: pass
+    ``reshape=`` to the method instead.
+    """
+    hw = tuple(image_size[-2:]) if image_size is not None else None
+    batch = image_size[0] if image_size is not None and len(image_size) == 4 else None
+    if output.dim() == 3:
+        seq_first = batch is not None and output.shape[0] != batch and output.shape[1] == batch
+        n = output.shape[0] if seq_first else output.shape[1]
+        found = token_grid(model, n, hw)  # type: ignore[arg-type]
+        if found is None:
+            return None
+        extra, h, w = found
+
+        def tokens_to_grid(t: torch.Tensor) -> torch.Tensor:
+            if seq_first:
+                t = t.transpose(0, 1)
+            return t[:, extra:, :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+
+        return tokens_to_grid
+    if output.dim() == 4:
+        dims = _layer_norm_dims(model)
+        if output.shape[-1] in dims and output.shape[1] not in dims:
+            return _channels_last_to_first
+    return None
+
+
+def _channels_last_to_first(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2)
+
+
 def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
-    """Every module (with a conv inside) whose output is a spatial map (B, C, h, w), h*w > 1.
+    """Every module (with a conv or an attention inside) whose output is a spatial map, h*w > 1.
 
     Found by one forward on ``x[:1]`` in eval mode without gradients, listed in the order the
     forward finishes them (shallow to deep), each module once (its first call). When modules
     return the very same tensor (a block and its last child, ``layer4.1.relu`` and ``layer4``),
-    only the outermost is listed. The one scan that layer menus, default layers and the guide's
-    layer choices share.
+    only the outermost is listed. Transformer outputs count too: tokens (B, N, D) on their
+    patch grid and channels-last (B, h, w, C) maps (see :func:`grid_transform`); ``shape`` is
+    always (C, h, w). The one scan that layer menus, default layers and the guide's layer
+    choices share.
     """
     found: dict[str, tuple[torch.Tensor, tuple[int, int, int]]] = {}
     handles = []
+    size = (1, *x.shape[1:])
 
     def make(name: str):
         def hook(_m, _a, out):
-            if name in found or not isinstance(out, torch.Tensor) or out.dim() != 4:
+            if name in found or not isinstance(out, torch.Tensor) or out.dim() not in (3, 4):
                 return
-            if out.shape[-2] * out.shape[-1] <= 1:
+            reshape = grid_transform(model, out, size)
+            if reshape is not None:
+                grid = reshape(out)
+            elif out.dim() == 4:
+                grid = out
+            else:
+                return
+            if grid.shape[-2] * grid.shape[-1] <= 1:
                 return
             for other, (t, _) in list(found.items()):
                 if t is out:  # the same tensor from an inner module: the outer name wins
                     del found[other]
-            found[name] = (out, tuple(out.shape[1:]))
+            found[name] = (out, tuple(grid.shape[1:]))
 
         return hook
 
     try:
         for name, m in model.named_modules():
-            if name and _has_conv(m):
-                handles.append(m.register_forward_hook(make(name)))
+            if name and not _is_attention(m) and (_has_conv(m) or _has_attention(m)):
+                handles.append(m.register_forward_hook(owned(make(name))))
         with torch.no_grad(), eval_mode(model):
             model(x[:1])
     finally:
@@ -313,6 +509,11 @@ def last_conv_layer(model: nn.Module, x: torch.Tensor) -> str:
     Found by :func:`feature_maps` (one forward pass); when a block and its last child return
     the same map, the outermost name wins (e.g. ``layer4`` rather than ``layer4.1.relu``). A
     model's own ``default_explain_layer`` attribute, when present, is used instead.
+
+    Transformers with a class token (ViT, DeiT) read the prediction from that token only, so
+    the last block's output has no gradient at the patch tokens; their default is the first
+    LayerNorm of the last attention block (``encoder.layers.encoder_layer_11.ln_1`` in
+    torchvision's ViT, ``blocks[-1].norm1`` in timm's), the layer pytorch-grad-cam's docs use.
     """
     named = getattr(model, "default_explain_layer", None)
     if named:
@@ -322,4 +523,63 @@ def last_conv_layer(model: nn.Module, x: torch.Tensor) -> str:
         raise ValueError(
             f"{type(model).__name__} has no layer with a spatial (B, C, H, W) output; pass layer=... explicitly"
         )
-    return maps[-1].name
+    last = maps[-1].name
+    block = _last_attention_block(model)
+    if block is not None:
+        with torch.no_grad(), eval_mode(model), capture(model, last, cut=False) as cap:
+            model(x[:1])
+        raw = cap.raw
+        if raw is not None and raw.dim() == 3:
+            found = token_grid(model, raw.shape[1], tuple(x.shape[-2:]))  # type: ignore[arg-type]
+            if found is not None and found[0] > 0:
+                return block
+    return last
+
+
+def _last_attention_block(model: nn.Module) -> str | None:
+    """The first LayerNorm of the last module that has an attention module as a direct child."""
+    blocks = [(n, m) for n, m in model.named_modules() if any(_is_attention(c) for c in m.children())]
+    if not blocks:
+        return None
+    name, block = blocks[-1]
+    for child_name, child in block.named_children():
+        if isinstance(child, nn.LayerNorm):
+            return f"{name}.{child_name}" if name else child_name
+    return None
+
+
+@contextlib.contextmanager
+def attention_weights(model: nn.Module, average: bool = True) -> Iterator[list[torch.Tensor]]:
+    """Collect the attention weights (B, N, N), averaged over heads (``average=False``: per head,
+    (B, heads, N, N)), of every ``nn.MultiheadAttention`` run in the block (by the calling
+    thread), in call order.
+
+    Why hooks: torchvision's ViT calls its attention with ``need_weights=False``. A forward
+    pre-hook asks for the weights for this call only and a forward hook takes them out again
+    (the caller gets ``(output, None)`` as with ``need_weights=False``); both are removed on
+    exit, so the model is unchanged.
+    """
+    found: list[torch.Tensor] = []
+
+    def ask(_m, args, kwargs):
+        kwargs = dict(kwargs)
+        kwargs["need_weights"] = True
+        kwargs["average_attn_weights"] = average
+        return args, kwargs
+
+    def take(_m, _args, out):
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], torch.Tensor):
+            found.append(out[1])
+            return (out[0], None)
+        return None
+
+    handles = []
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.MultiheadAttention):
+                handles.append(m.register_forward_pre_hook(owned(ask), with_kwargs=True))
+                handles.append(m.register_forward_hook(owned(take)))
+        yield found
+    finally:
+        for h in handles:
+            h.remove()

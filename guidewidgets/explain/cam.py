@@ -2,6 +2,10 @@
 
 All return the map at the layer's resolution upsampled bilinearly to the input's, ReLU'd unless
 ``relu=False``, and not normalised (so scales can be compared; render.normalize does display).
+Transformer layers work too: token outputs (B, N, D) are laid on their patch grid (class token
+dropped) and Swin's channels-last (B, h, w, C) maps are permuted
+(:func:`guidewidgets.hooks.grid_transform`); ``reshape=callable(output) -> (B, C, h, w)``
+handles any other layout.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..hooks import model_output
+from ..hooks import model_output, owned
 from .batching import Progress, auto_batch_size
-from .layers import check_feature_map, layer_gradients, recording, resolve_layer, upsample
+from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer, upsample
 from .noise import noisy_copies
 from .registry import MethodInfo, register
 from .targets import Target, TargetLike
@@ -81,24 +85,26 @@ def cam(
     *,
     progress: Callable[[float], None] | None = None,
     relu: bool = True,
+    reshape: Reshape | None = None,
 ) -> torch.Tensor:
     """CAM: sum_k w[c, k] A_k with w the final linear layer's weights (one forward, no backward)."""
     t = Target(target, x.shape[0])
     layer = resolve_layer(model, x, layer)
+    reshape = check_reshape(reshape)
     store: dict = {}
 
     def on_linear(m, args, out):
         # Why keep only the last call: the head is the last nn.Linear the forward runs.
         store.update(linear=m, out=out, **{"in": args[0] if args else None})
 
-    handles = [m.register_forward_hook(on_linear) for m in model.modules() if isinstance(m, nn.Linear)]
+    handles = [m.register_forward_hook(owned(on_linear)) for m in model.modules() if isinstance(m, nn.Linear)]
     try:
-        with torch.no_grad(), recording(model, layer) as rec:
+        with torch.no_grad(), recording(model, layer, reshape) as rec:
             out = model_output(model(x))
     finally:
         for h in handles:
             h.remove()
-    a = check_feature_map(rec.get("out"), layer)
+    a = check_feature_map(rec.get("out"), layer, x.shape[0])
     cls = t.classes(out) if out.dim() == 2 else None
     weight, fmap = _gap_linear_weights(store, a, out)
     with torch.no_grad():
@@ -127,11 +133,13 @@ def grad_cam(
     *,
     progress: Callable[[float], None] | None = None,
     relu: bool = True,
+    reshape: Reshape | None = None,
 ) -> torch.Tensor:
     """Grad-CAM: ReLU(sum_k mean_ij(dy/dA_k) A_k); one forward and a backward to the layer only."""
     t = Target(target, x.shape[0])
     layer = resolve_layer(model, x, layer)
-    a, g, _ = layer_gradients(model, x, t, layer)
+    reshape = check_reshape(reshape)
+    a, g, _ = layer_gradients(model, x, t, layer, reshape=reshape)
     maps = torch.einsum("bc,bchw->bhw", g.mean((2, 3)), a)
     return _finish(maps, x, relu)
 
@@ -165,11 +173,13 @@ def grad_cam_pp(
     *,
     progress: Callable[[float], None] | None = None,
     relu: bool = True,
+    reshape: Reshape | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++ (same cost as Grad-CAM)."""
     t = Target(target, x.shape[0])
     layer = resolve_layer(model, x, layer)
-    a, g, _ = layer_gradients(model, x, t, layer)
+    reshape = check_reshape(reshape)
+    a, g, _ = layer_gradients(model, x, t, layer, reshape=reshape)
     g2 = g * g
     maps = _grad_cam_pp_maps(a, g, g2, g2 * g)
     return _finish(maps, x, relu)
@@ -196,6 +206,7 @@ def smooth_grad_cam_pp(
     *,
     progress: Callable[[float], None] | None = None,
     relu: bool = True,
+    reshape: Reshape | None = None,
     samples: int = 25,
     noise: float = 0.15,
     seed: int = 0,
@@ -206,15 +217,16 @@ def smooth_grad_cam_pp(
     b = x.shape[0]
     t = Target(target, b)
     layer = resolve_layer(model, x, layer)
-    with torch.no_grad(), recording(model, layer) as rec:
+    reshape = check_reshape(reshape)
+    with torch.no_grad(), recording(model, layer, reshape) as rec:
         out = model_output(model(x))
-    a = check_feature_map(rec.get("out"), layer)
+    a = check_feature_map(rec.get("out"), layer, x.shape[0])
     t = t.fix(out)
     g1 = g2 = g3 = None
     done = Progress(progress, samples)
     bs = auto_batch_size(x, batch_size)
     for xn, k in noisy_copies(x, samples, noise, seed, bs):
-        _, g, _ = layer_gradients(model, xn, t, layer, repeats=k)
+        _, g, _ = layer_gradients(model, xn, t, layer, repeats=k, reshape=reshape)
         g = g.view(k, b, *g.shape[1:])
         s1, sq = g.sum(0), g * g
         s2, s3 = sq.sum(0), (sq * g).sum(0)

@@ -6,6 +6,7 @@ is its largest absolute value over the colour channels (Simonyan et al.).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -13,9 +14,9 @@ import torch
 from torch import nn
 
 from .. import hooks
-from ..hooks import ReLURule, model_output
+from ..hooks import ReLURule, model_output, owned
 from .batching import Progress, auto_batch_size
-from .layers import check_feature_map, layer_gradients, resolve_layer, upsample
+from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, resolve_layer, upsample
 from .noise import noisy_copies
 from .registry import MethodInfo, register
 from .targets import Target, TargetLike
@@ -34,11 +35,24 @@ def input_gradient(
         if rule is None:
             out = model_output(model(xg))
         else:
-            with ReLURule(rule):
+            with ReLURule(rule) as relus:
                 out = model_output(model(xg))
+            if relus.calls == 0:
+                warn_no_activation(model, rule)
         scores = target.scores(out, repeats)
         (g,) = torch.autograd.grad(scores.sum(), xg)
     return g, out.detach()
+
+
+def warn_no_activation(model: nn.Module, rule: str) -> None:
+    """Warn that no activation the rule applies to ran: the result is the plain gradient."""
+    warnings.warn(
+        f"{type(model).__name__} ran no ReLU-family activation (ReLU, ReLU6, LeakyReLU, ELU, "
+        f"SiLU, GELU, Hardswish, Mish) in its forward, so the {rule!r} rule changed nothing and the "
+        "result equals 'saliency' (the plain gradient)",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _image_or_map(g: torch.Tensor, raw: bool) -> torch.Tensor:
@@ -88,7 +102,9 @@ def saliency(
         "guided-backprop",
         "Guided backprop",
         "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop",
-        "Gradient where every ReLU passes back only positive gradients through positive inputs.",
+        "Gradient where every ReLU passes back only positive gradients through positive inputs; ReLU6, "
+        "LeakyReLU, ELU and the smooth ReLUs (SiLU, GELU, Hardswish, Mish) are gated the same way "
+        "(f'(x) * max(grad, 0) * [x > 0]); a net without any of them gets the plain gradient and a warning.",
     )
 )
 def guided_backprop(
@@ -110,7 +126,9 @@ def guided_backprop(
         "deconvnet",
         "Deconvnet",
         "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
-        "Gradient where every ReLU rectifies the gradient itself, whatever its forward input was.",
+        "Gradient where every ReLU-family activation (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, "
+        "Mish) passes back the rectified gradient itself, whatever its forward input was; without any, "
+        "the plain gradient and a warning.",
     )
 )
 def deconvnet(
@@ -144,8 +162,9 @@ def guided_grad_cam(
     *,
     progress: Callable[[float], None] | None = None,
     raw: bool = False,
+    reshape: Reshape | None = None,
 ) -> torch.Tensor:
-    """Guided backprop x Grad-CAM (bilinear upsampling).
+    """Guided backprop x Grad-CAM (bilinear upsampling); ``reshape`` as for Grad-CAM.
 
     One forward and one backward give both when no ReLU runs after the layer (ResNets,
     MobileNets): the gradient at the layer is then the same under the guided rule. Otherwise
@@ -153,6 +172,7 @@ def guided_grad_cam(
     """
     t = Target(target, x.shape[0])
     layer = resolve_layer(model, x, layer)
+    reshape = check_reshape(reshape)
     relus = ReLURule("guided")
     store: dict = {}
 
@@ -163,19 +183,26 @@ def guided_grad_cam(
         return None
 
     xg = x.detach().requires_grad_(True)
-    handle = hooks.get_layer(model, layer).register_forward_hook(hook)
+    handle = hooks.get_layer(model, layer).register_forward_hook(owned(hook))
     try:
         with torch.enable_grad():
             with relus:
                 out = model_output(model(xg))
-            a = check_feature_map(store.get("a"), layer)
+            at_layer = store.get("a")
+            to_grid = None
+            if isinstance(at_layer, torch.Tensor):
+                to_grid = reshape or hooks.grid_transform(model, at_layer, tuple(x.shape))
+            a = check_feature_map(to_grid(at_layer) if to_grid is not None else at_layer, layer, x.shape[0])
             scores = t.scores(out)
-            ga, gx = torch.autograd.grad(scores.sum(), [a, xg])
+            ga, gx = torch.autograd.grad(scores.sum(), [at_layer, xg])
     finally:
         handle.remove()
+    if relus.calls == 0:
+        warn_no_activation(model, "guided")
     a = a.detach()
-    if relus.calls != store["n"]:  # ReLUs after the layer: their guided rule would bend Grad-CAM
-        a, ga, _ = layer_gradients(model, x, t.fix(out.detach()), layer)
+    ga = to_grid(ga) if to_grid is not None else ga
+    if relus.calls != store["n"]:  # activations after the layer: their guided rule would bend Grad-CAM
+        a, ga, _ = layer_gradients(model, x, t.fix(out.detach()), layer, reshape=reshape)
     cam = upsample(torch.einsum("bc,bchw->bhw", ga.mean((2, 3)), a).clamp_min(0), x)
     return _image_or_map(gx * cam.unsqueeze(1), raw)
 

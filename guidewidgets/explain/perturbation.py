@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,18 +19,31 @@ __all__ = ["occlusion", "rise"]
 
 
 def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, int) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in pair):
+    """(h, w) from an int or a pair of ints (numpy ints too); floats and bools are refused."""
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point():
+        v = int(v)
+    items = [v, v] if not isinstance(v, (Sequence, torch.Tensor)) or isinstance(v, str) else list(v)
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
+        items = [v, v] if getattr(v, "ndim", 0) == 0 else list(v)
+    for p in items:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            kind = type(p).__name__
+            fix = f" (use int({p!r}))" if isinstance(p, numbers.Real) and not isinstance(p, bool) else ""
+            raise TypeError(
+                f"{name} must be a positive int or a (height, width) pair of ints, got {v!r}: a {kind}{fix}"
+            )
+    if len(items) != 2 or not all(int(p) >= 1 for p in items):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair of them, got {v!r}")
-    return pair  # type: ignore[return-value]
+    return int(items[0]), int(items[1])
 
 
 def _fill(fill: float | Sequence[float], x: torch.Tensor) -> torch.Tensor:
     f = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    if f.numel() == 3:
-        return f.view(3, 1, 1)
+    c = x.shape[1]
+    if f.numel() == c:
+        return f.view(c, 1, 1)
     if f.numel() != 1:
-        raise ValueError(f"fill must be one value or one per colour channel (3), got {fill!r}")
+        raise ValueError(f"fill must be one value or one per channel ({c}), got {fill!r}")
     return f.view(1, 1, 1)
 
 

@@ -1,7 +1,20 @@
 """The one registry of explanation methods that widgets, notebooks and :func:`explain` read.
 
 A method is registered once with :func:`register`; that also wraps it so that every method
-checks its input the same way and runs the model in eval mode, restoring it afterwards.
+checks its input the same way, runs the model in eval mode (restoring it afterwards) and holds
+the model's lock (:func:`guidewidgets.hooks.model_lock`) while it runs.
+
+Threads: two explain calls on one model run one after the other (the lock), so neither sees
+the other's hooks or flag changes, and every hook explain places acts only in the thread that
+placed it (:func:`guidewidgets.hooks.owned`), so a user's own ``model(x)`` in another thread is
+never cut, recorded or re-routed. (Eval mode is a flag on the modules, shared by all threads: a
+forward in another thread while explain runs sees eval mode; it gets the same output when the
+model is in eval mode already, as it is for inference.)
+
+Scripted models (``torch.jit.script``/``trace``): their forward runs no Python hooks and no
+Python-level activation calls, so gradient and perturbation methods work ('saliency',
+'smoothgrad', 'occlusion', 'rise' ...) and methods that need a layer or a backward rule
+('grad-cam' family, 'guided-backprop', 'deconvnet', 'attention-rollout') refuse with a message.
 """
 
 from __future__ import annotations
@@ -10,13 +23,14 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
 
-from ..hooks import eval_mode
+from ..hooks import eval_mode, model_lock
 from .targets import TargetLike, check_input
 
 __all__ = ["MethodInfo", "register", "methods", "method_info", "method_function", "explain"]
@@ -28,7 +42,7 @@ class MethodInfo:
 
     name: str
     title: str
-    family: Literal["cam", "gradient", "perturbation"]
+    family: Literal["cam", "gradient", "perturbation", "attention"]
     uses_layer: bool
     signed: bool
     slow: bool
@@ -41,13 +55,42 @@ _INFO: dict[str, MethodInfo] = {}
 _FUNCS: dict[str, Callable[..., torch.Tensor]] = {}
 
 
+# Methods that need Python hooks or intercepted activation calls besides a layer (uses_layer).
+_NEEDS_PYTHON_FORWARD = {"guided-backprop", "deconvnet", "attention-rollout"}
+
+
+def check_model(model: nn.Module, info: MethodInfo) -> None:
+    """Refuse what cannot work on this model (scripted models and hook-based methods); warn
+    when the model carries an open Guide (its forward is then the guided one)."""
+    if isinstance(model, torch.jit.ScriptModule) and (info.uses_layer or info.name in _NEEDS_PYTHON_FORWARD):
+        raise TypeError(
+            f"{info.name!r} needs Python hooks inside the forward, which a scripted model "
+            "(torch.jit.script/trace) does not run. Explain the original nn.Module, or use a method "
+            "that needs only the model's output and input gradient ('saliency', 'smoothgrad', "
+            "'occlusion', 'rise')"
+        )
+    try:
+        from ..guide.session import active_guide  # lazily: guide imports explain's modules
+    except ImportError:  # pragma: no cover - the guide package is part of the wheel
+        return
+    if active_guide(model) is not None:
+        warnings.warn(
+            f"{type(model).__name__} carries an open Guide, so its forward is the guided one and "
+            f"{info.name!r} explains the guided prediction. For the plain model close the guide "
+            "first (guide.close())",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def register(info: MethodInfo) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator: add a method ``fn(model, x, target=None, layer=None, *, progress=None, ...)``."""
 
     def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         @functools.wraps(fn)
         def method(model: nn.Module, x: torch.Tensor, target: TargetLike = None, layer=None, **kw):
-            check_input(model, x)
+            x = check_input(model, x)
+            check_model(model, info)
             report = kw.get("progress")
             if report is not None and not callable(report):
                 raise TypeError("progress must be a callable(fraction) or None")
@@ -60,7 +103,9 @@ def register(info: MethodInfo) -> Callable[[Callable[..., torch.Tensor]], Callab
                     report(f)
 
                 kw["progress"] = tracked
-            with eval_mode(model):
+            # Why the lock: eval_mode's flag flips and the hooks of two calls on one model must not
+            # interleave (a concurrent call would restore training mode mid-way, or cut the graph).
+            with model_lock(model), eval_mode(model):
                 result = fn(model, x, target, layer, **kw)
             if report is not None and last[0] < 1.0:
                 report(1.0)

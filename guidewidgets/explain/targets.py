@@ -15,32 +15,49 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["TargetLike", "Target", "check_input"]
+__all__ = ["TargetLike", "Target", "check_input", "input_channels"]
 
 TargetLike = None | int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
+def input_channels(model: nn.Module) -> int | None:
+    """The channel count the model takes: its first conv's ``in_channels`` (None without a conv)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return int(m.in_channels)
+    return None
+
+
 def check_input(model: nn.Module, x: object) -> torch.Tensor:
-    """Return ``x`` if it is a float (B, 3, H, W) tensor on the model's device, else raise."""
+    """Return ``x`` if it is a finite float (B, C, H, W) tensor that the model takes (C its first
+    conv's input channels, any C for a model without a conv; the model's dtype and device), else
+    raise a ValueError/TypeError naming the fix. An inference tensor (made under
+    ``torch.inference_mode()``) is returned as a normal copy, since gradients need one."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    c = input_channels(model)
+    want = f"(B, {c}, H, W)" if c is not None else "(B, C, H, W)"
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            f"x must be a torch.Tensor of shape (B, 3, H, W) with values in [0, 1], got "
+            f"x must be a torch.Tensor of shape {want} with values in [0, 1], got "
             f"{type(x).__name__}; convert an image with torchvision.transforms.functional.to_tensor"
         )
-    if x.dim() == 3 and x.shape[0] == 3:
+    if x.dim() == 3 and (x.shape[0] == c or (c is None and x.shape[0] in (1, 3, 4))):
         raise ValueError(
-            f"x must have a batch dimension: expected (B, 3, H, W), got {tuple(x.shape)}; "
-            "use x.unsqueeze(0) for a single image"
+            f"x must have a batch dimension: expected {want}, got {tuple(x.shape)}; use x.unsqueeze(0) for a single image"
         )
-    if x.dim() != 4 or x.shape[1] != 3:
+    if x.dim() != 4 or (c is not None and x.shape[1] != c):
         hint = ""
-        if x.dim() == 4 and x.shape[-1] == 3:
+        if x.dim() == 4 and c is not None and x.shape[-1] == c:
             hint = "; channels seem to be last: use x.permute(0, 3, 1, 2)"
-        elif x.dim() == 4 and x.shape[1] == 1:
-            hint = "; for a grey image repeat the channel: x.expand(-1, 3, -1, -1)"
-        raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}{hint}")
+        elif x.dim() == 4 and x.shape[1] == 1 and c is not None:
+            hint = f"; for a grey image repeat the channel: x.expand(-1, {c}, -1, -1)"
+        elif x.dim() == 4 and c == 1 and x.shape[1] in (3, 4):
+            hint = "; this model takes grey images: use x[:, :3].mean(1, keepdim=True)"
+        elif x.dim() == 4 and c == 3 and x.shape[1] == 4:
+            hint = "; for an RGBA image drop the alpha channel: x[:, :3]"
+        what = f"{type(model).__name__} takes {c} channel{'s' if c != 1 else ''} (its first conv's in_channels), so "
+        raise ValueError(f"{what if c is not None else ''}x must have shape {want}, got {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
         raise TypeError(
             f"x must be a float tensor with values in [0, 1], got dtype {x.dtype}; for 8-bit images use x.float() / 255"
@@ -50,6 +67,25 @@ def check_input(model: nn.Module, x: object) -> torch.Tensor:
     p = next(model.parameters(), None)
     if p is not None and p.device != x.device:
         raise ValueError(f"x is on {x.device} but the model is on {p.device}; move x with x.to('{p.device}')")
+    if p is not None and p.is_floating_point() and p.dtype != x.dtype:
+        raise TypeError(
+            f"x is {x.dtype} but the model's weights are {p.dtype}; convert one to the other, e.g. x.to({p.dtype})"
+        )
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            "explain was called inside torch.inference_mode(), where no method can take gradients or "
+            "leave the model's tensors usable; call it outside that block (explain turns gradients "
+            "off itself where it does not need them)"
+        )
+    if x.is_inference():
+        x = x.clone()  # made under inference_mode: a normal copy can be differentiated
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        n = int(bad.sum())
+        raise ValueError(
+            f"x has {n} NaN or infinite value{'s' if n != 1 else ''}; maps of such an input mean nothing. "
+            "Replace them first, e.g. x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)"
+        )
     return x
 
 
