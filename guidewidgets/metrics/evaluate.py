@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from .. import explain as _explain
-from ..localize.boxes import box_iou, box_mask, boxes_from_maps
+from ..hooks import eval_mode
+from ..localize.boxes import box_iou, box_mask, boxes_from_maps, mask_iou
+from ..localize.grabcut import grabcut_from_map
 from .faithfulness import deletion, insertion, road
 from .pointing import energy_pointing, pointing_game
 from .sanity import randomized_copy, spearman
@@ -24,6 +26,7 @@ METRICS: dict[str, tuple[bool, str | None, str]] = {
     "energy-pointing": (True, "boxes", "share of positive map energy inside the object's box (Score-CAM)"),
     "corloc": (True, "boxes", "share of 20 %-threshold largest-component boxes with IoU >= 0.5"),
     "box-iou": (True, "boxes", "mean IoU of the map's box with the object's box"),
+    "grabcut-iou": (True, "mask", "mask IoU of GrabCut seeded by the map (>= 50 % of max fg, < 20 % bg)"),
     "deletion": (False, None, "area under the probability curve as top pixels go black (RISE)"),
     "insertion": (True, None, "area under the probability curve as top pixels return to a blurred copy (RISE)"),
     "road-morf": (False, None, "probability after removing the most relevant pixels, imputed (ROAD)"),
@@ -49,6 +52,15 @@ def _items(dataset: Any, n: int | None) -> list[dict]:
     return items
 
 
+def _grabcut_iou(image: torch.Tensor, m: torch.Tensor, truth: torch.Tensor) -> float:
+    try:
+        return mask_iou(grabcut_from_map(image, m), truth)
+    except ValueError as e:
+        if "empty" in str(e) or "seeds" in str(e):
+            return 0.0  # Why: a blank map segments nothing; score it, do not stop the run
+        raise
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -72,6 +84,8 @@ def evaluate(
 
     Items are dicts like ShapeScenes': ``image``, ``label``, and ``mask`` (pointing game) /
     ``boxes`` + ``box_labels`` (energy pointing, CorLoc, box IoU) where a metric needs them.
+    With ``methods=None``, methods that refuse the model (ValueError on the first batch, e.g.
+    attention rollout on a CNN) are left out and listed in ``table.attrs["skipped"]``.
     """
     import pandas as pd
 
@@ -94,6 +108,7 @@ def evaluate(
     device = next(model.parameters()).device
     randomized = randomized_copy(model, None, seed) if "sanity" in chosen else None
 
+    skipped: dict[str, str] = {}
     sums: dict[tuple[str, str], list[float]] = {(me, mt): [] for me in names for mt in chosen}
     map_time: dict[str, float] = dict.fromkeys(names, 0.0)
     metric_time: dict[tuple[str, str], float] = dict.fromkeys(sums, 0.0)
@@ -119,9 +134,22 @@ def evaluate(
                     raise ValueError("an item has no box of its label; box metrics need the explained object's box")
                 true_boxes.append(b[keep])
             regions = torch.stack([torch.stack([box_mask(b, size) for b in tb]).any(0) for tb in true_boxes])
-        for name in names:
+        if s == 0:
+            with torch.no_grad(), eval_mode(model):
+                model(x[:1])  # Why: warm-up, so the first method's time is not the allocator's
+        for name in list(names):
             t0 = time.perf_counter()
-            maps = _explain.explain(model, x, name, labels, **options.get(name, {})).detach()
+            try:
+                maps = _explain.explain(model, x, name, labels, **options.get(name, {})).detach()
+            except ValueError as e:
+                # Why: with methods=None, methods that do not apply to this model (attention
+                # rollout on a CNN) are left out, not fatal; a named method's error stands.
+                if methods is not None or s > 0:
+                    raise
+                names.remove(name)
+                skipped[name] = str(e)
+                done += math.ceil(len(items) / batch_size)
+                continue
             map_time[name] += time.perf_counter() - t0
             pred_boxes = None
             for mt in chosen:
@@ -137,6 +165,9 @@ def evaluate(
                         pred_boxes = boxes_from_maps(maps.cpu(), threshold, on_empty="zero")
                     iou = torch.stack([box_iou(p[None], tb).max() for p, tb in zip(pred_boxes, true_boxes)])
                     v = (iou >= 0.5).double() if mt == "corloc" else iou
+                elif mt == "grabcut-iou":
+                    assert masks is not None
+                    v = torch.tensor([_grabcut_iou(img, m, k) for img, m, k in zip(x.cpu(), maps.cpu(), masks)])
                 elif mt == "deletion":
                     v = deletion(model, x, maps, labels, steps=steps)
                 elif mt == "insertion":
@@ -154,6 +185,8 @@ def evaluate(
                 progress(done / total_steps)
     rows = []
     for (me, mt), vals in sums.items():
+        if me in skipped:
+            continue
         finite = [v for v in vals if not math.isnan(v)]
         rows.append(
             {
@@ -166,4 +199,6 @@ def evaluate(
                 "metric_seconds_per_image": metric_time[(me, mt)] / len(items),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["skipped"] = skipped
+    return table
