@@ -162,6 +162,15 @@ def colormap_names(fade: bool = False) -> list[str]:
     return ([c + FADE for c in COLORMAPS] if fade else []) + list(COLORMAPS)
 
 
+def check_cmap(name: str) -> str:
+    """ "" if ``name`` (fade suffix allowed) is a known colormap, else the error message."""
+    try:
+        _lut(split_cmap(name)[0])
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
 def split_cmap(name: str) -> tuple[str, bool]:
     """``"turbo (fade)"`` -> ``("turbo", True)``; a plain name -> ``(name, False)``."""
     return (name[: -len(FADE)], True) if name.endswith(FADE) else (name, False)
@@ -562,3 +571,20 @@ def outline_rgba(labels: ArrayLike, palette: ArrayLike, *, background: int | Non
     rim &= ~inner
     out[rim] = (0, 0, 0, 200)
     return out
+
+
+def map_rgba(
+    result: dict[str, np.ndarray],
+    cmap: str = "turbo",
+    *,
+    signed: bool = False,
+    opacity: float = 0.6,
+    vrange: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """An explain result (``{"map": (H, W)}`` or ``{"raw": (3, H, W), ...}``) as an overlay layer:
+    :func:`gradient_image` for raw gradient images, else :func:`heatmap_rgba`."""
+    if "raw" in result:
+        rgba = gradient_image(result["raw"]).copy()
+        rgba[..., 3] = round(float(opacity) * 255)
+        return rgba
+    return heatmap_rgba(result["map"], cmap, signed=signed, opacity=opacity, vrange=vrange)

@@ -192,7 +192,7 @@ def test_explain_initial_state(ew, clf, images):
     assert np.array_equal(ew.view.frames["image"], render.to_rgba(images[0]))
     assert np.array_equal(ew.frame, _expected_overlay(ew, "grad-cam"))
     assert ew.view.frames["overlay"] is ew.frame
-    assert ew.layer == "" and ew.w_layer.options[0][1] == "" and "features.2" in ew.w_layer.options[0][0]
+    assert ew.layer == "" and ew.w_layer.options[0] == ("default: features.2 (32 x 32)", "")
     values = [v for _, v in ew.w_layer.options]
     assert len(values) == len(set(values)) and "features.0" in values  # each feature map once
     assert all("(32 x 32)" in label for label, v in ew.w_layer.options if v)  # grid sizes shown
@@ -580,6 +580,140 @@ def test_model_is_left_unchanged(clf, images):
     assert [m.training for m in clf.modules()] == flags
 
 
+def test_heading_colour_bar_and_summary_say_what_is_shown(clf, images):
+    w = ExplainWidget(clf, {"red one": (images[0], 0), "blue one": (images[1], 2)})
+    p = w.probabilities()[w.target]
+    head = w.w_heading.value
+    assert f"Grad-CAM for {clf.classes[w.target]}" in head and f"p = {p:.0%}" in head
+    assert "true label red" in head and "red one" in head and w.names == ["red one", "blue one"]
+    bar, (lo, hi), meaning = w.colorbar()
+    m = w.current["map"]
+    assert f"{m.max():.3g}" in hi and f"{m.min():.3g}" in lo and f"evidence for {clf.classes[w.target]}" in meaning
+    assert bar.shape[1] == 14 and not np.array_equal(bar[2], bar[-3])  # a real gradient of colours
+    assert w.w_bar_box.layout.visibility == "visible" and w.w_bar_box.bar.value[:4] == b"\x89PNG"
+    w.method = "occlusion" if not explain.method_info("saliency").signed else "saliency"
+    w.wait(30)
+    signed = [m for m in explain.methods() if explain.method_info(m).signed and not explain.method_info(m).slow]
+    if signed:
+        w.method = signed[0]
+        (lo, hi), meaning = w.colorbar()[1:]
+        assert lo.startswith("-") and hi.startswith("+") and "against" in meaning
+        m = w.current["map"]
+        zero = render.heatmap_rgba(np.zeros((1, 1)), w.colormap, signed=True, opacity=1.0)
+        assert zero[0, 0, 3] == 0  # zero evidence: fully transparent, the photo shows through
+        big = np.unravel_index(np.abs(m).argmax(), m.shape)
+        assert w.frame[big][3] > 0
+    w.close()
+
+
+def test_fading_colormap_keeps_the_photo_visible_where_evidence_is_low(ew):
+    assert ew.colormap.endswith(render.FADE)
+    m = ew.current["map"]
+    lo, hi = np.unravel_index(m.argmin(), m.shape), np.unravel_index(m.argmax(), m.shape)
+    assert ew.frame[lo][3] == 0 and ew.frame[hi][3] == round(ew.opacity * 255)
+    ew.colormap = "jet"  # the plain choice: one opacity everywhere
+    assert (ew.frame[..., 3] == round(ew.opacity * 255)).all()
+
+
+def test_all_classes_reachable_and_findable(clf, images):
+    w = ExplainWidget(clf, images, top_k=2)
+    values = [v for _, v in w.w_target.options]
+    assert sorted(values) == list(range(4)) and values[:2] == list(np.argsort(-w.probabilities())[:2])
+    last = values[-1]
+    w.w_target.value = last
+    assert w.target == last
+    w.w_find.value = "grey"
+    assert w.target == 3 and "grey" in w.w_heading.value
+    w.close()
+
+
+def test_original_beside_and_keyboard_shortcuts(ew):
+    assert ew.show_original and ew.w_orig_img.value[:4] == b"\x89PNG"
+    ew.w_original.value = False
+    assert ew.w_orig_img.layout.display == "none"
+    assert ew.key_down("2") and ew.method == explain.methods()[1]
+    assert ew.key_down("ArrowRight") and ew.image_index == 1
+    assert ew.key_down("ArrowLeft") and ew.image_index == 0
+    assert ew.key_down("ArrowLeft") and ew.image_index == 2  # wraps
+    assert ew.key_down("c") and ew.compare
+    assert not ew.key_down("q")
+    assert "ArrowRight" in ew.w_help.value and "method" in ew.w_help.value
+
+
+def _live_widgets() -> set:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return set(ipywidgets.Widget.widgets)
+
+
+def test_failed_constructor_leaves_nothing_registered(clf):
+    before = _live_widgets()
+    with pytest.raises(ValueError, match="no images given"):
+        ExplainWidget(clf, torch.zeros(0, 3, 8, 8))
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ExplainWidget("resnet", torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="Unknown explanation method"):
+        ExplainWidget(clf, torch.rand(1, 3, 8, 8), method="no-such-method")
+    with pytest.raises(ValueError):
+        GuideWidget(TinySeg().eval(), torch.rand(3, 16, 16), np.zeros((5, 5)))
+    assert _live_widgets() == before  # half-built widgets used to stay and break Widget.close_all()
+
+
+def test_float_images_in_0_255_are_rescaled_and_said(clf, images):
+    w = ExplainWidget(clf, [images[0] * 255, images[1]])
+    assert torch.allclose(w.images[0], images[0], atol=1e-6)
+    assert "0..255 rescaled" in w.status and "image 0" in w.status
+    w.close()
+
+
+class GreyCNN(TinyCNN):
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        self.features[0] = nn.Conv2d(channels, 8, 3, padding=1)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_grey_and_rgba_models_get_their_channel_count(channels):
+    model = GreyCNN(channels).eval()
+    w = ExplainWidget(model, torch.rand(2, 3, 16, 16))
+    assert w.status == "" and w.frame is not None and w.session.model_input(0).shape == (1, channels, 16, 16)
+    if channels == 1:
+        x = w.session.model_input(0)
+        assert torch.allclose(x[0, 0], 0.299 * w.images[0][0] + 0.587 * w.images[0][1] + 0.114 * w.images[0][2])
+    w.close()
+
+
+def test_layer_not_in_the_menu_is_added_or_refused_whole(ew):
+    before = (ew.layer, ew.frame.copy(), list(ew.w_layer.options))
+    ew.layer = "fc"  # a real module, but no spatial map: listed, and the status says so
+    assert ew.layer == "fc" and ("fc" in [v for _, v in ew.w_layer.options]) and "fc" in ew.status
+    assert ew.w_layer.value == "fc"
+    ew.layer = "no.such.layer"
+    assert ew.layer == "fc" and ew.w_layer.value == "fc" and ew.status.startswith("Error")
+    ew.layer = ""
+    assert ew.layer == "" and len(before[2]) + 1 == len(ew.w_layer.options)
+
+
+def test_explainer_session_without_widgets(clf, images):
+    from guidewidgets.explain import Explainer
+
+    s = Explainer(clf, [("a", images[0], 1), ("b", images[1])], cache_size=2)
+    assert s.names == ["a", "b"] and s.labels == [1, None]
+    k = s.key(0, "grad-cam", 2)
+    res = s.compute(k)
+    assert s.get(k) is res and k in s
+    s.compute(s.key(0, "saliency", 2))
+    s.compute(s.key(1, "saliency", 2))
+    assert k not in s  # bounded: least recently used dropped
+    job = s.submit([s.key(0, "occlusion", 1)])
+    assert job.wait(30) and not job.errors and job.progress == 1.0
+    labels = [label for label, _ in s.layer_options(0)]
+    assert len(labels) == len(set(labels)) and all(" x " in label for label in labels)
+    assert "true label" in s.heading(s.key(0, "saliency", 1))
+
+
 # ---- GuideWidget ------------------------------------------------------------------------------
 
 
@@ -593,6 +727,8 @@ def gw():
     mask[4:12, 4:12] = 1
     mask[20:24, :] = 2
     w = GuideWidget(model, image, mask)
+    assert w.brush_class is None  # no brush preselected: the first click asks for one
+    w.brush_class = 1
     yield w
     w.close()
 
@@ -674,8 +810,8 @@ def test_negative_hint_and_undo(gw):
     gw.w_undo.click()
     assert gw.hint_count == 1 and gw.guide.hints[0].negative
     gw.undo()
-    gw.undo()
-    assert gw.status == "No hint to undo."
+    assert gw.hint_count == 0 and gw.w_undo.disabled and not gw.w_redo.disabled
+    assert not gw.undo() and gw.status == "Nothing to undo."
 
 
 def test_auto_run_after_a_stroke(gw):
@@ -746,7 +882,7 @@ def test_ask_and_answer(gw):
     ring = gw.view.frames["hints"]
     assert ring[max(0, y - 4) : y + 5, max(0, x - 4) : x + 5, 3].max() == 255
     cls = 2
-    gw.w_answers.children[1 + cls].click()
+    gw.w_answers.children[1].children[cls].click()
     assert gw.asking is None and gw.guide.hints[-1].points == ((y, x),) and gw.guide.hints[-1].cls == cls
     assert gw._prediction[y, x] == cls and gw.w_answers.layout.display == "none"
     gw.answer(1)
@@ -769,6 +905,102 @@ def test_hover_readout(gw):
     gw.view.on_mouse_move(5 * 12 + 1, 6 * 12 + 1)
     text = gw.view.value_label.value
     assert "(y=6, x=5)" in text and "guided:" in text and "truth: disc" in text
+
+
+def test_first_click_without_a_brush_asks_for_one():
+    w = GuideWidget(TinySeg().eval(), torch.rand(3, 16, 16))
+    w.view.on_mouse_down(30, 30)
+    w.view.on_mouse_up(30, 30)
+    assert w.hint_count == 0 and "Pick a brush class" in w.status and w.w_class.value is None
+    assert w.key_down("2") and w.brush_class == 2  # number keys pick the brush
+    w.close()
+
+
+def test_undo_redo_restore_the_exact_guide_state(gw):
+    pre = gw.view.frames["overlay"].copy()
+    pre_params = {k: v.clone() for k, v in gw.guide.params.items()}
+    gw.add_stroke([(6, 6), (6, 12)], cls=2, radius=1)
+    gw.run()
+    after = (gw.view.frames["overlay"].copy(), gw.step_count, list(gw.guide.losses), gw._prediction.copy())
+    assert not np.array_equal(after[0], pre)
+    assert gw.key_down("z", ctrl=True)  # undo the run
+    assert gw.hint_count == 1 and gw.step_count == 0 and np.array_equal(gw.view.frames["overlay"], pre)
+    gw.undo()  # undo the hint
+    assert gw.hint_count == 0 and all(torch.equal(v, pre_params[k]) for k, v in gw.guide.params.items())
+    gw.redo()
+    assert gw.key_down("y", ctrl=True)
+    assert np.array_equal(gw.view.frames["overlay"], after[0]) and gw.step_count == after[1]
+    assert gw.guide.losses == after[2] and np.array_equal(render.to_numpy(gw.guide.prediction()), after[3])
+    gw.reset()
+    assert gw.hint_count == 0
+    gw.undo()  # even a reset comes back
+    assert gw.hint_count == 1 and np.array_equal(gw.view.frames["overlay"], after[0])
+
+
+def test_outline_mode_and_high_contrast_palette(gw):
+    gw.w_style.value = "outline"
+    from scipy import ndimage
+
+    frame = gw.view.frames["overlay"]
+    labels = gw._prediction
+    # two pixels or more away from any class boundary: no paint, the scene shows
+    deep = np.zeros_like(labels, bool)
+    for k in np.unique(labels):
+        deep |= ndimage.binary_erosion(labels == k, iterations=2, border_value=1)
+    assert (frame[deep, 3] == 0).all() and (frame[..., 3] > 0).any()
+    edge = np.argwhere(~deep & (labels > 0) & (frame[..., 3] == frame[..., 3].max()))[0]
+    assert tuple(frame[tuple(edge)][:3]) == tuple(gw.palette[labels[tuple(edge)], :3])  # legend colour
+    gw.style = "wobbly"
+    assert gw.style == "outline" and gw.status.startswith("Error")
+    gw.w_contrast.value = True
+    assert np.array_equal(gw.palette, render.HIGH_CONTRAST[:3])
+    r, g, b = render.HIGH_CONTRAST[1, :3]
+    assert f"rgb({r},{g},{b})" in gw.w_legend.value
+    assert gw.w_answers.children[1].children[1].style.button_color == f"rgb({r},{g},{b})"
+
+
+def test_iou_changes_coloured_and_regressions_flagged(gw):
+    assert "worse" not in gw.w_numbers.value and not gw.regression
+    gw._prediction = gw.mask.copy()  # as if a run had fixed everything
+    gw._readouts()
+    assert np.allclose(gw.iou[~np.isnan(gw.iou)], 1.0) and not gw.regression
+    assert "#1b7f1b" in gw.w_numbers.value and "&#9650;" in gw.w_numbers.value  # green, up
+    gw._prediction = np.zeros_like(gw.mask)  # then a bad action: everything background
+    gw._readouts()
+    assert gw.regression and "worse: mean IoU 1.000" in gw.w_numbers.value
+    assert "#b00020" in gw.w_numbers.value and "&#9660;" in gw.w_numbers.value  # red, down
+    gw._readouts()  # nothing changed since: no flag
+    assert not gw.regression and "worse" not in gw.w_numbers.value
+
+
+def test_ask_buttons_sit_beside_the_image(gw):
+    row = next(c for c in gw.children if isinstance(c, ipywidgets.HBox) and gw.view in c.children)
+    readouts = row.children[1]
+    assert gw.w_answers in readouts.children and readouts.layout.width == readouts.layout.min_width
+    gw.ask()
+    assert "beside the image" in gw.status and "Which class" in gw.w_question.value
+    assert gw.view.layout.flex == "0 0 auto"  # the image panel never shrinks
+
+
+def test_guide_export_has_heading_and_legend(gw, tmp_path):
+    from PIL import Image
+
+    gw.add_stroke([(5, 5)], cls=2, radius=1)
+    gw.run()
+    back = np.asarray(Image.open(gw.export(str(tmp_path / "g.png"))))
+    big = render.upscale(gw.composite(), gw.view.scale)
+    assert back.shape[1] == big.shape[1] and back.shape[0] > big.shape[0]
+    assert "Guided segmentation: 1 hint(s)" in gw.heading() and "mean IoU" in gw.heading()
+
+
+def test_largest_error_region():
+    from guidewidgets.widgets.guide_widget import largest_error_region
+
+    t = np.zeros((10, 10), int)
+    p = t.copy()
+    p[0, 0] = p[9, 9] = 1  # two lone pixels
+    p[3:6, 3:6] = 2  # one 3 x 3 region
+    assert largest_error_region(p, t) == 9 and largest_error_region(t, t) == 0
 
 
 def test_guide_widget_close_removes_block():
@@ -858,7 +1090,7 @@ def test_torchvision_classifier_and_segmenter():
     w.close()
     seg = zoo.torchvision_model("lraspp_mobilenet_v3_large", weights=None)
     g = GuideWidget(seg, torch.rand(3, 64, 64))
-    assert g.num_classes == 21 and len(g.w_answers.children) == 22
+    assert g.num_classes == 21 and len(g.w_answers.children[1].children) == 21
     g.add_stroke([(30, 30)], cls=15, radius=2)
     g.run()
     assert g.status.startswith("Run:") and g.view.frames["overlay"].shape == (64, 64, 4)

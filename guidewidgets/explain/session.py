@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..hooks import FeatureMap, eval_mode, feature_maps, model_lock, model_output
+from ..hooks import FeatureMap, eval_mode, feature_maps, get_layer, model_lock, model_output
 from .registry import MethodInfo, method_info, methods
 
 __all__ = ["Explainer", "MapKey", "Job", "Cancelled", "input_channels"]
@@ -347,7 +347,26 @@ class Explainer:
             maps = []
         labels = {f.name: f.label for f in maps}
         default = default or getattr(self.model, "default_explain_layer", None) or (maps[-1].name if maps else "")
+        if default and default not in labels:  # an inner module whose output an outer one returns
+            labels[default] = self._label_of(index, default)
         return [(f"default: {labels.get(default, default)}", "")] + [(f.label, f.name) for f in maps]
+
+    def _label_of(self, index: int, name: str) -> str:
+        """``"name (h x w)"`` from one hooked forward (just ``name`` if it is no spatial map)."""
+        shapes: list[tuple[int, ...]] = []
+        try:
+            with model_lock(self.model), torch.no_grad(), eval_mode(self.model):
+                hook = get_layer(self.model, name).register_forward_hook(lambda _m, _a, out: shapes.append(out.shape))
+                try:
+                    self.model(self.model_input(index))
+                finally:
+                    hook.remove()
+        except Exception:
+            return name
+        if not shapes or len(shapes[0]) != 4:
+            return name
+        _, c, h, w = shapes[0]
+        return FeatureMap(name, (c, h, w)).label
 
     def heading(self, key: MapKey, title: str | None = None) -> str:
         """``"Grad-CAM for star (p = 97%), true label star | scene 0"``: what a map shows."""
@@ -365,3 +384,14 @@ class Explainer:
             m = float(np.abs(a).max())
             return (f"-{m:.3g} against", f"+{m:.3g} for"), f"colour: evidence against (blue) <- 0 -> for (red) {cls}"
         return (f"{float(a.min()):.3g} low", f"{float(a.max()):.3g} high"), f"colour: low -> high evidence for {cls}"
+
+    def value_text(self, key: MapKey, y: int, x: int, result: Result | None = None) -> str:
+        """A hover readout: the pixel's RGB and, with a result, its map value and place in the range."""
+        rgb = (self.images[key.image][:, y, x] * 255 + 0.5).clamp(0, 255).to(torch.uint8).tolist()
+        text = f"RGB {tuple(rgb)}"
+        if result is not None:
+            m = result["map"]
+            lo, hi = float(m.min()), float(m.max())
+            rel = (m[y, x] - lo) / (hi - lo) if hi > lo else 0.0
+            text += f" | {method_info(key.method).title}: {m[y, x]:.4g} ({rel:.0%} of range)"
+        return text

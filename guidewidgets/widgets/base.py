@@ -70,6 +70,7 @@ class WidgetBase(SyncedBox):
                     with contextlib.suppress(Exception):
                         w.close()
             with contextlib.suppress(Exception):
+                self.layout.close()  # made with the box itself, before the snapshot
                 super().close()
             raise
         finally:

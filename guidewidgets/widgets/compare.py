@@ -1,5 +1,6 @@
-"""A wrapping grid of captioned tiles (the compare view): each tile carries its own caption, so
-captions match their pictures for any count and any window width."""
+"""Two display pieces of the explain view: a wrapping grid of captioned tiles (the compare view;
+each tile carries its own caption, so captions match their pictures for any count and width) and
+a colour bar with its range and meaning beside the map."""
 
 from __future__ import annotations
 
@@ -42,3 +43,23 @@ class TileGrid(W.Box):
 
     def set_visible(self, on: bool) -> None:
         self.layout.display = None if on else "none"
+
+
+class ColorBar(W.VBox):
+    """A vertical colour bar ``height`` px tall: high label above, low label and meaning below."""
+
+    def __init__(self, height: int) -> None:
+        self.bar = W.Image(format="png", layout=W.Layout(width="16px", height=f"{height}px"))
+        self.hi, self.lo = W.HTML(), W.HTML()
+        super().__init__([self.hi, self.bar, self.lo], layout=W.Layout(margin="0 0 0 6px", width="160px"))
+
+    def show(self, bar: tuple[np.ndarray, tuple[str, str], str] | None) -> None:
+        """Show ``(bar RGBA, (low, high) labels, meaning)``, or hide the bar for None."""
+        self.layout.visibility = "visible" if bar is not None else "hidden"
+        if bar is not None:
+            rgba, (lo, hi), meaning = bar
+            self.bar.value = render.to_png(rgba)
+            self.hi.value = f"<small>{html.escape(hi)}</small>"
+            self.lo.value = (
+                f"<small>{html.escape(lo)}</small><br><small style='color:#555'>{html.escape(meaning)}</small>"
+            )

@@ -7,11 +7,38 @@ import contextlib
 from typing import Any
 
 import ipywidgets as W
+import torch
+from torch import nn
 
 from .. import render
 from .base import error_text
-from .compare import TileGrid
+from .compare import ColorBar, TileGrid
 from .inputs import UploadError, decode_upload, fit, labelled_images
+
+
+def load_inputs(
+    model: nn.Module | None, images: Any, size: int | None, limit: int
+) -> tuple[nn.Module, list[tuple[str, torch.Tensor, int | None]], int, list[str]]:
+    """The model (default: the embedded classifier), labelled images, the square size for the model
+    and notes on conversions; a clear error for a non-module model or an empty image set."""
+    if model is None:
+        from .. import zoo
+
+        model = zoo.load("shapes-classifier")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    notes: list[str] = []
+    defaults = images is None
+    items = labelled_images(ImageList._default_images() if defaults else images, limit, notes)
+    if not items:
+        raise ValueError("no images given (an empty batch): pass at least one image, e.g. images=x[:8]")
+    if not isinstance(size, int):
+        size = getattr(model, "input_size", None)
+    if not isinstance(size, int):
+        shapes = {tuple(im.shape[1:]) for _, im, _ in items[: 4 if defaults else None]}
+        h, w = next(iter(shapes)) if len(shapes) == 1 else (0, 0)
+        size = h if h == w and 0 < h <= 512 else 224
+    return model, items, int(size), notes
 
 
 class ImageList:
@@ -109,33 +136,50 @@ def build_controls(self: Any) -> None:
     self.w_heading = W.HTML()
     side = f"{self.view.height * self.view.scale}px"
     self.w_orig_img = W.Image(format="png", layout=W.Layout(width=side, height=side, margin="0 8px 0 0"))
-    self.w_bar = W.Image(format="png", layout=W.Layout(width="16px", height=side))
-    self.w_bar_hi, self.w_bar_lo = W.HTML(), W.HTML()
-    self.w_bar_box = W.VBox(
-        [self.w_bar_hi, self.w_bar, self.w_bar_lo], layout=W.Layout(margin="0 0 0 6px", width="150px")
-    )
+    self.w_bar_box = ColorBar(self.view.height * self.view.scale)
     self.w_grid = TileGrid()
     links = {"image_index": self.w_image, "method": self.w_method, "layer": self.w_layer, "colormap": self.w_cmap}
     links.update(compare=self.w_compare, show_raw=self.w_raw, show_original=self.w_original, shared_scale=self.w_shared)
     for trait, ctl in links.items():
         W.link((self, trait), (ctl, "value"))
+
+    def on_check(method: str, on: bool) -> None:
+        if on != (method in self.compare_methods):
+            self.compare_methods = [m for m in self.infos if (m in self.compare_methods) != (m == method)]
+
+    def on_compare_methods(change: dict) -> None:
+        with self._quiet():
+            for m, box in self.w_checks.items():
+                box.value = m in change["new"]
+
+    def on_compare(change: dict) -> None:
+        for w, on in ((self.w_panel, not change["new"]), (self.w_grid, change["new"])):
+            w.layout.display = None if on else "none"
+        self.w_compare_box.layout.display = self.w_grid.layout.display
+
+    def on_find(change: dict) -> None:
+        if change["new"] in self.classes:
+            self.target = self.classes.index(change["new"])
+
     for m, box in self.w_checks.items():
         box.value = m in self.compare_methods
-        box.observe(lambda c, m=m: self._on_check(m, c["new"]), "value")
+        box.observe(lambda c, m=m: on_check(m, c["new"]), "value")
+    self.observe(on_compare_methods, "compare_methods")
+    self.observe(on_compare, "compare")
 
     def on_target(change: dict) -> None:
         if change["new"] is not None:
             self.target = int(change["new"])
 
     self.w_target.observe(on_target, "value")
-    self.w_find.observe(self._on_find, "value")
+    self.w_find.observe(on_find, "value")
     self.w_upload.observe(self._on_upload, "value")
     self.observe(
         self._on_compute_change,
         ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw", "shared_scale"],
     )
     self.observe(lambda _: self._syncing or self.update(), ["opacity", "colormap"])
-    self.observe(lambda c: self._show_original(c["new"]), "show_original")
+    self.observe(lambda c: setattr(self.w_orig_img.layout, "display", None if c["new"] else "none"), "show_original")
     self.observe(lambda c: setattr(self.w_progress.layout, "visibility", "visible" if c["new"] else "hidden"), "busy")
 
 

@@ -5,13 +5,14 @@ cache, the background job). State lives in traitlets (``image_index``, ``method`
 ``target``, ``opacity``, ``colormap``, ``compare``, ``compare_methods``, ``shared_scale``,
 ``show_raw``, ``show_original``, ``status``, ``busy``), two-way linked to the controls.
 
-Fast methods run in the kernel thread; slow ones (``method_info(name).slow``) in the session's
-background job with a progress bar, cancelled by the next request. ``w.wait()`` blocks until done.
+Slow methods (``method_info(name).slow``) run in the session's background job with a progress
+bar, cancelled by the next request; ``w.wait()`` blocks until done.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,13 @@ from .. import render
 from ..explain.session import Explainer, Job, MapKey
 from ..hooks import get_layer
 from .base import WidgetBase, error_text
-from .explain_controls import ImageList, build_controls, layout
+from .explain_controls import ImageList, build_controls, layout, load_inputs
 from .image_view import ImageView
-from .inputs import fit, labelled_images
+from .inputs import fit
 
 DEFAULT_COMPARE = ("cam", "grad-cam", "grad-cam++", "saliency", "guided-backprop", "occlusion")
 TILE = 192  # compare tiles are shown about this many px wide
+CAMS = ("cam", "grad-cam")
 
 
 class ExplainWidget(ImageList, WidgetBase):
@@ -35,14 +37,11 @@ class ExplainWidget(ImageList, WidgetBase):
 
     Parameters
     ----------
-    model: a classifier (default: the embedded ``zoo.load("shapes-classifier")``); any torchvision
-        classifier wrapped with ``zoo.torchvision_model`` works on CPU or CUDA. A segmenter works
-        too: class k is explained through the sum of its logits over the image.
-    images: a ``(B, C, H, W)`` tensor, one image, a list, a dict name -> image or a dataset (its
-        labels are shown as the true class). Grey and RGBA images are converted to the model's
-        channel count; floats in 0..255 are rescaled (the status says so).
-    size: images are centre-cropped and resized to ``size`` x ``size`` (default: ``model.input_size``,
-        else the images' common square size, else 224).
+    model: a classifier (default: the embedded ``zoo.load("shapes-classifier")``), CPU or CUDA; a
+        segmenter explains class k through the sum of its logits over the image.
+    images: a ``(B, C, H, W)`` tensor, an image, a list, a dict name -> image or a dataset (labels
+        shown as the true class); grey/RGBA converted for the model, floats in 0..255 rescaled.
+    size: square size for the model (default ``model.input_size``, else the images' own, else 224).
     options: per-method keyword options, e.g. ``{"occlusion": {"window": 16, "stride": 8}}``.
     """
 
@@ -58,6 +57,7 @@ class ExplainWidget(ImageList, WidgetBase):
     show_raw = T.Bool(False)
     show_original = T.Bool(True)
     busy = T.Bool(False)
+    _deferred_status = ""  # an error found by a validator, shown after the redraw that follows
 
     def __init__(
         self,
@@ -74,24 +74,7 @@ class ExplainWidget(ImageList, WidgetBase):
     ) -> None:
         super().__init__()
         with self._building():
-            if model is None:
-                from .. import zoo
-
-                model = zoo.load("shapes-classifier")
-            if not isinstance(model, nn.Module):
-                raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-            notes: list[str] = []
-            defaults = images is None
-            items = labelled_images(self._default_images() if defaults else images, max_images, notes)
-            if not items:
-                raise ValueError("no images given (an empty batch): pass at least one image, e.g. images=x[:8]")
-            if not isinstance(size, int):
-                size = getattr(model, "input_size", None)
-            if not isinstance(size, int):
-                shapes = {tuple(im.shape[1:]) for _, im, _ in items[: 4 if defaults else None]}
-                h, w = next(iter(shapes)) if len(shapes) == 1 else (0, 0)
-                size = h if h == w and 0 < h <= 512 else 224
-            self.size = int(size)
+            model, items, self.size, notes = load_inputs(model, images, size, max_images)
             self.session = Explainer(model, options=options, cache_size=cache_size)
             for name, im, label in items:
                 self.session.add_image(fit(im, self.size), name, label)
@@ -116,24 +99,16 @@ class ExplainWidget(ImageList, WidgetBase):
 
     # ---- controls -----------------------------------------------------------------------------
     def shortcuts(self) -> dict[str, tuple[str, Any]]:
-        keys: dict[str, tuple[str, Any]] = {
-            "ArrowRight": (
-                "next image",
-                lambda: setattr(self, "image_index", (self.image_index + 1) % len(self.images)),
-            ),
-            "ArrowLeft": (
-                "previous image",
-                lambda: setattr(self, "image_index", (self.image_index - 1) % len(self.images)),
-            ),
-            "c": ("compare", lambda: setattr(self, "compare", not self.compare)),
-        }
-        for i, m in enumerate(list(getattr(self, "infos", {}))[:9]):
-            keys[str(i + 1)] = ("methods" if i == 0 else "", lambda m=m: setattr(self, "method", m))
-        return keys
+        def step(d: int) -> Callable[[], None]:
+            return lambda: setattr(self, "image_index", (self.image_index + d) % len(self.images))
 
-    def _help_html(self) -> str:
-        n = min(9, len(getattr(self, "infos", {})))
-        return f'<div style="color:#555;font-size:90%">Keys (click the image first): <kbd>1</kbd>-<kbd>{n}</kbd> method, <kbd>&larr;</kbd>/<kbd>&rarr;</kbd> image, <kbd>c</kbd> compare</div>'
+        def pick(m: str) -> Callable[[], None]:
+            return lambda: setattr(self, "method", m)
+
+        keys = {str(i + 1): ("" if i else "1-9: method", pick(m)) for i, m in enumerate(list(self.infos)[:9])}
+        keys["ArrowLeft"], keys["ArrowRight"] = ("previous image", step(-1)), ("next image", step(1))
+        keys["c"] = ("compare", lambda: setattr(self, "compare", not self.compare))
+        return keys
 
     # ---- validation ----------------------------------------------------------------------------
     @T.validate("method")
@@ -157,26 +132,21 @@ class ExplainWidget(ImageList, WidgetBase):
             self.status = f"Layer {name!r} added to the menu; it gives no spatial feature map on these images, so layer methods may fail."
         return name
 
-    @T.validate("target")
-    def _valid_target(self, proposal: dict) -> int:
-        k = self.session.num_classes(self.image_index) if self.images else 0
-        if k and not 0 <= proposal["value"] < k:
-            return self._reject("target", f"target class {proposal['value']} is outside 0..{k - 1}")
-        return proposal["value"]
-
-    @T.validate("image_index")
-    def _valid_image(self, proposal: dict) -> int:
-        if not 0 <= proposal["value"] < len(self.images):
-            return self._reject("image_index", f"there is no image {proposal['value']} (0..{len(self.images) - 1})")
-        return proposal["value"]
+    @T.validate("target", "image_index")
+    def _valid_index(self, proposal: dict) -> int:
+        name, v = proposal["trait"].name, proposal["value"]
+        n = len(self.images) if name == "image_index" else self.session.num_classes(self.image_index)
+        why = (
+            f"there is no image {v} (0..{n - 1})"
+            if name == "image_index"
+            else f"target class {v} is outside 0..{n - 1}"
+        )
+        return v if 0 <= v < n or not n else self._reject(name, why)
 
     @T.validate("colormap")
     def _valid_colormap(self, proposal: dict) -> str:
-        try:
-            render.colorize(np.zeros((1, 1)), render.split_cmap(proposal["value"])[0])
-        except Exception as err:
-            return self._reject("colormap", err)
-        return proposal["value"]
+        err = render.check_cmap(proposal["value"])
+        return self._reject("colormap", err) if err else proposal["value"]
 
     @T.validate("compare_methods")
     def _valid_compare(self, proposal: dict) -> list[str]:
@@ -189,17 +159,7 @@ class ExplainWidget(ImageList, WidgetBase):
         self._deferred_status = f"Error: {bad[0]}" if bad else ""
         return names
 
-    _deferred_status = ""
-
     # ---- observers -----------------------------------------------------------------------------
-    def _on_check(self, method: str, on: bool) -> None:
-        if on != (method in self.compare_methods):
-            self.compare_methods = [m for m in self.infos if (m in self.compare_methods) != (m == method)]
-
-    def _on_find(self, change: dict) -> None:
-        if change["new"] in self.classes:
-            self.target = self.classes.index(change["new"])
-
     def _on_compute_change(self, change: dict) -> None:
         if self._syncing:
             return
@@ -210,17 +170,6 @@ class ExplainWidget(ImageList, WidgetBase):
             self._sync_method_controls()
         elif name == "target":
             self._sync_target_control()
-        elif name == "compare":
-            for w, on in (
-                (self.w_panel, not change["new"]),
-                (self.w_grid, change["new"]),
-                (self.w_compare_box, change["new"]),
-            ):
-                w.layout.display = None if on else "none"
-        elif name == "compare_methods":
-            with self._quiet():
-                for m, box in self.w_checks.items():
-                    box.value = m in change["new"]
         self.update()
         if self._deferred_status:
             self.status, self._deferred_status = self._deferred_status, ""
@@ -229,17 +178,8 @@ class ExplainWidget(ImageList, WidgetBase):
         info = self.infos[self.method]
         self.w_layer.disabled = not info.uses_layer
         self.w_raw.disabled = not info.has_image
-        note = (
-            " On a global-average-pool + linear head (the embedded classifier) Grad-CAM equals CAM up to scale."
-            if info.name in ("cam", "grad-cam")
-            else ""
-        )
-        self.w_summary.value = (
-            f"<div style='color:#333'><b>{html.escape(info.title)}</b>: {html.escape(info.summary)}{note}</div>"
-        )
-
-    def _show_original(self, on: bool) -> None:
-        self.w_orig_img.layout.display = None if on else "none"
+        note = " On a global-average-pool + linear head Grad-CAM equals CAM up to scale." * (info.name in CAMS)
+        self.w_summary.value = f"<b>{html.escape(info.title)}</b>: {html.escape(info.summary)}{note}"
 
     # ---- image, targets, layers ------------------------------------------------------------------
     def probabilities(self, index: int | None = None) -> np.ndarray:
@@ -335,16 +275,9 @@ class ExplainWidget(ImageList, WidgetBase):
         return self.session.wait(timeout)
 
     # ---- rendering ----------------------------------------------------------------------------
-    def _overlay_rgba(
-        self, method: str, result: dict[str, np.ndarray], vrange: tuple[float, float] | None = None
-    ) -> np.ndarray:
-        if "raw" in result:
-            rgba = render.gradient_image(result["raw"]).copy()
-            rgba[..., 3] = int(round(self.opacity * 255))
-            return rgba
-        return render.heatmap_rgba(
-            result["map"], self.colormap, signed=self.infos[method].signed, opacity=self.opacity, vrange=vrange
-        )
+    def _overlay_rgba(self, method: str, result: dict[str, np.ndarray], vrange: Any = None) -> np.ndarray:
+        signed = self.infos[method].signed
+        return render.map_rgba(result, self.colormap, signed=signed, opacity=self.opacity, vrange=vrange)
 
     def heading(self) -> str:
         if self.image_index not in self.session._probs:
@@ -370,14 +303,7 @@ class ExplainWidget(ImageList, WidgetBase):
         self.view.set_layer("overlay", self.frame)
         self.w_heading.value = f"<b>{html.escape(self.heading())}</b>"
         cb = self.colorbar()
-        self.w_bar_box.layout.visibility = "visible" if cb else "hidden"
-        if cb is not None:
-            bar, (lo, hi), meaning = cb
-            self.w_bar.value = render.to_png(bar)
-            self.w_bar_hi.value = f"<small>{html.escape(hi)}</small>"
-            self.w_bar_lo.value = (
-                f"<small>{html.escape(lo)}</small><br><small style='color:#555'>{html.escape(meaning)}</small>"
-            )
+        self.w_bar_box.show(cb)
 
     def _render_compare(self) -> None:
         results = [(m, r) for m in self.compare_methods if (r := self.session.get(self._key(m))) is not None]
@@ -401,14 +327,7 @@ class ExplainWidget(ImageList, WidgetBase):
         self._clear_error()
 
     def _value_at(self, y: int, x: int) -> str:
-        rgb = render.to_rgba(self.images[self.image_index][:, y : y + 1, x : x + 1])[0, 0, :3]
-        text = f"RGB {tuple(int(c) for c in rgb)}"
-        if self.current is not None:
-            m = self.current["map"]
-            lo, hi = float(m.min()), float(m.max())
-            rel = (m[y, x] - lo) / (hi - lo) if hi > lo else 0.0
-            text += f" | {self.infos[self.method].title}: {m[y, x]:.4g} ({rel:.0%} of range)"
-        return text
+        return self.session.value_text(self._key(self.method), y, x, self.current)
 
     # ---- export -------------------------------------------------------------------------------
     def composite(self) -> np.ndarray:

@@ -1,17 +1,18 @@
 """GuideWidget: paint hints on a segmentation and watch the guided network change its mind.
 
-Guide Me (Rupprecht et al., CVPR 2018) as a widget: the image with the current segmentation
-overlay and a class palette; click or drag paints hints with the selected class (or, with "not
-this class", says the class is absent there); Step / Run / Reset drive
-:class:`guidewidgets.guide.Guide`; "Ask me" shows the pixel the network is least sure about and
-the user answers by choosing a class. Readouts: the loss curve, the size of the block's
-parameters (alpha, beta, gamma), the pixels that changed at the last step, per-class IoU against a
-ground-truth mask, and gamma per channel (the paper's semantic analysis of gamma).
+Guide Me (Rupprecht et al., CVPR 2018) as a widget over :class:`guidewidgets.guide.Guide`: the
+image with the segmentation (filled or as outlines, default or high-contrast palette); click or
+drag paints hints with the chosen brush class (or, with "not this class", says the class is absent
+there); Step / Run / Reset drive the guide; Undo / Redo restore the exact earlier guide state
+(``Guide.snapshot``/``restore``); "Ask me" marks the pixel the network is least sure about and the
+answer buttons beside the image say its class. Readouts (a fixed-width column): per-class IoU
+against a ground-truth mask, coloured better/worse with a flag on regressions, the loss curve and
+gamma per channel (the paper's semantic analysis of gamma).
 
 All state is in traitlets (``brush_class``, ``brush_radius``, ``negative``, ``opacity``, ``show``,
-``step_count``, ``changed``, ``asking``, ``status``); Python methods (``step``, ``run``, ``reset``,
-``ask``, ``answer``, ``undo``) do what the buttons do. The guide runs in the kernel thread: a Run
-of the embedded segmenter takes well under a second (see benchmarks/widgets.py).
+``style``, ``contrast``, ``step_count``, ``changed``, ``asking``, ``status``); Python methods
+(``step``, ``run``, ``reset``, ``ask``, ``answer``, ``undo``, ``redo``) do what the buttons do.
+Keys on the image: R run, S step, A ask, Ctrl+Z / Ctrl+Y undo / redo, 0-9 brush class.
 """
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ import traitlets as T
 from torch import nn
 
 from .. import render
+from ..hooks import eval_mode, model_lock, model_output
+from .base import WidgetBase, error_text
 from .image_view import ImageView
 from .inputs import as_image, fit
 from .plots import bars_png, line_png
-from .synced import SyncedBox
 
 HINT_ALPHA = 170  # hints are drawn at 2/3 opacity over the segmentation
 HELD_OUT_SEED = 777  # ShapeScenes seed of the default scenes: zoo.train.TEST_SEED, never trained on
-DEFAULT_POOL = 8  # the default scene is the one of these the segmenter gets most wrong
-
-
-def _error_text(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"
+DEFAULT_POOL = 8  # the default scene is the one of these with the largest wrong region
+READOUT_WIDTH = "300px"  # fixed: a long caption wraps instead of pushing the image aside
+IOU_EPS = 0.005  # IoU changes smaller than this are shown as unchanged
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -66,10 +66,19 @@ def iou_per_class(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.n
     return out
 
 
+def largest_error_region(pred: np.ndarray, truth: np.ndarray) -> int:
+    """Pixels in the largest 4-connected region where ``pred`` and ``truth`` disagree."""
+    from scipy import ndimage
+
+    regions, n = ndimage.label(pred != truth)
+    return int(np.bincount(regions.ravel())[1:].max()) if n else 0
+
+
 def default_scene(model: nn.Module) -> tuple[Any, Any]:
     """A held-out ShapeScenes scene with room for guidance: of the first ``DEFAULT_POOL``, the one
-    whose plain prediction has the lowest mean IoU (picked, not hard-coded, so it stays a good demo
-    when the weights are retrained). Returns ``(image, mask)``."""
+    whose plain prediction has the largest connected wrong region (a region a click can fix, not
+    scattered pixels; picked, not hard-coded, so it stays a good demo when the weights are
+    retrained). Returns ``(image, mask)``."""
     import torch
 
     from .. import zoo
@@ -78,23 +87,14 @@ def default_scene(model: nn.Module) -> tuple[Any, Any]:
     items = [scenes[i] for i in range(len(scenes))]
     p = next(model.parameters(), None)
     x = torch.stack([it["image"] for it in items]).to(p.device if p is not None else "cpu")
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        for m, flag in flags:
-            m.training = flag
-    out = out["out"] if isinstance(out, dict) else out
-    pred = render.to_numpy(out.argmax(1))
-    k = out.shape[1]
-    scores = [np.nanmean(iou_per_class(pred[i], render.to_numpy(it["mask"]), k)) for i, it in enumerate(items)]
-    best = int(np.argmin(scores))
+    with model_lock(model), torch.no_grad(), eval_mode(model):
+        pred = render.to_numpy(model_output(model(x)).argmax(1))
+    scores = [largest_error_region(pred[i], render.to_numpy(it["mask"])) for i, it in enumerate(items)]
+    best = int(np.argmax(scores))
     return items[best]["image"], items[best]["mask"]
 
 
-class GuideWidget(SyncedBox):
+class GuideWidget(WidgetBase):
     """Guide a segmenter with hints, live.
 
     Parameters
@@ -102,7 +102,7 @@ class GuideWidget(SyncedBox):
     model: a segmenter (default: the embedded ``zoo.load("shapes-segmenter")``; any torchvision
         segmenter wrapped by ``zoo.torchvision_model`` works, on CPU or CUDA).
     image: ``(3, H, W)`` in [0, 1] (or anything ``widgets.inputs.as_image`` takes). Default: a
-        held-out ShapeScenes segmentation scene, with its ground-truth ``mask``.
+        held-out ShapeScenes segmentation scene with a large wrong region, with its ``mask``.
     mask: optional ``(H, W)`` ground-truth labels; enables the per-class IoU readout.
     layer: where the guiding block goes (default ``model.default_guide_layer``).
     size: resize the image to ``size`` x ``size`` first (default: keep it).
@@ -110,11 +110,13 @@ class GuideWidget(SyncedBox):
         ``optimizer``, ``lr``, ``steps``, ...).
     """
 
-    brush_class = T.Int(1)
+    brush_class = T.Int(None, allow_none=True, help="class the brush paints; None until one is picked")
     brush_radius = T.Int(2)
     negative = T.Bool(False)
     opacity = T.Float(0.6)
     show = T.Unicode("guided")  # "guided" | "original" | "truth"
+    style = T.Unicode("fill", help="'fill' (translucent regions) or 'outline' (contours only)")
+    contrast = T.Bool(False, help="high-contrast palette, readable over any scene")
     run_steps = T.Int(0)  # 0 = the guide's own default budget
     auto_run = T.Bool(False)  # run the guide after every stroke / answer
     live_every = T.Int(5)  # redraw the segmentation every n steps of a Run (0: only at the end)
@@ -122,7 +124,7 @@ class GuideWidget(SyncedBox):
     changed = T.Int(0)  # pixels whose class changed at the last Step/Run
     hint_count = T.Int(0)
     asking = T.Any(None)  # (y, x) the network asked about, or None
-    status = T.Unicode("")
+    export_stem = "guide"
 
     def __init__(
         self,
@@ -138,33 +140,42 @@ class GuideWidget(SyncedBox):
         from ..guide import Guide
 
         super().__init__()
-        self._syncing = True
-        if model is None:
-            from .. import zoo
+        with self._building():
+            if model is None:
+                from .. import zoo
 
-            model = zoo.load("shapes-segmenter")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if image is None:
-            image, default_mask = default_scene(model)
-            mask = default_mask if mask is None else mask
-        self.model = model
-        img = fit(as_image(image), size)
-        self.image = img
-        self.mask: np.ndarray | None = None
-        if mask is not None:
-            m = render.to_numpy(mask).astype(np.int64)
-            while m.ndim > 2 and m.shape[0] == 1:
-                m = m[0]
-            if m.shape != tuple(img.shape[1:]):
-                raise ValueError(
-                    f"mask has shape {m.shape} but the image is {tuple(img.shape[1:])}; pass the (H, W) label map of this image"
-                )
-            self.mask = m
-        self.guide = Guide(model, img, layer=layer, **(guide_options or {}))
+                model = zoo.load("shapes-segmenter")
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            if image is None:
+                image, default_mask = default_scene(model)
+                mask = default_mask if mask is None else mask
+            self.model = model
+            img = fit(as_image(image), size)
+            self.image = img
+            self.mask: np.ndarray | None = None
+            if mask is not None:
+                m = render.to_numpy(mask).astype(np.int64)
+                while m.ndim > 2 and m.shape[0] == 1:
+                    m = m[0]
+                if m.shape != tuple(img.shape[1:]):
+                    raise ValueError(
+                        f"mask has shape {m.shape} but the image is {tuple(img.shape[1:])}; pass the (H, W) label map of this image"
+                    )
+                self.mask = m
+            self.guide = Guide(model, img, layer=layer, **(guide_options or {}))
+            try:
+                self._setup(img, display_size)
+            except BaseException:
+                self.guide.close()  # the model must not stay guided by a widget nobody holds
+                raise
+        self._draw_overlay()
+        self._draw_hints()
+        self._readouts()
+
+    def _setup(self, img: Any, display_size: int) -> None:
         self.classes: list[str] = list(self.guide.classes)
         self.num_classes = len(self.classes)
-        self.palette = render.palette(self.num_classes)
         self.height, self.width = int(img.shape[1]), int(img.shape[2])
         self._original = render.to_numpy(self.guide.plain_logits().argmax(1)[0])
         self._prediction = self._original.copy()
@@ -173,60 +184,83 @@ class GuideWidget(SyncedBox):
         self.frames: dict[str, np.ndarray] = {}
         self._before: np.ndarray | None = None
         self.iou: np.ndarray | None = None  # per-class IoU of the shown guided prediction (with a mask)
-
+        self.regression = False  # the last action lowered the mean IoU
+        self._undo: list[tuple[Any, ...]] = []
+        self._redo: list[tuple[Any, ...]] = []
+        self._last_mean: float | None = None
         self.view = ImageView(self.height, self.width, display_size=display_size)
         self.view.value_fn = self._value_at
         self.view.on("down", self.on_mouse_down)
         self.view.on("drag", self.on_mouse_move)
         self.view.on("up", self.on_mouse_up)
+        self.view.canvas.on_key_down(self.key_down)
         self._build_controls()
         self.children = self._layout()
-        self.brush_class = 1 if self.num_classes > 1 else 0
         self.view.cursor_radius = self.brush_radius
-        self._syncing = False
         self.view.set_layer("image", render.to_rgba(img))
-        self._draw_overlay()
-        self._draw_hints()
-        self._readouts()
+
+    @property
+    def palette(self) -> np.ndarray:
+        """Class colours: the default palette, or the high-contrast one (``contrast=True``)."""
+        if self.contrast and self.num_classes <= len(render.HIGH_CONTRAST):
+            return render.HIGH_CONTRAST[: self.num_classes]
+        return render.palette(self.num_classes)
 
     # ---- controls -----------------------------------------------------------------------------
     def _build_controls(self) -> None:
         names = [(f"{k}: {c}", k) for k, c in enumerate(self.classes)]
-        self.w_class = W.ToggleButtons(options=names, description="Brush", style={"button_width": "auto"})
+        self.w_class = W.ToggleButtons(
+            options=names, value=None, description="Brush", style={"button_width": "auto"}, tooltips=[]
+        )
         self.w_negative = W.ToggleButton(
             description="not this class", icon="ban", tooltip="the brush says: this class is NOT here"
         )
         self.w_radius = W.IntSlider(min=0, max=12, description="Radius")
-        self.w_opacity = W.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity")
+        self._base_controls()
         show = [("guided", "guided"), ("original", "original")] + (
             [("ground truth", "truth")] if self.mask is not None else []
         )
         self.w_show = W.ToggleButtons(options=show, description="Show", style={"button_width": "auto"})
-        self.w_step = W.Button(description="Step", icon="step-forward")
-        self.w_run = W.Button(description="Run", icon="play", button_style="primary")
-        self.w_reset = W.Button(description="Reset", icon="undo", tooltip="back to the plain prediction; hints cleared")
-        self.w_undo = W.Button(description="Undo hint", icon="eraser")
+        self.w_style = W.ToggleButtons(
+            options=[("filled", "fill"), ("outlines", "outline")], style={"button_width": "auto"}
+        )
+        self.w_contrast = W.Checkbox(description="high-contrast colours", indent=False, layout=W.Layout(width="180px"))
+        self.w_step = W.Button(description="Step", icon="step-forward", tooltip="one optimiser step (S)")
+        self.w_run = W.Button(
+            description="Run", icon="play", button_style="primary", tooltip="optimise until the hints hold (R)"
+        )
+        self.w_reset = W.Button(
+            description="Reset", icon="refresh", tooltip="back to the plain prediction; hints cleared"
+        )
+        self.w_undo = W.Button(
+            description="Undo", icon="undo", tooltip="back to the state before the last action (Ctrl+Z)"
+        )
+        self.w_redo = W.Button(description="Redo", icon="repeat", tooltip="again what Undo took back (Ctrl+Y)")
         self.w_auto = W.Checkbox(description="run after each hint", indent=False, layout=W.Layout(width="170px"))
         self.w_ask = W.Button(
-            description="Ask me", icon="question", tooltip="the network points at the pixel it is least sure about"
+            description="Ask me", icon="question", tooltip="the network marks the pixel it is least sure about (A)"
         )
-        self.w_answers = W.HBox(
-            [W.HTML("<b>Your answer:</b>")] + [self._answer_button(k) for k in range(self.num_classes)],
-            layout=W.Layout(display="none", flex_flow="row wrap"),
+        self.w_question = W.HTML()
+        self.w_answers = W.VBox(
+            [
+                self.w_question,
+                W.Box([self._answer_button(k) for k in range(self.num_classes)], layout=W.Layout(flex_flow="row wrap")),
+            ],
+            layout=W.Layout(display="none", border="1px solid #999", padding="4px", margin="0 0 8px 0"),
         )
         self.w_legend = W.HTML(self._legend_html())
-        self.w_status = W.HTML()
-        self.w_numbers = W.HTML()
+        self.w_numbers = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
         self.w_loss = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
         self.w_gamma = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
-        self.w_loss_caption = W.HTML()
-        self.w_gamma_caption = W.HTML()
+        self.w_loss_caption = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
+        self.w_gamma_caption = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
         for trait, ctl in [
             ("brush_class", self.w_class),
             ("negative", self.w_negative),
             ("brush_radius", self.w_radius),
-            ("opacity", self.w_opacity),
             ("show", self.w_show),
+            ("style", self.w_style),
+            ("contrast", self.w_contrast),
             ("auto_run", self.w_auto),
         ]:
             W.link((self, trait), (ctl, "value"))
@@ -234,19 +268,23 @@ class GuideWidget(SyncedBox):
         self.w_run.on_click(lambda _: self.run())
         self.w_reset.on_click(lambda _: self.reset())
         self.w_undo.on_click(lambda _: self.undo())
+        self.w_redo.on_click(lambda _: self.redo())
         self.w_ask.on_click(lambda _: self.ask())
-        self.observe(self._on_status, "status")
-        self.observe(self._on_look, ["opacity", "show"])
+        self.observe(self._on_look, ["opacity", "show", "style", "contrast"])
         self.observe(self._on_brush, ["brush_radius"])
         self.observe(self._on_asking, ["asking"])
+        self._sync_undo_buttons()
 
     def _answer_button(self, k: int) -> W.Button:
-        r, g, b = (int(c) for c in self.palette[k, :3])
         btn = W.Button(description=self.classes[k], tooltip=f"answer: class {k}", layout=W.Layout(width="auto"))
+        btn.on_click(lambda _, k=k: self.answer(k))
+        self._colour_button(btn, k)
+        return btn
+
+    def _colour_button(self, btn: W.Button, k: int) -> None:
+        r, g, b = (int(c) for c in self.palette[k, :3])
         btn.style.button_color = f"rgb({r},{g},{b})"
         btn.style.text_color = "white" if (0.299 * r + 0.587 * g + 0.114 * b) < 140 else "black"
-        btn.on_click(lambda _, k=k: self.answer(k))
-        return btn
 
     def _legend_html(self) -> str:
         items = []
@@ -260,31 +298,41 @@ class GuideWidget(SyncedBox):
         return "<div>" + "".join(items) + "</div>"
 
     def _layout(self) -> list[W.Widget]:
-        buttons = W.HBox([self.w_step, self.w_run, self.w_reset, self.w_undo, self.w_ask, self.w_auto])
+        buttons = W.HBox([self.w_step, self.w_run, self.w_reset, self.w_undo, self.w_redo, self.w_ask, self.w_auto])
         readouts = W.VBox(
-            [self.w_numbers, self.w_loss_caption, self.w_loss, self.w_gamma_caption, self.w_gamma],
-            layout=W.Layout(margin="0 0 0 12px"),
+            [self.w_answers, self.w_numbers, self.w_loss_caption, self.w_loss, self.w_gamma_caption, self.w_gamma],
+            layout=W.Layout(margin="0 0 0 12px", width=READOUT_WIDTH, min_width=READOUT_WIDTH, overflow="hidden"),
         )
+        self.view.layout.flex = "0 0 auto"  # the image panel never shrinks
         return [
             self.w_legend,
             self.w_class,
             W.HBox([self.w_negative, self.w_radius, self.w_opacity]),
-            self.w_show,
+            W.HBox([self.w_show, self.w_style, self.w_contrast]),
             buttons,
-            self.w_answers,
-            W.HBox([self.view, readouts]),
+            W.HBox([self.view, readouts], layout=W.Layout(align_items="flex-start")),
             self.w_status,
+            self.w_help,
+            W.HBox([self.w_export, self.w_export_out]),
         ]
 
-    # ---- validation and observers ---------------------------------------------------------------
-    def _reject(self, name: str, why: str):
-        self.status = f"Error: {why}"
-        return getattr(self, name)
+    def shortcuts(self) -> dict[str, tuple[str, Any]]:
+        keys: dict[str, tuple[str, Any]] = {
+            "r": ("run", self.run),
+            "s": ("step", self.step),
+            "a": ("ask", self.ask),
+            "ctrl+z": ("undo", self.undo),
+            "ctrl+y": ("redo", self.redo),
+        }
+        for k in range(min(10, getattr(self, "num_classes", 0))):
+            keys[str(k)] = ("" if k else "0-9: brush class", lambda k=k: setattr(self, "brush_class", k))
+        return keys
 
+    # ---- validation and observers ---------------------------------------------------------------
     @T.validate("brush_class")
     def _valid_class(self, proposal):
         k = proposal["value"]
-        if not 0 <= k < self.num_classes:
+        if k is not None and not 0 <= k < self.num_classes:
             return self._reject(
                 "brush_class", f"class {k} is outside 0..{self.num_classes - 1} ({', '.join(self.classes)})"
             )
@@ -294,10 +342,6 @@ class GuideWidget(SyncedBox):
     def _valid_radius(self, proposal):
         return int(min(64, max(0, proposal["value"])))
 
-    @T.validate("opacity")
-    def _valid_opacity(self, proposal):
-        return float(min(1.0, max(0.0, proposal["value"])))
-
     @T.validate("show")
     def _valid_show(self, proposal):
         allowed = ["guided", "original"] + (["truth"] if self.mask is not None else [])
@@ -305,18 +349,24 @@ class GuideWidget(SyncedBox):
             return self._reject("show", f"show must be one of {allowed}, got {proposal['value']!r}")
         return proposal["value"]
 
+    @T.validate("style")
+    def _valid_style(self, proposal):
+        if proposal["value"] not in ("fill", "outline"):
+            return self._reject("style", f"style must be 'fill' or 'outline', got {proposal['value']!r}")
+        return proposal["value"]
+
     @T.validate("run_steps")
     def _valid_steps(self, proposal):
         return max(0, int(proposal["value"]))
 
-    def _on_status(self, change: dict) -> None:
-        text = change["new"]
-        color = "#b00020" if text.startswith("Error") else "#444"
-        self.w_status.value = f'<span style="color:{color}">{html.escape(text)}</span>'
-
     def _on_look(self, change: dict) -> None:
+        if change["name"] == "contrast":
+            self.w_legend.value = self._legend_html()
+            for k, btn in enumerate(self.w_answers.children[1].children):
+                self._colour_button(btn, k)
         if not self._syncing:
             self._draw_overlay()
+            self._draw_hints()
 
     def _on_brush(self, change: dict) -> None:
         self.view.cursor_radius = self.brush_radius
@@ -334,8 +384,14 @@ class GuideWidget(SyncedBox):
         return self._prediction
 
     def _draw_overlay(self) -> None:
-        self.frames["overlay"] = render.segmentation_rgba(self._shown_labels(), self.palette, alpha=self.opacity)
-        self.view.set_layer("overlay", self.frames["overlay"])
+        labels = self._shown_labels()
+        if self.style == "outline":
+            frame = render.outline_rgba(labels, self.palette, width=max(1, self.width // 96))
+            frame[..., 3] = (frame[..., 3].astype(np.float32) * max(self.opacity, 0.2) + 0.5).astype(np.uint8)
+        else:
+            frame = render.segmentation_rgba(labels, self.palette, alpha=self.opacity)
+        self.frames["overlay"] = frame
+        self.view.set_layer("overlay", frame)
 
     def _paint(self, out: np.ndarray, pixels: np.ndarray, cls: int, negative: bool) -> None:
         # Translucent, so the segmentation under a hint stays visible (and a browser test can see
@@ -361,7 +417,7 @@ class GuideWidget(SyncedBox):
         out = np.zeros((self.height, self.width, 4), np.uint8)
         for h in self.guide.hints:
             self._paint(out, render.to_numpy(h.pixels).reshape(-1, 2), h.cls, h.negative)
-        if self._stroke:
+        if self._stroke and self.brush_class is not None:
             self._paint(out, self._stroke_pixels(self._stroke, self.brush_radius), self.brush_class, self.negative)
         painted = out[..., 3] > 0
         grown = painted.copy()
@@ -392,23 +448,8 @@ class GuideWidget(SyncedBox):
             f"{int((self._prediction != self._original).sum())}",
         ]
         if self.mask is not None:
-            iou_g = iou_per_class(self._prediction, self.mask, self.num_classes)
-            iou_o = iou_per_class(self._original, self.mask, self.num_classes)
-
-            def cell(v: float) -> str:
-                return "–" if np.isnan(v) else f"{v:.2f}"
-
-            cells = "".join(
-                f"<tr><td>{html.escape(self.classes[k])}</td><td>{cell(iou_o[k])}</td><td>{cell(iou_g[k])}</td></tr>"
-                for k in range(self.num_classes)
-                if not np.isnan(iou_g[k]) or not np.isnan(iou_o[k])
-            )
-            rows.append(
-                f"<table style='font-size:90%'><tr><th>class</th><th>IoU before</th><th>IoU now</th></tr>{cells}"
-                f"<tr><td><b>mean</b></td><td>{np.nanmean(iou_o):.3f}</td><td><b>{np.nanmean(iou_g):.3f}</b></td></tr></table>"
-            )
-            self.iou = iou_g
-        self.w_numbers.value = "<br>".join(rows)
+            rows.append(self._iou_table())
+        self.w_numbers.value = "<div style='overflow-wrap:anywhere'>" + "<br>".join(rows) + "</div>"
         losses = list(g.losses)
         self.w_loss.value = line_png(losses, logy=True)
         self.w_loss_caption.value = (
@@ -417,14 +458,51 @@ class GuideWidget(SyncedBox):
             else "<b>loss</b>: no steps yet"
         )
         gamma = render.to_numpy(p["gamma_s"]).reshape(-1) if "gamma_s" in p else np.zeros(0)
-        self.w_gamma.value = bars_png(gamma)
-        top = np.argsort(-np.abs(gamma))[:3] if gamma.size else []
+        self.w_gamma.value = bars_png(gamma.tolist())
+        top: list[int] = np.argsort(-np.abs(gamma))[:3].tolist() if gamma.size else []
         self.w_gamma_caption.value = (
             f"<b>gamma</b> per channel ({gamma.size} channels; red up, blue down); largest: "
             + ", ".join(f"#{int(c)} {gamma[c]:+.2f}" for c in top)
             if gamma.size and np.abs(gamma).max() > 0
             else "<b>gamma</b> per channel: all zero"
         )
+
+    def _iou_table(self) -> str:
+        """Per-class IoU, original vs now; green where better, red where worse; a flag when the
+        last action lowered the mean IoU."""
+        assert self.mask is not None
+        iou_g = iou_per_class(self._prediction, self.mask, self.num_classes)
+        iou_o = iou_per_class(self._original, self.mask, self.num_classes)
+        self.iou = iou_g
+        mean_g, mean_o = float(np.nanmean(iou_g)), float(np.nanmean(iou_o))
+
+        def cell(now: float, before: float, bold: bool = False) -> str:
+            if np.isnan(now):
+                return "<td>–</td>"
+            d = 0.0 if np.isnan(before) else now - before
+            color = "#1b7f1b" if d > IOU_EPS else "#b00020" if d < -IOU_EPS else "#333"
+            arrow = " &#9650;" if d > IOU_EPS else " &#9660;" if d < -IOU_EPS else ""
+            text = f"<b>{now:.3f}</b>" if bold else f"{now:.2f}"
+            return f"<td style='color:{color}'>{text}{arrow}</td>"
+
+        rows = "".join(
+            f"<tr><td>{html.escape(self.classes[k])}</td><td>{'–' if np.isnan(iou_o[k]) else f'{iou_o[k]:.2f}'}</td>"
+            f"{cell(iou_g[k], iou_o[k])}</tr>"
+            for k in range(self.num_classes)
+            if not np.isnan(iou_g[k]) or not np.isnan(iou_o[k])
+        )
+        table = (
+            f"<table style='font-size:90%'><tr><th>class</th><th>IoU before</th><th>IoU now</th></tr>{rows}"
+            f"<tr><td><b>mean</b></td><td>{mean_o:.3f}</td>{cell(mean_g, mean_o, bold=True)}</tr></table>"
+        )
+        last, self._last_mean = self._last_mean, mean_g
+        self.regression = last is not None and mean_g < last - IOU_EPS
+        if self.regression:
+            table += (
+                f"<div style='color:#b00020;font-weight:bold'>&#9888; worse: mean IoU {last:.3f} &rarr; "
+                f"{mean_g:.3f} after the last action. Undo (Ctrl+Z) or add a hint there.</div>"
+            )
+        return table
 
     def _value_at(self, y: int, x: int) -> str:
         k = int(self._prediction[y, x])
@@ -437,6 +515,9 @@ class GuideWidget(SyncedBox):
 
     # ---- mouse --------------------------------------------------------------------------------
     def on_mouse_down(self, y: int, x: int) -> None:
+        if self.brush_class is None:
+            self.status = "Pick a brush class first (the Brush buttons above), then click or drag on the image."
+            return
         self._stroke = [(y, x)]
         self._draw_hints()
 
@@ -465,12 +546,17 @@ class GuideWidget(SyncedBox):
         cls = self.brush_class if cls is None else cls
         radius = self.brush_radius if radius is None else radius
         negative = self.negative if negative is None else negative
+        if cls is None:
+            self.status = "Pick a brush class first (the Brush buttons above)."
+            return False
+        state = self._state()
         try:
             self.guide.add_stroke(points, cls, radius=radius, negative=negative)
         except Exception as err:
-            self.status = f"Error: {_error_text(err)}"
+            self._fail(err)
             self._draw_hints()
             return False
+        self._push(state)
         self.hint_count = len(self.guide.hints)
         what = "not " if negative else ""
         self.status = f"Hint: {len(points)} point(s) are {what}{self.classes[cls]}. Press Run (or Step)."
@@ -482,6 +568,22 @@ class GuideWidget(SyncedBox):
         return True
 
     # ---- actions ------------------------------------------------------------------------------
+    def _state(self) -> tuple[Any, ...]:
+        """Everything Undo must bring back: the guide's state and what the widget shows of it."""
+        return (self.guide.snapshot(), self._prediction.copy(), self.step_count, self.changed)
+
+    def _push(self, state: tuple[Any, ...]) -> None:
+        self._undo.append(state)
+        self._redo.clear()
+        self._sync_undo_buttons()
+
+    def _sync_undo_buttons(self) -> None:
+        self.w_undo.disabled, self.w_redo.disabled = not self._undo, not self._redo
+
+    def _fail(self, err: BaseException, what: str = "") -> None:
+        reason = getattr(self.guide, "closed_reason", None) if getattr(self.guide, "closed", False) else None
+        self.status = f"Error: {what}{reason or error_text(err)}"
+
     def _after(self, steps: int, note: str) -> None:
         before = self._before if self._before is not None else self._prediction
         self._before = None
@@ -503,18 +605,20 @@ class GuideWidget(SyncedBox):
         if not self.guide.hints:
             self.status = "Paint a hint first (click or drag on the image), then Step."
             return
+        state = self._state()
         try:
             loss = self.guide.step()
         except Exception as err:
-            self.status = f"Error: the guide step failed: {_error_text(err)}"
-            return
-        self._after(1, f"Step (loss {loss:.4g}):")
+            return self._fail(err, "the guide step failed: ")
+        self._push(state)
+        self._after(1, f"Step (loss {loss:.4g}):" if loss is not None else "Step:")
 
     def run(self) -> None:
         """Optimise until every hint is satisfied (or the step budget is spent)."""
         if not self.guide.hints:
             self.status = "Paint a hint first (click or drag on the image), then Run."
             return
+        state = self._state()
         self._before = self._prediction  # live updates move _prediction; "changed" counts from here
 
         def live(i: int, loss: float) -> None:
@@ -527,13 +631,19 @@ class GuideWidget(SyncedBox):
         try:
             n = self.guide.run(steps=self.run_steps or None, callback=live)
         except Exception as err:
-            self.status = f"Error: the guide run failed: {_error_text(err)}"
-            return
+            self._before = None
+            return self._fail(err, "the guide run failed: ")
+        self._push(state)
         self._after(n, f"Run: {n} step(s).")
 
     def reset(self) -> None:
-        """Back to the plain prediction: block at zero, hints and history cleared."""
-        self.guide.reset(clear_hints=True)
+        """Back to the plain prediction: block at zero, hints and history cleared (Undo brings it back)."""
+        state = self._state()
+        try:
+            self.guide.reset(clear_hints=True)
+        except Exception as err:
+            return self._fail(err)
+        self._push(state)
         self._stroke = []
         self.asking = None
         self.step_count = 0
@@ -543,37 +653,53 @@ class GuideWidget(SyncedBox):
         self.status = "Reset: plain prediction, no hints."
         self._readouts()
 
-    def undo(self) -> None:
-        """Remove the last hint (the guide keeps its current values; Run again to refit)."""
-        hints = self.guide.hints
-        if not hints:
-            self.status = "No hint to undo."
-            return
-        self.guide.clear_hints()
-        for h in hints[:-1]:
-            if len(h.points) == 1 and h.radius == 0:
-                self.guide.add_hint(*h.points[0], h.cls, negative=h.negative)
-            else:
-                self.guide.add_stroke(list(h.points), h.cls, radius=h.radius, negative=h.negative)
+    def _swap(self, src: list[tuple[Any, ...]], dst: list[tuple[Any, ...]], word: str) -> bool:
+        if not src:
+            self.status = f"Nothing to {word.lower()}."
+            return False
+        state = src.pop()
+        now = self._state()
+        try:
+            self.guide.restore(state[0])
+        except Exception as err:
+            src.append(state)
+            self._fail(err)
+            return False
+        dst.append(now)
+        self._prediction, self.step_count, self.changed = state[1].copy(), state[2], state[3]
         self.hint_count = len(self.guide.hints)
-        self.status = f"Removed the last hint; {self.hint_count} left."
+        self.asking = None
+        self._sync_undo_buttons()
+        self._draw_overlay()
         self._draw_hints()
         self._readouts()
+        self.status = f"{word}: back to {self.hint_count} hint(s), {self.step_count} step(s)."
+        return True
+
+    def undo(self) -> bool:
+        """Restore the exact state before the last action (hint, step, run, answer or reset)."""
+        return self._swap(self._undo, self._redo, "Undo")
+
+    def redo(self) -> bool:
+        """Do again what :meth:`undo` took back."""
+        return self._swap(self._redo, self._undo, "Redo")
 
     def ask(self) -> tuple[int, int] | None:
-        """Let the network ask: highlight its least certain pixel and wait for :meth:`answer`."""
+        """Let the network ask: mark its least certain pixel and wait for :meth:`answer`."""
         try:
             y, x = self.guide.ask()
         except Exception as err:
-            self.status = f"Error: {_error_text(err)}"
+            self._fail(err)
             return None
         probs = render.to_numpy(self.guide.logits().softmax(1)[0, :, y, x].float())
         a, b = np.argsort(-probs)[:2]
         self.asking = (int(y), int(x))
-        self.status = (
-            f"Which class is the pixel at (y={y}, x={x})? The network hesitates between "
-            f"{self.classes[a]} ({probs[a]:.0%}) and {self.classes[b]} ({probs[b]:.0%}). Choose below."
+        question = (
+            f"Which class is the marked pixel (y={y}, x={x})? The network hesitates between "
+            f"{self.classes[a]} ({probs[a]:.0%}) and {self.classes[b]} ({probs[b]:.0%})."
         )
+        self.w_question.value = f"<b>{html.escape(question)}</b><br>Answer with a button:"
+        self.status = question + " Answer with the buttons beside the image."
         return self.asking
 
     def answer(self, cls: int) -> None:
@@ -582,14 +708,17 @@ class GuideWidget(SyncedBox):
             self.status = "Nothing was asked; press 'Ask me' first."
             return
         y, x = self.asking
+        state = self._state()
         try:
             self.guide.add_hint(y, x, cls)
         except Exception as err:
-            self.status = f"Error: {_error_text(err)}"
-            return
+            return self._fail(err)
         self.hint_count = len(self.guide.hints)
         self.asking = None
+        n_undo = len(self._undo)
         self.run()
+        del self._undo[n_undo:]  # the answer and its run are one action for Undo
+        self._push(state)
 
     # ---- export and lifetime --------------------------------------------------------------------
     def composite(self) -> np.ndarray:
@@ -597,8 +726,17 @@ class GuideWidget(SyncedBox):
         out = render.overlay(self.image, self.frames["overlay"], alpha=1.0)
         return render.overlay(out, self.frames["hints"], alpha=1.0)
 
-    def to_png(self) -> bytes:
-        return render.to_png(self.composite())
+    def heading(self) -> str:
+        what = {"guided": "Guided segmentation", "original": "Original segmentation", "truth": "Ground truth"}
+        text = f"{what[self.show]}: {self.hint_count} hint(s), {self.step_count} step(s)"
+        if self.iou is not None and self.show != "truth":
+            text += f", mean IoU {np.nanmean(self.iou):.3f}"
+        return text
+
+    def export_image(self) -> np.ndarray:
+        legend = ", ".join(f"{k} {c}" for k, c in enumerate(self.classes))
+        pic = render.upscale(self.composite(), self.view.scale)
+        return render.titled(pic, self.heading(), caption=f"classes: {legend}")
 
     def close(self) -> None:
         """Remove the guiding block from the model and close the widget."""

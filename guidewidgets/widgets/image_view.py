@@ -86,7 +86,7 @@ class ImageView(W.VBox):
         if self.client_ready:
             with _DRAW_LOCK, hold_canvas():
                 for name in checked:
-                    self._send(name)
+                    self._send_layer(name)
 
     def _check(self, name: str, rgba: np.ndarray | None) -> np.ndarray | None:
         if name not in LAYERS:
@@ -101,7 +101,7 @@ class ImageView(W.VBox):
             )
         return rgba
 
-    def _send(self, name: str) -> None:
+    def _send_layer(self, name: str) -> None:  # not _send: that is ipywidgets.Widget's own
         layer = self.canvas[LAYERS.index(name)]
         frame = self.frames[name]
         layer.clear()
@@ -119,7 +119,7 @@ class ImageView(W.VBox):
             return
         with _DRAW_LOCK, hold_canvas():
             for name in ("image", "overlay", "hints"):
-                self._send(name)
+                self._send_layer(name)
             self._draw_cursor()
 
     def _on_client_ready(self) -> None:
