@@ -30,12 +30,11 @@ class GuidingBlock:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        kw = dict(device=device, dtype=dtype)
         self.spatial = spatial
-        self.alpha = torch.zeros(height, **kw, requires_grad=spatial)
-        self.beta = torch.zeros(width, **kw, requires_grad=spatial)
-        self.gamma_s = torch.zeros(channels, **kw, requires_grad=True)
-        self.gamma_b = torch.zeros(channels, **kw, requires_grad=True)
+        self.alpha = torch.zeros(height, device=device, dtype=dtype, requires_grad=spatial)
+        self.beta = torch.zeros(width, device=device, dtype=dtype, requires_grad=spatial)
+        self.gamma_s = torch.zeros(channels, device=device, dtype=dtype, requires_grad=True)
+        self.gamma_b = torch.zeros(channels, device=device, dtype=dtype, requires_grad=True)
         self._zero_key: tuple[int, ...] = ()
         self._zero = True
 
@@ -73,15 +72,20 @@ class GuidingBlock:
             self._zero_key, self._zero = key, not any(bool(p.any()) for p in tensors)
         return self._zero
 
-    def penalty(self, bias_weight: float = 10.0) -> torch.Tensor:
+    def penalty(self, bias_weight: float = 10.0, center: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """sum(alpha^2) + sum(beta^2) + sum(gamma_s^2) + bias_weight * sum(gamma_b^2).
 
         Why the bias weight: as in f-BRS, a bias moves a whole channel everywhere, so it is
-        the more drastic change and is made dearer.
+        the more drastic change and is made dearer. ``center``: measure the distance from these
+        values instead of zero (a text hint's parameters, which clicks then refine).
         """
-        total = self.gamma_s.square().sum() + bias_weight * self.gamma_b.square().sum()
+
+        def sq(name: str, p: torch.Tensor) -> torch.Tensor:
+            return (p - center[name] if center is not None else p).square().sum()
+
+        total = sq("gamma_s", self.gamma_s) + bias_weight * sq("gamma_b", self.gamma_b)
         if self.spatial:
-            total = total + self.alpha.square().sum() + self.beta.square().sum()
+            total = total + sq("alpha", self.alpha) + sq("beta", self.beta)
         return total
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:

@@ -167,7 +167,7 @@ def single_hint_flip(guide: Guide, truth: torch.Tensor, generator: torch.Generat
     wrong = (before != truth).flatten().nonzero()[:, 0]
     if wrong.numel() == 0:
         return None
-    pick = int(wrong[torch.randint(wrong.numel(), (1,), generator=generator).item()])
+    pick = int(wrong[int(torch.randint(wrong.numel(), (1,), generator=generator))])
     y, x = divmod(pick, guide.width)
     t0 = time.perf_counter()
     guide.add_hint(y, x, int(truth[y, x]))

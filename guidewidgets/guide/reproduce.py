@@ -2,6 +2,7 @@
 
     python -m guidewidgets.guide.reproduce            # full size (about 12 minutes on 2 CPU cores)
     python -m guidewidgets.guide.reproduce --quick    # a small version that runs in seconds
+    python -m guidewidgets.guide.reproduce --text-only --scenes 400 --table-scenes 60   # text tables 7-11
 
 The paper (Rupprecht et al., CVPR 2018) guides FCN-8s on PASCAL VOC; we guide the embedded
 ShapeScenes segmenter. Absolute numbers are not comparable (another data set, another network);
@@ -182,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="processes the games are shared among (default: one per CPU core, quick 1); "
         "the tables do not depend on it, table 6 is timed in this process alone",
     )
+    ap.add_argument(
+        "--text",
+        action="store_true",
+        help="also print the text-guide tables 7-11 (trains a text guide per location: about 10 minutes more)",
+    )
+    ap.add_argument("--text-only", action="store_true", help="print only the text-guide tables 7-11")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = zoo.load(args.model)
     data = zoo.ShapeScenes(n, seed=args.seed, task="segmentation")
     scenes = [data[i] for i in range(n)]
-    layer = model.default_guide_layer
-    k = len(model.classes)
+    layer = str(model.default_guide_layer)
+    k = len(model.classes)  # type: ignore[arg-type]
     t_start = time.perf_counter()
     print(
         f"Guide Me, reproduced: {args.model} ({k} classes) on {n} held-out ShapeScenes "
@@ -207,9 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{torch.get_num_threads()} CPU thread(s) x {jobs} process(es)"
     )
     # Why spawn: a forked child inherits torch's thread pools mid-state; spawn is safe everywhere.
-    pool_cm = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else contextlib.nullcontext()
-    with pool_cm as pool:
-        _tables(args, model, scenes, scenes[:m], layer, pool, data.noise)
+    if not args.text_only:
+        pool_cm = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else contextlib.nullcontext()
+        with pool_cm as pool:
+            _tables(args, model, scenes, scenes[:m], layer, pool, data.noise)
+    if args.text or args.text_only:
+        from .text_tables import text_tables
+
+        text_tables(model, args.seed, n, m, quick=args.quick)
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
     return 0
 
@@ -267,7 +279,10 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     loc_scenes = few
     layers = location_layers(model, scenes[0]["image"][None], layer, count=4)
     print(f"\nTable 2. Location of the guiding block, early -> bottleneck ({len(loc_scenes)} scenes)")
-    print("paper (text-guided FCN, 1 query; mIoU): " + "  ".join(f"{n} {v:.2f}" for n, v in PAPER_LOCATION))
+    print(
+        "paper (text guide, 1 query, at its network's ResNet blocks res3a..res5c; mIoU; our text version "
+        "is table 7): " + "  ".join(f"{n} {v:.2f}" for n, v in PAPER_LOCATION)
+    )
     print(_row("ours: layer (feature map)", [f"q={q}" for q in loc_q] + [f"gain@{loc_q[-1]}"], width=9))
     for name in layers:
         c = game_table(model, loc_scenes, name, questions=loc_q, pool=pool)

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,13 +18,15 @@ from ..hooks import eval_mode, feature_maps, get_layer, model_lock, model_output
 from .block import GuidingBlock
 from .forward import HeadCache, empty_batch
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
+from .queries import Query
+from .text import TextGuide, load_text_guide
 
 __all__ = ["Guide", "GuideState", "active_guide", "bottleneck_layer", "DEFAULTS", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "lbfgs", "sgd")
 # Tuned on ShapeScenes seeds 5001 and 6001 (reproduce.py); evaluated on seed 12001 (EVAL_SEED).
 # (The zoo trains on seeds 1000 + epoch and tests on 777; neither is used here.)
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "adam": {"lr": 0.03, "steps": 30},
     "lbfgs": {"lr": 1.0, "steps": 20},
     "sgd": {"lr": 1.0, "steps": 30},
@@ -111,6 +114,8 @@ class GuideState:
     params: dict[str, torch.Tensor]
     hints: tuple[Hint, ...]
     losses: tuple[float, ...]
+    texts: tuple[str, ...] = ()
+    text_params: dict[str, torch.Tensor] | None = None
 
 
 class _Adam:
@@ -263,7 +268,11 @@ class Guide:
         self.penalty = float(penalty if penalty is not None else DEFAULTS["penalty"])
         self.bias_weight = float(bias_weight if bias_weight is not None else DEFAULTS["bias_weight"])
         self.keep = float(keep if keep is not None else DEFAULTS["keep"])
-        self._plain_logp: torch.Tensor | None = None
+        self._plain_logp: torch.Tensor | None = None  # what the keep term holds the output near
+        self._texts: list[str] = []
+        self._text_params: dict[str, torch.Tensor] | None = None
+        self._text_mode = "sum"
+        self._text_guide: TextGuide | None = None
         self.margin = float(margin if margin is not None else DEFAULTS["margin"])
 
         self._activation, plain = self._plain_forward()
@@ -438,10 +447,15 @@ class Guide:
             )
 
     def _objective(self, logits: torch.Tensor) -> torch.Tensor:
-        loss = hint_loss(logits, self._targets) + self.penalty * self.block.penalty(self.bias_weight)
+        # After a text hint the clicks refine the words' parameters: the penalty measures the
+        # distance from them and the keep term holds the output near the text-guided prediction.
+        loss = hint_loss(logits, self._targets) + self.penalty * self.block.penalty(self.bias_weight, self._text_params)
         if self.keep:
             if self._plain_logp is None:
-                self._plain_logp = self._plain.log_softmax(1)
+                # After text hints the reference is the text-guided prediction, which the block
+                # still holds at the first step after them (hints do not move the block).
+                ref = self._plain if self._text_params is None else logits.detach()
+                self._plain_logp = ref.log_softmax(1)
             # KL(plain || guided) over the image: changes far from the hints cost something.
             kl = (self._plain_logp.exp() * (self._plain_logp - logits.log_softmax(1))).sum(1).mean()
             loss = loss + self.keep * kl
@@ -462,11 +476,12 @@ class Guide:
                 p.grad = g
             return loss.detach()
 
-        if self.optimizer_name != "lbfgs":
+        if isinstance(self._opt, _Adam):
             loss = closure()
-            self._opt.step()  # type: ignore[union-attr]
+            self._opt.step()
         else:
-            loss = self._opt.step(closure)  # type: ignore[union-attr]
+            assert self._opt is not None
+            loss = self._opt.step(closure)
         for p in params:
             p.grad = None
         self._version += 1
@@ -495,7 +510,7 @@ class Guide:
             )
         return yi, xi
 
-    def _check_class(self, cls: int) -> int:
+    def _check_class(self, cls: int | str) -> int:
         if isinstance(cls, str):
             if cls not in self.classes:
                 raise ValueError(f"unknown class {cls!r}; the model's classes are {self.classes}")
@@ -562,10 +577,10 @@ class Guide:
     ) -> Hint:
         """A brush stroke through ``points`` [(y, x), ...] with ``radius`` (pixels) as one hint."""
         self._check_open()
-        pts = [tuple(p) for p in points]
-        if not pts or any(len(p) != 2 for p in pts):
+        raw = [tuple(p) for p in points]
+        if not raw or any(len(p) != 2 for p in raw):
             raise ValueError("points must be a non-empty sequence of (y, x) pairs")
-        pts = [self._check_pixel(y, x) for y, x in pts]
+        pts = [self._check_pixel(p[0], p[1]) for p in raw]
         k = self._check_class(cls)
         if int(radius) < 0:
             raise ValueError(f"radius must be >= 0, got {radius}")
@@ -582,9 +597,10 @@ class Guide:
         self._hints_changed()
 
     def reset(self, clear_hints: bool = False) -> None:
-        """Set the block back to zero (the plain prediction) and forget the loss history."""
+        """Set the block back to zero (the plain prediction) and forget the loss history and texts."""
         self._check_open()
         self.block.zero_()
+        self._texts, self._text_params, self._plain_logp = [], None, None
         self._opt = None
         self._version += 1
         self._cached = None
@@ -601,6 +617,8 @@ class Guide:
             params={k: v.clone() for k, v in self.block.as_dict().items()},
             hints=tuple(self._hints),
             losses=tuple(self.losses),
+            texts=tuple(self._texts),
+            text_params=None if self._text_params is None else {k: v.clone() for k, v in self._text_params.items()},
         )
 
     @torch.no_grad()
@@ -623,8 +641,80 @@ class Guide:
         self._hints = list(state.hints)
         self._hints_changed()
         self.losses[:] = list(state.losses)
+        self._texts = list(state.texts)
+        self._text_params = None if state.text_params is None else {k: v.clone() for k, v in state.text_params.items()}
+        self._plain_logp = None
         self._version += 1
         self._cached = None
+
+    # --- text hints (Guide Me's "Learning to Guide with Text") ---------------------------------
+
+    def _text_guide_for(self, text_guide: TextGuide | None) -> TextGuide:
+        if text_guide is None:
+            text_guide = self._text_guide
+        if text_guide is None:
+            from ..zoo.models import ShapeSegmenter
+
+            if not isinstance(self.model, ShapeSegmenter):
+                raise ValueError(
+                    f"no text guide ships for {type(self.model).__name__}; train one with "
+                    "`python -m guidewidgets.guide.train_text` (or guidewidgets.guide.train_text.train) and "
+                    "pass it: guide.add_text(sentence, text_guide=TextGuide.load(path))"
+                )
+            text_guide = load_text_guide("shapes-segmenter")
+        if not isinstance(text_guide, TextGuide):
+            raise TypeError(f"text_guide must be a TextGuide, got {type(text_guide).__name__}")
+        if text_guide.layer != self.layer or tuple(text_guide.shape) != tuple(self.block.shape):
+            raise ValueError(
+                f"the text guide was trained for layer {text_guide.layer!r} (block {tuple(text_guide.shape)}) but "
+                f"this Guide's block is at {self.layer!r} {tuple(self.block.shape)}; make the Guide with "
+                f"layer={text_guide.layer!r} or train a text guide for {self.layer!r}"
+            )
+        if list(text_guide.tokenizer.classes) != list(self.classes):
+            raise ValueError(
+                f"the text guide knows the classes {text_guide.tokenizer.classes}, the model "
+                f"{self.classes}: it was trained for another model"
+            )
+        if not self.block.spatial:
+            raise ValueError("a text guide predicts alpha and beta too: make the Guide with spatial=True")
+        self._text_guide = text_guide
+        return text_guide
+
+    @torch.no_grad()
+    def add_text(self, sentence: str, text_guide: TextGuide | None = None, mode: str = "sum") -> Query:
+        """Give a hint in words, e.g. ``"there is no ellipse in this image"``; returns the parsed query.
+
+        The text guide (a GRU over the words, trained with the query generator; the shipped one
+        for the embedded segmenter by default) predicts the block's parameters, which are
+        applied at once: no optimisation. Several sentences combine: ``mode="sum"`` adds each
+        sentence's parameters, ``"sequence"`` lets the GRU read them joined by "and". Clicks
+        added later start from the text's parameters (their penalty and keep term are measured
+        from the text-guided state). Unknown words, a class the model lacks, a location outside
+        the template and an empty sentence raise ValueError naming the fix.
+        """
+        self._check_open()
+        tg = self._text_guide_for(text_guide)
+        query = tg.tokenizer.parse(sentence)
+        texts = [*self._texts, query.text]
+        new = {k: v.to(self.block.alpha) for k, v in tg.params(texts, mode).items()}
+        old = self._text_params
+        for name, p in zip(
+            ("alpha", "beta", "gamma_s", "gamma_b"),
+            (self.block.alpha, self.block.beta, self.block.gamma_s, self.block.gamma_b),
+        ):
+            p.add_(new[name] - (old[name] if old is not None else 0))
+        self._texts, self._text_params, self._text_mode = texts, new, mode
+        self._opt = None
+        self._version += 1
+        self._cached = None
+        # Later clicks keep close to the text-guided prediction (set lazily by the next objective).
+        self._plain_logp = None
+        return query
+
+    @property
+    def texts(self) -> list[str]:
+        """The text hints given so far (as parsed: lower case, template words)."""
+        return list(self._texts)
 
     def step(self) -> float | None:
         """One optimiser step on the hints; returns the objective before the step.
