@@ -162,3 +162,24 @@ def test_maps_and_images_of_different_sizes_are_refused(model, data):
         metrics.pointing_game(torch.rand(len(x), 12, 12), masks)
     with pytest.raises(ValueError, match="between 0 and 1"):
         metrics.road(model, x, masks.float(), fractions=(0.5, 1.0))
+
+
+def test_scoreboard_prints_every_method_and_metric(capsys):
+    from guidewidgets.metrics import scoreboard
+
+    code = scoreboard.main(["--quick", "--methods", "cam,saliency", "--metrics", "pointing-game,corloc,deletion"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "seed 2027" in out
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| method | pointing-game ↑ | corloc ↑ | deletion ↓ |")
+    assert [line.split(" | ")[0][2:] for line in lines[1:]] == ["cam", "saliency"]
+
+
+def test_evaluate_leaves_out_methods_that_refuse_the_model_only_when_not_named(model):
+    ds = zoo.ShapeScenes(2, seed=2468)
+    refusing = [m for m in explain.methods() if explain.method_info(m).family == "attention"]
+    if not refusing:
+        pytest.skip("no attention-only method registered")
+    with pytest.raises(ValueError):
+        metrics.evaluate(model, ds, refusing[:1], ["pointing-game"])
