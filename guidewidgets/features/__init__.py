@@ -7,7 +7,8 @@
 - :mod:`.patches`: maximally activating patches over a dataset (bounded top-k, in batches);
 - :mod:`.maximize`: activation maximization (channel, neuron, class score) with L2, jitter,
   blur/TV and the Fourier/decorrelated parametrisation;
-- :mod:`.space`: pooled embeddings, nearest neighbours in feature vs pixel space, PCA and t-SNE.
+- :mod:`.space`: pooled embeddings, nearest neighbours in feature vs pixel space, PCA and t-SNE;
+- :mod:`.pv`: Perception Visualization (a decoder from a layer's latent to the image, x Grad-CAM).
 
 Pure torch (and scikit-learn for the projections): no widget imports.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from .filters import activation_maps, conv_layers, filter_grid, filters, normalize_each, tile
 from .maximize import Maximized, maximize
 from .patches import TopPatches, crop, top_patches
+from .pv import Decoder, Perception, load_decoder, perception, reconstruct, save_decoder, train_decoder
 from .receptive import ReceptiveField, box_of, chain_of, gradient_box, receptive_field
 from .space import Embeddings, embed, neighbours, pixels, project, same_class_rate
 
@@ -39,6 +41,13 @@ __all__ = [
     "TopPatches",
     "crop",
     "top_patches",
+    "Decoder",
+    "Perception",
+    "load_decoder",
+    "perception",
+    "reconstruct",
+    "save_decoder",
+    "train_decoder",
     "ReceptiveField",
     "box_of",
     "chain_of",
