@@ -52,5 +52,5 @@ def grabcut_from_map(
     img = np.ascontiguousarray(img[:, :, ::-1])  # OpenCV's BGR order
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(seed)  # Why: GrabCut's k-means initialisation is random
-    cv2.grabCut(img, seeds, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(img, seeds, (0, 0, 0, 0), bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)
     return torch.from_numpy((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD))

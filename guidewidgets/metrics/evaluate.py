@@ -118,7 +118,7 @@ def evaluate(
         batch = items[s : s + batch_size]
         x = torch.stack([it["image"] for it in batch]).to(device)
         labels = torch.tensor([int(it["label"]) for it in batch], device=device)
-        size = tuple(x.shape[2:])
+        size = (int(x.shape[2]), int(x.shape[3]))
         masks = (
             torch.stack([torch.as_tensor(it["mask"]) == it["label"] + 1 for it in batch])
             if any(METRICS[m][1] == "mask" for m in chosen)

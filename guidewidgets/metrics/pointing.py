@@ -51,7 +51,7 @@ def pointing_game(
     maps, masks = check_maps(maps, masks)
     if on_empty not in ("raise", "miss"):
         raise ValueError(f"on_empty must be 'raise' or 'miss', got {on_empty!r}")
-    tol = default_tolerance(tuple(maps.shape[1:])) if tolerance is None else float(tolerance)
+    tol = default_tolerance((int(maps.shape[1]), int(maps.shape[2]))) if tolerance is None else float(tolerance)
     if tol < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tol}")
     hits = torch.zeros(len(maps), dtype=torch.bool)
