@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_WIDGETS = {"ExplainWidget", "GuideWidget"}
+_WIDGETS = {"ExplainWidget", "GainWidget", "GuideWidget"}
 
 
 def __getattr__(name: str):
@@ -20,4 +20,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'guidewidgets' has no attribute {name!r}")
 
 
-__all__ = ["ExplainWidget", "GuideWidget", "__version__"]
+__all__ = ["ExplainWidget", "GainWidget", "GuideWidget", "__version__"]

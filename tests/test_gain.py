@@ -1,6 +1,7 @@
 """GAIN's pieces: the soft mask, the differentiable attention, the losses, the trainer's identities."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -180,6 +181,15 @@ def test_trainer_deterministic_and_gain_moves_weights(scenes):
     assert ha[0]["losses"]["e"] > 0
 
 
+def _until(cond, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_pause_resume_stop_and_probes(scenes):
     x, y, _ = scenes
     torch.manual_seed(0)
@@ -199,6 +209,7 @@ def test_pause_resume_stop_and_probes(scenes):
     th.start()
     assert gate.wait(30)
     assert trainer.paused
+    assert _until(lambda: trainer.waiting)
     steps = trainer.step_count
     th.join(timeout=0.5)
     assert th.is_alive() and trainer.step_count == steps  # paused: no progress

@@ -70,7 +70,7 @@ PAPER_LABELS = (9, 23, 78)
 #: Sizes: training scenes (all classes), held-out test scenes, warm-up and GAIN epochs, the
 #: pixel-label counts of the GAIN_ext columns (the paper's 9 / 23 / 78 scaled to our circles).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "full": dict(train=2400, test=1800, warmup=5, epochs=3, labels=(9, 23, 78), batch=32),
+    "full": dict(train=2000, test=1800, warmup=5, epochs=2, labels=(9, 23, 78), batch=32),
     "quick": dict(train=600, test=900, warmup=4, epochs=2, labels=(3, 8, 20), batch=32),
     "smoke": dict(train=64, test=128, warmup=1, epochs=1, labels=(2,), batch=32),
 }

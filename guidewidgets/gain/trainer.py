@@ -164,6 +164,7 @@ class GainTrainer:
         self._run = threading.Event()
         self._run.set()
         self._stop = threading.Event()
+        self._waiting = threading.Event()
         self._lock = hooks.model_lock(model)
 
     # --- control (thread-safe) -------------------------------------------------------------------
@@ -185,6 +186,11 @@ class GainTrainer:
     def paused(self) -> bool:
         """True while paused."""
         return not self._run.is_set()
+
+    @property
+    def waiting(self) -> bool:
+        """True while :meth:`fit` is held by :meth:`pause` (no step in flight)."""
+        return self._waiting.is_set()
 
     @property
     def stopped(self) -> bool:
@@ -312,8 +318,11 @@ class GainTrainer:
         reason = "done"
         try:
             while self.step_count < end:
-                while not self._run.wait(timeout=0.1):
-                    pass
+                if not self._run.is_set():
+                    self._waiting.set()
+                    while not self._run.wait(timeout=0.1):
+                        pass
+                    self._waiting.clear()
                 if self._stop.is_set():
                     reason = "stopped"
                     break

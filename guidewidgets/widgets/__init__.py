@@ -5,7 +5,8 @@ notebook can set it and a test can drive it without a browser.
 """
 
 from .explain_widget import ExplainWidget
+from .gain_widget import GainWidget
 from .guide_widget import GuideWidget
 from .image_view import ImageView
 
-__all__ = ["ExplainWidget", "GuideWidget", "ImageView"]
+__all__ = ["ExplainWidget", "GainWidget", "GuideWidget", "ImageView"]
