@@ -143,6 +143,9 @@ def test_an_untrained_text_guide_is_the_identity(segmenter):
         g.add_text("there is a star in the top left", text_guide=tg, mode="sequence")
         assert g.block.is_zero()
         assert torch.equal(g.logits(), g.plain_logits())
+        g.reset()
+        g.add_text("there is no circle in this image")  # no guide given: the shipped one, not the last
+        assert not g.block.is_zero()
 
 
 def test_training_is_deterministic_at_a_seed(segmenter):

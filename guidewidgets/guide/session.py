@@ -149,6 +149,17 @@ class _Adam:
             p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
 
 
+_SHIPPED_TEXT_GUIDE: list[TextGuide] = []
+
+
+def _shipped_text_guide() -> TextGuide:
+    # Why cached per process: every new Guide (a re-run cell, a widget's next image) would
+    # otherwise read the file again before its first sentence.
+    if not _SHIPPED_TEXT_GUIDE:
+        _SHIPPED_TEXT_GUIDE.append(load_text_guide("shapes-segmenter"))
+    return _SHIPPED_TEXT_GUIDE[0]
+
+
 def _detach_hooks(handles: list) -> None:
     for h in handles:
         h.remove()
@@ -651,17 +662,18 @@ class Guide:
 
     def _text_guide_for(self, text_guide: TextGuide | None) -> TextGuide:
         if text_guide is None:
-            text_guide = self._text_guide
-        if text_guide is None:
-            from ..zoo.models import ShapeSegmenter
+            # Only the shipped default is remembered; a guide passed in is used for that call.
+            if self._text_guide is None:
+                from ..zoo.models import ShapeSegmenter
 
-            if not isinstance(self.model, ShapeSegmenter):
-                raise ValueError(
-                    f"no text guide ships for {type(self.model).__name__}; train one with "
-                    "`python -m guidewidgets.guide.train_text` (or guidewidgets.guide.train_text.train) and "
-                    "pass it: guide.add_text(sentence, text_guide=TextGuide.load(path))"
-                )
-            text_guide = load_text_guide("shapes-segmenter")
+                if not isinstance(self.model, ShapeSegmenter):
+                    raise ValueError(
+                        f"no text guide ships for {type(self.model).__name__}; train one with "
+                        "`python -m guidewidgets.guide.train_text` (or guidewidgets.guide.train_text.train) "
+                        "and pass it: guide.add_text(sentence, text_guide=TextGuide.load(path))"
+                    )
+                self._text_guide = _shipped_text_guide()
+            text_guide = self._text_guide
         if not isinstance(text_guide, TextGuide):
             raise TypeError(f"text_guide must be a TextGuide, got {type(text_guide).__name__}")
         if text_guide.layer != self.layer or tuple(text_guide.shape) != tuple(self.block.shape):
@@ -677,7 +689,6 @@ class Guide:
             )
         if not self.block.spatial:
             raise ValueError("a text guide predicts alpha and beta too: make the Guide with spatial=True")
-        self._text_guide = text_guide
         return text_guide
 
     @torch.no_grad()
