@@ -13,6 +13,7 @@ from __future__ import annotations
 
 # Importing the method modules registers them, in the order methods() lists them.
 from .cam import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp
+from .cam_augmented import augmented_grad_cam
 from .cam_more import ablation_cam, eigen_cam, hires_cam, layer_cam, score_cam, sharpen_focus, xgrad_cam
 from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
 from .input_attribution import gradient_x_input, integrated_gradients
@@ -46,6 +47,7 @@ __all__ = [
     "sharpen_focus",
     "integrated_gradients",
     "gradient_x_input",
+    "augmented_grad_cam",
 ]
 
 # Registered last, so that methods() lists it after the methods for any CNN.
