@@ -20,6 +20,7 @@ from .input_attribution import gradient_x_input, integrated_gradients
 from .perturbation import occlusion, rise
 from .registry import MethodInfo, explain, method_function, method_info, methods
 from .session import Explainer as Explainer
+from .targets_more import DetectorBoxScore, detections, multilabel_target, segmentation_target
 
 __all__ = [
     "MethodInfo",
@@ -48,6 +49,10 @@ __all__ = [
     "integrated_gradients",
     "gradient_x_input",
     "augmented_grad_cam",
+    "segmentation_target",
+    "multilabel_target",
+    "DetectorBoxScore",
+    "detections",
 ]
 
 # Registered last, so that methods() lists it after the methods for any CNN.
