@@ -1,0 +1,66 @@
+"""FeatureWidget driven from Python: layer/channel/image changes redraw the panels, the activation
+maximization runs in the background and is cached, bad values are refused with a reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from guidewidgets import features, zoo
+from guidewidgets.widgets.feature_widget import FeatureWidget
+
+
+@pytest.fixture(scope="module")
+def widget():
+    w = FeatureWidget(zoo.load("shapes-classifier"), zoo.ShapeScenes(24, seed=3), k=4, steps=3)
+    assert w.wait(60)
+    yield w
+    w.cancel()
+    w.close()
+
+
+def test_panels_follow_layer_channel_and_image(widget):
+    w = widget
+    assert w.layer == "features" and w.w_channel.max == 127
+    first = (w.w_acts.value, w.w_patches.value, w.w_neigh.value, w.w_max.value)
+    assert all(first) and w.status == ""
+    w.channel = 5
+    assert w.wait(60)
+    assert w.w_acts.value != first[0] and w.w_patches.value != first[1] and w.w_max.value != first[3]
+    assert w.w_neigh.value == first[2]  # neighbours depend on the layer and image, not the channel
+    assert ("features", 5) in w._maximized and w.w_progress.value == 1.0
+    w.image_index = 7
+    assert w.wait(60)
+    assert w.neighbours_shown[0] == features.neighbours(w._embeddings["features"], 7, k=3)[0].tolist()
+    w.layer = "features.block3"
+    assert w.wait(60)
+    assert w.w_channel.max == 63 and "features.block3" in w.w_acts_caption.value
+    assert "(15, 15)" in w.w_patches_caption.value
+    before = len(w._maximized)
+    w.layer = "features"
+    w.channel = 5
+    assert w.wait(60)
+    assert len(w._maximized) == before  # cached: not computed again
+    png = w.to_png()
+    assert png.startswith(b"\x89PNG")
+
+
+def test_bad_values_are_refused_with_a_reason(widget):
+    w = widget
+    w.layer = "features"
+    w.channel = 500
+    assert w.channel != 500 and "out of range" in w.status
+    w.layer = "fc"
+    assert w.layer == "features" and "no feature-map layer" in w.status
+    w.image_index = 99
+    assert w.image_index != 99 and "no image 99" in w.status
+
+
+def test_model_is_left_as_it_was(widget):
+    widget.wait(60)
+    for m in widget.model.modules():
+        assert not m._forward_hooks and not m.training
+    assert all(p.grad is None for p in widget.model.parameters())
+    assert torch.equal(widget.images[0], zoo.ShapeScenes(24, seed=3)[0]["image"])
