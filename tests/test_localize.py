@@ -134,3 +134,20 @@ def test_bad_shapes_are_refused(scenes):
         localize.map_to_box(torch.full((4, 4), float("nan")))
     with pytest.raises(ValueError, match="bg"):
         localize.grabcut_from_map(img, torch.rand(96, 96), fg=0.2, bg=0.5)
+
+
+def test_box_head_learns_boxes_and_leaves_the_model_alone():
+    model = zoo.load("shapes-classifier")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    test = zoo.ShapeScenes(32, seed=2468)
+    x = test.batch()["images"].float() / 255
+    truth = torch.stack([test[i]["boxes"][0] for i in range(len(test))])
+    torch.manual_seed(0)
+    untrained = localize.BoxHead(128, (12, 12)).eval()
+    head = localize.train_box_head(model, n=256, epochs=8)
+    trained_iou = localize.corloc(localize.predict_boxes(model, head, x), truth)[1].mean()
+    untrained_iou = localize.corloc(localize.predict_boxes(model, untrained, x), truth)[1].mean()
+    assert trained_iou > untrained_iou + 0.2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="grid"):
+        head(torch.zeros(1, 128, 6, 6))

@@ -5,12 +5,15 @@
 >>> localize.box_iou(box, true_box)
 >>> localize.corloc(pred_boxes, true_boxes)                          # fraction with IoU >= 0.5
 >>> mask = localize.grabcut_from_map(image, cam_map)                 # GrabCut on saliency
+>>> head = localize.train_box_head(model)                            # supervised baseline (seconds)
+>>> boxes = localize.predict_boxes(model, head, x)
 
 Boxes follow ShapeScenes: ``[x0, y0, x1, y1]`` with exclusive ends (``mask[y0:y1, x0:x1]``).
 """
 
 from __future__ import annotations
 
+from .box_head import BoxHead, predict_boxes, train_box_head
 from .boxes import (
     box_and_iou,
     box_iou,
@@ -33,4 +36,7 @@ __all__ = [
     "corloc",
     "mask_iou",
     "grabcut_from_map",
+    "BoxHead",
+    "train_box_head",
+    "predict_boxes",
 ]
