@@ -637,7 +637,7 @@ def test_original_beside_and_keyboard_shortcuts(ew):
     assert ew.key_down("ArrowLeft") and ew.image_index == 2  # wraps
     assert ew.key_down("c") and ew.compare
     assert not ew.key_down("q")
-    assert "ArrowRight" in ew.w_help.value and "method" in ew.w_help.value
+    assert "next image" in ew.w_help.value and "<kbd>1-9</kbd> method" in ew.w_help.value
 
 
 def _live_widgets() -> set:

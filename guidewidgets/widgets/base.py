@@ -163,7 +163,8 @@ class WidgetBase(SyncedBox):
 
     # ---- keyboard -------------------------------------------------------------------------------
     def shortcuts(self) -> dict[str, tuple[str, Callable[[], Any]]]:
-        """Key -> (help text, action). Keys: ``"r"``, ``"ArrowLeft"``, ``"ctrl+z"``, ``"1"`` ..."""
+        """Key -> (help text, action). Keys: ``"r"``, ``"ArrowLeft"``, ``"ctrl+z"``, ``"1"`` ...; help
+        text ``"1-9|method"`` lists the entry as ``1-9``, an empty text leaves it out of the help line."""
         return {}
 
     def key_down(self, key: str, shift: bool = False, ctrl: bool = False, meta: bool = False) -> bool:
@@ -182,5 +183,7 @@ class WidgetBase(SyncedBox):
         keys = self.shortcuts()
         if not keys:
             return ""
-        items = " &nbsp; ".join(f"<kbd>{html.escape(k)}</kbd> {html.escape(t)}" for k, (t, _) in keys.items())
+        # "1-9|method": the part before | replaces the key's name; entries without text are not listed
+        shown = [(t.split("|", 1) if "|" in t else (k, t)) for k, (t, _) in keys.items() if t]
+        items = " &nbsp; ".join(f"<kbd>{html.escape(k)}</kbd> {html.escape(t)}" for k, t in shown)
         return f'<div style="color:#555;font-size:90%">Keys (click the image first): {items}</div>'

@@ -30,7 +30,10 @@ class TileGrid(W.Box):
                 value=render.to_png(render.upscale(tile, zoom)), layout=W.Layout(width=f"{w}px", height=f"{h}px")
             )
             text = W.HTML(f"<div style='width:{w}px;text-align:center'>{html.escape(caption)}</div>")
-            boxes.append(W.VBox([img, text], layout=W.Layout(margin="0 8px 8px 0")))
+            box = W.VBox([img, text], layout=W.Layout(margin="0 8px 8px 0"))
+            box.add_class("gw-tile")  # CSS hooks for the browser tests
+            text.add_class("gw-caption")
+            boxes.append(box)
         old: list[W.Widget] = list(getattr(self, "children", ()))
         self.children = tuple(boxes)
         for box in old:
@@ -52,6 +55,7 @@ class ColorBar(W.VBox):
         self.bar = W.Image(format="png", layout=W.Layout(width="16px", height=f"{height}px"))
         self.hi, self.lo = W.HTML(), W.HTML()
         super().__init__([self.hi, self.bar, self.lo], layout=W.Layout(margin="0 0 0 6px", width="160px"))
+        self.add_class("gw-colorbar")
 
     def show(self, bar: tuple[np.ndarray, tuple[str, str], str] | None) -> None:
         """Show ``(bar RGBA, (low, high) labels, meaning)``, or hide the bar for None."""

@@ -134,6 +134,7 @@ def build_controls(self: Any) -> None:
     )
     self.w_progress = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(visibility="hidden", width="200px"))
     self.w_heading = W.HTML()
+    self.w_heading.add_class("gw-heading")
     side = f"{self.view.height * self.view.scale}px"
     self.w_orig_img = W.Image(format="png", layout=W.Layout(width=side, height=side, margin="0 8px 0 0"))
     self.w_bar_box = ColorBar(self.view.height * self.view.scale)

@@ -105,8 +105,8 @@ class ExplainWidget(ImageList, WidgetBase):
         def pick(m: str) -> Callable[[], None]:
             return lambda: setattr(self, "method", m)
 
-        keys = {str(i + 1): ("" if i else "1-9: method", pick(m)) for i, m in enumerate(list(self.infos)[:9])}
-        keys["ArrowLeft"], keys["ArrowRight"] = ("previous image", step(-1)), ("next image", step(1))
+        keys = {str(i + 1): ("" if i else "1-9|method", pick(m)) for i, m in enumerate(list(self.infos)[:9])}
+        keys["ArrowLeft"], keys["ArrowRight"] = ("←|previous image", step(-1)), ("→|next image", step(1))
         keys["c"] = ("compare", lambda: setattr(self, "compare", not self.compare))
         return keys
 

@@ -210,7 +210,11 @@ class GuideWidget(WidgetBase):
     def _build_controls(self) -> None:
         names = [(f"{k}: {c}", k) for k, c in enumerate(self.classes)]
         self.w_class = W.ToggleButtons(
-            options=names, value=None, description="Brush", style={"button_width": "auto"}, tooltips=[]
+            options=names,
+            value=None,
+            description="Brush",
+            style={"button_width": "auto"},
+            tooltips=[f"paint hints of class {c} (key {k})" for k, c in enumerate(self.classes)],
         )
         self.w_negative = W.ToggleButton(
             description="not this class", icon="ban", tooltip="the brush says: this class is NOT here"
@@ -220,9 +224,14 @@ class GuideWidget(WidgetBase):
         show = [("guided", "guided"), ("original", "original")] + (
             [("ground truth", "truth")] if self.mask is not None else []
         )
-        self.w_show = W.ToggleButtons(options=show, description="Show", style={"button_width": "auto"})
+        tips = {"guided": "the guided prediction", "original": "the plain prediction", "truth": "the ground truth"}
+        self.w_show = W.ToggleButtons(
+            options=show, description="Show", style={"button_width": "auto"}, tooltips=[tips[v] for _, v in show]
+        )
         self.w_style = W.ToggleButtons(
-            options=[("filled", "fill"), ("outlines", "outline")], style={"button_width": "auto"}
+            options=[("filled", "fill"), ("outlines", "outline")],
+            style={"button_width": "auto"},
+            tooltips=["translucent class regions", "class outlines only: the scene stays visible"],
         )
         self.w_contrast = W.Checkbox(description="high-contrast colours", indent=False, layout=W.Layout(width="180px"))
         self.w_step = W.Button(description="Step", icon="step-forward", tooltip="one optimiser step (S)")
@@ -248,6 +257,7 @@ class GuideWidget(WidgetBase):
             ],
             layout=W.Layout(display="none", border="1px solid #999", padding="4px", margin="0 0 8px 0"),
         )
+        self.w_answers.add_class("gw-answers")
         self.w_legend = W.HTML(self._legend_html())
         self.w_numbers = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
         self.w_loss = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
@@ -321,11 +331,11 @@ class GuideWidget(WidgetBase):
             "r": ("run", self.run),
             "s": ("step", self.step),
             "a": ("ask", self.ask),
-            "ctrl+z": ("undo", self.undo),
-            "ctrl+y": ("redo", self.redo),
+            "ctrl+z": ("Ctrl+Z|undo", self.undo),
+            "ctrl+y": ("Ctrl+Y|redo", self.redo),
         }
         for k in range(min(10, getattr(self, "num_classes", 0))):
-            keys[str(k)] = ("" if k else "0-9: brush class", lambda k=k: setattr(self, "brush_class", k))
+            keys[str(k)] = ("" if k else "0-9|brush class", lambda k=k: setattr(self, "brush_class", k))
         return keys
 
     # ---- validation and observers ---------------------------------------------------------------

@@ -55,7 +55,8 @@ class ImageView(W.VBox):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         dh, dw = self.height * self.scale, self.width * self.scale
         self.canvas = MultiCanvas(len(LAYERS), width=dw, height=dh, layout=W.Layout(width=f"{dw}px", height=f"{dh}px"))
-        self.value_label = W.Label(value=" ", layout=W.Layout(height="1.6em"))
+        # fixed size: the hover text changes ~60 times a second and must never move the layout
+        self.value_label = W.Label(value=" ", layout=W.Layout(height="1.6em", width=f"{dw}px", overflow="hidden"))
         super().__init__([self.canvas, self.value_label])
         self.frames: dict[str, np.ndarray | None] = {name: None for name in LAYERS}
         self.sent: dict[str, np.ndarray | None] = {name: None for name in LAYERS}
@@ -134,6 +135,7 @@ class ImageView(W.VBox):
         dh, dw = self.height * self.scale, self.width * self.scale
         self.canvas.width, self.canvas.height = dw, dh
         self.canvas.layout.width, self.canvas.layout.height = f"{dw}px", f"{dh}px"
+        self.value_label.layout.width = f"{dw}px"
         self.frames = {name: None for name in LAYERS}
         self.cursor = None
         self.redraw()

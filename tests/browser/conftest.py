@@ -1,4 +1,5 @@
-"""Real-browser harness: JupyterLab and Voila servers on free ports, headless Chromium via Playwright.
+"""Real-browser harness: JupyterLab 4, Notebook 7 and Voila servers on free ports, headless Chromium
+via Playwright.
 
 Facts this follows (measured, see ../shared/NOTES.md): Playwright drives the system Chromium
 (never ``playwright install``); each server gets throwaway ``JUPYTER_*`` and ``IPYTHONDIR``
@@ -9,6 +10,7 @@ kernels inherit ``PYTHONPATH`` from the servers, so they import this checkout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -79,7 +81,7 @@ except Exception as err:
 """
 
 EXPLAIN_CELL = r"""
-ew.options["rise"] = {"masks": 8000}  # slow on purpose: the test works the other controls meanwhile
+ew.session.options["rise"] = {"masks": 8000}  # slow on purpose: the test works the other controls meanwhile
 ew.add_class("gw-explain")
 display(ew)
 """
@@ -238,9 +240,12 @@ def page(browser):
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
     p.errors = errors
+    p.set_default_timeout(90_000)  # clicks and waits on a loaded 2-core machine
     try:
         yield p
     finally:
+        with contextlib.suppress(Exception):  # what the page looked like at the end: for a failure's post-mortem
+            p.screenshot(path=str(ARTIFACTS / "last_page.png"), full_page=True)
         context.close()
 
 
@@ -269,6 +274,36 @@ def lab_server(browser_tmp):
         server_env(browser_tmp / "lab"),
         browser_tmp,
         ARTIFACTS / "jupyterlab.log",
+        "/api/status",
+        shutdown="/api/shutdown",
+    )
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def notebook_server(browser_tmp):
+    port = free_port()
+    s = Server(
+        [
+            sys.executable,
+            "-m",
+            "notebook",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            "--IdentityProvider.token=",
+            "--ServerApp.disable_check_xsrf=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
+            f"--ServerApp.root_dir={browser_tmp}",
+        ],
+        port,
+        server_env(browser_tmp / "nb7"),
+        browser_tmp,
+        ARTIFACTS / "notebook7.log",
         "/api/status",
         shutdown="/api/shutdown",
     )

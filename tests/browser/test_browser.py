@@ -1,17 +1,22 @@
-"""Both widgets in a real browser (headless Chromium), in JupyterLab and in Voila.
+"""Both widgets in a real browser (headless Chromium): JupyterLab 4, Notebook 7 and Voila.
 
-In each front end: toggling the ExplainWidget's method changes the overlay canvas's pixels; a click
-on the GuideWidget paints a hint, Run changes the overlay at the hinted pixel. In Voila also: while
-RISE runs in the kernel's background thread (progress bar up), another method still shows at
-once, and a new computation cancels RISE. Pixels are read back from the canvas with
-``getImageData``, so this checks what a user sees. Voila's run also takes the README screenshots
-(``GUIDEWIDGETS_SCREENSHOTS=1`` copies them from tests/_artifacts to docs/img).
+In each front end, clicked as a user would: the ExplainWidget's method switch and target change
+change the overlay's pixels, a key on the image changes the image, the colour bar is drawn (pixels
+of its PNG), and Compare with 8 ticked methods shows 8 tiles, each caption under its own picture
+in the ticked order; on the GuideWidget a hint + Run changes the overlay, the image panel is not
+clipped after the Run, Undo (button, then Ctrl+Z) brings back the pre-hint pixels exactly, and
+Ask me + an answer runs the guide. Voila also checks that a slow method (RISE) runs in the
+background while other controls answer, and takes the README screenshots
+(``GUIDEWIDGETS_SCREENSHOTS=1`` copies them from tests/_artifacts to docs/img). Pixels are read
+back from the canvas with ``getImageData``, so this checks what a user sees.
 """
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
 
 from .conftest import save_screenshot
@@ -56,25 +61,109 @@ def _wait_hash(page, sel: str, *, equal: int | None = None, differ: int | None =
     )
 
 
-def _explain_toggle_changes_overlay(page) -> int:
-    """Grad-CAM (the first map) -> Saliency: the pixels change. Returns Grad-CAM's hash."""
-    before = _stable_hash(page, ".gw-explain")
-    page.locator(".gw-explain .widget-toggle-button", has_text="Saliency").first.click()
+def _text(locator) -> str:
+    return " ".join(locator.inner_text().split())
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# ---- ExplainWidget --------------------------------------------------------------------------------
+
+
+def _explain_flow(page) -> int:
+    """Method switch, target change, a key, the colour bar, compare with 8 methods. Returns
+    Grad-CAM's canvas hash (the first map)."""
+    from guidewidgets import explain
+
+    ew = page.locator(".gw-explain").first
+    heading = ew.locator(".gw-heading").first
+    gradcam = _stable_hash(page, ".gw-explain")
+    assert "Grad-CAM for" in _text(heading)
+    # method switch
+    ew.locator(".widget-toggle-button", has_text="Saliency").first.click()
+    _wait_hash(page, ".gw-explain", differ=gradcam)
+    title = explain.method_info("saliency").title
+    page.wait_for_function(
+        "([el, t]) => el.innerText.includes(t + ' for')", arg=[heading.element_handle(), title], timeout=TIMEOUT
+    )
+    # the colour bar is drawn: a gradient of many colours, high (top) unlike low (bottom)
+    bar = _png_pixels(ew.locator(".gw-colorbar img").first.screenshot())
+    assert len({tuple(p) for p in bar[:, bar.shape[1] // 2]}) > 20 and not np.array_equal(bar[3], bar[-4])
+    assert "evidence for" in _text(ew.locator(".gw-colorbar").first)
+    # target change: another class, another map and heading
+    before, head = page.evaluate(CANVAS_HASH, ".gw-explain"), _text(heading)
+    target = ew.locator(".widget-dropdown", has_text="Target").locator("select").first
+    options = target.locator("option").all_inner_texts()
+    target.select_option(index=1)
+    page.wait_for_function(
+        "([el, old]) => el.innerText.split(/\\s+/).join(' ') !== old",
+        arg=[heading.element_handle(), head],
+        timeout=TIMEOUT,
+    )
+    assert " ".join(options[1].split()).split(" (")[0] in _text(heading)  # option text has &nbsp;s
     _wait_hash(page, ".gw-explain", differ=before)
-    return before
+    # a keyboard shortcut on the image: the next image
+    name = _text(heading).split(" | ")[-1]
+    ew.locator("canvas").first.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "([el, old]) => !el.innerText.endsWith(old)", arg=[heading.element_handle(), name], timeout=TIMEOUT
+    )
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(
+        "([el, old]) => el.innerText.endsWith(old)", arg=[heading.element_handle(), name], timeout=TIMEOUT
+    )
+    # compare with 8 methods, ticked with the checkboxes
+    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    ew.locator("button", has_text="Compare").first.click()
+    fast = [m for m in explain.methods() if not explain.method_info(m).slow][:8]
+    titles = [explain.method_info(m).title for m in fast]
+    every = {explain.method_info(m).title for m in explain.methods()}
+    boxes = ew.locator(".widget-checkbox")
+    for tick in (False, True):  # untick the other methods first (not the view options), then tick the 8
+        for i in range(boxes.count()):
+            box = boxes.nth(i)
+            label = _text(box)
+            if label in every and (label in titles) == tick and box.locator("input").is_checked() != tick:
+                box.locator("input").click()
+    tiles = ew.locator(".gw-tile")
+    page.wait_for_function(  # the grid as ticked, every picture loaded
+        "(want) => { const caps = Array.from(document.querySelectorAll('.gw-explain .gw-tile .gw-caption'))"
+        ".map(c => c.innerText.trim().replace(/ \\([^(]*\\)$/, ''));"
+        " return JSON.stringify(caps) === JSON.stringify(want) &&"
+        " Array.from(document.querySelectorAll('.gw-explain .gw-tile img')).every(i => i.naturalWidth > 0); }",
+        arg=titles,
+        timeout=TIMEOUT,
+    )
+    shown = titles  # the widget keeps the registry's order, as ``fast`` does
+    for i in range(tiles.count()):
+        tile = tiles.nth(i)
+        img, cap = tile.locator("img").first.bounding_box(), tile.locator(".gw-caption").first.bounding_box()
+        caption = _text(tile.locator(".gw-caption").first)
+        assert caption.rsplit(" (", 1)[0] == shown[i], (i, caption, shown)
+        assert cap["y"] >= img["y"] + img["height"] - 1 and abs(cap["x"] - img["x"]) < 2  # under its own picture
+    ew.locator("button", has_text="Compare").first.click()
+    return gradcam
 
 
 def _slow_method_leaves_controls_live(page, gradcam_hash: int) -> None:
     """While RISE runs in the kernel's background thread, a click on Grad-CAM (cached) shows it."""
-    explain = page.locator(".gw-explain").first
-    progress = explain.locator(".widget-hprogress").first
-    explain.locator(".widget-toggle-button", has_text="RISE").first.click()
+    ew = page.locator(".gw-explain").first
+    progress = ew.locator(".widget-hprogress").first
+    ew.locator(".widget-toggle-button", has_text="RISE").first.click()
     progress.wait_for(state="visible", timeout=TIMEOUT)
-    explain.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
     _wait_hash(page, ".gw-explain", equal=gradcam_hash)
     assert progress.is_visible(), "RISE finished before the test could check the controls; raise its masks"
-    explain.locator(".widget-toggle-button", has_text="CAM").first.click()  # needs the model: cancels RISE
+    ew.locator(".widget-toggle-button", has_text="CAM").first.click()  # needs the model: cancels RISE
     progress.wait_for(state="hidden", timeout=TIMEOUT)
+
+
+# ---- GuideWidget --------------------------------------------------------------------------------
 
 
 def _pixel_changes(page, sel: str, x: int, y: int, before: list[int]) -> list[int]:
@@ -86,50 +175,68 @@ def _pixel_changes(page, sel: str, x: int, y: int, before: list[int]) -> list[in
     return page.evaluate(PIXEL, [sel, x, y])
 
 
-def _guide_hint_and_run_changes_overlay(page) -> None:
-    _stable_hash(page, ".gw-guide")
+NOT_CLIPPED = """(sel) => {
+  const c = document.querySelector(sel + ' canvas');
+  const r = c.getBoundingClientRect();
+  const root = document.querySelector(sel).getBoundingClientRect();
+  let el = c.parentElement, scrolls = false;
+  while (el && !el.matches(sel)) { if (el.scrollWidth > el.clientWidth + 1) scrolls = true; el = el.parentElement; }
+  return {w: r.width, h: r.height, cw: c.width, ch: c.height, inside: r.right <= root.right + 1, scrolls};
+}"""
+
+
+def _guide_flow(page) -> None:
+    """Hint + Run changes the overlay; the panel is whole; Undo twice = the pre-hint pixels; Ask me."""
+    gw = page.locator(".gw-guide").first
+    plain_hash = _stable_hash(page, ".gw-guide")
     marker = page.locator(".gw-hint")
     y, x, scale = (int(marker.get_attribute(f"data-{k}")) for k in ("y", "x", "scale"))
     cx, cy = x * scale + scale // 2, y * scale + scale // 2
-    canvas = page.locator(".gw-guide canvas").first
+    canvas = gw.locator("canvas").first
     canvas.scroll_into_view_if_needed()
     plain = page.evaluate(PIXEL, [".gw-guide", cx, cy])
     canvas.click(position={"x": cx, "y": cy})
     hinted = _pixel_changes(page, ".gw-guide", cx, cy, plain)  # the hint is painted (translucent)
-    page.locator(".gw-guide button", has_text="Run").first.click()
+    gw.locator("button", has_text="Run").first.click()
     guided = _pixel_changes(page, ".gw-guide", cx, cy, hinted)  # the segmentation under it changed
     assert guided != hinted
-    page.locator(".gw-guide", has_text="Run:").first.wait_for(timeout=TIMEOUT)  # readouts updated too
+    gw.locator(".widget-html", has_text="Run:").first.wait_for(timeout=TIMEOUT)  # readouts updated too
+    page.wait_for_timeout(300)
+    box = page.evaluate(NOT_CLIPPED, ".gw-guide")
+    # whole and unscaled (a border pixel of rounding allowed), inside the widget, no scrollbar on the way
+    assert abs(box["w"] - box["cw"]) <= 1 and abs(box["h"] - box["ch"]) <= 1, box
+    assert box["inside"] and not box["scrolls"], box
+    # from pixels: where the canvas sits in the widget's picture, the whole canvas is seen (nothing
+    # covers or cuts its right part), and the widget's picture is wider (the readouts beside it)
+    shot = _png_pixels(canvas.screenshot())
+    whole = _png_pixels(gw.screenshot())
+    cb, wb = canvas.bounding_box(), gw.bounding_box()
+    y0, x0 = round(cb["y"] - wb["y"]), round(cb["x"] - wb["x"])
+    seen = whole[y0 : y0 + shot.shape[0], x0 : x0 + shot.shape[1]]
+    assert seen.shape == shot.shape and np.abs(seen.astype(int) - shot).max() <= 8
+    assert whole.shape[1] > x0 + shot.shape[1] + 200
+    gw.locator("button", has_text="Undo").first.click()  # the Run
+    _pixel_changes(page, ".gw-guide", cx, cy, guided)
+    canvas.focus()
+    page.keyboard.press("Control+z")  # the hint
+    _wait_hash(page, ".gw-guide", equal=plain_hash)  # exactly the pre-hint pixels
+    # Ask me, then answer with a button beside the image
+    before = page.evaluate(CANVAS_HASH, ".gw-guide")
+    gw.locator("button", has_text="Ask me").first.click()
+    answers = gw.locator(".gw-answers").first
+    answers.wait_for(state="visible", timeout=TIMEOUT)
+    _wait_hash(page, ".gw-guide", differ=before)  # the asked pixel is marked
+    assert answers.bounding_box()["x"] > canvas.bounding_box()["x"] + box["cw"] - 1  # beside the image
+    answers.locator("button").nth(1).click()
+    gw.locator(".widget-html", has_text="Run:").first.wait_for(timeout=TIMEOUT)
+    answers.wait_for(state="hidden", timeout=TIMEOUT)
 
 
-def test_voila(page, voila_server):
-    page.goto(voila_server.url + "/", timeout=TIMEOUT)
-    page.wait_for_selector(".gw-explain canvas", timeout=TIMEOUT)
-    gradcam = _explain_toggle_changes_overlay(page)
-    _slow_method_leaves_controls_live(page, gradcam)
-    _guide_hint_and_run_changes_overlay(page)
-    save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
-    # the README pictures: Grad-CAM with the hover readout, and compare mode
-    explain = page.locator(".gw-explain").first
-    explain.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
-    canvas = explain.locator("canvas").first
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)
-    page.wait_for_function(
-        "() => document.querySelector('.gw-explain .widget-label') && "
-        "Array.from(document.querySelectorAll('.gw-explain .widget-label')).some(e => e.textContent.includes('Grad-CAM'))",
-        timeout=TIMEOUT,
-    )
-    save_screenshot(explain, "explain_widget.png")
-    explain.locator("button", has_text="Compare").first.click()
-    explain.locator("img").first.wait_for(state="visible", timeout=TIMEOUT)
-    page.wait_for_timeout(500)
-    save_screenshot(explain, "explain_compare.png")
-    assert not [e for e in page.errors if "putImageData" in e], page.errors
+# ---- the front ends -----------------------------------------------------------------------------
 
 
-def test_jupyterlab(page, lab_server):
-    page.goto(lab_server.url + "/lab/tree/widgets.ipynb", timeout=TIMEOUT)
+def _run_all(page, server, path: str) -> None:
+    page.goto(server.url + path, timeout=TIMEOUT)
     page.wait_for_function(
         "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
         " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
@@ -138,5 +245,36 @@ def test_jupyterlab(page, lab_server):
     )
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_selector(".gw-guide canvas", timeout=TIMEOUT)
-    _explain_toggle_changes_overlay(page)
-    _guide_hint_and_run_changes_overlay(page)
+
+
+def test_voila(page, voila_server):
+    page.goto(voila_server.url + "/", timeout=TIMEOUT)
+    page.wait_for_selector(".gw-guide canvas", timeout=TIMEOUT)
+    gradcam = _explain_flow(page)
+    _slow_method_leaves_controls_live(page, gradcam)
+    _guide_flow(page)
+    save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
+    # the README pictures: Grad-CAM with the hover readout, and compare mode
+    ew = page.locator(".gw-explain").first
+    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    box = ew.locator("canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)
+    ew.locator(".widget-label", has_text="Grad-CAM").first.wait_for(timeout=TIMEOUT)
+    save_screenshot(ew, "explain_widget.png")
+    ew.locator("button", has_text="Compare").first.click()
+    ew.locator(".gw-tile img").first.wait_for(state="visible", timeout=TIMEOUT)
+    page.wait_for_timeout(500)
+    save_screenshot(ew, "explain_compare.png")
+    assert not [e for e in page.errors if "putImageData" in e], page.errors
+
+
+def test_jupyterlab(page, lab_server):
+    _run_all(page, lab_server, "/lab/tree/widgets.ipynb")
+    _explain_flow(page)
+    _guide_flow(page)
+
+
+def test_notebook7(page, notebook_server):
+    _run_all(page, notebook_server, "/notebooks/widgets.ipynb")
+    _explain_flow(page)
+    _guide_flow(page)
