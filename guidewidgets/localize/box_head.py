@@ -82,16 +82,17 @@ def train_box_head(
     b = data.batch()
     x = b["images"].float() / 255
     boxes = torch.stack([data[i]["boxes"][0] for i in range(n)]).float() / x.shape[-1]
-    f = features(model, x, layer)
+    f = features(model, x.to(next(model.parameters()).device), layer)
+    boxes = boxes.to(f.device)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = BoxHead(f.shape[1], (int(f.shape[2]), int(f.shape[3])))
+        head = BoxHead(f.shape[1], (int(f.shape[2]), int(f.shape[3]))).to(f.device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = max(1, n // 64)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     for e in range(epochs):
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(n, generator=g).to(f.device)
         for s in range(steps_per_epoch):
             idx = order[s * 64 : (s + 1) * 64]
             loss = F.smooth_l1_loss(head(f[idx]), boxes[idx], beta=0.05)
@@ -107,7 +108,7 @@ def train_box_head(
 def predict_boxes(model: nn.Module, head: BoxHead, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """Boxes (B, 4) int64 ``[x0, y0, x1, y1]`` (exclusive ends) in pixels."""
     with torch.no_grad():
-        frac = head(features(model, x, layer))
+        frac = head(features(model, x, layer).to(next(head.parameters()).device)).cpu()
     side = torch.tensor([x.shape[3], x.shape[2], x.shape[3], x.shape[2]], dtype=frac.dtype)
     return (frac * side).round().long()
 
