@@ -5,7 +5,7 @@ The lecture's network shares a backbone between a class head and a box head and 
 L = L_cls + alpha * L_box. Here the backbone is the shipped classifier, *frozen* (its class head
 is already trained, so L_cls is constant and alpha plays no role): only L_box (smooth L1 on box
 corners as fractions of the image side) trains the head. Training takes seconds on a CPU, so
-nothing is shipped: ``python -m guidewidgets.localize.box_head`` trains one and compares its
+nothing is shipped: ``python -m guidewidgets.localize`` trains one and compares its
 boxes with CAM boxes on held-out scenes.
 """
 
