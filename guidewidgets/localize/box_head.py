@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from .. import explain, zoo
     from .boxes import boxes_from_maps, corloc
 
-    p = argparse.ArgumentParser(description="Box head vs CAM boxes on held-out ShapeScenes")
+    p = argparse.ArgumentParser(
+        prog="python -m guidewidgets.localize", description="Box head vs CAM boxes on held-out ShapeScenes"
+    )
     p.add_argument("--n", type=int, default=1024, help="training scenes (default 1024)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--test", type=int, default=256, help="held-out scenes, seed 2027 (default 256)")
