@@ -43,7 +43,7 @@ def _gap_linear_weights(store: dict, a: torch.Tensor, out: torch.Tensor) -> tupl
     lin, feats, lin_out = store.get("linear"), store.get("in"), store.get("out")
     if out.dim() != 2:
         raise ValueError(_NO_GAP.format(why=f"this model outputs {tuple(out.shape)}, not (B, K) logits"))
-    if lin is None or lin_out.shape != out.shape or not torch.equal(lin_out, out):
+    if lin is None or feats is None or lin_out is None or lin_out.shape != out.shape or not torch.equal(lin_out, out):
         raise ValueError(_NO_GAP.format(why="this model's output does not come straight from an nn.Linear"))
     if feats.dim() != 2 or feats.shape[1] != a.shape[1]:
         raise ValueError(
@@ -222,7 +222,7 @@ def smooth_grad_cam_pp(
         out = model_output(model(x))
     a = check_feature_map(rec.get("out"), layer, x.shape[0])
     t = t.fix(out)
-    g1 = g2 = g3 = None
+    g1 = g2 = g3 = torch.zeros_like(a)
     done = Progress(progress, samples)
     bs = auto_batch_size(x, batch_size)
     for xn, k in noisy_copies(x, samples, noise, seed, bs):
@@ -230,7 +230,7 @@ def smooth_grad_cam_pp(
         g = g.view(k, b, *g.shape[1:])
         s1, sq = g.sum(0), g * g
         s2, s3 = sq.sum(0), (sq * g).sum(0)
-        g1, g2, g3 = (s1, s2, s3) if g1 is None else (g1 + s1, g2 + s2, g3 + s3)
+        g1, g2, g3 = g1 + s1, g2 + s2, g3 + s3
         done.advance(k)
     maps = _grad_cam_pp_maps(a, g1 / samples, g2 / samples, g3 / samples)
     return _finish(maps, x, relu)

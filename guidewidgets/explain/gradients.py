@@ -189,10 +189,13 @@ def guided_grad_cam(
             with relus:
                 out = model_output(model(xg))
             at_layer = store.get("a")
-            to_grid = None
+            grid, to_grid = at_layer, None
             if isinstance(at_layer, torch.Tensor):
                 to_grid = reshape or hooks.grid_transform(model, at_layer, tuple(x.shape))
-            a = check_feature_map(to_grid(at_layer) if to_grid is not None else at_layer, layer, x.shape[0])
+                if to_grid is not None:
+                    grid = to_grid(at_layer)
+            a = check_feature_map(grid, layer, x.shape[0])
+            assert isinstance(at_layer, torch.Tensor)  # else check_feature_map raised
             scores = t.scores(out)
             ga, gx = torch.autograd.grad(scores.sum(), [at_layer, xg])
     finally:
@@ -245,4 +248,5 @@ def smoothgrad(
         g = g.view(k, b, *g.shape[1:]).sum(0)
         total = g if total is None else total + g
         done.advance(k)
+    assert total is not None  # samples >= 1
     return _image_or_map(total / samples, raw)

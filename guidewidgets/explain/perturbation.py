@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +23,9 @@ def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
     """(h, w) from an int or a pair of ints (numpy ints too); floats and bools are refused."""
     if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point():
         v = int(v)
-    items = [v, v] if not isinstance(v, (Sequence, torch.Tensor)) or isinstance(v, str) else list(v)
+    items: list[Any] = [v, v] if not isinstance(v, (Sequence, torch.Tensor)) or isinstance(v, str) else list(v)  # type: ignore[arg-type]
     if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
-        items = [v, v] if getattr(v, "ndim", 0) == 0 else list(v)
+        items = [v, v] if getattr(v, "ndim", 0) == 0 else list(v)  # type: ignore[arg-type]
     for p in items:
         if isinstance(p, bool) or not isinstance(p, numbers.Integral):
             kind = type(p).__name__

@@ -108,13 +108,13 @@ class Target:
         self.ints: list[int] | None = None
         self.fixed: torch.Tensor | None = None  # classes on the model's device, once known
         if type(target).__module__ == "numpy" and hasattr(target, "tolist"):
-            target = target.tolist()  # numpy ints and integer arrays
+            target = target.tolist()  # type: ignore[union-attr]  # numpy ints and integer arrays
         if target is None:
             pass
         elif callable(target) and not isinstance(target, torch.Tensor):
             self.fn = target
         elif _is_int(target):
-            self.ints = [int(target)] * batch
+            self.ints = [int(target)] * batch  # type: ignore[arg-type]
         elif isinstance(target, torch.Tensor):
             if target.is_floating_point() or target.is_complex() or target.dim() > 1:
                 raise TypeError(
@@ -188,6 +188,7 @@ class Target:
         return class_scores(out, cls)
 
     def _call(self, out: torch.Tensor) -> torch.Tensor:
+        assert self.fn is not None
         s = self.fn(out)
         if not isinstance(s, torch.Tensor):
             raise TypeError(f"the target callable must return a tensor of {self.batch} scores, got {type(s).__name__}")
