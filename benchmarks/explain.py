@@ -3,6 +3,7 @@
     python benchmarks/explain.py                 # resnet18 + resnet50, batch 1 and 8, CPU (+ CUDA)
     python benchmarks/explain.py --quick         # resnet18, batch 1, CPU, 3 repeats, light settings
     python benchmarks/explain.py --models resnet18 --batches 8 --methods grad-cam,occlusion --repeats 5
+    python benchmarks/explain.py --thread-safety  # cost of the per-model lock and thread-owned hooks
 
 Models are torchvision ResNets with random weights (weights=None) at 224 x 224. Every
 implementation gets its own copy of the model (peers may modify theirs) and the same explicit
@@ -269,6 +270,100 @@ def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
     return lines
 
 
+# --- thread safety: what the per-model lock and thread-owned hooks cost a single thread -------
+
+
+def thread_safety(cfg) -> None:
+    """Time single-threaded explain calls with the thread safety switched off and on.
+
+    Variants: ``none`` (no lock, hooks act in every thread: the engine before issue 11), ``lock``
+    (hooks.model_lock held around each call), ``owned`` (hooks act only in the placing thread),
+    ``both`` (what ships). Switched by replacing registry.model_lock and hooks.owned (and the
+    names the method modules imported) for the run. Also times the default layer's cost: a call
+    with layer=None whose per-size cache is cleared before each call against one that hits it.
+    """
+    import contextlib
+
+    from guidewidgets import hooks as H
+    from guidewidgets.explain import layers as L
+    from guidewidgets.explain import registry as R
+
+    real_lock, real_owned = R.model_lock, H.owned
+    owners = [m for m in list(sys.modules.values()) if getattr(m, "owned", None) is real_owned]
+
+    def switch(lock: bool, own: bool) -> None:
+        R.model_lock = real_lock if lock else (lambda m: contextlib.nullcontext())
+        for m in owners:
+            m.owned = real_owned if own else (lambda f: f)
+
+    variants = {"none": (False, False), "lock": (True, False), "owned": (False, True), "both": (True, True)}
+    size = cfg.size
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    calls = {
+        "grad-cam": lambda: E.explain(model, x, "grad-cam", target=3, layer="layer4"),
+        "guided-grad-cam": lambda: E.explain(model, x, "guided-grad-cam", target=3, layer="layer4"),
+        "saliency": lambda: E.explain(model, x, "saliency", target=3),
+        "guided-backprop": lambda: E.explain(model, x, "guided-backprop", target=3),
+        "cam": lambda: E.explain(model, x, "cam", target=3, layer="layer4"),
+    }
+    times: dict[tuple[str, str], list[float]] = {(c, v): [] for c in calls for v in variants}
+    default_times: dict[str, list[float]] = {"cached": [], "uncached": []}
+    try:
+        for r in range(cfg.repeats + 1):
+            for c, fn in calls.items():
+                for v, (lock, own) in variants.items():
+                    switch(lock, own)
+                    took = timed(lambda fn=fn: [fn() for _ in range(cfg.inner)], "cpu") / cfg.inner
+                    if r:
+                        times[c, v].append(took)
+            switch(True, True)
+            E.explain(model, x, "grad-cam", target=3)  # fill the cache
+            took_c = timed(lambda: E.explain(model, x, "grad-cam", target=3), "cpu")
+            L._DEFAULT_LAYER.pop(model, None)
+            took_u = timed(lambda: E.explain(model, x, "grad-cam", target=3), "cpu")
+            if r:
+                default_times["cached"].append(took_c)
+                default_times["uncached"].append(took_u)
+            print(f"  thread safety: round {r}/{cfg.repeats} done", file=sys.stderr, flush=True)
+    finally:
+        switch(True, True)
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s); resnet18 (weights=None), "
+        f"B=1, {size} x {size}; process CPU time per call, median of {cfg.repeats} rounds of {cfg.inner} calls; ms"
+    )
+    print("| method | none | lock | owned hooks | both (shipped) | both / none |")
+    print("|---|---|---|---|---|---|")
+    for c in calls:
+        med = {v: statistics.median(times[c, v]) for v in variants}
+        print(
+            f"| {c} | {fmt(med['none'])} | {fmt(med['lock'])} | {fmt(med['owned'])} | {fmt(med['both'])} "
+            f"| {med['both'] / med['none']:.3f} |"
+        )
+    # The lock and the ownership check themselves, without a model: per call / per hook call.
+    lock = real_lock(model)
+    n = 100000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with lock:
+            pass
+    t_lock = (time.perf_counter() - t0) / n
+    hook = real_owned(lambda *a: None)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        hook(None, None, None)
+    t_owned = (time.perf_counter() - t0) / n
+    print(
+        f"\nmodel_lock acquire + release: {t_lock * 1e6:.2f} us; an owned hook's thread check: {t_owned * 1e6:.2f} us per call"
+    )
+    cached, uncached = (statistics.median(default_times[k]) for k in ("cached", "uncached"))
+    print(
+        f"grad-cam with layer=None: {fmt(cached)} ms with the per-size default-layer cache, "
+        f"{fmt(uncached)} ms when the default is found again (one extra forward): ratio {uncached / cached:.2f}"
+    )
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="resnet18,resnet50")
@@ -282,7 +377,14 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=25, help="noisy copies for SmoothGrad / Smooth Grad-CAM++")
     p.add_argument("--noise", type=float, default=0.15)
     p.add_argument("--quick", action="store_true", help="resnet18, batch 1, CPU, 3 repeats, light settings")
+    p.add_argument("--thread-safety", action="store_true", help="cost of the per-model lock and thread-owned hooks")
+    p.add_argument("--size", type=int, default=224, help="image size for --thread-safety")
+    p.add_argument("--inner", type=int, default=5, help="calls per timing for --thread-safety")
     cfg = p.parse_args(argv)
+    if cfg.thread_safety:
+        cfg.repeats = cfg.repeats or 5
+        thread_safety(cfg)
+        return
     if cfg.quick:
         cfg.models, cfg.batches, cfg.devices = "resnet18", "1", "cpu"
         cfg.repeats = cfg.repeats or 3
