@@ -1,12 +1,13 @@
-"""Explanation maps for CNNs: one call shape, batched, on the input's device.
+"""Explanation maps for CNNs and vision transformers: one call shape, batched, on the input's device.
 
 >>> from guidewidgets import explain
 >>> explain.methods()                      # registered names, for widgets and notebooks
 >>> maps = explain.explain(model, x, "grad-cam", target=None, layer=None)   # (B, H, W)
 >>> maps = explain.grad_cam(model, x)      # the same, as a plain function
 
-``x`` is a float (B, 3, H, W) batch in [0, 1]; ``target`` is None (predicted class), an int, one
-int per sample, or a callable(output) -> (B,) scores. Maps are not normalised.
+``x`` is a float (B, C, H, W) batch in [0, 1] (C: the model's input channels); ``target`` is None
+(predicted class), an int, one int per sample, or a callable(output) -> (B,) scores. Maps are
+not normalised.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Gradient images: saliency, guided backprop, deconvnet, guided Grad-CAM and SmoothGrad.
 
-Each computes a (B, 3, H, W) image of input gradients (returned as is with ``raw=True``); the map
+Each computes a (B, C, H, W) image of input gradients (returned as is with ``raw=True``); the map
 is its largest absolute value over the colour channels (Simonyan et al.).
 """
 
@@ -92,7 +92,7 @@ def saliency(
     progress: Callable[[float], None] | None = None,
     raw: bool = False,
 ) -> torch.Tensor:
-    """Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, 3, H, W)."""
+    """Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, C, H, W)."""
     g, _ = input_gradient(model, x, Target(target, x.shape[0]))
     return _image_or_map(g, raw)
 

@@ -14,7 +14,7 @@ __all__ = ["noisy_copies"]
 def noisy_copies(
     x: torch.Tensor, samples: int, noise: float, seed: int, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, int]]:
-    """Yield (copies (k*B, 3, H, W) ordered copy-major, k) until ``samples`` copies are made.
+    """Yield (copies (k*B, C, H, W) ordered copy-major, k) until ``samples`` copies are made.
 
     Copy ``i`` adds the same Gaussian pattern to every sample (scaled by each sample's value
     range), drawn one copy at a time from a generator seeded with ``seed``: a sample gets the

@@ -158,7 +158,12 @@ def explain(
     progress: Callable[[float], None] | None = None,
     **options,
 ) -> torch.Tensor:
-    """Explanation maps (B, H, W) of ``model`` on ``x`` (B, 3, H, W) with the named method.
+    """Explanation maps (B, H, W) of ``model`` on ``x`` (B, C, H, W) with the named method.
+
+    ``x``: finite floats of the model's dtype and device, C the model's input channels (its first
+    conv's ``in_channels``: 1 for a grey MNIST-style net, 3 for RGB, 4 ...); anything else is
+    refused with a ValueError/TypeError that names the fix. Calls on one model from several
+    threads run one at a time (see the module docstring); a model carrying an open Guide warns.
 
     ``target``: None (each sample's predicted class), an int, one int per sample, or a
     callable(output) -> (B,) scores. ``layer``: module name (or module) for methods with
