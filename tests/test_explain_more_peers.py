@@ -139,3 +139,19 @@ def test_sharpen_focus_is_grad_cam_with_positive_gradients(resnet, x):
         model.fc.weight.abs_()
     xs = torch.stack([zoo.ShapeScenes(2, seed=3)[i]["image"] for i in range(2)])
     assert torch.allclose(E.sharpen_focus(model, xs), E.grad_cam(model, xs))
+
+
+def test_path_attribution_errors_name_the_fix(resnet, x):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        E.integrated_gradients(resnet, x, TARGETS, steps=0)
+    with pytest.raises(ValueError, match="needs steps >= 2"):
+        E.integrated_gradients(resnet, x, TARGETS, steps=1, rule="riemann_trapezoid")
+    with pytest.raises(ValueError, match="unknown integration rule"):
+        E.integrated_gradients(resnet, x, TARGETS, rule="simpson")
+    with pytest.raises(ValueError, match="baseline tensor must have the image's shape"):
+        E.integrated_gradients(resnet, x, TARGETS, baseline=torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="one per colour channel"):
+        E.integrated_gradients(resnet, x, TARGETS, baseline=[0.1, 0.2])
+    # one step of Gauss-Legendre is the midpoint rule: the gradient at the path's middle
+    mid = E.saliency(resnet, 0.5 * x, TARGETS, raw=True)
+    assert torch.allclose(E.integrated_gradients(resnet, x, TARGETS, steps=1, raw=True), mid * x, atol=1e-6)
