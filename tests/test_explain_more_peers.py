@@ -98,6 +98,7 @@ def test_integrated_gradients_and_gradient_x_input_match_captum(resnet, x):
         assert corr(ours[b], gxi[b]) >= 0.999
     # the maps are the attributions summed over colour channels (signed)
     assert torch.allclose(E.integrated_gradients(resnet, x, TARGETS, steps=16, baseline=0.2), raw.sum(1))
+    assert torch.allclose(E.gradient_x_input(resnet, x, TARGETS), ours.sum(1))
 
 
 def test_integrated_gradients_completeness():
