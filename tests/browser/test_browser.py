@@ -106,16 +106,12 @@ def _explain_flow(page) -> int:
     )
     assert " ".join(options[1].split()).split(" (")[0] in _text(heading)  # option text has &nbsp;s
     _wait_hash(page, ".gw-explain", differ=before)
-    # a keyboard shortcut on the image: the next image
-    name = _text(heading).split(" | ")[-1]
+    # a keyboard shortcut on the image: key 1 = the first method
+    first = explain.method_info(explain.methods()[0]).title
     ew.locator("canvas").first.focus()
-    page.keyboard.press("ArrowRight")
+    page.keyboard.press("1")
     page.wait_for_function(
-        "([el, old]) => !el.innerText.endsWith(old)", arg=[heading.element_handle(), name], timeout=TIMEOUT
-    )
-    page.keyboard.press("ArrowLeft")
-    page.wait_for_function(
-        "([el, old]) => el.innerText.endsWith(old)", arg=[heading.element_handle(), name], timeout=TIMEOUT
+        "([el, t]) => el.innerText.startsWith(t + ' for')", arg=[heading.element_handle(), first], timeout=TIMEOUT
     )
     # compare with 8 methods, ticked with the checkboxes
     ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
@@ -131,17 +127,18 @@ def _explain_flow(page) -> int:
             if label in every and (label in titles) == tick and box.locator("input").is_checked() != tick:
                 box.locator("input").click()
     tiles = ew.locator(".gw-tile")
-    page.wait_for_function(  # the grid as ticked, every picture loaded
+    page.wait_for_function(  # the grid as ticked
         "(want) => { const caps = Array.from(document.querySelectorAll('.gw-explain .gw-tile .gw-caption'))"
         ".map(c => c.innerText.trim().replace(/ \\([^(]*\\)$/, ''));"
-        " return JSON.stringify(caps) === JSON.stringify(want) &&"
-        " Array.from(document.querySelectorAll('.gw-explain .gw-tile img')).every(i => i.naturalWidth > 0); }",
+        " return JSON.stringify(caps) === JSON.stringify(want); }",
         arg=titles,
         timeout=TIMEOUT,
     )
     shown = titles  # the widget keeps the registry's order, as ``fast`` does
     for i in range(tiles.count()):
         tile = tiles.nth(i)
+        tile.scroll_into_view_if_needed()  # JupyterLab defers what is off screen
+        tile.locator("img").first.evaluate("(i) => i.decode()")  # a picture, loaded
         img, cap = tile.locator("img").first.bounding_box(), tile.locator(".gw-caption").first.bounding_box()
         caption = _text(tile.locator(".gw-caption").first)
         assert caption.rsplit(" (", 1)[0] == shown[i], (i, caption, shown)
@@ -185,7 +182,7 @@ NOT_CLIPPED = """(sel) => {
 }"""
 
 
-def _guide_flow(page) -> None:
+def _guide_flow(page, keys: bool = True) -> None:
     """Hint + Run changes the overlay; the panel is whole; Undo twice = the pre-hint pixels; Ask me."""
     gw = page.locator(".gw-guide").first
     plain_hash = _stable_hash(page, ".gw-guide")
@@ -217,8 +214,11 @@ def _guide_flow(page) -> None:
     assert whole.shape[1] > x0 + shot.shape[1] + 200
     gw.locator("button", has_text="Undo").first.click()  # the Run
     _pixel_changes(page, ".gw-guide", cx, cy, guided)
-    canvas.focus()
-    page.keyboard.press("Control+z")  # the hint
+    if keys:
+        canvas.focus()
+        page.keyboard.press("Control+z")  # the hint
+    else:  # Notebook 7 keeps Ctrl+Z (and the arrows) for itself; number keys do reach the widget
+        gw.locator("button", has_text="Undo").first.click()
     _wait_hash(page, ".gw-guide", equal=plain_hash)  # exactly the pre-hint pixels
     # Ask me, then answer with a button beside the image
     before = page.evaluate(CANVAS_HASH, ".gw-guide")
@@ -277,4 +277,4 @@ def test_jupyterlab(page, lab_server):
 def test_notebook7(page, notebook_server):
     _run_all(page, notebook_server, "/notebooks/widgets.ipynb")
     _explain_flow(page)
-    _guide_flow(page)
+    _guide_flow(page, keys=False)
