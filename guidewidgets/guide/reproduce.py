@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--text",
         action="store_true",
-        help="also print the text-guide tables 7-11 (trains a text guide per location: about 10 minutes more)",
+        help="also print the text-guide tables 7-11 (trains a text guide per location: about 25 minutes more on one busy core)",
     )
     ap.add_argument("--text-only", action="store_true", help="print only the text-guide tables 7-11")
     args = ap.parse_args(argv)
