@@ -3,6 +3,7 @@ maximization runs in the background and is cached, bad values are refused with a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +46,31 @@ def test_panels_follow_layer_channel_and_image(widget):
     assert len(w._maximized) == before  # cached: not computed again
     png = w.to_png()
     assert png.startswith(b"\x89PNG")
+
+
+def test_scatter_hover_shows_a_thumbnail_and_click_selects(widget):
+    w = widget
+    w.layer, w.image_index = "features", 0
+    assert w.wait(60)
+    before = w.scatter.frames["image"].copy()
+    xy = w._xy[("features", "pca")]
+    i = 9
+    y, x = 159 - int(xy[i, 1]), int(xy[i, 0])
+    assert w.nearest_dot(y, x) in {j for j in range(len(xy)) if tuple(xy[j]) == tuple(xy[i])}
+    j = w.nearest_dot(y, x)
+    w.scatter.on_mouse_move(x * w.scatter.scale, y * w.scatter.scale)
+    assert f"image {j}" in w.scatter.value_label.value and bytes(w.w_thumb.value).startswith(b"\x89PNG")
+    w.scatter.on_mouse_down(x * w.scatter.scale, y * w.scatter.scale)
+    w.scatter.on_mouse_up(x * w.scatter.scale, y * w.scatter.scale)
+    assert w.wait(60)
+    assert w.image_index == j and not np.array_equal(w.scatter.frames["image"], before)  # the ring moved
+    w.projection = "tsne"
+    assert w.wait(60)
+    assert ("features", "tsne") in w._xy and "t-SNE" in w.w_scatter_caption.value
+    w.projection = "umap"
+    assert w.projection == "tsne" and "pca" in w.status
+    w.projection = "pca"
+    assert w.wait(60)
 
 
 def test_bad_values_are_refused_with_a_reason(widget):

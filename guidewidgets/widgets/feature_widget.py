@@ -7,7 +7,11 @@ current image's nearest neighbours in feature space (the layer, pooled) next to 
 State lives in traitlets (``layer``, ``channel``, ``image_index``, ``busy``, ``status``), linked to
 the controls, so a notebook can set it and a test can drive it without a browser.
 
-Not here (yet): the embedding scatter with hover thumbnails (no plotting widget is a dependency).
+The embedding scatter (PCA or t-SNE of the layer's pooled vectors, coloured by class) is drawn in
+numpy onto the package's canvas view: hovering a dot shows that image's thumbnail, clicking it
+selects the image. Why not bqplot, plotly or ipympl: none is a dependency, and the canvas view
+already works in JupyterLab 4, Notebook 7 and Voila (see NOTES.md); a few hundred dots need no
+more than that.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from torch import nn
 from .. import features, hooks, render
 from ..features._common import batches
 from .base import WidgetBase, error_text
+from .image_view import ImageView
 
 PATCH_PX = 48  # each top patch and neighbour is shown this many px wide
 TILE_SCALE = 2
+SCATTER = 160  # the scatter's side in its own pixels (shown 2x)
+MARGIN = 6
 
 
 class _Cancelled(Exception):
@@ -58,6 +65,7 @@ class FeatureWidget(WidgetBase):
     layer = T.Unicode("")
     channel = T.Int(0)
     image_index = T.Int(0)
+    projection = T.Unicode("pca", help="'pca' or 'tsne': the embedding scatter's map")
     busy = T.Bool(False)
     export_stem = "features"
 
@@ -94,6 +102,7 @@ class FeatureWidget(WidgetBase):
             self._embeddings: dict[str, features.Embeddings] = {}
             self._pixels = features.pixels(self.images)
             self._maximized: dict[tuple[str, int], torch.Tensor] = {}
+            self._xy: dict[tuple[str, str], np.ndarray] = {}  # dot positions (N, 2) in scatter pixels
             self._job: threading.Thread | None = None
             self._cancel = threading.Event()
             self._job_lock = threading.Lock()
@@ -108,6 +117,12 @@ class FeatureWidget(WidgetBase):
             self.w_acts_caption, self.w_patches_caption, self.w_max_caption, self.w_neigh_caption = (
                 W.HTML() for _ in range(4)
             )
+            self.scatter = ImageView(SCATTER, SCATTER, scale=2)
+            self.scatter.value_fn = self._scatter_hover
+            self.scatter.on("down", self._scatter_click)
+            self.w_projection = W.ToggleButtons(options=[("PCA", "pca"), ("t-SNE", "tsne")], value="pca")
+            self.w_thumb = W.Image(format="png")
+            self.w_scatter_caption = W.HTML()
             self._base_controls()
             with self._quiet():
                 self.layer = default if default in self.layers else self.layers[-1]
@@ -115,6 +130,7 @@ class FeatureWidget(WidgetBase):
             W.link((self, "layer"), (self.w_layer, "value"))
             W.link((self, "channel"), (self.w_channel, "value"))
             W.link((self, "image_index"), (self.w_image, "value"))
+            W.link((self, "projection"), (self.w_projection, "value"))
             self.children = [
                 W.HBox([self.w_layer, self.w_channel, self.w_image]),
                 W.HBox(
@@ -125,10 +141,11 @@ class FeatureWidget(WidgetBase):
                 ),
                 W.VBox([self.w_patches_caption, self.w_patches]),
                 W.VBox([self.w_neigh_caption, self.w_neigh]),
+                W.HBox([W.VBox([self.w_scatter_caption, self.w_projection, self.scatter]), self.w_thumb]),
                 self.w_status,
                 W.HBox([self.w_export, self.w_export_out]),
             ]
-        self.observe(self._on_change, ["layer", "channel", "image_index"])
+        self.observe(self._on_change, ["layer", "channel", "image_index", "projection"])
         self._refresh()
 
     # ---- validation -----------------------------------------------------------------------------
@@ -145,6 +162,12 @@ class FeatureWidget(WidgetBase):
             return self._reject(
                 "channel", f"channel {proposal['value']} out of range: {self.layer} has {n} (0 to {n - 1})"
             )
+        return proposal["value"]
+
+    @T.validate("projection")
+    def _valid_projection(self, proposal: dict) -> str:
+        if proposal["value"] not in ("pca", "tsne"):
+            return self._reject("projection", f"projection must be 'pca' or 'tsne', got {proposal['value']!r}")
         return proposal["value"]
 
     @T.validate("image_index")
@@ -173,6 +196,7 @@ class FeatureWidget(WidgetBase):
             self._draw_activations()
             self._draw_patches()
             self._draw_neighbours()
+            self._draw_scatter()
             self._start_maximizing()
             self._clear_error()
         except Exception as err:
@@ -218,15 +242,12 @@ class FeatureWidget(WidgetBase):
         )
 
     def _draw_neighbours(self) -> None:
-        if self.layer not in self._embeddings:
-            e = features.embed(self.model, self.images, layer=self.layer)
-            e.labels = self.labels
-            self._embeddings[self.layer] = e
+        embedding = self._embedding()
         q, k = self.image_index, min(self.k // 2 + 1, len(self.images) - 1)
         if k < 1:
             self.w_neigh.value = _png(_rgb(self.images[q]))
             return
-        nf = features.neighbours(self._embeddings[self.layer], q, k=k)[0].tolist()
+        nf = features.neighbours(embedding, q, k=k)[0].tolist()
         npx = features.neighbours(self._pixels, q, k=k)[0].tolist()
         blank = np.full((PATCH_PX * 2, 6, 4), 255, np.uint8)
         row = [_rgb(self.images[q], 2 * PATCH_PX), blank]
@@ -245,6 +266,62 @@ class FeatureWidget(WidgetBase):
             f"({html.escape(', '.join(name(i) for i in nf))}), then in pixel space "
             f"({html.escape(', '.join(name(i) for i in npx))})"
         )
+
+    # ---- embedding scatter ------------------------------------------------------------------------
+    def _embedding(self) -> features.Embeddings:
+        if self.layer not in self._embeddings:
+            e = features.embed(self.model, self.images, layer=self.layer)
+            e.labels = self.labels
+            self._embeddings[self.layer] = e
+        return self._embeddings[self.layer]
+
+    def _draw_scatter(self) -> None:
+        key = (self.layer, self.projection)
+        if key not in self._xy:
+            xy = features.project(self._embedding(), "tsne" if self.projection == "tsne" else "pca", seed=0)
+            lo, hi = xy.min(0), xy.max(0)
+            span = np.where(hi - lo > 0, hi - lo, 1.0)
+            self._xy[key] = np.rint(MARGIN + (xy - lo) / span * (SCATTER - 1 - 2 * MARGIN)).astype(int)
+        xy = self._xy[key]
+        rgba = np.full((SCATTER, SCATTER, 4), 255, np.uint8)
+        n_cls = int(self.labels.max()) + 1 if int(self.labels.max()) >= 0 else 1
+        colours = render.palette(n_cls + 1)[1:]
+        for i, (px, py) in enumerate(xy):
+            lab = int(self.labels[i])
+            rgba[SCATTER - 1 - py - 1 : SCATTER - 1 - py + 1, px - 1 : px + 1] = (
+                colours[lab] if lab >= 0 else (90, 90, 90, 255)
+            )
+        px, py = xy[self.image_index]
+        y0, x0 = SCATTER - 1 - py, px
+        rgba[max(y0 - 3, 0) : y0 + 4, max(x0 - 3, 0) : x0 + 4][[0, -1]] = (0, 0, 0, 255)
+        rgba[max(y0 - 3, 0) : y0 + 4, max(x0 - 3, 0) : x0 + 4][:, [0, -1]] = (0, 0, 0, 255)
+        self.scatter.set_layer("image", rgba)
+        names = getattr(self.model, "classes", None) or [str(c) for c in range(n_cls)]
+        legend = " ".join(
+            f'<span style="color:rgb({c[0]},{c[1]},{c[2]})">&#9632;</span> {html.escape(str(names[k]))}'
+            for k, c in enumerate(colours[: len(names)])
+        )
+        what = "PCA" if self.projection == "pca" else "t-SNE"
+        self.w_scatter_caption.value = (
+            f"{what} of {html.escape(self.layer)} (pooled), {len(xy)} images; image {self.image_index} ringed. "
+            f"Hover a dot for its image, click to select it.<br>{legend}"
+        )
+
+    def nearest_dot(self, y: int, x: int) -> int:
+        """Index of the image whose dot is nearest to scatter pixel (y, x)."""
+        xy = self._xy[(self.layer, self.projection)]
+        d = (xy[:, 0] - x) ** 2 + (SCATTER - 1 - xy[:, 1] - y) ** 2
+        return int(np.argmin(d))
+
+    def _scatter_hover(self, y: int, x: int) -> str:
+        i = self.nearest_dot(y, x)
+        self.w_thumb.value = _png(_rgb(self.images[i], 2 * PATCH_PX))
+        names = getattr(self.model, "classes", None)
+        lab = int(self.labels[i])
+        return f"image {i}" + (f" ({names[lab]})" if names is not None and 0 <= lab < len(names) else "")
+
+    def _scatter_click(self, y: int, x: int) -> None:
+        self.image_index = self.nearest_dot(y, x)
 
     # ---- activation maximization in the background ------------------------------------------------
     def _start_maximizing(self) -> None:
