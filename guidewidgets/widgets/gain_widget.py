@@ -99,7 +99,7 @@ class GainWidget(WidgetBase):
         with self._building():
             self.alpha, self.omega, self.sigma, self.pixel_labels = alpha, omega, sigma, pixel_labels
             self._base_controls()
-            style = {"description_width": "90px"}
+            style = {"description_width": "110px"}
             self.w_alpha = W.FloatSlider(min=0, max=5, step=0.1, description="alpha (L_am)", style=style)
             self.w_omega = W.FloatSlider(min=0, max=40, step=1, description="omega (mask)", style=style)
             self.w_sigma = W.FloatSlider(min=0, max=1, step=0.05, description="sigma (mask)", style=style)
@@ -128,6 +128,11 @@ class GainWidget(WidgetBase):
             side = f"{_TILE}px"
             self.w_strip = [W.Image(format="png", layout=W.Layout(width=side, height=side)) for _ in range(probes)]
             self.w_masked = [W.Image(format="png", layout=W.Layout(width=side, height=side)) for _ in range(probes)]
+            for i, w in enumerate(self.w_strip):
+                w.add_class("gw-gain-probe")  # for browser tests and custom CSS
+                self.w_masked[i].add_class("gw-gain-masked")
+            self.w_start.add_class("gw-gain-start")
+            self.w_stop.add_class("gw-gain-stop")
             self.w_strip_text = W.HTML()
             bar = render.colorbar("jet", length=2 * _TILE, thickness=12)
             self.w_bar = W.Image(value=_png(bar), format="png", layout=W.Layout(width="12px", height=f"{2 * _TILE}px"))
@@ -267,7 +272,7 @@ class GainWidget(WidgetBase):
                 eval_sets=d["evals"],
                 callbacks=[self._event],
             )
-            phases = []
+            phases: list[tuple[str, GainConfig, int, float, dict[str, Any]]] = []
             if s["warmup"]:
                 phases.append(("warm-up", GainConfig(alpha=0.0), s["warmup"], 3e-3, {"mine": False}))
             circles = (data["labels"] == CLASSES.index(reproduce.BIAS[0])).nonzero()[:, 0]
