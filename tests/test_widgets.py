@@ -230,7 +230,7 @@ def test_explain_hover_readout(ew):
     ew.view.on_mouse_move(5 * 12 + 3, 7 * 12 + 3)
     text = ew.view.value_label.value
     m = ew.current["map"]
-    assert "(y=7, x=5)" in text and "Grad-CAM" in text and f"{m[7, 5]:.4g}" in text
+    assert "(y=7, x=5)" in text and "Grad-CAM" in text and f"{m[7, 5]:.3g}" in text
     rgb = tuple(int(c) for c in render.to_rgba(ew.images[0])[7, 5, :3])
     assert f"RGB {rgb}" in text
 

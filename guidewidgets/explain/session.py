@@ -393,5 +393,5 @@ class Explainer:
             m = result["map"]
             lo, hi = float(m.min()), float(m.max())
             rel = (m[y, x] - lo) / (hi - lo) if hi > lo else 0.0
-            text += f" | {method_info(key.method).title}: {m[y, x]:.4g} ({rel:.0%} of range)"
+            text += f" | {method_info(key.method).title}: {m[y, x]:.3g} ({rel:.0%})"
         return text

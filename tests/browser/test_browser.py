@@ -147,9 +147,11 @@ def _explain_flow(page) -> int:
     return gradcam
 
 
-def _slow_method_leaves_controls_live(page, gradcam_hash: int) -> None:
+def _slow_method_leaves_controls_live(page) -> None:
     """While RISE runs in the kernel's background thread, a click on Grad-CAM (cached) shows it."""
     ew = page.locator(".gw-explain").first
+    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    gradcam_hash = _stable_hash(page, ".gw-explain")
     progress = ew.locator(".widget-hprogress").first
     ew.locator(".widget-toggle-button", has_text="RISE").first.click()
     progress.wait_for(state="visible", timeout=TIMEOUT)
@@ -250,13 +252,15 @@ def _run_all(page, server, path: str) -> None:
 def test_voila(page, voila_server):
     page.goto(voila_server.url + "/", timeout=TIMEOUT)
     page.wait_for_selector(".gw-guide canvas", timeout=TIMEOUT)
-    gradcam = _explain_flow(page)
-    _slow_method_leaves_controls_live(page, gradcam)
+    _explain_flow(page)
+    _slow_method_leaves_controls_live(page)
     _guide_flow(page)
     save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
     # the README pictures: Grad-CAM with the hover readout, and compare mode
     ew = page.locator(".gw-explain").first
+    ew.locator(".widget-dropdown", has_text="Target").locator("select").first.select_option(index=0)  # top class
     ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    page.wait_for_timeout(500)
     box = ew.locator("canvas").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)
     ew.locator(".widget-label", has_text="Grad-CAM").first.wait_for(timeout=TIMEOUT)
