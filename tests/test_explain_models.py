@@ -1,6 +1,8 @@
 """Every method works unchanged on the common torchvision classifiers (random weights, small
 inputs), including their inplace ReLUs, and leaves each model exactly as it was."""
 
+import inspect
+
 import pytest
 import torch
 import torchvision
@@ -62,7 +64,12 @@ def test_all_methods_on_torchvision_classifiers(arch):
         maps = E.explain(model, x, name, **FAST.get(name, {}))
         assert maps.shape == (2, 64, 64), name
         assert torch.isfinite(maps).all(), name
-        assert maps.abs().amax((1, 2)).gt(0).all(), name
+        nonzero = maps.abs().amax((1, 2)).gt(0)
+        if not nonzero.all() and "relu" in inspect.signature(E.method_function(name)).parameters:
+            # A rectified CAM is all zero when a random net's evidence for the class is all
+            # negative; the map before the ReLU must still carry something.
+            nonzero = E.explain(model, x, name, relu=False, **FAST.get(name, {})).abs().amax((1, 2)).gt(0)
+        assert nonzero.all(), name
         if not E.method_info(name).signed:
             assert (maps >= 0).all(), name
     assert same(before, snapshot(model))
