@@ -156,7 +156,7 @@ def test_trainer_deterministic_and_gain_moves_weights(scenes):
 
     def run(alpha):
         torch.manual_seed(0)
-        m = ShapeClassifier(num_classes=6)
+        m = ShapeClassifier(num_classes=6).eval()
         t = GainTrainer(
             m,
             "features",
@@ -169,6 +169,7 @@ def test_trainer_deterministic_and_gain_moves_weights(scenes):
             seed=1,
         )
         t.fit(steps=2)
+        assert not m.training  # fit() gives the model back in the mode it got it
         return m.state_dict(), t.history
 
     a, ha = run(1.0)

@@ -310,9 +310,11 @@ class GainTrainer:
 
     def fit(self, steps: int | None = None, threads: int | None = None) -> list[dict[str, Any]]:
         """Run until ``epochs`` are done (or ``steps`` more steps), or :meth:`stop`; honours
-        :meth:`pause`. ``threads`` sets torch's intra-op threads for the run (restored after)."""
+        :meth:`pause`. ``threads`` sets torch's intra-op threads for the run; it and the model's
+        train/eval flag are restored afterwards."""
         end = self.total_steps if steps is None else self.step_count + int(steps)
         before = torch.get_num_threads()
+        was_training = self.model.training
         if threads is not None:
             torch.set_num_threads(int(threads))
         reason = "done"
@@ -334,6 +336,7 @@ class GainTrainer:
             ):
                 self.evaluate()
         finally:
+            self.model.train(was_training)  # Why: the caller's mode flag is theirs (step() trains)
             if threads is not None:
                 torch.set_num_threads(before)
         self._emit({"kind": "end", "step": self.step_count, "reason": reason, "time": time.time()})
