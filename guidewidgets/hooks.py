@@ -1,9 +1,13 @@
-"""Find layers by name, capture their activations and gradients, swap ReLU's backward rule, run
-in eval mode, and read a model's logits: what the explanation methods and the guide share.
+"""Find layers by name, capture their activations and gradients, swap the backward rule of
+ReLU-family activations, collect attention weights, run in eval mode, and read a model's logits:
+what the explanation methods and the guide share.
 
 Everything here leaves the model exactly as it was: hooks are removed in ``finally`` blocks, no
 module is replaced, no flag is flipped, and parameter ``.grad`` fields are never written (callers
-take gradients with :func:`torch.autograd.grad`, never ``.backward()``).
+take gradients with :func:`torch.autograd.grad`, never ``.backward()``). Hooks placed here act only
+in the thread that placed them (:func:`owned`), and :func:`model_lock` serialises callers that
+place hooks or flip flags on one model. Transformer outputs (tokens (B, N, D), channels-last
+(B, h, w, C)) are read as (B, C, h, w) maps by :func:`grid_transform`.
 """
 
 from __future__ import annotations

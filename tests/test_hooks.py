@@ -154,3 +154,75 @@ def test_last_conv_layer(net):
     assert hooks.last_conv_layer(net, x) == "body.0"
     with pytest.raises(ValueError, match="layer=..."):
         hooks.last_conv_layer(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), x)
+
+
+def test_owned_hooks_act_only_in_the_placing_thread(net):
+    import threading
+
+    seen = []
+    handle = net.body.register_forward_hook(hooks.owned(lambda m, a, out: seen.append(threading.get_ident())))
+    try:
+        x = torch.rand(1, 3, 8, 8)
+        other = threading.Thread(target=lambda: net(x))
+        other.start()
+        other.join()
+        assert seen == []  # another thread's forward: the hook did nothing
+        net(x)
+        assert seen == [threading.get_ident()]
+    finally:
+        handle.remove()
+
+
+class Tokens(nn.Module):
+    """Patch embedding (kernel = stride = 4) and a class token: (B, 1 + h*w, D) outputs."""
+
+    def __init__(self, seq_first: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 6, 4, stride=4)
+        self.norm = nn.LayerNorm(6)
+        self.seq_first = seq_first
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)  # (B, h*w, D)
+        t = torch.cat([t.mean(1, keepdim=True), t], 1)
+        t = self.norm(t.transpose(0, 1) if self.seq_first else t)
+        return (t[0] if self.seq_first else t[:, 0]).sum(1, keepdim=True).repeat(1, 2)
+
+
+@pytest.mark.parametrize("seq_first", [False, True])
+def test_token_outputs_are_laid_on_the_patch_grid(seq_first):
+    model = Tokens(seq_first).eval()
+    x = torch.rand(2, 3, 8, 12)  # a 2 x 3 patch grid: not square, found from the patch stride
+    assert hooks.token_grid(model, 7, (8, 12)) == (1, 2, 3)
+    assert hooks.token_grid(model, 50, None) == (1, 7, 7)  # without the image: the square rule
+    with torch.no_grad(), hooks.capture(model, "norm", cut=False) as cap:
+        model(x)
+    raw = cap.raw.transpose(0, 1) if seq_first else cap.raw
+    expected = raw[:, 1:].reshape(2, 2, 3, 6).permute(0, 3, 1, 2)
+    assert torch.equal(cap.activations, expected)
+    assert [tuple(fm) for fm in hooks.feature_maps(model, x)] == [("embed", (6, 2, 3))]  # norm has no conv inside
+
+
+def test_attention_weights_are_collected_and_the_model_is_unchanged():
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, t):
+            out, w = self.attn(t, t, t, need_weights=False)
+            assert w is None  # the caller still gets what it asked for
+            return out
+
+    block = Block()
+    t = torch.rand(2, 5, 8)
+    with torch.no_grad():
+        plain = block(t)
+        with hooks.attention_weights(block) as found:
+            out = block(t)
+        _, ref = mha(t, t, t, need_weights=True)
+    assert torch.allclose(out, plain, atol=1e-6)
+    assert len(found) == 1 and torch.allclose(found[0], ref, atol=1e-6)
+    assert hook_count(block) == 0
