@@ -18,7 +18,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-EXPECTED = ["00_quickstart.ipynb", "01_cam_and_gradcam.ipynb", "02_which_pixels_matter.ipynb", "03_guide_me.ipynb"]
+EXPECTED = [
+    "00_quickstart.ipynb",
+    "01_cam_and_gradcam.ipynb",
+    "02_which_pixels_matter.ipynb",
+    "03_guide_me.ipynb",
+    "04_inside_the_cnn.ipynb",
+    "05_gain.ipynb",
+    "06_where_is_the_object.ipynb",
+    "07_guide_with_words.ipynb",
+]
 CHECK = "# NBVAL_CHECK_OUTPUT"
 # A path that only exists on one machine: /home/..., /work/..., C:\..., file:///...
 ABSOLUTE = re.compile(r"(?<![\w.~])/(?:home|work|root|tmp|Users|opt|usr|mnt|var)/|\b[A-Za-z]:\\\\|file:///")
