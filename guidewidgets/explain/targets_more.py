@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +66,15 @@ class RegionTarget:
             raise TypeError(f"cls must be a class index (int >= 0), got {cls!r}")
         if (mask is None) == (box is None):
             raise ValueError("give exactly one region: mask=(H, W) tensor or box=(x0, y0, x1, y1)")
-        self.cls = int(cls)
-        self.size = size
-        self.box = _box(box) if box is not None else None
+        self.cls: int = int(cls)
+        self.size: tuple[int, int] | None = size
+        self.box: torch.Tensor | None = _box(box) if box is not None else None
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dim() not in (2, 3):
                 raise TypeError("mask must be a (H, W) or (B, H, W) tensor (bool or float weights)")
             if size is None:
-                self.size = tuple(mask.shape[-2:])  # type: ignore[assignment]
-        self.mask = mask
+                self.size = (int(mask.shape[-2]), int(mask.shape[-1]))
+        self.mask: torch.Tensor | None = mask
         if self.box is not None and size is not None:
             _check_inside(self.box, *size)
 
@@ -92,7 +93,8 @@ class RegionTarget:
             cover_x = ((xs + 1) * sx).clamp(max=x1) - (xs * sx).clamp(min=x0)
             m = (cover_y.clamp(min=0) / sy)[:, None] * (cover_x.clamp(min=0) / sx)[None, :]
             return m[None]
-        mask = self.mask.to(device=out.device, dtype=out.dtype)  # type: ignore[union-attr]
+        assert self.mask is not None  # one of box and mask is set (checked in __init__)
+        mask = self.mask.to(device=out.device, dtype=out.dtype)
         mask = mask[None] if mask.dim() == 2 else mask
         if tuple(mask.shape[-2:]) != (h, w):
             mask = F.adaptive_avg_pool2d(mask[:, None], (h, w))[:, 0]
@@ -123,7 +125,7 @@ def segmentation_target(
 def multilabel_target(classes: int | Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Sum of the sigmoid probabilities of ``classes`` (for multi-label classifiers trained with
     a sigmoid per class): ``target(out) = sum_c sigmoid(out[:, c])``."""
-    cls = [classes] if isinstance(classes, numbers.Integral) else list(classes)
+    cls: list[int] = [classes] if isinstance(classes, int) else list(classes)
     if not cls or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0 for c in cls):
         raise TypeError(f"classes must be a class index or a non-empty sequence of them, got {classes!r}")
     idx = [int(c) for c in cls]
@@ -157,7 +159,7 @@ def _check_detections(out: object, model: nn.Module) -> list[Mapping[str, torch.
             "detector (Faster R-CNN, RetinaNet, FCOS, ...) that returns [{'boxes', 'labels', 'scores'}] per image. "
             "For a classifier use an int class target; for a segmenter, segmentation_target"
         )
-    return list(out)  # type: ignore[arg-type]
+    return list(cast(Sequence[Mapping[str, torch.Tensor]], out))
 
 
 def detections(detector: nn.Module, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -198,7 +200,7 @@ class DetectorBoxScore(nn.Module):
         if not 0 <= min_iou <= 1:
             raise ValueError(f"min_iou must lie in [0, 1], got {min_iou!r}")
         self.detector = detector
-        self.register_buffer("boxes", boxes.detach().clone(), persistent=False)
+        self.boxes: torch.Tensor = boxes.detach().clone()
         self.label = None if label is None else int(label)
         self.min_iou = float(min_iou)
         self.add_iou = bool(add_iou)
@@ -213,7 +215,7 @@ class DetectorBoxScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        boxes = self.boxes.to(x.device)
+        boxes = self.boxes.to(device=x.device, dtype=x.dtype)
         if len(boxes) not in (1, n) and n % len(boxes):
             raise ValueError(f"{len(boxes)} boxes for a batch of {n} images: give one box, or one per image")
         for b in boxes:
