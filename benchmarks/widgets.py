@@ -71,9 +71,11 @@ def main() -> None:
             w.method = name
 
         ms = _median_ms(change, args.repeat, setup=toggle)
+        if w.status.startswith("Error"):  # a method that does not apply to this model (e.g. transformers only)
+            print(f"skipped {name}: {w.status[:100]}")
+            continue
         target = "< 100 ms" if name in ("cam", "grad-cam", "saliency") else ""
         rows.append((f"ExplainWidget method -> {name}", size, ms, target))
-        assert w.status == "", w.status
     w.view.client_ready = True  # now every frame is also PNG-encoded for the canvas
     for name in ("cam", "grad-cam", "saliency"):
 
