@@ -45,12 +45,25 @@ def _info(name: str, title: str, reference: str, summary: str, slow: bool = Fals
 
 
 def _clean_pass(
-    model: nn.Module, x: torch.Tensor, t: Target, layer: str | nn.Module
+    model: nn.Module, x: torch.Tensor, t: Target, layer: str | nn.Module, *, replaces: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, Target]:
-    """(feature map at ``layer``, output, target fixed to the clean image's classes), no autograd."""
+    """(feature map at ``layer``, output, target fixed to the clean image's classes), no autograd.
+
+    ``replaces``: the name of a method that writes edited maps back into the layer; it needs the
+    layer's own output to be a (B, C, h, w) map, not tokens read as one.
+    """
     with torch.no_grad(), recording(model, layer) as rec:
         out = model_output(model(x))
-    return check_feature_map(rec.get("out"), layer), out, t.fix(out)
+    a = check_feature_map(rec.get("out"), layer)
+    raw = rec.get("raw")
+    if replaces is not None and isinstance(raw, torch.Tensor) and raw.shape != a.shape:
+        name = layer if isinstance(layer, str) else type(layer).__name__
+        raise ValueError(
+            f"{replaces} writes edited (B, C, h, w) maps back into the layer, but layer {name!r} outputs "
+            f"{tuple(raw.shape)} (transformer tokens or channels-last), read as {tuple(a.shape)}: use "
+            "'grad-cam', 'score-cam' or 'attention-rollout' on this model, or a layer with a (B, C, h, w) output"
+        )
+    return a, out, t.fix(out)
 
 
 # --- gradient CAMs ---------------------------------------------------------------------------------
@@ -269,7 +282,7 @@ def ablation_cam(
     """
     b = x.shape[0]
     layer = resolve_layer(model, x, layer)
-    a, out, t = _clean_pass(model, x, Target(target, b), layer)
+    a, out, t = _clean_pass(model, x, Target(target, b), layer, replaces="ablation-cam")
     base = t.scores(out)
     c = a.shape[1]
     done = Progress(progress, c)

@@ -78,6 +78,7 @@ def recording(model: nn.Module, layer: str | nn.Module, reshape: Reshape | None 
         store: dict = {}
         yield store
         store["out"] = cap.activations
+        store["raw"] = cap.raw  # the layer's own output, before any reshape to a grid
 
 
 def layer_gradients(
