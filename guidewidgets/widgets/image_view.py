@@ -175,6 +175,8 @@ class ImageView(W.VBox):
             return
         self.pressed = False
         p = self.to_image(min(max(x, 0), self.width * self.scale - 1), min(max(y, 0), self.height * self.scale - 1))
+        if p is None:  # cannot happen after the clamp; keeps the type checker sure
+            return
         for h in self._up:
             h(*p)
 
