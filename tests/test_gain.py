@@ -240,3 +240,17 @@ def test_clear_errors(scenes):
         GainTrainer(model, "featurez", x, y)
     with pytest.raises(ValueError, match="0..5"):
         attention(model, x[:2], torch.tensor([0, 9]), "features")
+
+
+@pytest.mark.parametrize("mode", ["eval", "batch"])
+def test_masked_pass_leaves_running_statistics_alone(scenes, mode):
+    x, y, objects = scenes
+    torch.manual_seed(0)
+    model = ShapeClassifier().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mining_loss(model, x[:8], y[:8], objects[:8], masked_bn=mode)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model.training and all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="masked_bn"):
+        GainConfig(masked_bn="frozen")

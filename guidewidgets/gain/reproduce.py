@@ -29,7 +29,11 @@ scores, as on VOC. Attention quality (the analogue of the paper's segmentation t
 game (the map's maximum on the object) and IoU of the map thresholded at 0.5 with the object's
 mask, on held-out unbiased scenes, for the true class's attention.
 
-Nothing was tuned on ``TEST_SEED``: the settings were chosen on scenes of ``DEV_SEED``.
+The settings were chosen on scenes of ``DEV_SEED``. One choice came late: the masked pass's
+BatchNorm (``--masked-bn``, default ``batch``; ``eval`` is what public re-implementations do).
+The ``eval`` numbers on ``TEST_SEED`` had been measured before; the switch follows a diagnosis
+on ``DEV_SEED`` scenes (see :mod:`guidewidgets.gain.losses`) and was compared on ``DEV_SEED``
+only. ``--masked-bn eval`` re-runs the other variant.
 """
 
 from __future__ import annotations
@@ -149,9 +153,14 @@ def score(model: nn.Module, test: dict[str, torch.Tensor], probe: int = 300) -> 
 
 
 def run(
-    setting: str = "quick", *, test_seed: int = TEST_SEED, log: Callable[[str], None] | None = None
+    setting: str = "quick",
+    *,
+    test_seed: int = TEST_SEED,
+    masked_bn: str = "batch",
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train the columns of ``SETTINGS[setting]`` and score them on ``test_seed``'s scenes."""
+    """Train the columns of ``SETTINGS[setting]`` and score them on ``test_seed``'s scenes
+    (``masked_bn``: BatchNorm in the masked pass, see :class:`GainConfig`)."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; use one of {list(SETTINGS)}")
     cfg = SETTINGS[setting]
@@ -188,9 +197,9 @@ def run(
     seconds: dict[str, float] = {}
     runs: list[tuple[str, GainConfig, int]] = [
         ("Grad-CAM (plain)", GainConfig(alpha=0.0), 0),
-        ("GAIN", GainConfig(alpha=1.0), 0),
+        ("GAIN", GainConfig(alpha=1.0, masked_bn=masked_bn), 0),
     ]
-    runs += [(f"GAIN_ext {n} PL", GainConfig(alpha=1.0), n) for n in cfg["labels"]]
+    runs += [(f"GAIN_ext {n} PL", GainConfig(alpha=1.0, masked_bn=masked_bn), n) for n in cfg["labels"]]
     for name, config, n in runs:
         t = time.time()
         model = copy.deepcopy(base)
@@ -206,6 +215,7 @@ def run(
         seconds[name] = time.time() - t
         log(f"{name}: {seconds[name]:.0f} s")
     return {
+        "masked_bn": masked_bn,
         "setting": setting,
         "config": cfg,
         "columns": columns,
@@ -265,11 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="CI size (about two minutes)")
     ap.add_argument("--setting", choices=list(SETTINGS), default=None, help="full, quick or smoke (overrides --quick)")
     ap.add_argument("--test-seed", type=int, default=TEST_SEED, help=f"held-out scenes (default {TEST_SEED})")
+    ap.add_argument(
+        "--masked-bn", choices=("eval", "batch"), default="batch", help="BatchNorm in the masked pass (default batch)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (results depend on it; default 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setting = args.setting or ("quick" if args.quick else "full")
-    result = run(setting, test_seed=args.test_seed)
+    result = run(setting, test_seed=args.test_seed, masked_bn=args.masked_bn)
     print()
     print(format_tables(result))
     return 0
