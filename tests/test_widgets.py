@@ -1096,3 +1096,78 @@ def test_torchvision_classifier_and_segmenter():
     assert g.status.startswith("Run:") and g.view.frames["overlay"].shape == (64, 64, 4)
     g.close()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in seg.modules())
+
+
+# ---- GuideWidget: hints in words -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gw_text():
+    if not _zoo_ready("shapes-segmenter"):
+        pytest.skip("zoo weights for shapes-segmenter not available")
+    w = GuideWidget()  # the embedded segmenter, its shipped text guide and a held-out scene with its mask
+    yield w
+    w.close()
+
+
+def test_text_box_offers_generated_queries_and_templates(gw_text):
+    from guidewidgets.guide.queries import generate_queries
+
+    w = gw_text
+    tok = w.text_guide.tokenizer
+    generated = [q.text for q in generate_queries(torch.from_numpy(w._prediction), torch.from_numpy(w.mask), w.classes)]
+    assert generated, "the default scene has a mistake, so the generator has a query for it"
+    opts = list(w.w_text.options)
+    assert opts[: len(generated[:12])] == generated[:12] and set(tok.examples()) <= set(opts)
+    assert all(c in w.w_text_help.value for c in tok.named) and "bottom right" in w.w_text_help.value
+    assert not w.w_text.disabled and not w.w_apply.disabled
+
+
+def test_text_query_changes_prediction_readouts_and_undo_restores_it(gw_text):
+    w = gw_text
+    w.reset()
+    before_pred, before_iou, before_numbers = w._prediction.copy(), w.iou.copy(), w.w_numbers.value
+    before_overlay = w.view.frames["overlay"].copy()
+    query = w.w_text.options[0]  # the generated query for the largest mistake
+    w.w_text.value = query
+    n_undo = len(w._undo)
+    w.w_apply.click()
+    assert w.guide.texts == [query] and "Words" in w.status and len(w._undo) == n_undo + 1
+    assert w.changed > 0 and not np.array_equal(w._prediction, before_pred)
+    assert np.array_equal(w._prediction, render.to_numpy(w.guide.prediction()))  # what is shown is the model's
+    assert not np.array_equal(w.view.frames["overlay"], before_overlay)
+    assert not np.allclose(w.iou, before_iou, equal_nan=True) and w.w_numbers.value != before_numbers
+    assert query in w.w_numbers.value and "1 sentence(s)" in w.heading()
+    assert w.undo()
+    assert w.guide.texts == [] and np.array_equal(w._prediction, before_pred)
+    assert np.array_equal(render.to_numpy(w.guide.prediction()), before_pred)  # exactly the pre-text prediction
+    assert np.array_equal(w.view.frames["overlay"], before_overlay)
+    assert w.redo() and w.guide.texts == [query]
+    w.reset()
+
+
+@pytest.mark.parametrize(
+    "sentence, says",
+    [
+        ("there is a dragon in the top left", "not a class of this model"),
+        ("there is a circle in the attic", "not a location"),
+        ("", "holds no words"),
+        ("circle circle circle", "does not follow a hint template"),
+    ],
+)
+def test_bad_words_say_why_and_change_nothing(gw_text, sentence, says):
+    w = gw_text
+    w.reset()
+    pred, params, n_undo = w._prediction.copy(), {k: v.clone() for k, v in w.guide.params.items()}, len(w._undo)
+    assert not w.apply_text(sentence)
+    assert w.status.startswith("Error: words not applied") and says in w.status
+    assert np.array_equal(w._prediction, pred) and len(w._undo) == n_undo and w.guide.texts == []
+    assert all(torch.equal(v, params[k]) for k, v in w.guide.params.items())
+    assert w.apply_text(w.text_guide.tokenizer.examples()[1])  # the widget keeps working
+    w.reset()
+
+
+def test_text_box_off_for_a_model_without_a_text_guide(gw):
+    assert gw.text_guide is None and gw.w_text.disabled and gw.w_apply.disabled
+    assert "train_text" in gw.w_text_help.value
+    assert not gw.apply_text("there is no disc in this image") and "train_text" in gw.status

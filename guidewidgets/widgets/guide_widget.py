@@ -4,20 +4,24 @@ Guide Me (Rupprecht et al., CVPR 2018) as a widget over :class:`guidewidgets.gui
 image with the segmentation (filled or as outlines, default or high-contrast palette); click or
 drag paints hints with the chosen brush class (or, with "not this class", says the class is absent
 there); Step / Run / Reset drive the guide; Undo / Redo restore the exact earlier guide state
-(``Guide.snapshot``/``restore``); "Ask me" marks the pixel the network is least sure about and the
+(``Guide.snapshot``/``restore``); a text box takes a hint in words ("there is no ellipse in this
+image", the paper's text guide: ``Guide.add_text``), offering the template sentences and the
+queries generated for this image as completions; "Ask me" marks the pixel the network is least sure about and the
 answer buttons beside the image say its class. Readouts (a fixed-width column): per-class IoU
 against a ground-truth mask, coloured better/worse with a flag on regressions, the loss curve and
 gamma per channel (the paper's semantic analysis of gamma).
 
 All state is in traitlets (``brush_class``, ``brush_radius``, ``negative``, ``opacity``, ``show``,
 ``style``, ``contrast``, ``step_count``, ``changed``, ``asking``, ``status``); Python methods
-(``step``, ``run``, ``reset``, ``ask``, ``answer``, ``undo``, ``redo``) do what the buttons do.
+(``step``, ``run``, ``reset``, ``ask``, ``answer``, ``undo``, ``redo``, ``apply_text``) do what the
+buttons do.
 Keys on the image: R run, S step, A ask, Ctrl+Z / Ctrl+Y undo / redo, 0-9 brush class.
 """
 
 from __future__ import annotations
 
 import html
+import warnings
 from typing import Any
 
 import ipywidgets as W
@@ -94,6 +98,26 @@ def default_scene(model: nn.Module) -> tuple[Any, Any]:
     return items[best]["image"], items[best]["mask"]
 
 
+def _text_guide_for(model: nn.Module, text_guide: Any) -> tuple[Any, str]:
+    """The text guide behind the widget's text box, or None and a sentence saying how to get one."""
+    from ..guide.text import TextGuide, load_text_guide
+    from ..zoo.models import ShapeSegmenter
+
+    if text_guide is not None:
+        if not isinstance(text_guide, TextGuide):
+            raise TypeError(f"text_guide must be a guidewidgets.guide.text.TextGuide, got {type(text_guide).__name__}")
+        return text_guide, ""
+    if not isinstance(model, ShapeSegmenter):
+        return None, (
+            f"no text guide ships for {type(model).__name__}: train one (python -m guidewidgets.guide.train_text) "
+            "and pass GuideWidget(..., text_guide=TextGuide.load(path))"
+        )
+    try:
+        return load_text_guide(), ""
+    except Exception as err:  # clicks still work without words
+        return None, f"the shipped text guide did not load: {error_text(err)}"
+
+
 class GuideWidget(WidgetBase):
     """Guide a segmenter with hints, live.
 
@@ -108,6 +132,8 @@ class GuideWidget(WidgetBase):
     size: resize the image to ``size`` x ``size`` first (default: keep it).
     guide_options: keyword arguments for :class:`guidewidgets.guide.Guide` (``spatial``,
         ``optimizer``, ``lr``, ``steps``, ...).
+    text_guide: the :class:`guidewidgets.guide.text.TextGuide` behind the text box (default: the
+        shipped one for the embedded segmenter; for other models the text box says how to get one).
     """
 
     brush_class = T.Int(None, allow_none=True, help="class the brush paints; None until one is picked")
@@ -136,6 +162,7 @@ class GuideWidget(WidgetBase):
         size: int | None = None,
         display_size: int = 384,
         guide_options: dict[str, Any] | None = None,
+        text_guide: Any = None,
     ) -> None:
         from ..guide import Guide
 
@@ -164,6 +191,7 @@ class GuideWidget(WidgetBase):
                     )
                 self.mask = m
             self.guide = Guide(model, img, layer=layer, **(guide_options or {}))
+            self.text_guide, self._text_note = _text_guide_for(model, text_guide)
             try:
                 self._setup(img, display_size)
             except BaseException:
@@ -258,6 +286,24 @@ class GuideWidget(WidgetBase):
             layout=W.Layout(display="none", border="1px solid #999", padding="4px", margin="0 0 8px 0"),
         )
         self.w_answers.add_class("gw-answers")
+        self.w_text = W.Combobox(
+            placeholder="a hint in words, e.g. there is no ellipse in this image",
+            ensure_option=False,
+            layout=W.Layout(width="380px"),
+        )
+        self.w_text.add_class("gw-text")
+        self.w_apply = W.Button(
+            description="Apply words",
+            icon="comment",
+            tooltip="the text guide turns the sentence into the block's parameters (Enter)",
+        )
+        self.w_text_help = W.HTML(self._text_help())
+        if self.text_guide is None:
+            self.w_text.disabled = self.w_apply.disabled = True
+        self.w_apply.on_click(lambda _: self.apply_text())
+        with warnings.catch_warnings():  # Enter in the box: ipywidgets 8 deprecates on_submit but the
+            warnings.simplefilter("ignore", DeprecationWarning)  # front end still sends "submit" on Enter
+            self.w_text.on_submit(lambda _: self.apply_text())
         self.w_legend = W.HTML(self._legend_html())
         self.w_numbers = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
         self.w_loss = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
@@ -320,6 +366,8 @@ class GuideWidget(WidgetBase):
             W.HBox([self.w_negative, self.w_radius, self.w_opacity]),
             W.HBox([self.w_show, self.w_style, self.w_contrast]),
             buttons,
+            W.HBox([self.w_text, self.w_apply]),
+            self.w_text_help,
             W.HBox([self.view, readouts], layout=W.Layout(align_items="flex-start")),
             self.w_status,
             self.w_help,
@@ -457,8 +505,11 @@ class GuideWidget(WidgetBase):
             f"<b>pixels changed</b> at the last step: {self.changed}; vs. original: "
             f"{int((self._prediction != self._original).sum())}",
         ]
+        if g.texts:
+            rows.append("<b>words</b>: " + "; ".join(html.escape(t) for t in g.texts))
         if self.mask is not None:
             rows.append(self._iou_table())
+        self._sync_text_options()
         self.w_numbers.value = "<div style='overflow-wrap:anywhere'>" + "<br>".join(rows) + "</div>"
         losses = list(g.losses)
         self.w_loss.value = line_png(losses, logy=True)
@@ -522,6 +573,63 @@ class GuideWidget(WidgetBase):
         if self.mask is not None:
             text += f" | truth: {self.classes[int(self.mask[y, x])]}"
         return text
+
+    # ---- words ----------------------------------------------------------------------------------
+    def _text_help(self) -> str:
+        if self.text_guide is None:
+            return f"<span style='color:#666'>Hints in words are off: {html.escape(self._text_note)}.</span>"
+        tok = self.text_guide.tokenizer
+        return (
+            "<span style='color:#444;font-size:90%'><b>Words</b> (templates: "
+            + "; ".join(f"&ldquo;{html.escape(e)}&rdquo;" for e in tok.examples())
+            + f"). Classes: {html.escape(', '.join(tok.named))}. Places: {html.escape(', '.join(tok.cells))}. "
+            + f"Vocabulary: {html.escape(' '.join(tok.words[1:]))}.</span>"
+        )
+
+    def text_suggestions(self) -> list[str]:
+        """What the text box offers: the queries generated for the shown prediction against the
+        truth (when a mask is known; the largest mistake first), then the template examples."""
+        if self.text_guide is None:
+            return []
+        tok = self.text_guide.tokenizer
+        out: list[str] = []
+        if self.mask is not None:
+            import torch
+
+            from ..guide.queries import generate_queries
+
+            try:
+                pred, truth = torch.from_numpy(self._prediction), torch.from_numpy(self.mask)
+                out = [q.text for q in generate_queries(pred, truth, self.classes, n=tok.grid, ignore=tok.ignore)]
+            except Exception:  # suggestions are a convenience; the box still takes typed sentences
+                out = []
+        return list(dict.fromkeys([*out[:12], *tok.examples()]))
+
+    def _sync_text_options(self) -> None:
+        if self.text_guide is not None:
+            self.w_text.options = self.text_suggestions()
+
+    def apply_text(self, sentence: str | None = None) -> bool:
+        """Give a hint in words (default: the text box's sentence): the text guide predicts the
+        block's parameters and the prediction changes at once (one forward pass). False, with the
+        reason in ``status``, on a sentence the templates do not allow; nothing changes then."""
+        sentence = self.w_text.value if sentence is None else sentence
+        if self.text_guide is None:
+            self.status = f"Hints in words are off: {self._text_note}."
+            return False
+        state = self._state()
+        try:
+            query = self.guide.add_text(sentence, text_guide=self.text_guide)
+        except Exception as err:
+            self._fail(err, "words not applied: ")
+            return False
+        self._push(state)
+        self._after(0, f"Words {query.text!r}:")
+        self.status = (
+            f"Words {query.text!r} ({query.kind}): {self.changed} pixel(s) changed; "
+            f"{len(self.guide.texts)} sentence(s) in effect."
+        )
+        return True
 
     # ---- mouse --------------------------------------------------------------------------------
     def on_mouse_down(self, y: int, x: int) -> None:
@@ -739,6 +847,8 @@ class GuideWidget(WidgetBase):
     def heading(self) -> str:
         what = {"guided": "Guided segmentation", "original": "Original segmentation", "truth": "Ground truth"}
         text = f"{what[self.show]}: {self.hint_count} hint(s), {self.step_count} step(s)"
+        if self.guide.texts:
+            text += f", {len(self.guide.texts)} sentence(s)"
         if self.iou is not None and self.show != "truth":
             text += f", mean IoU {np.nanmean(self.iou):.3f}"
         return text
