@@ -27,6 +27,7 @@ def test_panels_follow_layer_channel_and_image(widget):
     assert w.layer == "features" and w.w_channel.max == 127
     first = (w.w_acts.value, w.w_patches.value, w.w_neigh.value, w.w_max.value)
     assert all(first) and w.status == ""
+    assert w.w_patches.layout.width == f"{4 * 39 + 3 * 2}px"  # shown at its own size, not stretched
     w.channel = 5
     assert w.wait(60)
     assert w.w_acts.value != first[0] and w.w_patches.value != first[1] and w.w_max.value != first[3]

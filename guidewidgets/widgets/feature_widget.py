@@ -45,6 +45,12 @@ def _png(rgba: np.ndarray) -> bytes:
     return render.to_png(rgba)
 
 
+def _show(image: W.Image, rgba: np.ndarray) -> None:
+    """Put ``rgba`` into ``image`` at its own pixel size (a flex box would stretch it otherwise)."""
+    image.value = _png(rgba)
+    image.layout.width, image.layout.height = f"{rgba.shape[1]}px", f"{rgba.shape[0]}px"
+
+
 def _rgb(t: torch.Tensor, px: int = PATCH_PX) -> np.ndarray:
     """(3, h, w) image in [0, 1] -> RGBA about ``px`` wide (nearest-neighbour enlargement)."""
     rgba = render.to_rgba(t.clamp(0, 1))
@@ -121,8 +127,16 @@ class FeatureWidget(WidgetBase):
             self.scatter.value_fn = self._scatter_hover
             self.scatter.on("down", self._scatter_click)
             self.w_projection = W.ToggleButtons(options=[("PCA", "pca"), ("t-SNE", "tsne")], value="pca")
-            self.w_thumb = W.Image(format="png")
+            self.w_thumb = W.Image(format="png", layout=W.Layout(width="192px", height="192px"))
             self.w_scatter_caption = W.HTML()
+            # CSS classes: what a browser test (and a user's stylesheet) can find
+            self.add_class("gw-features")
+            for w, name in [
+                (self.w_layer, "layer"), (self.w_channel, "channel"), (self.w_acts, "acts"),
+                (self.w_patches, "patches"), (self.w_max, "max"), (self.w_thumb, "thumb"),
+                (self.scatter, "scatter"), (self.w_patches_caption, "patches-caption"),
+            ]:  # fmt: skip
+                w.add_class(f"gw-feat-{name}")
             self._base_controls()
             with self._quiet():
                 self.layer = default if default in self.layers else self.layers[-1]
@@ -219,7 +233,7 @@ class FeatureWidget(WidgetBase):
                 )
             tiles.append(rgba)
         self.acts_frame = render.grid(tiles, cols=16, pad=1)
-        self.w_acts.value = _png(self.acts_frame)
+        _show(self.w_acts, self.acts_frame)
         self.w_acts_caption.value = (
             f"<b>{html.escape(self.layer)}</b>: {len(maps)} channels of image {self.image_index} "
             f"(viridis, 0 to {top:.2f}); channel {self.channel} framed red"
@@ -234,7 +248,7 @@ class FeatureWidget(WidgetBase):
         r = top.row(self.channel)
         crops = top.patches(self.images, self.channel)
         tiles = [_rgb(p) for p in crops] or [np.full((PATCH_PX, PATCH_PX, 4), 255, np.uint8)]
-        self.w_patches.value = _png(render.grid(tiles, pad=2))
+        _show(self.w_patches, render.grid(tiles, pad=2))
         vals = ", ".join(f"{v:.2f}" for v in top.values[r].tolist() if np.isfinite(v))
         size = top.field.size if top.field is not None else "gradient-measured"
         self.w_patches_caption.value = (
@@ -245,7 +259,7 @@ class FeatureWidget(WidgetBase):
         embedding = self._embedding()
         q, k = self.image_index, min(self.k // 2 + 1, len(self.images) - 1)
         if k < 1:
-            self.w_neigh.value = _png(_rgb(self.images[q]))
+            _show(self.w_neigh, _rgb(self.images[q]))
             return
         nf = features.neighbours(embedding, q, k=k)[0].tolist()
         npx = features.neighbours(self._pixels, q, k=k)[0].tolist()
@@ -254,7 +268,7 @@ class FeatureWidget(WidgetBase):
         row += [_rgb(self.images[i], 2 * PATCH_PX) for i in nf] + [blank]
         row += [_rgb(self.images[i], 2 * PATCH_PX) for i in npx]
         self.neighbours_shown = (nf, npx)
-        self.w_neigh.value = _png(render.grid(row, pad=2))
+        _show(self.w_neigh, render.grid(row, pad=2))
         names = getattr(self.model, "classes", None)
 
         def name(i: int) -> str:
@@ -330,7 +344,7 @@ class FeatureWidget(WidgetBase):
         if key in self._maximized:
             self._show_maximized(key)
             return
-        self.w_max.value = b""
+        _show(self.w_max, np.full((192, 192, 4), 235, np.uint8))  # grey until the image arrives
         self.w_max_caption.value = f"Maximising channel {self.channel} of {html.escape(self.layer)}..."
         self.w_progress.value = 0.0
         self.busy = True
@@ -365,7 +379,7 @@ class FeatureWidget(WidgetBase):
             self._job.start()
 
     def _show_maximized(self, key: tuple[str, int]) -> None:
-        self.w_max.value = _png(_rgb(self._maximized[key], 192))
+        _show(self.w_max, _rgb(self._maximized[key], 192))
         self.w_progress.value = 1.0
         self.w_max_caption.value = (
             f"Image maximising channel {key[1]} of {html.escape(key[0])} ({self.steps} steps, Fourier + jitter)"
