@@ -117,6 +117,29 @@ class _Residual(nn.Module):
         return h + self.body(h)
 
 
+class _InplaceResidual(nn.Module):
+    """torchvision's BasicBlock pattern: the skip is added in place, so the tensor object stays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Conv2d(4, 4, 5, padding=2)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        out = self.body(h)
+        out += h
+        return self.relu(out)
+
+
+def test_an_in_place_skip_is_no_chain():
+    net = _InplaceResidual().eval()
+    assert features.receptive_field(net, "body", (32, 32)) is not None
+    assert features.receptive_field(net, "relu", (32, 32)) is None  # relu's input was changed in place
+    assert features.box_of(net, "relu", (16, 16), (32, 32)) == (13, 13, 20, 20)  # 3 x 3 then 5 x 5: 7 px
+
+
 def test_no_chain_falls_back_to_the_gradient():
     net = _Residual().eval()
     body = features.receptive_field(net, "body", (32, 32))  # stem -> body is a chain

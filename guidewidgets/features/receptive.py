@@ -96,18 +96,26 @@ def chain_of(model: nn.Module, layer: str | nn.Module, x: torch.Tensor) -> list[
     or None when the model up to the layer is not one chain of such modules and per-position ones."""
     target = hooks.get_layer(model, layer)
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    record: list[tuple[nn.Module, Any, torch.Tensor]] = []
-    ends: list[torch.Tensor] = []
+    # (module, input, input's version when called, output, output's version when returned)
+    record: list[tuple[nn.Module, torch.Tensor, int, torch.Tensor, int]] = []
+    ends: list[tuple[torch.Tensor, int]] = []
 
     def on_leaf(m: nn.Module, args: Any, out: Any) -> None:
         if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            # Only identities are compared later; the probe re-runs on a clone of the input.
-            record.append((m, args[0], out))
+            # Only identities and versions are compared later; the probe re-runs on a clone.
+            record.append((m, args[0], pre.pop(id(m), args[0]._version), out, out._version))
+
+    pre: dict[int, int] = {}
+
+    def before_leaf(m: nn.Module, args: Any) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            pre[id(m)] = args[0]._version  # an in-place module bumps it before the forward hook runs
 
     def on_layer(_m: nn.Module, _a: Any, out: Any) -> None:
-        ends.append(out)
+        ends.append((out, out._version))
 
     handles = [m.register_forward_hook(hooks.owned(on_leaf)) for m in leaves if m is not target]
+    handles += [m.register_forward_pre_hook(hooks.owned(before_leaf)) for m in leaves]
     handles.append(
         target.register_forward_hook(hooks.owned(on_leaf if not any(True for _ in target.children()) else on_layer))
     )
@@ -119,13 +127,18 @@ def chain_of(model: nn.Module, layer: str | nn.Module, x: torch.Tensor) -> list[
             h.remove()
     if not record:
         return None
-    end = ends[0] if ends else record[-1][2]
+    end, end_version = ends[0] if ends else (record[-1][3], record[-1][4])
     geometry: list[tuple[tuple[int, int], ...]] = []
     current: torch.Tensor = x[:1]
+    current_version = -1
     first = True
-    for m, inp, out in record:
-        # The chain: each module's input is the tensor the previous one returned (or the image).
-        if inp is not current and not (first and inp.shape == x[:1].shape and torch.equal(inp, x[:1])):
+    for m, inp, inp_version, out, out_version in record:
+        # The chain: each module's input is the tensor the previous one returned (or the image),
+        # unchanged since (an in-place residual "out += identity" keeps the object, not the version).
+        if first:
+            if inp is not current and not (inp.shape == x[:1].shape and torch.equal(inp, x[:1])):
+                return None
+        elif inp is not current or inp_version != current_version:
             return None
         first = False
         g = _geometry(m)
@@ -133,8 +146,8 @@ def chain_of(model: nn.Module, layer: str | nn.Module, x: torch.Tensor) -> list[
             geometry.append(g)
         elif not _acts_per_position(m, inp, out):
             return None
-        current = out
-    if current is not end:
+        current, current_version = out, out_version
+    if current is not end or current_version != end_version:
         return None
     return geometry
 
