@@ -1,7 +1,7 @@
 """guidewidgets: explain CNNs and guide them with hints, live in Jupyter.
 
 The science (``explain``, ``guide``, ``zoo``, ``render``, ``hooks``) imports no widget library;
-``ExplainWidget`` and ``GuideWidget`` are loaded on first use so that plain scripts and tests stay
+the widgets (``ExplainWidget``, ``GuideWidget``, ``GainWidget``, ``FeatureWidget``) are loaded on first use so that plain scripts and tests stay
 free of ipywidgets.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_WIDGETS = {"ExplainWidget", "GainWidget", "GuideWidget"}
+_WIDGETS = {"ExplainWidget", "FeatureWidget", "GainWidget", "GuideWidget"}
 
 
 def __getattr__(name: str):
@@ -20,4 +20,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'guidewidgets' has no attribute {name!r}")
 
 
-__all__ = ["ExplainWidget", "GainWidget", "GuideWidget", "__version__"]
+__all__ = ["ExplainWidget", "FeatureWidget", "GainWidget", "GuideWidget", "__version__"]
