@@ -1171,3 +1171,66 @@ def test_text_box_off_for_a_model_without_a_text_guide(gw):
     assert gw.text_guide is None and gw.w_text.disabled and gw.w_apply.disabled
     assert "train_text" in gw.w_text_help.value
     assert not gw.apply_text("there is no disc in this image") and "train_text" in gw.status
+
+
+# ---- ExplainWidget: box overlay -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not _zoo_ready("shapes-classifier"), reason="zoo weights for shapes-classifier not available")
+def test_box_overlay_draws_the_maps_box_and_its_iou_with_the_true_box():
+    from guidewidgets import zoo
+    from guidewidgets.localize.boxes import box_and_iou, box_iou
+    from guidewidgets.widgets.box_overlay import BOX, TRUTH
+
+    scenes = zoo.ShapeScenes(2, seed=5, task="classification")
+    w = ExplainWidget(zoo.load("shapes-classifier"), scenes)
+    w.method = "grad-cam"
+    w.target = int(scenes[0]["label"])
+    plain, heading = w.frame.copy(), w.heading()
+    assert w.box_info is None and "box" not in heading
+    w.w_box.value = True  # the toggle
+    info = w.box_info
+    truth = scenes[0]["boxes"][scenes[0]["box_labels"] == w.target]
+    assert info is not None and torch.equal(info.truth, truth)
+    box, _ = box_and_iou(w.current["map"], 0.2)
+    assert info.box == box.tolist() and info.threshold == 0.2
+    assert info.iou == pytest.approx(float(box_iou(box[None], truth).max()))
+    assert f"IoU {info.iou:.2f} with the true" in w.heading() and f"IoU {info.iou:.2f}" in w.w_heading.value
+    x0, y0, x1, y1 = info.box
+    assert tuple(w.frame[y0, x0]) == BOX and tuple(w.view.frames["overlay"][y0, x0]) == BOX  # drawn, and sent
+    _, ty0, tx1, _ = truth[0].tolist()
+    assert tuple(w.frame[ty0, tx1 - 1]) in (TRUTH, BOX)  # the true box too (the map's box may lie on it)
+    # a higher threshold keeps fewer pixels: the box can only shrink to within the old one
+    w.w_box_threshold.value = 0.8
+    small = w.box_info.box
+    assert small[0] >= x0 and small[1] >= y0 and small[2] <= x1 and small[3] <= y1 and w.box_info.threshold == 0.8
+    w.box_threshold = 1.5
+    assert w.box_threshold == 0.8 and "between 0 and 1" in w.status
+    w.box = False
+    assert w.box_info is None and np.array_equal(w.frame, plain) and "box" not in w.heading()
+    w.close()
+
+
+def test_box_overlay_without_true_boxes_says_so(ew):
+    ew.box = True
+    assert ew.box_info is not None and ew.box_info.truth is None and ew.box_info.iou is None
+    assert "no true box known" in ew.heading()
+    assert ew.session.true_boxes(0) is None
+
+
+@pytest.mark.skipif(not _zoo_ready("shapes-classifier"), reason="zoo weights for shapes-classifier not available")
+def test_box_overlay_for_the_default_scenes():
+    w = ExplainWidget()
+    w.box = True
+    assert w.box_info is not None and w.box_info.truth is not None and w.box_info.iou is not None
+    assert 0.0 <= w.box_info.iou <= 1.0 and "with the true" in w.heading()
+    w.close()
+
+
+def test_boxes_follow_the_image_to_the_models_size():
+    from guidewidgets.widgets.box_overlay import fit_boxes
+
+    b = torch.tensor([[10, 20, 50, 60]])
+    assert torch.equal(fit_boxes(b, (64, 64), None), b) and torch.equal(fit_boxes(b, (64, 64), 64), b)
+    assert fit_boxes(b, (64, 64), 32).tolist() == [[5, 10, 25, 30]]
+    assert fit_boxes(b, (64, 96), 64).tolist() == [[0, 20, 34, 60]]  # centre crop drops 16 columns each side

@@ -94,7 +94,8 @@ class Explainer:
     model: a classifier ((B, K) logits) or a segmenter ((B, K, H, W) logits; class k is explained
         through the sum of its logits over the image).
     images: ``(name, image)`` or ``(name, image, label)`` items, images ``(3, H, W)`` in [0, 1];
-        ``label`` is the true class index when known (shown in headings).
+        ``label`` is the true class index when known (shown in headings); true boxes, when known,
+        are given to :meth:`add_image` (``boxes``, ``box_labels``) and read with :meth:`true_boxes`.
     options: per-method keyword options, e.g. ``{"occlusion": {"window": 16}}``.
     cache_size: how many maps stay cached (least recently used dropped first).
     """
@@ -121,6 +122,7 @@ class Explainer:
         self.names: list[str] = []
         self.images: list[torch.Tensor] = []
         self.labels: list[int | None] = []
+        self.boxes: list[tuple[torch.Tensor, torch.Tensor | None] | None] = []  # (N, 4) boxes, (N,) classes
         self.segmentation = False  # set once the model returns (B, K, H, W) logits
         self._probs: dict[int, np.ndarray] = {}
         self._layers: dict[tuple[int, ...], list[FeatureMap]] = {}
@@ -132,8 +134,23 @@ class Explainer:
             self.add_image(item[1], item[0], item[2] if len(item) > 2 else None)
 
     # ---- images and scores ----------------------------------------------------------------------
-    def add_image(self, image: torch.Tensor, name: str | None = None, label: int | None = None) -> int:
-        """Add a ``(3, H, W)`` image in [0, 1]; returns its index. Names are made unique."""
+    def add_image(
+        self,
+        image: torch.Tensor,
+        name: str | None = None,
+        label: int | None = None,
+        boxes: Any = None,
+        box_labels: Any = None,
+    ) -> int:
+        """Add a ``(3, H, W)`` image in [0, 1]; returns its index. Names are made unique. ``boxes``:
+        optional true boxes ``(N, 4)`` ``[x0, y0, x1, y1]`` (exclusive ends) in this image's pixels,
+        ``box_labels`` their ``(N,)`` classes (without them every box counts for every class)."""
+        b = lab = None
+        if boxes is not None:
+            b = torch.as_tensor(boxes, dtype=torch.long).reshape(-1, 4).cpu()
+            lab = None if box_labels is None else torch.as_tensor(box_labels, dtype=torch.long).reshape(-1).cpu()
+            if lab is not None and len(lab) != len(b):
+                raise ValueError(f"{len(b)} boxes but {len(lab)} box labels; give one class per box")
         if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise ValueError(
@@ -146,7 +163,17 @@ class Explainer:
         self.names.append(name)
         self.images.append(image.to(self.device))
         self.labels.append(None if label is None else int(label))
+        self.boxes.append(None if b is None else (b, lab))
         return len(self.images) - 1
+
+    def true_boxes(self, index: int, cls: int | None = None) -> torch.Tensor | None:
+        """True boxes ``(N, 4)`` of image ``index`` (those of class ``cls`` when the boxes have
+        classes); None when no boxes are known for the image."""
+        known = self.boxes[index]
+        if known is None:
+            return None
+        b, lab = known
+        return b if cls is None or lab is None else b[lab == int(cls)]
 
     def model_input(self, index: int) -> torch.Tensor:
         """Image ``index`` as the model takes it: ``(1, C, H, W)`` with the model's channel count."""

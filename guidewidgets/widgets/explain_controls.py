@@ -12,15 +12,17 @@ from torch import nn
 
 from .. import render
 from .base import error_text
+from .box_overlay import TrueBoxes, fit_boxes, item_boxes, source_boxes
 from .compare import ColorBar, TileGrid
 from .inputs import UploadError, decode_upload, fit, labelled_images
 
 
 def load_inputs(
     model: nn.Module | None, images: Any, size: int | None, limit: int
-) -> tuple[nn.Module, list[tuple[str, torch.Tensor, int | None]], int, list[str]]:
-    """The model (default: the embedded classifier), labelled images, the square size for the model
-    and notes on conversions; a clear error for a non-module model or an empty image set."""
+) -> tuple[nn.Module, list[tuple[str, torch.Tensor, int | None, TrueBoxes | None]], int, list[str]]:
+    """The model (default: the embedded classifier), labelled images with their true boxes (moved
+    to the model's square size; None where unknown), the square size for the model and notes on
+    conversions; a clear error for a non-module model or an empty image set."""
     if model is None:
         from .. import zoo
 
@@ -29,7 +31,8 @@ def load_inputs(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     notes: list[str] = []
     defaults = images is None
-    items = labelled_images(ImageList._default_images() if defaults else images, limit, notes)
+    source = ImageList._default_images() if defaults else images
+    items = labelled_images(source, limit, notes)
     if not items:
         raise ValueError("no images given (an empty batch): pass at least one image, e.g. images=x[:8]")
     if not isinstance(size, int):
@@ -38,7 +41,12 @@ def load_inputs(
         shapes = {tuple(im.shape[1:]) for _, im, _ in items[: 4 if defaults else None]}
         h, w = next(iter(shapes)) if len(shapes) == 1 else (0, 0)
         size = h if h == w and 0 < h <= 512 else 224
-    return model, items, int(size), notes
+    boxes = source_boxes(source, len(items))
+    out = [
+        (name, im, label, None if b is None else (fit_boxes(b[0], tuple(im.shape[1:]), int(size)), b[1]))
+        for (name, im, label), b in zip(items, boxes)
+    ]
+    return model, out, int(size), notes
 
 
 class ImageList:
@@ -72,7 +80,9 @@ class ImageList:
         """Add an image (anything ``inputs.as_image`` takes); returns its index, shown by default."""
         notes: list[str] = []
         ((_, im, label),) = labelled_images([image], 1, notes)
-        i = self.session.add_image(fit(im, self.size), name or f"image {len(self.images)}", label)
+        b = item_boxes(image)
+        true = () if b is None else (fit_boxes(b[0], tuple(im.shape[1:]), self.size), b[1])
+        i = self.session.add_image(fit(im, self.size), name or f"image {len(self.images)}", label, *true)
         self.w_image.options = list(zip(self.names, range(len(self.names))))
         if select:
             self.image_index = i
@@ -124,6 +134,12 @@ def build_controls(self: Any) -> None:
     self.w_raw = W.Checkbox(description="gradient image", indent=False, layout=W.Layout(width="140px"))
     self.w_original = W.Checkbox(description="original beside", indent=False, layout=W.Layout(width="140px"))
     self.w_compare = W.ToggleButton(description="Compare", icon="th", tooltip="several methods side by side")
+    self.w_box = W.ToggleButton(
+        description="Box", icon="square-o", tooltip="the map's box (threshold, largest component) and the true box"
+    )
+    self.w_box_threshold = W.FloatSlider(
+        min=0.05, max=0.95, step=0.05, description="Threshold", readout_format=".0%", layout=W.Layout(width="260px")
+    )
     self.w_checks = {
         m: W.Checkbox(description=v.title, indent=False, layout=W.Layout(width="150px")) for m, v in self.infos.items()
     }
@@ -141,6 +157,7 @@ def build_controls(self: Any) -> None:
     self.w_grid = TileGrid()
     links = {"image_index": self.w_image, "method": self.w_method, "layer": self.w_layer, "colormap": self.w_cmap}
     links.update(compare=self.w_compare, show_raw=self.w_raw, show_original=self.w_original, shared_scale=self.w_shared)
+    links.update(box=self.w_box, box_threshold=self.w_box_threshold)
     for trait, ctl in links.items():
         W.link((self, trait), (ctl, "value"))
 
@@ -179,7 +196,7 @@ def build_controls(self: Any) -> None:
         self._on_compute_change,
         ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw", "shared_scale"],
     )
-    self.observe(lambda _: self._syncing or self.update(), ["opacity", "colormap"])
+    self.observe(lambda _: self._syncing or self.update(), ["opacity", "colormap", "box", "box_threshold"])
     self.observe(lambda c: setattr(self.w_orig_img.layout, "display", None if c["new"] else "none"), "show_original")
     self.observe(lambda c: setattr(self.w_progress.layout, "visibility", "visible" if c["new"] else "hidden"), "busy")
 
@@ -192,7 +209,7 @@ def layout(self: Any) -> list[W.Widget]:
         self.w_method,
         self.w_summary,
         W.HBox([self.w_layer, self.w_cmap, self.w_opacity, self.w_raw, self.w_original]),
-        W.HBox([self.w_compare, self.w_export, self.w_progress]),
+        W.HBox([self.w_compare, self.w_box, self.w_box_threshold, self.w_export, self.w_progress]),
         self.w_compare_box,
         self.w_heading,
         self.w_panel,

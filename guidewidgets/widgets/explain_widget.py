@@ -3,10 +3,9 @@
 A thin view over :class:`guidewidgets.explain.session.Explainer` (images, class scores, the map
 cache, the background job). State lives in traitlets (``image_index``, ``method``, ``layer``,
 ``target``, ``opacity``, ``colormap``, ``compare``, ``compare_methods``, ``shared_scale``,
-``show_raw``, ``show_original``, ``status``, ``busy``), two-way linked to the controls.
-
-Slow methods (``method_info(name).slow``) run in the session's background job with a progress
-bar, cancelled by the next request; ``w.wait()`` blocks until done.
+``show_raw``, ``show_original``, ``box``, ``box_threshold``, ``status``, ``busy``), linked to the
+controls; ``box`` draws the map's box and its IoU with the true box (``box_overlay``). Slow methods
+run in a background job with a progress bar, cancelled by the next request; ``w.wait()`` waits.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from .. import render
 from ..explain.session import Explainer, Job, MapKey
 from ..hooks import get_layer
 from .base import WidgetBase, error_text
+from .box_overlay import BoxOverlay
 from .explain_controls import ImageList, build_controls, layout, load_inputs
 from .image_view import ImageView
 from .inputs import fit
@@ -32,7 +32,7 @@ TILE = 192  # compare tiles are shown about this many px wide
 CAMS = ("cam", "grad-cam")
 
 
-class ExplainWidget(ImageList, WidgetBase):
+class ExplainWidget(ImageList, BoxOverlay, WidgetBase):
     """Explanation maps of a classifier over images, every registered method one click away.
 
     Parameters
@@ -76,8 +76,8 @@ class ExplainWidget(ImageList, WidgetBase):
         with self._building():
             model, items, self.size, notes = load_inputs(model, images, size, max_images)
             self.session = Explainer(model, options=options, cache_size=cache_size)
-            for name, im, label in items:
-                self.session.add_image(fit(im, self.size), name, label)
+            for name, im, label, true in items:
+                self.session.add_image(fit(im, self.size), name, label, *(true or ()))
             self.model, self.top_k = model, int(top_k)
             self.infos = {m: self.session.info(m) for m in self.session.methods()}
             self.frame: np.ndarray | None = None  # overlay (RGBA, image size) on screen
@@ -266,9 +266,8 @@ class ExplainWidget(ImageList, WidgetBase):
             self.view.set_layer("overlay", None)
         else:
             self._render()  # in compare mode the methods that worked are shown
-        self.status = (
-            "Error: " + "; ".join(errors) if errors else ("" if self.status.startswith("Computing") else self.status)
-        )
+        keep = "" if self.status.startswith("Computing") else self.status
+        self.status = "Error: " + "; ".join(errors) if errors else keep
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a background computation is done; True if nothing is running any more."""
@@ -283,7 +282,7 @@ class ExplainWidget(ImageList, WidgetBase):
         if self.image_index not in self.session._probs:
             return self.names[self.image_index]
         title = "Methods compared" if self.compare else None
-        return self.session.heading(self._key(self.method), title)
+        return self.session.heading(self._key(self.method), title) + ("" if self.compare else self.box_text())
 
     def colorbar(self) -> tuple[np.ndarray, tuple[str, str], str] | None:
         if self.compare or self.current is None or "raw" in self.current:
@@ -299,7 +298,7 @@ class ExplainWidget(ImageList, WidgetBase):
             return
         self._clear_error()
         self.current = res
-        self.frame = self._overlay_rgba(self.method, res)
+        self.frame = self._with_box(self._overlay_rgba(self.method, res), res)
         self.view.set_layer("overlay", self.frame)
         self.w_heading.value = f"<b>{html.escape(self.heading())}</b>"
         cb = self.colorbar()
@@ -345,5 +344,6 @@ class ExplainWidget(ImageList, WidgetBase):
         return f"{self.names[self.image_index]}_{'compare' if self.compare else self.method}"
 
     def close(self) -> None:
-        self.session.cancel()
+        if "session" in vars(self):  # a constructor that failed made none (ipywidgets closes on __del__ too)
+            self.session.cancel()
         super().close()

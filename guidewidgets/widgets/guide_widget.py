@@ -860,5 +860,6 @@ class GuideWidget(WidgetBase):
 
     def close(self) -> None:
         """Remove the guiding block from the model and close the widget."""
-        self.guide.close()
+        if "guide" in vars(self):  # a constructor that failed made none (ipywidgets closes on __del__ too)
+            self.guide.close()
         super().close()

@@ -5,7 +5,8 @@ change the overlay's pixels, a key on the image changes the image, the colour ba
 of its PNG), and Compare with 8 ticked methods shows 8 tiles, each caption under its own picture
 in the ticked order; on the GuideWidget a hint + Run changes the overlay, the image panel is not
 clipped after the Run, Undo (button, then Ctrl+Z) brings back the pre-hint pixels exactly, and
-Ask me + an answer runs the guide. Voila also checks that a slow method (RISE) runs in the
+Ask me + an answer runs the guide. Voila also checks that a query typed into the GuideWidget's text
+box changes the overlay once "Apply words" is pressed, that a slow method (RISE) runs in the
 background while other controls answer, and takes the README screenshots
 (``GUIDEWIDGETS_SCREENSHOTS=1`` copies them from tests/_artifacts to docs/img). Pixels are read
 back from the canvas with ``getImageData``, so this checks what a user sees.
@@ -234,6 +235,24 @@ def _guide_flow(page, keys: bool = True) -> None:
     answers.wait_for(state="hidden", timeout=TIMEOUT)
 
 
+def _text_flow(page) -> None:
+    """Words: type the first suggested query into the text box, press Apply words: the overlay changes."""
+    gw = page.locator(".gw-guide").first
+    before = _stable_hash(page, ".gw-guide")
+    box = gw.locator(".gw-text input").first
+    box.scroll_into_view_if_needed()
+    options = gw.locator(".gw-text datalist option")
+    options.first.wait_for(state="attached", timeout=TIMEOUT)
+    query = options.first.get_attribute("value")  # the generated query for the largest mistake
+    assert query and query.startswith(("there is", "the ")), query
+    box.click()
+    box.press_sequentially(query)  # as typed, key by key
+    gw.locator("button", has_text="Apply words").first.click()
+    gw.locator(".widget-html", has_text="sentence(s) in effect").first.wait_for(timeout=TIMEOUT)  # the status
+    _wait_hash(page, ".gw-guide", differ=before)  # the segmentation changed from the words
+    assert query in _text(gw.locator(".widget-html", has_text="words:").first)  # readouts list the sentence
+
+
 # ---- the front ends -----------------------------------------------------------------------------
 
 
@@ -255,6 +274,7 @@ def test_voila(page, voila_server):
     _explain_flow(page)
     _slow_method_leaves_controls_live(page)
     _guide_flow(page)
+    _text_flow(page)
     save_screenshot(page.locator(".gw-guide").first, "guide_widget.png")
     # the README pictures: Grad-CAM with the hover readout, and compare mode
     ew = page.locator(".gw-explain").first
