@@ -251,6 +251,12 @@ def _text_flow(page) -> None:
     gw.locator(".widget-html", has_text="sentence(s) in effect").first.wait_for(timeout=TIMEOUT)  # the status
     _wait_hash(page, ".gw-guide", differ=before)  # the segmentation changed from the words
     assert query in _text(gw.locator(".widget-html", has_text="words:").first)  # readouts list the sentence
+    worded = _stable_hash(page, ".gw-guide")
+    gw.locator("button", has_text="Undo").first.click()
+    _wait_hash(page, ".gw-guide", equal=before)  # Undo: exactly the pixels before the words
+    box.click()
+    box.press("Enter")  # Enter applies the sentence still in the box, as the button did
+    _wait_hash(page, ".gw-guide", equal=worded)
 
 
 # ---- the front ends -----------------------------------------------------------------------------
