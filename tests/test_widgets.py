@@ -1187,8 +1187,9 @@ def test_box_overlay_draws_the_maps_box_and_its_iou_with_the_true_box():
     w.method = "grad-cam"
     w.target = int(scenes[0]["label"])
     plain, heading = w.frame.copy(), w.heading()
-    assert w.box_info is None and "box" not in heading
+    assert w.box_info is None and "box" not in heading and w.w_box_threshold.disabled
     w.w_box.value = True  # the toggle
+    assert not w.w_box_threshold.disabled
     info = w.box_info
     truth = scenes[0]["boxes"][scenes[0]["box_labels"] == w.target]
     assert info is not None and torch.equal(info.truth, truth)
@@ -1234,3 +1235,18 @@ def test_boxes_follow_the_image_to_the_models_size():
     assert torch.equal(fit_boxes(b, (64, 64), None), b) and torch.equal(fit_boxes(b, (64, 64), 64), b)
     assert fit_boxes(b, (64, 64), 32).tolist() == [[5, 10, 25, 30]]
     assert fit_boxes(b, (64, 96), 64).tolist() == [[0, 20, 34, 60]]  # centre crop drops 16 columns each side
+
+
+@pytest.mark.skipif(not _zoo_ready("shapes-segmenter"), reason="zoo weights for shapes-segmenter not available")
+def test_words_after_a_newer_guide_took_over_say_so():
+    from guidewidgets.guide import Guide
+
+    w = GuideWidget()
+    newer = Guide(w.model, w.image)  # one guide per model: the widget's guide is closed by this
+    try:
+        pred = w._prediction.copy()
+        assert not w.apply_text(w.text_guide.tokenizer.examples()[1])
+        assert "newer Guide on the same model took over" in w.status and np.array_equal(w._prediction, pred)
+    finally:
+        newer.close()
+        w.close()

@@ -197,6 +197,8 @@ def build_controls(self: Any) -> None:
         ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw", "shared_scale"],
     )
     self.observe(lambda _: self._syncing or self.update(), ["opacity", "colormap", "box", "box_threshold"])
+    self.w_box_threshold.disabled = not self.box
+    self.observe(lambda c: setattr(self.w_box_threshold, "disabled", not c["new"]), "box")
     self.observe(lambda c: setattr(self.w_orig_img.layout, "display", None if c["new"] else "none"), "show_original")
     self.observe(lambda c: setattr(self.w_progress.layout, "visibility", "visible" if c["new"] else "hidden"), "busy")
 
