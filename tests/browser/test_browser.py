@@ -257,6 +257,8 @@ def _text_flow(page) -> None:
     box.click()
     box.press("Enter")  # Enter applies the sentence still in the box, as the button did
     _wait_hash(page, ".gw-guide", equal=worded)
+    gw.locator("button", has_text="Undo").first.click()  # leave the guided scene as it was for the screenshot
+    _wait_hash(page, ".gw-guide", equal=before)
 
 
 # ---- the front ends -----------------------------------------------------------------------------
