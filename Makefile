@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export OMP_NUM_THREADS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: test demo voila env chromium bench clean-env
+.PHONY: test lint demo voila env chromium bench clean-env
 
 env: $(VENV)/.ready
 
@@ -29,8 +29,15 @@ chromium:
 	@command -v chromium >/dev/null || { SUDO=$$([ $$(id -u) = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# House habits, checked as part of `make test`: ruff (lint + format) and mypy over the package.
+LINTED := guidewidgets tests benchmarks
+lint: env
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+
 test: export GUIDEWIDGETS_OFFLINE := 1
-test: env chromium
+test: env chromium lint
 	$(VENV)/bin/python -m pytest --nbval-lax --nbval-current-env tests notebooks $(PYTEST_ARGS)
 
 demo: env
