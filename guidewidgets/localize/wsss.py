@@ -1,0 +1,366 @@
+"""Weakly supervised semantic segmentation: train the embedded segmenter on cheap labels.
+
+The visualisation lecture ends with segmenters trained from CAM pseudo-labels, and prices each kind
+of annotation per image: an image label 1 s, a point 2.4 s, a scribble 10 s, a box 17 s, a full
+mask 78 s. Here every kind we can simulate on ShapeScenes trains the same ShapeSegmenter (same
+scenes, steps and seed), and each is scored by mIoU on held-out scenes:
+
+- ``"image"``: pseudo-masks from the classifier's CAM of the image-level classes (the classes
+  present): a pixel is foreground where a present class's CAM is ``>= threshold`` times its
+  maximum, labelled with that class (the highest relative CAM wins), the rest background;
+  ``"image+grabcut"``: the same, each class's region refined by GrabCut
+  (:func:`guidewidgets.localize.grabcut_from_map`) seeded from its CAM.
+- ``"point"``: one positive click per object (the pixel of its mask deepest inside it, as an
+  annotator clicks the middle) labelled with its class; background comes from the image labels a
+  click implies: pixels where no present class's CAM reaches ``threshold`` of its maximum. The
+  rest is ignored by the loss.
+- ``"box"``: each object's true box filled with its class (smaller boxes drawn on top).
+- ``"full"``: the true masks, the upper bound.
+
+    python -m guidewidgets.localize.wsss --quick --plot wsss.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from ..explain import explain
+from ..zoo.models import ShapeSegmenter
+from ..zoo.scenes import MASK_CLASSES, ShapeScenes
+from ..zoo.train import RECIPES, TRAIN_SEED, evaluate
+from .boxes import check_threshold
+from .grabcut import grabcut_from_map
+
+__all__ = [
+    "ANNOTATION_SECONDS",
+    "LABEL_KINDS",
+    "IGNORE",
+    "HELD_OUT_SEED",
+    "masks_from_cams",
+    "pseudo_masks",
+    "make_labels",
+    "train_on_labels",
+    "compare",
+    "format_table",
+    "plot_cost_accuracy",
+    "main",
+]
+
+#: Annotation seconds per image, from the lecture (Bearman et al. 2016's timings).
+ANNOTATION_SECONDS: dict[str, float] = {
+    "image": 1.0,
+    "image+grabcut": 1.0,
+    "point": 2.4,
+    "scribble": 10.0,
+    "box": 17.0,
+    "full": 78.0,
+}
+#: The kinds simulated here (scribbles are not).
+LABEL_KINDS: tuple[str, ...] = ("image", "image+grabcut", "point", "box", "full")
+#: Label value the loss ignores (pixels a point label says nothing about).
+IGNORE = 255
+#: Scenes no recipe uses (training: 1000 + epoch; zoo tests: 777).
+HELD_OUT_SEED = 31_001
+
+
+def _check_classes(classifier: nn.Module) -> None:
+    classes = list(getattr(classifier, "classes", []))
+    if classes != list(MASK_CLASSES[1:]):
+        raise ValueError(
+            f"the classifier's classes {classes} do not match the segmenter's object classes "
+            f"{list(MASK_CLASSES[1:])}; use zoo.load('shapes-classifier') or a classifier trained on ShapeScenes"
+        )
+
+
+def masks_from_cams(
+    cams: torch.Tensor,
+    present: torch.Tensor,
+    threshold: float = 0.3,
+    images: torch.Tensor | None = None,
+    grabcut: bool = False,
+) -> torch.Tensor:
+    """(B, H, W) int64 pseudo-masks (0 = background, c + 1 = class c) from per-class maps.
+
+    ``cams`` (B, K, H, W): one map per classifier class; ``present`` (B, K) bool: the image-level
+    labels. A pixel is class c's when c is present and its map there is ``>= threshold`` times the
+    map's maximum (the largest such fraction wins); everything else is background. With
+    ``grabcut=True`` (needs ``images`` (B, 3, H, W) in [0, 1]) each present class's region is
+    refined by GrabCut seeded from its map (``fg=threshold``, ``bg=threshold / 2``).
+    """
+    t = check_threshold(threshold)
+    if cams.dim() != 4 or present.shape != cams.shape[:2]:
+        raise ValueError(
+            f"cams must be (B, K, H, W) and present (B, K), got {tuple(cams.shape)} and {tuple(present.shape)}"
+        )
+    if grabcut and (images is None or images.shape[0] != cams.shape[0] or images.shape[-2:] != cams.shape[-2:]):
+        raise ValueError("grabcut=True needs images (B, 3, H, W) of the maps' size; pass images=")
+    c = cams.detach().float().cpu().clamp(min=0)
+    top = c.flatten(2).amax(2)[..., None, None]
+    rel = torch.where(top > 0, c / top.clamp(min=1e-12), torch.zeros_like(c))
+    rel = rel * present.cpu().bool()[..., None, None]
+    on = rel >= t
+    if grabcut:
+        assert images is not None
+        for b in range(c.shape[0]):
+            for k in torch.nonzero(present[b]).flatten().tolist():
+                # Why suppress: an empty map or one-sided seeds keep the thresholded region.
+                with contextlib.suppress(ValueError):
+                    on[b, k] = grabcut_from_map(images[b], c[b, k], fg=t, bg=t / 2)
+    score = torch.where(on, rel, torch.full_like(rel, -1.0))
+    best, cls = score.max(1)
+    return torch.where(best >= 0, cls + 1, torch.zeros_like(cls))
+
+
+def _present(batch: dict, scenes: ShapeScenes, start: int, k: int) -> torch.Tensor:
+    out = torch.zeros(batch["images"].shape[0], k, dtype=torch.bool)
+    for i in range(out.shape[0]):
+        out[i, scenes[start + i]["box_labels"]] = True
+    return out
+
+
+@torch.no_grad()
+def _class_cams(classifier: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.stack([explain(classifier, x, "cam", target=c) for c in range(k)], 1)
+
+
+def pseudo_masks(
+    classifier: nn.Module,
+    scenes: ShapeScenes,
+    threshold: float = 0.3,
+    grabcut: bool = False,
+    batch_size: int = 100,
+) -> torch.Tensor:
+    """(N, H, W) int64 CAM pseudo-masks of ``scenes`` from ``classifier`` and each scene's image-level
+    labels (the classes of its objects); see :func:`masks_from_cams`."""
+    _check_classes(classifier)
+    k = len(MASK_CLASSES) - 1
+    parts = []
+    for start in range(0, len(scenes), batch_size):
+        b = scenes.batch(start, start + batch_size)
+        x = b["images"].float() / 255
+        parts.append(
+            masks_from_cams(_class_cams(classifier, x, k), _present(b, scenes, start, k), threshold, x, grabcut)
+        )
+    return torch.cat(parts) if parts else torch.zeros(0, scenes.size, scenes.size, dtype=torch.long)
+
+
+def _click(instance: np.ndarray) -> tuple[int, int]:
+    # Why the distance-transform peak: an annotator clicks well inside the object, not on its rim.
+    d = ndimage.distance_transform_edt(np.pad(instance, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+    return int(y), int(x)
+
+
+def make_labels(
+    kind: str,
+    scenes: ShapeScenes,
+    classifier: nn.Module | None = None,
+    threshold: float = 0.3,
+    grabcut: bool = False,
+) -> torch.Tensor:
+    """(N, H, W) int64 training targets of one ``kind`` in :data:`LABEL_KINDS` for ``scenes``
+    (``IGNORE`` where a point label says nothing). "image" and "point" need ``classifier``."""
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; use one of {list(LABEL_KINDS)}")
+    if scenes.task != "segmentation":
+        raise ValueError("label kinds need segmentation scenes; use ShapeScenes(n, seed, task='segmentation')")
+    if kind in ("image", "image+grabcut", "point") and classifier is None:
+        raise ValueError(f"{kind!r} labels need the classifier's CAM; pass classifier=zoo.load('shapes-classifier')")
+    full = scenes.batch()["masks"].long()
+    if kind == "full":
+        return full
+    if kind.startswith("image"):
+        assert classifier is not None
+        return pseudo_masks(classifier, scenes, threshold, grabcut or kind == "image+grabcut")
+    out = torch.zeros_like(full)
+    if kind == "point":
+        assert classifier is not None
+        out = torch.where(pseudo_masks(classifier, scenes, threshold) == 0, 0, IGNORE)
+    for i in range(len(scenes)):
+        item = scenes[i]
+        boxes, labels = item["boxes"], item["box_labels"]
+        if kind == "box":
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            for j in torch.argsort(area, descending=True).tolist():
+                x0, y0, x1, y1 = boxes[j].tolist()
+                out[i, y0:y1, x0:x1] = int(labels[j]) + 1
+        else:
+            inst = item["instances"].numpy()
+            for j in range(len(labels)):
+                y, x = _click(inst == j + 1)
+                out[i, y, x] = int(labels[j]) + 1
+    return out
+
+
+def train_on_labels(
+    scenes: ShapeScenes,
+    labels: torch.Tensor,
+    *,
+    epochs: int = 2,
+    seed: int = 0,
+    threads: int = 1,
+    batch: int | None = None,
+    lr: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ShapeSegmenter:
+    """A ShapeSegmenter trained on ``scenes``' images with ``labels`` (N, H, W) (``IGNORE`` pixels
+    skipped) by the segmenter recipe's optimiser (AdamW + one-cycle, its lr, weight decay and
+    batch). Returns it in eval mode; the same arguments and thread count give the same weights."""
+    if labels.dim() != 3 or labels.shape[0] != len(scenes) or labels.shape[-1] != scenes.size:
+        raise ValueError(
+            f"labels must be (N, H, W) = ({len(scenes)}, {scenes.size}, {scenes.size}), got {tuple(labels.shape)}; "
+            "make them with make_labels(kind, scenes)"
+        )
+    cfg = RECIPES["segmenter"]
+    bs, peak = int(batch or cfg["batch"]), float(lr or cfg["lr"])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        model = ShapeSegmenter()
+        steps = max(1, epochs * -(-len(scenes) // bs))
+        opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg["weight_decay"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=steps, pct_start=0.2)
+        images = scenes.batch()["images"]
+        order = torch.Generator().manual_seed(seed)
+        model.train()
+        for epoch in range(epochs):
+            perm = torch.randperm(len(scenes), generator=order)
+            total = 0.0
+            for start in range(0, len(scenes), bs):
+                idx = perm[start : start + bs]
+                loss = F.cross_entropy(model(images[idx].float() / 255), labels[idx], ignore_index=IGNORE)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+            if log:
+                log(f"epoch {epoch + 1}/{epochs}: loss {total / len(scenes):.4f}")
+    finally:
+        torch.set_num_threads(previous)
+    return model.eval()
+
+
+def compare(
+    classifier: nn.Module,
+    kinds: Sequence[str] = LABEL_KINDS,
+    *,
+    train: int = 800,
+    test: int = 300,
+    epochs: int = 5,
+    threshold: float = 0.3,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Train one segmenter per label kind on the same ``train`` scenes (seed ``TRAIN_SEED``) and
+    score each on ``test`` held-out scenes (seed :data:`HELD_OUT_SEED`). Rows: ``kind``,
+    ``seconds_per_image`` (annotation), ``miou``, ``label_miou`` (the training labels' own mIoU
+    against the true masks, ignored pixels left out) and ``train_seconds``."""
+    _check_classes(classifier)
+    scenes = ShapeScenes(train, seed=TRAIN_SEED, task="segmentation")
+    held_out = ShapeScenes(test, seed=HELD_OUT_SEED, task="segmentation")
+    truth = scenes.batch()["masks"].long()
+    rows = []
+    for kind in kinds:
+        labels = make_labels(kind, scenes, classifier, threshold)
+        t0 = time.time()
+        model = train_on_labels(scenes, labels, epochs=epochs, seed=seed)
+        result = evaluate(model, held_out)
+        row = dict(
+            kind=kind,
+            seconds_per_image=ANNOTATION_SECONDS[kind],
+            miou=result["miou"],
+            label_miou=_miou(labels, truth),
+            train_seconds=time.time() - t0,
+        )
+        rows.append(row)
+        if log:
+            log(f"{kind}: mIoU {100 * row['miou']:.1f} (labels {100 * row['label_miou']:.1f})")
+    return rows
+
+
+def _miou(pred: torch.Tensor, truth: torch.Tensor, k: int = len(MASK_CLASSES)) -> float:
+    keep = pred != IGNORE
+    conf = torch.bincount(truth[keep] * k + pred[keep], minlength=k * k).view(k, k).double()
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    return float((inter / union.clamp(min=1)).mean())
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows of :func:`compare` as a text table (mIoU in percent)."""
+    lines = [f"{'labels':<14}{'s / image':>10}{'mIoU':>8}{'label mIoU':>12}{'train s':>9}"]
+    for r in rows:
+        lines.append(
+            f"{r['kind']:<14}{r['seconds_per_image']:>10.1f}{100 * r['miou']:>8.1f}"
+            f"{100 * r['label_miou']:>12.1f}{r['train_seconds']:>9.0f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_cost_accuracy(rows: list[dict], path: str) -> None:
+    """Save the cost / accuracy plot (annotation seconds per image, log scale, vs held-out mIoU)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # Why here: only the CLI plots; the module stays pyplot-free.
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for r in rows:
+        ax.scatter(r["seconds_per_image"], 100 * r["miou"], s=50, label=f"{r['kind']} ({r['seconds_per_image']:g} s)")
+    ax.set_xscale("log")
+    ax.set_xlabel("annotation time per image (s, log scale; lecture's costs)")
+    ax.set_ylabel("held-out mIoU (%)")
+    ax.set_title("ShapeSegmenter trained on cheaper labels")
+    ax.legend(title="label kind", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m guidewidgets.localize.wsss", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI size: 160 training scenes, 2 epochs, 100 test scenes")
+    p.add_argument("--train", type=int, default=800, help="training scenes (default 800)")
+    p.add_argument("--test", type=int, default=300, help="held-out scenes (default 300)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs over the training scenes (default 5)")
+    p.add_argument("--threshold", type=float, default=0.3, help="CAM foreground fraction of the max (default 0.3)")
+    p.add_argument("--plot", default=None, help="save the cost / accuracy plot to this path")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.train, args.test, args.epochs = 160, 100, 2
+    from ..zoo import load
+
+    t0 = time.time()
+    rows = compare(
+        load("shapes-classifier"),
+        train=args.train,
+        test=args.test,
+        epochs=args.epochs,
+        threshold=args.threshold,
+        log=lambda m: print(m, flush=True),
+    )
+    print(
+        f"\n{args.train} training scenes (seed {TRAIN_SEED}), {args.epochs} epochs, "
+        f"{args.test} held-out scenes (seed {HELD_OUT_SEED}), CAM threshold {args.threshold}"
+        f"; {time.time() - t0:.0f} s"
+    )
+    print(format_table(rows))
+    if args.plot:
+        plot_cost_accuracy(rows, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

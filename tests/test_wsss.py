@@ -1,0 +1,104 @@
+"""Weakly supervised segmentation (guidewidgets.localize.wsss): properties of pseudo-masks and labels,
+clear errors, and a deterministic tiny training run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from guidewidgets import zoo
+from guidewidgets.localize import wsss
+from guidewidgets.zoo.scenes import MASK_CLASSES, ShapeScenes
+
+K = len(MASK_CLASSES) - 1
+
+
+@pytest.fixture(scope="module")
+def scenes() -> ShapeScenes:
+    return ShapeScenes(12, seed=4242, task="segmentation")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> nn.Module:
+    return zoo.load("shapes-classifier")
+
+
+def _true_cams(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class maps equal to the true per-class masks, and the classes present."""
+    cams = torch.stack([(masks == c + 1).float() for c in range(K)], 1)
+    return cams, cams.flatten(2).amax(2) > 0
+
+
+def test_cam_equal_to_true_mask_gives_the_true_mask(scenes):
+    masks = scenes.batch()["masks"].long()
+    cams, present = _true_cams(masks)
+    for t in (0.1, 0.5, 0.9):
+        assert torch.equal(wsss.masks_from_cams(cams, present, threshold=t), masks)
+
+
+def test_absent_classes_are_never_labelled(scenes):
+    masks = scenes.batch()["masks"].long()
+    cams = torch.rand(len(masks), K, *masks.shape[-2:], generator=torch.Generator().manual_seed(0))
+    _, present = _true_cams(masks)
+    out = wsss.masks_from_cams(cams, present, threshold=0.3)
+    for i in range(len(out)):
+        labelled = set((out[i].unique() - 1).tolist()) - {-1}
+        assert labelled <= set(torch.nonzero(present[i]).flatten().tolist())
+
+
+def test_higher_threshold_gives_fewer_foreground_pixels(scenes, classifier):
+    counts = [int((wsss.pseudo_masks(classifier, scenes, t) > 0).sum()) for t in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    assert counts == sorted(counts, reverse=True)
+    assert counts[0] > counts[-1]
+
+
+@pytest.mark.parametrize("t", [0, 1, -0.2, 1.5])
+def test_threshold_outside_unit_interval_is_refused(scenes, t):
+    cams, present = _true_cams(scenes.batch()["masks"].long())
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        wsss.masks_from_cams(cams, present, threshold=t)
+
+
+def test_classifier_with_other_classes_is_refused(scenes):
+    other = zoo.ShapeClassifier(num_classes=3)
+    other.classes = ["cat", "dog", "boat"]
+    with pytest.raises(ValueError, match="do not match the segmenter"):
+        wsss.pseudo_masks(other, scenes)
+    with pytest.raises(ValueError, match="do not match the segmenter"):
+        wsss.compare(other, train=2, test=2, epochs=1)
+
+
+def test_other_bad_input_is_refused(scenes):
+    with pytest.raises(ValueError, match="unknown label kind"):
+        wsss.make_labels("scribble", scenes)
+    with pytest.raises(ValueError, match="need the classifier"):
+        wsss.make_labels("image", scenes)
+    with pytest.raises(ValueError, match="segmentation scenes"):
+        wsss.make_labels("box", ShapeScenes(2, seed=1))
+    with pytest.raises(ValueError, match=r"labels must be \(N, H, W\)"):
+        wsss.train_on_labels(scenes, torch.zeros(3, 96, 96, dtype=torch.long))
+
+
+def test_box_and_point_labels_agree_with_the_truth(scenes, classifier):
+    truth = scenes.batch()["masks"].long()
+    box = wsss.make_labels("box", scenes)
+    # Every object pixel lies in its object's box, so box labels cover all of the foreground.
+    assert ((box > 0) | (truth == 0)).all()
+    point = wsss.make_labels("point", scenes, classifier)
+    for i in range(len(scenes)):
+        clicks = (point[i] > 0) & (point[i] != wsss.IGNORE)
+        assert int(clicks.sum()) == len(scenes[i]["boxes"])  # one click per object ...
+        assert torch.equal(point[i][clicks], truth[i][clicks])  # ... on a pixel of its class
+    assert torch.equal(wsss.make_labels("full", scenes), truth)
+
+
+def test_tiny_training_is_deterministic_at_a_seed(scenes):
+    labels = wsss.make_labels("box", scenes)
+    a = wsss.train_on_labels(scenes, labels, epochs=1, seed=3, batch=6)
+    b = wsss.train_on_labels(scenes, labels, epochs=1, seed=3, batch=6)
+    c = wsss.train_on_labels(scenes, labels, epochs=1, seed=4, batch=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert not a.training
