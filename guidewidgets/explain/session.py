@@ -26,6 +26,7 @@ from torch import nn
 
 from ..hooks import FeatureMap, eval_mode, feature_maps, get_layer, model_lock, model_output
 from .registry import MethodInfo, method_info, methods
+from .targets_more import segmentation_target
 
 __all__ = ["Explainer", "MapKey", "Job", "Cancelled", "input_channels"]
 
@@ -41,6 +42,7 @@ class MapKey(NamedTuple):
     target: int
     options: tuple[tuple[str, Any], ...] = ()
     raw: bool = False
+    region: tuple[int, int, int, int] | None = None  # segmenters: class ``target`` inside this box only
 
 
 class Cancelled(Exception):
@@ -232,8 +234,18 @@ class Explainer:
     def info(self, method: str) -> MethodInfo:
         return method_info(method)
 
-    def key(self, image: int, method: str, target: int, layer: str | None = None, raw: bool = False) -> MapKey:
-        """The cache key of a request; ``layer``/``raw`` are dropped where the method ignores them."""
+    def key(
+        self,
+        image: int,
+        method: str,
+        target: int,
+        layer: str | None = None,
+        raw: bool = False,
+        region: Sequence[int] | None = None,
+    ) -> MapKey:
+        """The cache key of a request; ``layer``/``raw`` are dropped where the method ignores them.
+        ``region`` (x0, y0, x1, y1), exclusive ends, image pixels: a segmenter's class ``target``
+        summed inside that box only (:func:`~guidewidgets.explain.targets_more.segmentation_target`)."""
         info = method_info(method)
         return MapKey(
             int(image),
@@ -242,6 +254,7 @@ class Explainer:
             int(target),
             tuple(sorted(self.options.get(info.name, {}).items())),
             bool(raw and info.has_image),
+            None if region is None else (int(region[0]), int(region[1]), int(region[2]), int(region[3])),
         )
 
     def get(self, key: MapKey) -> Result | None:
@@ -274,7 +287,10 @@ class Explainer:
 
         with model_lock(self.model):
             x = self.model_input(key.image)
-            m = package.explain(self.model, x, key.method, target=key.target, layer=key.layer, **kw)
+            target: Any = key.target
+            if key.region is not None:
+                target = segmentation_target(key.target, box=key.region, size=(x.shape[-2], x.shape[-1]))
+            m = package.explain(self.model, x, key.method, target=target, layer=key.layer, **kw)
         a = m[0].detach().float().cpu().numpy()
         res = {"raw": a, "map": np.abs(a).max(0)} if key.raw else {"map": a}
         with self._cache_lock:  # a background job stores while the kernel thread reads
@@ -400,6 +416,8 @@ class Explainer:
         p = self.probabilities(key.image)[key.target]
         what = "share of pixels" if self.segmentation else "p"
         text = f"{title or method_info(key.method).title} for {self.class_name(key.target)} ({what} = {p:.0%})"
+        if key.region is not None:
+            text += " inside box ({}, {})-({}, {})".format(*key.region)
         label = self.labels[key.image]
         truth = f", true label {self.class_name(label)}" if label is not None else ""
         return f"{text}{truth} | {self.names[key.image]}"

@@ -201,6 +201,7 @@ def build_controls(self: Any) -> None:
     self.observe(lambda c: setattr(self.w_box_threshold, "disabled", not c["new"]), "box")
     self.observe(lambda c: setattr(self.w_orig_img.layout, "display", None if c["new"] else "none"), "show_original")
     self.observe(lambda c: setattr(self.w_progress.layout, "visibility", "visible" if c["new"] else "hidden"), "busy")
+    self._build_region_controls()
 
 
 def layout(self: Any) -> list[W.Widget]:
@@ -213,6 +214,7 @@ def layout(self: Any) -> list[W.Widget]:
         W.HBox([self.w_layer, self.w_cmap, self.w_opacity, self.w_raw, self.w_original]),
         W.HBox([self.w_compare, self.w_box, self.w_box_threshold, self.w_export, self.w_progress]),
         self.w_compare_box,
+        self.w_region_bar,
         self.w_heading,
         self.w_panel,
         self.w_grid,

@@ -1,11 +1,10 @@
 """ExplainWidget: pick an image, a target class and a method; see the explanation map live.
 
-A thin view over :class:`guidewidgets.explain.session.Explainer` (images, class scores, the map
-cache, the background job). State lives in traitlets (``image_index``, ``method``, ``layer``,
-``target``, ``opacity``, ``colormap``, ``compare``, ``compare_methods``, ``shared_scale``,
-``show_raw``, ``show_original``, ``box``, ``box_threshold``, ``status``, ``busy``), linked to the
-controls; ``box`` draws the map's box and its IoU with the true box (``box_overlay``). Slow methods
-run in a background job with a progress bar, cancelled by the next request; ``w.wait()`` waits.
+A thin view over :class:`guidewidgets.explain.session.Explainer` (images, scores, map cache, background job).
+State lives in traitlets (``image_index``, ``method``, ``layer``, ``target``, ``opacity``, ``colormap``, ``compare``,
+``compare_methods``, ``shared_scale``, ``show_raw``, ``show_original``, ``box``, ``box_threshold``, ``region``,
+``status``, ``busy``) linked to the controls; ``box``: the map's box and IoU (box_overlay); ``region``: a segmenter's
+class inside a dragged rectangle (region_targets). Slow methods run in a cancellable background job with progress.
 """
 
 from __future__ import annotations
@@ -26,13 +25,14 @@ from .box_overlay import BoxOverlay
 from .explain_controls import ImageList, build_controls, layout, load_inputs
 from .image_view import ImageView
 from .inputs import fit
+from .region_targets import RegionSelect
 
 DEFAULT_COMPARE = ("cam", "grad-cam", "grad-cam++", "saliency", "guided-backprop", "occlusion")
 TILE = 192  # compare tiles are shown about this many px wide
 CAMS = ("cam", "grad-cam")
 
 
-class ExplainWidget(ImageList, BoxOverlay, WidgetBase):
+class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
     """Explanation maps of a classifier over images, every registered method one click away.
 
     Parameters
@@ -230,7 +230,7 @@ class ExplainWidget(ImageList, BoxOverlay, WidgetBase):
 
     # ---- computing ----------------------------------------------------------------------------
     def _key(self, method: str) -> MapKey:
-        return self.session.key(self.image_index, method, self.target, self.layer, self.show_raw)
+        return self.session.key(self.image_index, method, self.target, self.layer, self.show_raw, self.region_box)
 
     def cached(self, method: str | None = None) -> bool:
         """Whether the current view of ``method`` (default: the selected one) is in the cache."""

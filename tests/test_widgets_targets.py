@@ -1,0 +1,153 @@
+"""ExplainWidget region targets (issue 19 item 2): a segmenter's class explained inside a box drawn
+on the image, set from Python (``set_region``) or by the canvas mouse handlers ipycanvas would call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("ipycanvas")
+
+from guidewidgets import explain
+from guidewidgets.explain.session import Explainer
+from guidewidgets.explain.targets_more import segmentation_target
+from guidewidgets.widgets import ExplainWidget
+from guidewidgets.widgets.region_targets import check_region
+
+
+def _segmenter() -> nn.Module:
+    from guidewidgets import zoo
+
+    try:
+        return zoo.load("shapes-segmenter")
+    except Exception:
+        pytest.skip("zoo weights for shapes-segmenter not available")
+
+
+def _scenes(n: int = 2) -> list[dict]:
+    from guidewidgets import zoo
+
+    sc = zoo.ShapeScenes(n, seed=777, task="segmentation")
+    return [sc[i] for i in range(n)]
+
+
+def _inside(a: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    p = np.clip(a, 0, None)
+    x0, y0, x1, y1 = box
+    return float(p[y0:y1, x0:x1].sum() / max(p.sum(), 1e-12))
+
+
+class TinyCNN(nn.Module):
+    classes = ["a", "b"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def test_check_region():
+    assert check_region((1, 2, 5.0, 6), 8, 8) == (1, 2, 5, 6)
+    for bad, err in (((3, 0, 3, 4), "empty"), ((0, 0, 9, 4), "outside"), ((-1, 0, 2, 2), "outside")):
+        with pytest.raises(ValueError, match=err):
+            check_region(bad, 8, 8)
+    with pytest.raises(TypeError, match="four numbers"):
+        check_region("abcd", 8, 8)
+    with pytest.raises(ValueError, match="four finite"):
+        check_region((0, 0, 1), 8, 8)
+
+
+def test_session_region_key_is_the_segmentation_target():
+    model, scene = _segmenter(), _scenes(1)[0]
+    s = Explainer(model, [("s", scene["image"])])
+    s.probabilities(0)
+    box = tuple(int(v) for v in scene["boxes"][0])
+    k_whole, k_box = s.key(0, "saliency", 1), s.key(0, "saliency", 1, region=box)
+    assert k_whole.region is None and k_box.region == box and k_box != k_whole
+    got = s.compute(k_box)["map"]
+    x = s.model_input(0)
+    want = explain.explain(model, x, "saliency", target=segmentation_target(1, box=box, size=(96, 96)))
+    assert np.allclose(got, want[0].detach().numpy(), atol=1e-6)
+    assert "inside box" in s.heading(k_box) and "inside box" not in s.heading(k_whole)
+
+
+def test_region_concentrates_the_map_and_is_cached_and_drawn():
+    w = ExplainWidget(_segmenter(), _scenes(2), method="saliency")
+    assert w.segmentation and w.w_region_bar.layout.display is None
+    tried = 0
+    for i, scene in enumerate(_scenes(2)):
+        w.image_index = i
+        for b in scene["boxes"].tolist():
+            box = tuple(int(v) for v in b)
+            x0, y0, x1, y1 = box
+            inside = scene["mask"][y0:y1, x0:x1].flatten()
+            cls = int(torch.mode(inside[inside > 0]).values) if (inside > 0).any() else 1
+            w.clear_region()
+            w.target = cls
+            whole = w.current["map"].copy()
+            assert w.set_region(box) and w.region == box and w.status == ""
+            region = w.current["map"].copy()
+            assert not np.allclose(whole, region)
+            assert w._key(w.method).region == box and w.cached()
+            assert "inside box" in w.heading()
+            assert _inside(region, box) > _inside(whole, box), (i, box, _inside(region, box), _inside(whole, box))
+            hints = w.view.frames["hints"]
+            assert (
+                hints is not None
+                and hints[y0, x0:x1, 3].all()
+                and hints[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2, 3].max() == 0
+            )
+            tried += 1
+    assert tried >= 3
+    w.clear_region()
+    assert w.region == () and w.view.frames["hints"] is None and np.array_equal(w.current["map"], whole)
+    w.close()
+
+
+def test_region_by_mouse_drag_and_bad_regions_change_nothing():
+    w = ExplainWidget(_segmenter(), _scenes(1), method="saliency")
+    s = w.view.scale
+    whole = w.current["map"].copy()
+    # without Region mode a drag does nothing
+    w.view.on_mouse_down(10 * s, 10 * s)
+    w.view.on_mouse_move(30 * s, 40 * s)
+    w.view.on_mouse_up(30 * s, 40 * s)
+    assert w.region == ()
+    w.region_mode = True
+    w.view.on_mouse_down(30 * s + 1, 40 * s + 1)  # drawn from bottom-right to top-left
+    w.view.on_mouse_move(20 * s, 20 * s)
+    assert w.view.frames["hints"] is not None and w.region == ()  # a preview, nothing computed yet
+    w.view.on_mouse_move(10 * s, 12 * s)
+    w.view.on_mouse_up(10 * s, 12 * s)
+    assert w.region == (10, 12, 31, 41) and w.status == ""
+    dragged = w.current["map"].copy()
+    assert not np.allclose(dragged, whole)
+    # a click without a drag, an empty or outside region: a status message, nothing changes
+    for act in (
+        lambda: (w.view.on_mouse_down(5 * s, 5 * s), w.view.on_mouse_up(5 * s, 5 * s)),
+        lambda: w.set_region((5, 5, 5, 9)),
+        lambda: w.set_region((0, 0, w.size + 10, 9)),
+        lambda: w.set_region(("a", 1, 2, 3)),
+    ):
+        w.status = ""
+        act()
+        assert w.status.startswith("Error") and w.region == (10, 12, 31, 41)
+        assert np.array_equal(w.current["map"], dragged)
+        assert w.view.frames["hints"][12, 10:31, 3].all()
+    w.close()
+
+
+def test_region_refused_on_a_classifier():
+    torch.manual_seed(0)
+    w = ExplainWidget(TinyCNN(), torch.rand(2, 3, 16, 16), size=16)
+    assert not w.segmentation and w.w_region_bar.layout.display == "none"
+    before = w.current["map"].copy()
+    assert not w.set_region((0, 0, 8, 8))
+    assert "segmentation model" in w.status and w.region == () and np.array_equal(w.current["map"], before)
+    w.close()
