@@ -151,3 +151,59 @@ def test_region_refused_on_a_classifier():
     assert not w.set_region((0, 0, 8, 8))
     assert "segmentation model" in w.status and w.region == () and np.array_equal(w.current["map"], before)
     w.close()
+
+
+def _detector(thresh: float = 0.0) -> nn.Module:
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    # random weights: a threshold of 0 keeps boxes to pick (their scores are about 1/3)
+    return tv.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3, box_score_thresh=thresh
+    ).eval()
+
+
+def test_detector_boxes_listed_drawn_and_explained():
+    from guidewidgets.explain.targets_more import DetectorBoxScore
+    from guidewidgets.widgets.box_overlay import BOX
+    from guidewidgets.widgets.region_targets import OTHER
+
+    det = _detector()
+    state = {k: v.clone() for k, v in det.state_dict().items()}
+    n_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in det.modules())
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    w = ExplainWidget(det, x)
+    assert w.session.detection and w.status == "" and w.w_target.description == "Box"
+    assert w.w_region_bar.layout.display == "none"
+    d = w.session.detections[0]
+    n = len(d["boxes"])
+    assert n > 1 and len(w.w_target.options) == n
+    label, j = w.w_target.options[0]
+    assert label == f"class {int(d['labels'][j])} {float(d['scores'][j]):.2f}"
+    for t in (0, 1):
+        w.target = t
+        assert w.status == "" and w.current["map"].shape == (128, 128) and w.cached()
+        assert f"box {t}: class" in w.heading()
+        want = explain.explain(DetectorBoxScore(det, d["boxes"][t], d["labels"][t]), x[:1], "grad-cam", target=0)
+        assert np.allclose(w.current["map"], want[0].numpy(), atol=1e-6)
+        x0, y0, x1, y1 = d["boxes"][t].round().long().tolist()
+        assert tuple(w.frame[y0, (x0 + x1) // 2]) == BOX  # the chosen box: white
+        chosen = np.zeros((128, 128), bool)
+        chosen[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = True
+        others = [b for k, b in enumerate(d["boxes"].round().long().tolist()) if k != t]
+        edge = [(o[1], xx) for o in others for xx in range(o[0], o[2]) if o[1] < 128 and not chosen[o[1], xx]]
+        assert edge and all(tuple(w.frame[yy, xx]) == OTHER for yy, xx in edge)  # the others: grey
+    assert w._key("grad-cam") != w.session.key(0, "grad-cam", 0)
+    w.layer = "backbone.body.13"  # a layer of the detector's menu, explained through the wrapper
+    assert w.status == "" and w.current["map"].shape == (128, 128)
+    assert not w.set_region((0, 0, 10, 10)) and "segmentation model" in w.status and w.region == ()
+    w.close()
+    # the detector is left as it was
+    assert all(torch.equal(state[k], v) for k, v in det.state_dict().items()) and not det.training
+    assert n_hooks == sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in det.modules())
+    assert all(p.grad is None for p in det.parameters())
+
+
+def test_detector_that_finds_nothing_says_how_to_fix_it():
+    w = ExplainWidget(_detector(thresh=0.999), torch.rand(1, 3, 128, 128))
+    assert "found no box" in w.status and "box_score_thresh" in w.status and w.current is None
+    w.close()

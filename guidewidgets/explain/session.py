@@ -26,7 +26,7 @@ from torch import nn
 
 from ..hooks import FeatureMap, eval_mode, feature_maps, get_layer, model_lock, model_output
 from .registry import MethodInfo, method_info, methods
-from .targets_more import segmentation_target
+from .targets_more import DetectorBoxScore, segmentation_target
 
 __all__ = ["Explainer", "MapKey", "Job", "Cancelled", "input_channels"]
 
@@ -84,6 +84,11 @@ def input_channels(model: nn.Module) -> int:
     return 3
 
 
+def _is_detections(out: object) -> bool:
+    """Whether a model output is a torchvision detector's: a list of dicts with boxes and scores."""
+    return isinstance(out, (list, tuple)) and bool(out) and all(isinstance(d, dict) and "boxes" in d for d in out)
+
+
 def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
@@ -126,6 +131,8 @@ class Explainer:
         self.labels: list[int | None] = []
         self.boxes: list[tuple[torch.Tensor, torch.Tensor | None] | None] = []  # (N, 4) boxes, (N,) classes
         self.segmentation = False  # set once the model returns (B, K, H, W) logits
+        self.detection = False  # set once the model returns torchvision detections; targets are then boxes
+        self.detections: dict[int, dict[str, torch.Tensor]] = {}  # image -> boxes, labels, scores (CPU)
         self._probs: dict[int, np.ndarray] = {}
         self._layers: dict[tuple[int, ...], list[FeatureMap]] = {}
         self._cache: collections.OrderedDict[MapKey, Result] = collections.OrderedDict()
@@ -191,6 +198,8 @@ class Explainer:
         return self.classes[k] if 0 <= k < len(self.classes) else f"class {k}"
 
     def num_classes(self, index: int = 0) -> int:
+        if self.detection:  # targets are the detected boxes
+            return len(self.probabilities(index))
         if self.classes:
             return len(self.classes)
         return len(self.probabilities(index)) if self.images else 0
@@ -199,7 +208,10 @@ class Explainer:
         """Class scores of an image: softmax for classifiers, predicted-pixel fractions for segmenters."""
         if index not in self._probs:
             with model_lock(self.model), torch.no_grad(), eval_mode(self.model):
-                out = model_output(self.model(self.model_input(index)))
+                raw = self.model(self.model_input(index))
+            if _is_detections(raw):
+                return self._detected(index, raw[0])
+            out = model_output(raw)
             if out.dim() == 2:
                 self._probs[index] = out.softmax(1)[0].float().cpu().numpy()
             elif out.dim() == 4:
@@ -212,6 +224,25 @@ class Explainer:
                     f"this model returned shape {tuple(out.shape)}"
                 )
         return self._probs[index]
+
+    def _detected(self, index: int, det: Any) -> np.ndarray:
+        d = {k: v.detach().cpu() for k, v in det.items()}
+        self.detection = True
+        if not len(d["boxes"]):  # not stored: the view reports the error and has nothing to explain
+            raise ValueError(
+                "the detector found no box in this image; build it with a lower box_score_thresh "
+                "(e.g. box_score_thresh=0.0) or try another image"
+            )
+        self.detections[index] = d
+        self._probs[index] = d["scores"].float().numpy()
+        return self._probs[index]
+
+    def target_name(self, index: int, target: int) -> str:
+        """What ``target`` means on image ``index``: a class name, or a detector's ``"box j: label"``."""
+        if not self.detection or index not in self.detections:
+            return self.class_name(target)
+        d = self.detections[index]
+        return f"box {target}: {self.class_name(int(d['labels'][target]))}" if target < len(d["boxes"]) else "?"
 
     def top_classes(self, index: int, k: int | None = None) -> list[int]:
         """Classes by score, best first (segmenters: the largest non-background class first)."""
@@ -288,9 +319,14 @@ class Explainer:
         with model_lock(self.model):
             x = self.model_input(key.image)
             target: Any = key.target
+            model, layer = self.model, key.layer
+            if self.detection:  # the chosen box's score, as a one-output model (explained with target 0)
+                d = self.detections[key.image]
+                model, target = DetectorBoxScore(self.model, d["boxes"][key.target], d["labels"][key.target]), 0
+                layer = None if layer is None else "detector." + layer
             if key.region is not None:
                 target = segmentation_target(key.target, box=key.region, size=(x.shape[-2], x.shape[-1]))
-            m = package.explain(self.model, x, key.method, target=target, layer=key.layer, **kw)
+            m = package.explain(model, x, key.method, target=target, layer=layer, **kw)
         a = m[0].detach().float().cpu().numpy()
         res = {"raw": a, "map": np.abs(a).max(0)} if key.raw else {"map": a}
         with self._cache_lock:  # a background job stores while the kernel thread reads
@@ -376,6 +412,9 @@ class Explainer:
     def target_options(self, index: int, top_k: int = 5) -> list[tuple[str, int]]:
         """``(label, class)`` for a target menu: the top ``top_k`` by score, then every other class."""
         p, order = self.probabilities(index), self.top_classes(index)
+        if self.detection:  # every box, best first: "label score"
+            d = self.detections[index]
+            return [(f"{self.class_name(int(d['labels'][j]))} {p[j]:.2f}", j) for j in order]
         unit = " of pixels" if self.segmentation else ""
         top, rest = order[:top_k], sorted(order[top_k:])
         return [(f"{self.class_name(k)} ({p[k]:.1%}{unit})", k) for k in top] + [
@@ -389,6 +428,8 @@ class Explainer:
         except Exception:  # the menu is a convenience; the default layer still works
             maps = []
         labels = {f.name: f.label for f in maps}
+        if self.detection and not default:  # DetectorBoxScore's: the backbone's deepest map
+            default = (DetectorBoxScore(self.model, (0, 0, 1, 1)).default_explain_layer or "")[len("detector.") :]
         default = default or getattr(self.model, "default_explain_layer", None) or (maps[-1].name if maps else "")
         if default and default not in labels:  # an inner module whose output an outer one returns
             labels[default] = self._label_of(index, default)
@@ -414,8 +455,10 @@ class Explainer:
     def heading(self, key: MapKey, title: str | None = None) -> str:
         """``"Grad-CAM for star (p = 97%), true label star | scene 0"``: what a map shows."""
         p = self.probabilities(key.image)[key.target]
-        what = "share of pixels" if self.segmentation else "p"
-        text = f"{title or method_info(key.method).title} for {self.class_name(key.target)} ({what} = {p:.0%})"
+        what = "share of pixels" if self.segmentation else "score" if self.detection else "p"
+        text = (
+            f"{title or method_info(key.method).title} for {self.target_name(key.image, key.target)} ({what} = {p:.0%})"
+        )
         if key.region is not None:
             text += " inside box ({}, {})-({}, {})".format(*key.region)
         label = self.labels[key.image]
@@ -424,7 +467,7 @@ class Explainer:
 
     def scale_text(self, key: MapKey, result: Result) -> tuple[tuple[str, str], str]:
         """``((low label, high label), meaning)`` of a map's colour scale."""
-        cls, a = self.class_name(key.target), result["map"]
+        cls, a = self.target_name(key.image, key.target), result["map"]
         if method_info(key.method).signed and "raw" not in result:
             m = float(np.abs(a).max())
             return (f"-{m:.3g} against", f"+{m:.3g} for"), f"colour: evidence against (blue) <- 0 -> for (red) {cls}"

@@ -1,4 +1,5 @@
-"""The ExplainWidget's region target for segmentation models: explain "class k inside this box".
+"""The ExplainWidget's targets beyond a class: a region for segmentation models ("class k inside
+this box") and a detected box for torchvision detectors.
 
 A segmenter's class k is explained by default through the sum of its logits over the whole image.
 In Region mode a rectangle dragged on the image (mouse down, move, up) makes the target
@@ -8,6 +9,11 @@ key (``MapKey.region``), drawn on the view's ``hints`` layer (white on a black r
 with "Whole image" (``clear_region()``). ``set_region((x0, y0, x1, y1))`` does the same from
 Python (exclusive ends, image pixels); a region outside the image, an empty one or one on a
 classifier is refused with a status message and changes nothing.
+
+For a detector (a model returning ``[{"boxes", "labels", "scores"}]``) the session's targets are
+the detected boxes: the Target menu (then called "Box") lists them as "label score", every box is
+drawn on the map (grey; the chosen one white on a black rim) and the chosen one is explained
+through :class:`~guidewidgets.explain.targets_more.DetectorBoxScore` with target 0.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import ipywidgets as W
 import numpy as np
 import traitlets as T
 
-from .box_overlay import BOX, draw_box
+from .box_overlay import BOX, BoxOverlay, draw_box
 
 Region = tuple[int, int, int, int]
+OTHER = (160, 160, 160, 255)  # the detections not explained
 
 
 def check_region(region: Sequence[Any], height: int, width: int) -> Region:
@@ -47,15 +54,16 @@ def check_region(region: Sequence[Any], height: int, width: int) -> Region:
     return x0, y0, x1, y1
 
 
-class RegionSelect(T.HasTraits):
+class RegionSelect(BoxOverlay):
     """Mixin for the ExplainWidget: ``region`` (``()`` = the whole image, else (x0, y0, x1, y1)) and
-    ``region_mode`` (drags on the image draw a region). Only segmentation models take a region."""
+    ``region_mode`` (drags on the image draw a region). Only segmentation models take a region;
+    for detectors it draws the detected boxes on the map (``target`` is then a box's index)."""
 
     region = T.Tuple(help="() = whole image; (x0, y0, x1, y1), exclusive ends: explain the class inside")
     region_mode = T.Bool(False, help="drags on the image draw the region (segmentation models)")
     session: Any
     view: Any
-    size: int
+    w_target: Any
     status: str
     update: Callable[[], None]
     _drag_start: tuple[int, int] | None = None  # (y, x) where the current drag began
@@ -104,6 +112,8 @@ class RegionSelect(T.HasTraits):
         except Exception:  # the model failing on an image is reported by the widget itself
             seg = False
         self.w_region_bar.layout.display = None if seg else "none"
+        if self.session.detection:
+            self.w_target.description = "Box"
         self.view.on("down", self._region_down)
         self.view.on("drag", self._region_drag)
         self.view.on("up", self._region_up)
@@ -153,3 +163,19 @@ class RegionSelect(T.HasTraits):
             return
         if not self.set_region(box):
             self._draw_region(self.region_box)
+
+    # ---- detectors ----------------------------------------------------------------------------
+    def _with_box(self, frame: np.ndarray, result: dict[str, np.ndarray]) -> np.ndarray:
+        frame = super()._with_box(frame, result)
+        dets = self.session.detections.get(self.image_index) if self.session.detection else None
+        if dets is None:
+            return frame
+        out = frame.copy()
+        width = max(1, frame.shape[1] // 128)
+        boxes = dets["boxes"].round().long().tolist()
+        for j, b in enumerate(boxes):
+            if j != self.target:
+                draw_box(out, b, OTHER, width)
+        if 0 <= self.target < len(boxes):
+            draw_box(out, boxes[self.target], BOX, width, rim=True)
+        return out
