@@ -86,10 +86,16 @@ def test_box_and_point_labels_agree_with_the_truth(scenes, classifier):
     # Every object pixel lies in its object's box, so box labels cover all of the foreground.
     assert ((box > 0) | (truth == 0)).all()
     point = wsss.make_labels("point", scenes, classifier)
+    cam_background = wsss.pseudo_masks(classifier, scenes) == 0
     for i in range(len(scenes)):
-        clicks = (point[i] > 0) & (point[i] != wsss.IGNORE)
-        assert int(clicks.sum()) == len(scenes[i]["boxes"])  # one click per object ...
-        assert torch.equal(point[i][clicks], truth[i][clicks])  # ... on a pixel of its class
+        item = scenes[i]
+        for j, c in enumerate(item["box_labels"].tolist()):
+            y, x = wsss._click((item["instances"] == j + 1).numpy())
+            assert point[i, y, x] == truth[i, y, x] == c + 1  # one click per object, on its class
+        fg, bg = (point[i] > 0) & (point[i] != wsss.IGNORE), point[i] == 0
+        assert 0 < int(fg.sum()) <= len(item["boxes"]) * (2 * wsss.POINT_RADIUS + 1) ** 2
+        assert int(bg.sum()) == int(fg.sum())  # balanced background clicks
+        assert cam_background[i][bg].all()  # where no present class's CAM reaches the threshold
     assert torch.equal(wsss.make_labels("full", scenes), truth)
 
 
