@@ -17,7 +17,14 @@ scenes, steps and seed), and each is scored by mIoU on held-out scenes:
 - ``"box"``: each object's true box filled with its class (smaller boxes drawn on top).
 - ``"full"``: the true masks, the upper bound.
 
-    python -m guidewidgets.localize.wsss --quick --plot wsss.png
+    python -m guidewidgets.localize.wsss --plot wsss.png   # ~5 min on one CPU thread
+    python -m guidewidgets.localize.wsss --quick           # CI size, ~25 s
+
+Measured (800 training scenes, 12 epochs = 600 steps, 300 held-out scenes, threshold 0.3): image
+labels 30.6, + GrabCut 29.5, points 32.7, boxes 45.7, full masks 54.7 mIoU (the shipped
+segmenter, 1,500 steps on fresh scenes: 64.5 on its own test seed). With 5 epochs the full-mask
+model was still behind the box one (25.5 vs 40.3): compare kinds only at a budget where the
+full-mask upper bound has converged.
 """
 
 from __future__ import annotations
@@ -270,7 +277,7 @@ def compare(
     *,
     train: int = 800,
     test: int = 300,
-    epochs: int = 5,
+    epochs: int = 12,
     threshold: float = 0.3,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
@@ -346,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="CI size: 160 training scenes, 2 epochs, 100 test scenes")
     p.add_argument("--train", type=int, default=800, help="training scenes (default 800)")
     p.add_argument("--test", type=int, default=300, help="held-out scenes (default 300)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs over the training scenes (default 5)")
+    p.add_argument("--epochs", type=int, default=12, help="epochs over the training scenes (default 12)")
     p.add_argument("--threshold", type=float, default=0.3, help="CAM foreground fraction of the max (default 0.3)")
     p.add_argument("--plot", default=None, help="save the cost / accuracy plot to this path")
     args = p.parse_args(argv)
