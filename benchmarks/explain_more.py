@@ -20,7 +20,6 @@ import copy
 import platform
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,9 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guidewidgets import explain as E
 from guidewidgets.explain.batching import auto_batch_size
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from explain import fmt, timed  # the same CPU-time clock and number format as benchmarks/explain.py
 
 try:
     import pytorch_grad_cam as pgc
@@ -110,22 +112,6 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
         gxi = ca.InputXGradient(m_ca)
         rows["gradient-x-input"]["captum"] = lambda: gxi.attribute(x.clone().requires_grad_(True), target=tl)
     return {k: v for k, v in rows.items() if k in cfg.methods}
-
-
-def timed(fn: Callable, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
-
-
-def fmt(v: float | None) -> str:
-    return "-" if v is None else (f"{v * 1000:.0f}" if v >= 0.1 else f"{v * 1000:.1f}")
 
 
 def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:

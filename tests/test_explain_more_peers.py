@@ -4,7 +4,6 @@ define them hold."""
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -16,6 +15,7 @@ pgc = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
+from test_explain_peers import corr  # noqa: E402  (one correlation for every peer test)
 
 SIZE = 64
 TARGETS = [3, 7]
@@ -30,13 +30,6 @@ def resnet():
 @pytest.fixture(scope="module")
 def x():
     return torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
-
-
-def corr(a, b) -> float:
-    a, b = (v.detach() if isinstance(v, torch.Tensor) else v for v in (a, b))
-    a = torch.as_tensor(np.asarray(a), dtype=torch.float64).flatten()
-    b = torch.as_tensor(np.asarray(b), dtype=torch.float64).flatten()
-    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
 
 def peer_maps(resnet, x, cls, layer="layer3", **kw):

@@ -335,6 +335,51 @@ def voila_server(browser_tmp):
     s.stop()
 
 
+# A hash of an <img>'s pixels (drawn into a canvas), or null while it has none; arg: a CSS selector.
+IMG_HASH = """(sel) => {
+  const img = document.querySelector(sel);
+  if (!img || !img.complete || img.naturalWidth === 0) return null;
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let h = 0;
+  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) % 1000000007; }
+  return h;
+}"""
+
+
+def voila_app(browser_tmp: Path, name: str, cell: str) -> Server:
+    """A Voila server rendering a one-cell notebook ``<name>.ipynb`` (its own folder and config)."""
+    import nbformat
+
+    folder = browser_tmp / name
+    folder.mkdir(exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(cell)]
+    nbformat.write(nb, folder / f"{name}.ipynb")
+    port = free_port()
+    return Server(
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            f"{name}.ipynb",
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+            "--VoilaConfiguration.file_allowlist=['.*']",
+        ],
+        port,
+        server_env(browser_tmp / f"voila-{name}"),
+        folder,
+        ARTIFACTS / f"voila-{name}.log",
+        "/no-such-page",
+    )
+
+
 def save_screenshot(locator, name: str) -> None:
     """Into tests/_artifacts always; into docs/img too when GUIDEWIDGETS_SCREENSHOTS=1."""
     path = ARTIFACTS / name

@@ -3,11 +3,9 @@ redraws the panels; hovering a dot of the embedding scatter shows that image's t
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from .conftest import ARTIFACTS, Server, free_port, save_screenshot, server_env
+from .conftest import IMG_HASH, save_screenshot, voila_app
 
 pytestmark = pytest.mark.browser
 
@@ -30,49 +28,10 @@ display(W.HTML(f'<div class="gw-dot" data-y="{y}" data-x="{x}" data-scale="{fw.s
 display(fw)
 """
 
-# A hash of an <img>'s pixels, or null while it has none.
-IMG_HASH = """(sel) => {
-  const img = document.querySelector(sel);
-  if (!img || !img.complete || img.naturalWidth === 0) return null;
-  const c = document.createElement('canvas');
-  c.width = img.naturalWidth; c.height = img.naturalHeight;
-  const ctx = c.getContext('2d');
-  ctx.drawImage(img, 0, 0);
-  const d = ctx.getImageData(0, 0, c.width, c.height).data;
-  let h = 0;
-  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) % 1000000007; }
-  return h;
-}"""
-
 
 @pytest.fixture(scope="module")
 def features_voila(browser_tmp):
-    import nbformat
-
-    folder = browser_tmp / "features"
-    folder.mkdir(exist_ok=True)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nbformat.write(nb, folder / "features.ipynb")
-    port = free_port()
-    s = Server(
-        [
-            sys.executable,
-            "-m",
-            "voila",
-            "features.ipynb",
-            "--no-browser",
-            f"--port={port}",
-            "--Voila.ip=127.0.0.1",
-            "--VoilaConfiguration.file_allowlist=['.*']",
-        ],
-        port,
-        server_env(browser_tmp / "voila-features"),
-        folder,
-        ARTIFACTS / "voila-features.log",
-        "/no-such-page",
-    )
+    s = voila_app(browser_tmp, "features", CELL)
     yield s
     s.stop()
 
