@@ -11,7 +11,7 @@ from torch import nn
 pytest.importorskip("ipywidgets")
 pytest.importorskip("ipycanvas")
 
-from guidewidgets import explain
+from guidewidgets import explain, zoo
 from guidewidgets.explain.session import Explainer
 from guidewidgets.explain.targets_more import segmentation_target
 from guidewidgets.widgets import ExplainWidget
@@ -207,3 +207,22 @@ def test_detector_that_finds_nothing_says_how_to_fix_it():
     w = ExplainWidget(_detector(thresh=0.999), torch.rand(1, 3, 128, 128))
     assert "found no box" in w.status and "box_score_thresh" in w.status and w.current is None
     w.close()
+
+
+def test_dataset_labels_are_mapped_to_the_models_classes_by_name():
+    """ShapeScenes counts six shapes; the segmenter's classes start with "background": a
+    triangle scene must be headed "true label triangle", and its boxes carry the segmenter's index."""
+    scenes = zoo.ShapeScenes(3, seed=777, task="segmentation")
+    w = ExplainWidget(zoo.load("shapes-segmenter"), scenes, method="saliency")
+    try:
+        for i in range(len(scenes)):
+            shape = scenes.classes[int(scenes[i]["label"])]
+            assert w.session.class_name(w.session.labels[i]) == shape
+            names = [scenes.classes[int(k)] for k in scenes[i]["box_labels"]]
+            seg_classes = list(zoo.load("shapes-segmenter").classes)
+            expect = sorted(seg_classes.index(n) for n in names)
+            got = w.session.boxes[i][1]
+            assert sorted(int(v) for v in got) == expect
+        assert f"true label {scenes.classes[int(scenes[0]['label'])]}" in w.session.heading(w._key(w.method))
+    finally:
+        w.close()

@@ -4,6 +4,7 @@ list (defaults, added images, uploads). Kept apart so explain_widget.py reads as
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
@@ -42,11 +43,38 @@ def load_inputs(
         h, w = next(iter(shapes)) if len(shapes) == 1 else (0, 0)
         size = h if h == w and 0 < h <= 512 else 224
     boxes = source_boxes(source, len(items))
+    to_model = class_mapping(getattr(source, "classes", None), getattr(model, "classes", None))
     out = [
-        (name, im, label, None if b is None else (fit_boxes(b[0], tuple(im.shape[1:]), int(size)), b[1]))
+        (
+            name,
+            im,
+            to_model(label),
+            None if b is None else (fit_boxes(b[0], tuple(im.shape[1:]), int(size)), _map_labels(b[1], to_model)),
+        )
         for (name, im, label), b in zip(items, boxes)
     ]
     return model, out, int(size), notes
+
+
+def class_mapping(source: Any, target: Any) -> Callable[[int | None], int | None]:
+    """Label index in a dataset's ``classes`` -> the same class's index in the model's, by name.
+
+    Why: ShapeScenes labels count the six shapes while the segmenter's classes start with
+    "background", so index 3 is a triangle in one and a square in the other. Unknown names map to
+    None; without two class lists the index is kept.
+    """
+    if not source or not target or list(source) == list(target):
+        return lambda i: i
+    index = {str(c): k for k, c in enumerate(target)}
+    names = [str(c) for c in source]
+    return lambda i: None if i is None or not 0 <= i < len(names) else index.get(names[i])
+
+
+def _map_labels(labels: torch.Tensor | None, to_model: Callable[[int | None], int | None]) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    mapped = [to_model(int(v)) for v in labels]
+    return torch.tensor([-1 if m is None else m for m in mapped], dtype=torch.long)
 
 
 class ImageList:
