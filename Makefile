@@ -7,7 +7,7 @@ PYTHON ?= python3
 # The key is a content hash of what gets installed (the dependency lists, not the rest of
 # pyproject.toml), so the stamp needs no file prerequisites: a fresh clone's newer mtimes, or a
 # change to a tool setting, must not force a reinstall.
-ENV_KEY := $(shell $(PYTHON) .ci/requirements.py test bench demo | cat - .ci/constraints.txt .ci/requirements.py | sha1sum | cut -c1-12)
+ENV_KEY := $(shell $(PYTHON) .ci/requirements.py test bench demo | cat - .ci/constraints.txt .ci/requirements.py .ci/requirements-nodeps.txt | sha1sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/guidewidgets/venv-$(ENV_KEY)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export OMP_NUM_THREADS ?= 2
@@ -21,6 +21,7 @@ $(VENV)/.ready:
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
 	$(PYTHON) .ci/requirements.py test bench demo > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c .ci/constraints.txt -r $(VENV)/requirements.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r .ci/requirements-nodeps.txt 2>&1 | grep -v 'is ignored: it is neither' || true
 	$(VENV)/bin/python -c "import torch, torchvision, ipycanvas, captum, pytorch_grad_cam, playwright, voila"
 	touch $@
 
