@@ -95,7 +95,7 @@ def test_story_shape_title_widget_and_exercises_with_hidden_solutions(nb):
     first = book.cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# "), f"{path.name}: start with a title"
     code = "\n".join(c.source for c in book.cells if c.cell_type == "code")
-    assert re.search(r"\b(Explain|Guide|Gain|Feature)Widget\(", code), (
+    assert re.search(r"\b(Explain|Guide|Gain|Feature|Caption|STN)Widget\(", code), (
         f"{path.name}: every tutorial shows a live widget"
     )
     headings = [
