@@ -1,0 +1,1 @@
+"""Soft attention (captioning) and spatial transformer networks on ShapeScenes."""
