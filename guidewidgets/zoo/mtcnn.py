@@ -1,0 +1,288 @@
+"""MTCNN face detection with real weights: our own P-Net / R-Net / O-Net on the weights that the
+``facenet-pytorch`` wheel ships as data files.
+
+MTCNN (Zhang et al. 2016, "Joint face detection and alignment using multitask cascaded
+convolutional networks") is classification + localization in three stages:
+
+1. **P-Net**, fully convolutional: on every level of an image pyramid it scores each 12 x 12 window
+   (stride 2) face / no-face and regresses a box correction; windows above a threshold become
+   proposals, thinned by non-maximum suppression (NMS) per scale and across scales.
+2. **R-Net** re-scores each proposal cropped to 24 x 24 and corrects its box again.
+3. **O-Net** does the same at 48 x 48 and adds five landmarks (eyes, nose, mouth corners).
+
+Only the weight files are used (``facenet_pytorch/data/{pnet,rnet,onet}.pt``, found without
+importing the package, whose pins would downgrade torch); the modules and the pipeline here are
+written from the paper. Install the weights with ``pip install --no-deps facenet-pytorch==2.6.0``.
+
+Every net takes images (B, 3, H, W) in [0, 1] (normalised inside as (255 x - 127.5) / 128, the
+training convention) and returns ``(face logits, box regression[, landmarks])``; wrap one in
+:class:`FaceClassifier` to explain its face / no-face score with any registered method.
+
+>>> mtcnn = load_mtcnn()
+>>> faces = mtcnn.detect(photo("astronaut", tensor=True))  # {"boxes", "scores", "landmarks"}
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import nms, roi_align
+
+from .adapters import WeightsUnavailableError
+
+__all__ = [
+    "INSTALL_HINT",
+    "PNet",
+    "RNet",
+    "ONet",
+    "MTCNN",
+    "FaceClassifier",
+    "weights_dir",
+    "load_mtcnn",
+    "pnet_output_size",
+]
+
+INSTALL_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
+#: P-Net's window (px) and stride on each pyramid level.
+CELL, STRIDE = 12, 2
+
+
+def weights_dir() -> Path:
+    """The folder holding ``pnet.pt``, ``rnet.pt`` and ``onet.pt`` (inside the installed
+    facenet-pytorch package, located without importing it); WeightsUnavailableError if absent."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        d = Path(loc) / "data"
+        if all((d / f"{n}.pt").is_file() for n in ("pnet", "rnet", "onet")):
+            return d
+    raise WeightsUnavailableError(
+        "the MTCNN weights (pnet.pt, rnet.pt, onet.pt) ship in the facenet-pytorch wheel, which is not "
+        f"installed; install its data without its pinned dependencies: `{INSTALL_HINT}`"
+    )
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255.0 - 127.5) * 0.0078125
+
+
+def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
+    # Why (W, H, C) order: the nets were trained in MATLAB (column-major) and the dense weights
+    # expect the feature map flattened width-first. Checked on the astronaut: flattened (C, H, W)
+    # the cascade reports 42 "faces" at >= 0.71, most on her suit; this order, one.
+    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+
+class PNet(nn.Module):
+    """Proposal net, fully convolutional: (B, 3, H, W) -> face logits (B, 2, h, w) and box
+    corrections (B, 4, h, w), one per 12 x 12 window at stride 2 (see :func:`pnet_output_size`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)
+        self.conv4_2 = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.pool1(self.prelu1(self.conv1(_normalise(x))))
+        h = self.prelu3(self.conv3(self.prelu2(self.conv2(h))))
+        return self.conv4_1(h), self.conv4_2(h)
+
+
+class RNet(nn.Module):
+    """Refinement net: 24 x 24 crops (B, 3, 24, 24) -> face logits (B, 2), box corrections (B, 4)."""
+
+    size = 24
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.pool1(self.prelu1(self.conv1(_normalise(x))))
+        h = self.pool2(self.prelu2(self.conv2(h)))
+        h = self.prelu4(self.dense4(_flatten_transposed(self.prelu3(self.conv3(h)))))
+        return self.dense5_1(h), self.dense5_2(h)
+
+
+class ONet(nn.Module):
+    """Output net: 48 x 48 crops -> face logits (B, 2), box corrections (B, 4) and landmarks
+    (B, 10): five x then five y, as fractions of the crop (eyes, nose, mouth corners)."""
+
+    size = 48
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.pool1(self.prelu1(self.conv1(_normalise(x))))
+        h = self.pool2(self.prelu2(self.conv2(h)))
+        h = self.pool3(self.prelu3(self.conv3(h)))
+        h = self.prelu5(self.dense5(_flatten_transposed(self.prelu4(self.conv4(h)))))
+        return self.dense6_1(h), self.dense6_2(h), self.dense6_3(h)
+
+
+def pnet_output_size(n: int) -> int:
+    """P-Net's output grid along a side of ``n`` >= 12 input pixels: conv 3 (n - 2), max-pool 2
+    with ceil (ceil((n - 2) / 2)), two more conv 3 (- 4)."""
+    if n < CELL:
+        raise ValueError(f"P-Net needs at least {CELL} px per side, got {n}")
+    return math.ceil((n - 2) / 2) - 4
+
+
+class FaceClassifier(nn.Module):
+    """One MTCNN net as a plain face / no-face classifier (logits (B, 2) or (B, 2, h, w) for
+    P-Net), so the explanation methods can explain its face score: class 1 is "face"."""
+
+    classes = ["no face", "face"]
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.task = "segmentation" if isinstance(net, PNet) else "classification"
+        # Why conv3: the last map with spatial detail (O-Net 8 x 8 on a 48 px crop, R-Net 9 x 9).
+        self.default_explain_layer = "net.conv3"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    # Why: R-Net and O-Net see square crops; the longer side keeps the whole face.
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    cx, cy = boxes[:, 0] + w / 2, boxes[:, 1] + h / 2
+    return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    # Box corrections are offsets of each corner in units of the box's width / height.
+    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + reg * wh
+
+
+class MTCNN(nn.Module):
+    """The three-stage cascade. :meth:`detect` runs the whole pipeline on one image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+
+    def _proposals(self, x: torch.Tensor, min_size: float, factor: float, threshold: float) -> torch.Tensor:
+        """P-Net on the image pyramid: (N, 5) corrected boxes + score after NMS per scale (0.5) and overall (0.7)."""
+        h, w = x.shape[-2:]
+        # Why 12 / min_size: the smallest face of interest must fill P-Net's 12 px window.
+        scale = CELL / min_size
+        found = []
+        while min(h, w) * scale >= CELL:
+            size = (math.ceil(h * scale), math.ceil(w * scale))
+            level = F.interpolate(x, size=size, mode="area")
+            logits, reg = self.pnet(level)
+            prob = logits.softmax(1)[0, 1]
+            ys, xs = torch.nonzero(prob > threshold, as_tuple=True)
+            if len(ys):
+                corner = torch.stack([xs, ys, xs, ys], 1).float() * STRIDE
+                boxes = (corner + torch.tensor([0.0, 0.0, CELL, CELL])) / scale
+                score = prob[ys, xs]
+                keep = nms(boxes, score, 0.5)
+                found.append(torch.cat([boxes[keep], score[keep, None], reg[0, :, ys[keep], xs[keep]].T], 1))
+            scale *= factor
+        if not found:
+            return torch.zeros(0, 5)
+        allb = torch.cat(found)
+        allb = allb[nms(allb[:, :4], allb[:, 4], 0.7)]
+        # Why regress only now: the windows are suppressed on the pyramid's grid, then corrected.
+        return torch.cat([_regress(allb[:, :4], allb[:, 5:]), allb[:, 4:5]], 1)
+
+    def _crops(self, x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+        # Why roi_align: batched crop + resize; pixels outside the image read as 0 (black), as the
+        # original pads; adaptive sampling averages like an area resize when shrinking.
+        rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
+        return roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+    @torch.no_grad()
+    def detect(
+        self,
+        image: torch.Tensor,
+        min_size: float = 20.0,
+        factor: float = 0.709,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+    ) -> dict[str, torch.Tensor]:
+        """Faces in one image (3, H, W) in [0, 1]: ``boxes`` (N, 4) x0, y0, x1, y1 in pixels,
+        ``scores`` (N,) O-Net face probabilities, ``landmarks`` (N, 5, 2) (x, y) of the left eye,
+        right eye, nose, left and right mouth corner; sorted by score.
+
+        ``min_size``: the smallest face side (px) searched; ``factor``: the pyramid's scale step;
+        ``thresholds``: face probability each stage needs (the paper's defaults)."""
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                "detect() takes one RGB image tensor (3, H, W) in [0, 1]; e.g. zoo.photo('astronaut', tensor=True)"
+            )
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must lie in (0, 1), got {factor}")
+        if min_size < CELL:
+            raise ValueError(f"min_size must be at least {CELL} px (P-Net's window), got {min_size}")
+        x = image.detach().float().cpu().clamp(0, 1)[None]
+        empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "landmarks": torch.zeros(0, 5, 2)}
+        was_training = self.training
+        self.eval()
+        try:
+            cand = self._proposals(x, min_size, factor, thresholds[0])
+            if not len(cand):
+                return empty
+            boxes = _square(cand[:, :4])
+            logits, reg = self.rnet(self._crops(x, boxes, RNet.size))
+            prob = logits.softmax(1)[:, 1]
+            keep = prob > thresholds[1]
+            boxes, prob, reg = boxes[keep], prob[keep], reg[keep]
+            keep = nms(boxes, prob, 0.7)
+            boxes = _square(_regress(boxes[keep], reg[keep]))
+            if not len(boxes):
+                return empty
+            logits, reg, marks = self.onet(self._crops(x, boxes, ONet.size))
+            prob = logits.softmax(1)[:, 1]
+            keep = prob > thresholds[2]
+            boxes, prob, reg, marks = boxes[keep], prob[keep], reg[keep], marks[keep]
+            wh = boxes[:, 2:] - boxes[:, :2]
+            points = torch.stack([marks[:, :5], marks[:, 5:]], 2) * wh[:, None] + boxes[:, None, :2]
+            boxes = _regress(boxes, reg)
+            keep = nms(boxes, prob, 0.7)
+            return {"boxes": boxes[keep], "scores": prob[keep], "landmarks": points[keep]}
+        finally:
+            self.train(was_training)
+
+
+def load_mtcnn() -> MTCNN:
+    """The MTCNN cascade with the real weights, in eval mode (every tensor loaded strictly)."""
+    d = weights_dir()
+    model = MTCNN()
+    for name, net in (("pnet", model.pnet), ("rnet", model.rnet), ("onet", model.onet)):
+        state = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    return model.eval()
