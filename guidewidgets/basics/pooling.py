@@ -1,0 +1,143 @@
+"""GAP vs GMP: two heads on the same frozen trunk, trained side by side in seconds.
+
+Global average pooling scores a class by the mean of each feature map, so every part of the
+object adds to the score (CAM then covers the whole object); global max pooling needs only one
+high value per map, which rewards the single most discriminative spot. The trunk (the shipped
+classifier's ``normalize`` + ``features``) is copied and frozen; only ``Linear(C, K)`` is trained,
+on pooled features computed once, so a head trains in well under a second of CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..hooks import eval_mode, model_lock
+
+__all__ = ["PooledClassifier", "train_pooled_heads", "class_maps", "HEAD_SEED"]
+
+#: ShapeScenes seed of the heads' training scenes (no other recipe uses it).
+HEAD_SEED = 41_002
+Pool = Literal["gap", "gmp"]
+
+
+class PooledClassifier(nn.Module):
+    """``fc(pool(features(normalize(x))))`` with pool = global average ("gap") or max ("gmp").
+
+    Carries ``classes``, ``task`` and ``default_explain_layer`` like the zoo's models, so
+    ``explain`` and the widgets take it as it is.
+    """
+
+    task = "classification"
+    default_explain_layer = "features"
+    default_guide_layer = "features"
+    normalize: nn.Module
+    features: nn.Module
+
+    def __init__(self, trunk: nn.Module, pool: Pool, classes: list[str]) -> None:
+        super().__init__()
+        if pool not in ("gap", "gmp"):
+            raise ValueError(f"pool must be 'gap' or 'gmp', got {pool!r}")
+        if not hasattr(trunk, "features") or not hasattr(trunk, "normalize"):
+            raise TypeError("trunk must be a zoo ShapeClassifier (it needs .normalize and .features)")
+        self.pool_kind = pool
+        self.classes = list(classes)
+        self.normalize = copy.deepcopy(trunk.get_submodule("normalize"))
+        self.features = copy.deepcopy(trunk.get_submodule("features"))
+        channels = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "gap" else nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(channels, len(self.classes))
+        for p in [*self.normalize.parameters(), *self.features.parameters()]:
+            p.requires_grad_(False)  # frozen: our own copy, the caller's classifier is untouched
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError("expected a (B, 3, H, W) float tensor in [0, 1]; add a batch dim with x[None]")
+        return self.fc(self.pool(self.features(self.normalize(x))).flatten(1))
+
+
+def _pooled(trunk: PooledClassifier, images: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    gap, gmp = [], []
+    with torch.no_grad(), eval_mode(trunk):
+        for s in range(0, images.shape[0], batch):
+            a = trunk.features(trunk.normalize(images[s : s + batch]))
+            gap.append(a.mean((2, 3)))
+            gmp.append(a.amax((2, 3)))
+    return torch.cat(gap), torch.cat(gmp)
+
+
+def train_pooled_heads(
+    classifier: nn.Module,
+    *,
+    n: int = 1024,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = HEAD_SEED,
+    threads: int = 1,
+) -> tuple[dict[str, PooledClassifier], dict]:
+    """Train a GAP head and a GMP head on ``classifier``'s frozen trunk with the same scenes,
+    initialisation, optimiser (Adam, full batch) and step count.
+
+    Returns ({"gap": model, "gmp": model} in eval mode, info) with info["loss"][pool] the loss
+    per step and info["seconds"]. Deterministic for a given thread count; ``classifier`` is not
+    modified.
+    """
+    from ..zoo.scenes import ShapeScenes
+
+    if n < 8 or steps < 1:
+        raise ValueError("use at least n=8 scenes and steps=1")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    try:
+        with model_lock(classifier):
+            classes = list(classifier.classes)  # type: ignore[arg-type]
+            heads: dict[str, PooledClassifier] = {p: PooledClassifier(classifier, p, classes) for p in ("gap", "gmp")}
+        b = ShapeScenes(n, seed=seed).batch()
+        images, labels = b["images"].float() / 255, b["labels"]
+        feats = dict(zip(("gap", "gmp"), _pooled(heads["gap"], images)))
+        losses: dict[str, list[float]] = {}
+        for pool, head in heads.items():
+            torch.manual_seed(0)
+            head.fc.reset_parameters()
+            opt = torch.optim.Adam(head.fc.parameters(), lr=lr)
+            losses[pool] = []
+            for _ in range(steps):
+                loss = F.cross_entropy(head.fc(feats[pool]), labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses[pool].append(float(loss.detach()))
+            head.eval()
+    finally:
+        torch.set_num_threads(previous)
+    return heads, {"loss": losses, "seconds": time.time() - t0, "n": n, "seed": seed}
+
+
+def class_maps(
+    model: PooledClassifier, x: torch.Tensor, target: torch.Tensor | int | None = None, *, relu: bool = False
+) -> torch.Tensor:
+    """The CAM formula ``M_c = sum_k w[c, k] A_k`` on the 12 x 12 grid for either head, upsampled
+    bilinearly to the input (ReLU'd on the grid first if ``relu``, as CAM does; not normalised). For the GAP head it is CAM; for the GMP
+    head the class score is ``sum_k w[c, k] max A_k`` instead, read off the same map's channels."""
+    if not isinstance(model, PooledClassifier):
+        raise TypeError("class_maps needs a PooledClassifier from train_pooled_heads()")
+    with torch.no_grad(), eval_mode(model):
+        a = model.features(model.normalize(x))
+        if target is None:
+            cls = model.fc(model.pool(a).flatten(1)).argmax(1)
+        else:
+            cls = (
+                torch.as_tensor(target).expand(x.shape[0])
+                if torch.as_tensor(target).dim() == 0
+                else torch.as_tensor(target)
+            )
+        maps = torch.einsum("bc,bchw->bhw", model.fc.weight[cls], a)
+        if relu:
+            maps = maps.clamp_min(0)
+    return F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
