@@ -1,0 +1,206 @@
+"""Training recipe of the shipped captioner; regenerates it deterministically on a CPU.
+
+    python -m guidewidgets.attend.train_captioner                # -> guidewidgets/attend/weights/captioner.pt
+    python -m guidewidgets.attend.train_captioner --out my.pt --epochs 4
+
+The encoder is the shipped segmenter's, frozen, so its features for the training scenes are
+computed once; only the 3 x 3 projection and the attention GRU decoder are trained (teacher
+forcing, cross-entropy on every word and ``<end>``). Training scenes come from ``TRAIN_SEED``,
+the reported numbers from held-out scenes of ``HELD_OUT_SEED`` that training never sees. The
+same command with the same ``--threads`` gives the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+
+from ..zoo import load as load_zoo
+from ..zoo.models import ShapeSegmenter
+from .captioner import GRID, HELD_OUT_SEED, IMAGE_SIZE, Captioner, save_captioner, weights_path
+from .captions import VOCAB, caption_dataset, caption_scenes, describe
+
+__all__ = ["RECIPE", "TRAIN_SEED", "train", "evaluate", "format_report", "main"]
+
+TRAIN_SEED = 41_000
+
+#: Hyper-parameters; the shipped weights come from exactly these.
+RECIPE: dict[str, Any] = dict(train=6_000, test=500, epochs=12, batch=64, lr=3e-3, weight_decay=1e-4, length=16)
+
+
+def _features(model: Captioner, images: torch.Tensor, batch: int = 250) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model.backbone(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def train(*, threads: int = 1, log: Any = None, **overrides: Any) -> tuple[Captioner, dict[str, Any]]:
+    """Train the captioner from the recipe (``overrides`` replace its entries); returns the model
+    (eval mode) and :func:`evaluate` on held-out scenes, with ``train_seconds`` and ``recipe``."""
+    unknown = set(overrides) - set(RECIPE)
+    if unknown:
+        raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(RECIPE)}")
+    cfg = {**RECIPE, **overrides}
+    log = log or (lambda msg: print(msg, flush=True))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    t0 = time.time()
+    try:
+        torch.manual_seed(0)
+        model = Captioner()
+        seg = cast(ShapeSegmenter, load_zoo("shapes-segmenter"))
+        model.backbone.load_state_dict(torch.nn.Sequential(seg.normalize, seg.encoder).state_dict())
+        model.backbone.requires_grad_(False)
+        data = caption_dataset(caption_scenes(cfg["train"], seed=TRAIN_SEED), length=cfg["length"])
+        feats = _features(model.eval(), data["images"])
+        tokens = data["tokens"]
+        del data
+        log(f"features of {len(tokens)} training scenes: {time.time() - t0:.0f} s")
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        steps = -(-len(tokens) // cfg["batch"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps, pct_start=0.15
+        )
+        g = torch.Generator().manual_seed(0)
+        model.train()
+        for epoch in range(cfg["epochs"]):
+            order = torch.randperm(len(tokens), generator=g)
+            total, count = 0.0, 0
+            for s in range(0, len(order), cfg["batch"]):
+                idx = order[s : s + cfg["batch"]]
+                tok = tokens[idx]
+                # Why: cut the batch to its longest caption, so padding steps cost nothing.
+                n = int((tok != VOCAB.pad).sum(1).max())
+                tok = tok[:, :n]
+                logits, _ = model.forward_features(feats[idx], tok)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1), ignore_index=VOCAB.pad)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            log(f"epoch {epoch + 1}/{cfg['epochs']}: loss {total / count:.4f}  ({time.time() - t0:.0f} s)")
+    finally:
+        torch.set_num_threads(previous)
+    model.eval()
+    seconds = time.time() - t0
+    result = evaluate(model, caption_scenes(cfg["test"], seed=HELD_OUT_SEED))
+    result["train_seconds"] = seconds
+    result["recipe"] = cfg
+    return model, result
+
+
+def _cell_fraction(region: torch.Tensor) -> torch.Tensor:
+    """Fraction of each 8 x 8 grid cell covered by ``region`` (H, W) -> (12, 12)."""
+    return F.adaptive_avg_pool2d(region.float()[None, None], GRID)[0, 0]
+
+
+@torch.no_grad()
+def evaluate(model: Captioner, scenes: Any, modes: tuple[str, ...] = ("soft", "hard"), seed: int = 0) -> dict:
+    """Caption ``scenes`` greedily and score against the generated references.
+
+    Per mode: ``exact`` (fraction of captions equal to the reference), ``word`` (fraction of
+    reference words matched at their position), ``object_mass`` (mean attention mass p inside the
+    named object, over class words generated correctly at their position), ``object_area`` (the
+    same objects' mean share of the image: what uniform attention would give), ``background_mass``
+    and ``background_area`` likewise for the background word, and ``n``.
+    """
+    items = [scenes[i] for i in range(len(scenes))]
+    images = torch.stack([it["image"] for it in items])
+    truths = [describe(it) for it in items]
+    classes = set(model.vocab.words) - {"a", "and", "on", "small", "large"}
+    out: dict[str, Any] = {"n": len(items)}
+    for mode in modes:
+        results = []
+        for s in range(0, len(items), 100):
+            results += model.decode(images[s : s + 100], mode=mode, seed=seed + s)
+        exact = correct = total = 0
+        obj_mass: list[float] = []
+        obj_area: list[float] = []
+        bg_mass: list[float] = []
+        bg_area: list[float] = []
+        for it, ref, res in zip(items, truths, results):
+            words = res["words"]
+            exact += words == ref["words"]
+            total += len(ref["words"])
+            for k, w in enumerate(ref["words"]):
+                if k >= len(words) or words[k] != w:
+                    continue
+                correct += 1
+                region = ref["regions"][k]
+                if region is None:
+                    continue
+                kind, obj = region
+                if kind == "object" and w in classes:
+                    mask = it["instances"] == int(obj) + 1
+                    obj_mass.append(float((res["p"][k] * _cell_fraction(mask)).sum()))
+                    obj_area.append(float(mask.float().mean()))
+                elif kind == "background":
+                    mask = it["instances"] == 0
+                    bg_mass.append(float((res["p"][k] * _cell_fraction(mask)).sum()))
+                    bg_area.append(float(mask.float().mean()))
+
+        def mean(v: list[float]) -> float:
+            return sum(v) / len(v) if v else float("nan")
+
+        out[mode] = {
+            "exact": exact / len(items),
+            "word": correct / total,
+            "object_mass": mean(obj_mass),
+            "object_area": mean(obj_area),
+            "objects_scored": len(obj_mass),
+            "background_mass": mean(bg_mass),
+            "background_area": mean(bg_area),
+        }
+    return out
+
+
+def format_report(result: dict) -> str:
+    """:func:`evaluate`'s numbers as text (percent)."""
+    lines = [f"held-out scenes: {result['n']} (seed {HELD_OUT_SEED}, {IMAGE_SIZE} px)"]
+    for mode in ("soft", "hard"):
+        if mode not in result:
+            continue
+        r = result[mode]
+        lines.append(
+            f"{mode:>4}: exact match {100 * r['exact']:.1f}%, per-word {100 * r['word']:.1f}%, "
+            f"attention inside the named object {100 * r['object_mass']:.1f}% (object area "
+            f"{100 * r['object_area']:.1f}%, {r['objects_scored']} words), on the background for the "
+            f"background word {100 * r['background_mass']:.1f}% (area {100 * r['background_area']:.1f}%)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m guidewidgets.attend.train_captioner", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    p.add_argument("--train", type=int, default=None, help="training scenes")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (the weights depend on it; default 1)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the weights (default: the package's file)")
+    args = p.parse_args(argv)
+    over = {k: v for k, v in (("epochs", args.epochs), ("train", args.train)) if v is not None}
+    model, result = train(threads=args.threads, **over)
+    print(format_report(result))
+    print(f"training time: {result['train_seconds']:.0f} s")
+    out = args.out or weights_path()
+    metrics = {m: result[m] for m in ("soft", "hard") if m in result}
+    save_captioner(
+        model,
+        out,
+        {"recipe": result["recipe"], "train_seed": TRAIN_SEED, "test_seed": HELD_OUT_SEED, "metrics": metrics},
+    )
+    print(f"weights written to {out} ({Path(out).stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
