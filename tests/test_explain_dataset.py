@@ -236,3 +236,25 @@ def test_two_processes_match_one(model, data, tmp_path):
         assert two["done"][:].all()
         assert np.array_equal(two["maps"][:], one.maps[:]), method  # bitwise: same batches, same arithmetic
         assert np.array_equal(two["targets"][:], one.targets[:]) and np.array_equal(two["scores"][:], one.scores[:])
+
+
+# --- the metrics scoreboard makes its maps through explain_dataset ----------------------------------
+
+
+def test_scoreboard_through_the_engine_equals_evaluate_and_resumes(model, tmp_path, capsys):
+    from guidewidgets.metrics import scoreboard
+    from guidewidgets.metrics.evaluate import evaluate
+
+    names, metrics = ["grad-cam", "saliency"], ["pointing-game", "deletion"]
+    table = scoreboard.scoreboard(4, names, metrics, quick=True, store=tmp_path)
+    direct = evaluate(model, zoo.ShapeScenes(4, seed=scoreboard.HELD_OUT_SEED), names, metrics, steps=8)
+    assert list(table["method"]) == list(direct["method"]) and list(table["metric"]) == list(direct["metric"])
+    assert np.array_equal(table["value"].to_numpy(), direct["value"].to_numpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grad-cam.zarr", "saliency.zarr"]
+    assert (table["seconds_per_image"] > 0).all()
+    again = scoreboard.scoreboard(4, names, metrics, quick=True, store=tmp_path)
+    assert np.array_equal(again["value"].to_numpy(), table["value"].to_numpy())
+    assert again["seconds_per_image"].isna().all()  # every map came from the store
+    code = scoreboard.main(["--quick", "--methods", "saliency", "--metrics", "pointing-game", "--store", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "| saliency |" in out and "| – |" in out

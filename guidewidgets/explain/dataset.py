@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ from ..hooks import eval_mode, model_lock, model_output
 from .registry import explain, method_info
 from .targets import Target
 
-__all__ = ["DatasetMaps", "explain_dataset", "model_fingerprint"]
+__all__ = ["DatasetMaps", "StoreMismatchError", "explain_dataset", "model_fingerprint"]
 
 TargetSpec = str | int | Callable[[torch.Tensor], torch.Tensor]
 
@@ -42,12 +43,17 @@ TargetSpec = str | int | Callable[[torch.Tensor], torch.Tensor]
 _KEYS = ("model", "method", "layer", "target", "options", "length", "image_shape", "dtype", "chunk")
 
 
+class StoreMismatchError(ValueError):
+    """The store holds maps of another model, method or parameters (or other data)."""
+
+
 @dataclasses.dataclass
 class DatasetMaps:
     """What :func:`explain_dataset` wrote: the zarr ``group`` and its arrays ``maps`` (N, H, W),
     ``targets`` (N,) (the class explained; -1 for a callable target), ``scores`` (N,) (the
     model's score for that target on the clean image) and ``done`` (one flag per chunk);
-    ``computed`` / ``skipped``: the chunk indices this process computed / found already done."""
+    ``computed`` / ``skipped``: the chunk indices this process computed / found already done;
+    ``seconds``: this process's time in those chunks (maps, scores and writes), setup excluded."""
 
     group: Any
     maps: Any
@@ -56,6 +62,7 @@ class DatasetMaps:
     done: Any
     computed: list[int]
     skipped: list[int]
+    seconds: float = 0.0
 
     def tensor(self) -> torch.Tensor:
         """All maps as one float32 tensor (N, H, W) (reads the whole store into memory)."""
@@ -184,7 +191,7 @@ def _check(group: Any, attrs: dict, where: str) -> None:
     old = dict(group.attrs).get("guidewidgets_explain_dataset")
     if old is None:
         if len(list(group.keys())):
-            raise ValueError(
+            raise StoreMismatchError(
                 f"the store at {where} holds other data, not maps from explain_dataset; use a new path or "
                 "pass overwrite=True to replace it"
             )
@@ -192,7 +199,7 @@ def _check(group: Any, attrs: dict, where: str) -> None:
     diff = [k for k in _KEYS if _jsonable(old.get(k)) != _jsonable(attrs[k])]
     if diff:
         what = "; ".join(f"{k}: store has {old.get(k)!r}, this call {attrs[k]!r}" for k in diff)
-        raise ValueError(
+        raise StoreMismatchError(
             f"the store at {where} was written by another run ({what}); resuming it would mix maps. "
             "Use a new store path, or pass overwrite=True to discard it and start again"
         )
@@ -236,8 +243,8 @@ def explain_dataset(
     The store records the model's fingerprint (:func:`model_fingerprint`), method, layer,
     target, options, dataset length, image shape, dtype and chunk. With ``resume`` (default) a
     store written by the same run keeps its finished chunks and only the others are computed; a
-    store from another model, method or parameters is refused with a ValueError (use a new path
-    or ``overwrite=True``). ``resume=False`` recomputes every chunk. A chunk's maps, targets and
+    store from another model, method or parameters is refused with a :class:`StoreMismatchError`
+    (a ValueError; use a new path or ``overwrite=True``). ``resume=False`` recomputes every chunk. A chunk's maps, targets and
     scores are written before its done flag, so a run killed mid-chunk recomputes that chunk.
 
     With a ``torch.distributed`` process group initialised, rank 0 creates (or checks) the store,
@@ -291,7 +298,7 @@ def explain_dataset(
     where = repr(os.fspath(store)) if isinstance(store, (str, os.PathLike)) else type(store).__name__
 
     # Rank 0 makes or checks the store; the others learn the outcome (an error stops every rank).
-    error: str | None = None
+    error: tuple[str, str] | None = None
     if rank == 0:
         try:
             group = _open(store, "w" if overwrite else "a")
@@ -301,13 +308,13 @@ def explain_dataset(
             else:
                 _check(group, attrs, where)
         except ValueError as e:
-            error = str(e)
+            error = (type(e).__name__, str(e))
     if world > 1:
         box = [error]
         torch.distributed.broadcast_object_list(box, src=0)
         error = box[0]
     if error is not None:
-        raise ValueError(error)
+        raise (StoreMismatchError if error[0] == "StoreMismatchError" else ValueError)(error[1])
     if rank != 0:
         group = _open(store, "r+")
     maps, targets, scores, done = group["maps"], group["targets"], group["scores"], group["done"]
@@ -321,6 +328,7 @@ def explain_dataset(
 
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    t0 = time.perf_counter()
     for step, k in enumerate(mine):
         start, stop = k * chunk, min(n, (k + 1) * chunk)
         parts: list[np.ndarray] = []
@@ -344,9 +352,10 @@ def explain_dataset(
         done[k] = True  # last: a chunk killed before this line counts as not done
         if progress is not None:
             progress((step + 1) / len(mine))
+    seconds = time.perf_counter() - t0
     if world > 1:
         torch.distributed.barrier()
-    return DatasetMaps(group, maps, targets, scores, done, list(mine), skipped)
+    return DatasetMaps(group, maps, targets, scores, done, list(mine), skipped, seconds)
 
 
 def _explain_batch(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,6 +76,7 @@ def evaluate(
     method_options: dict[str, dict] | None = None,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
+    maps: Mapping[str, Any] | None = None,
 ) -> Any:
     """Score ``methods`` (names from ``explain.methods()``; default all) with ``metrics`` (default
     all of :data:`METRICS`) on the first ``n`` items of ``dataset``, explaining each image's true
@@ -86,6 +88,9 @@ def evaluate(
     ``boxes`` + ``box_labels`` (energy pointing, CorLoc, box IoU) where a metric needs them.
     With ``methods=None``, methods that refuse the model (ValueError on the first batch, e.g.
     attention rollout on a CNN) are left out and listed in ``table.attrs["skipped"]``.
+    ``maps``: precomputed maps per method name, each indexable as (N, H, W) in dataset order (a
+    tensor, a numpy or zarr array, e.g. ``explain_dataset(...).maps``); those methods are scored
+    on them instead of being run (their ``seconds_per_image`` is then 0).
     """
     import pandas as pd
 
@@ -140,7 +145,12 @@ def evaluate(
         for name in list(names):
             t0 = time.perf_counter()
             try:
-                maps = _explain.explain(model, x, name, labels, **options.get(name, {})).detach()
+                if maps is not None and name in maps:
+                    given = maps[name][s : s + len(batch)]
+                    m = torch.as_tensor(np.asarray(given)) if not isinstance(given, torch.Tensor) else given
+                    m = m.to(device=device, dtype=x.dtype)
+                else:
+                    m = _explain.explain(model, x, name, labels, **options.get(name, {})).detach()
             except ValueError as e:
                 # Why: with methods=None, methods that do not apply to this model (attention
                 # rollout on a CNN) are left out, not fatal; a named method's error stands.
@@ -156,28 +166,28 @@ def evaluate(
                 t0 = time.perf_counter()
                 if mt == "pointing-game":
                     assert masks is not None
-                    v = pointing_game(maps, masks, tolerance, on_empty="miss").double()
+                    v = pointing_game(m, masks, tolerance, on_empty="miss").double()
                 elif mt == "energy-pointing":
                     assert regions is not None
-                    v = energy_pointing(maps, regions).double()
+                    v = energy_pointing(m, regions).double()
                 elif mt in ("corloc", "box-iou"):
                     if pred_boxes is None:
-                        pred_boxes = boxes_from_maps(maps.cpu(), threshold, on_empty="zero")
+                        pred_boxes = boxes_from_maps(m.cpu(), threshold, on_empty="zero")
                     iou = torch.stack([box_iou(p[None], tb).max() for p, tb in zip(pred_boxes, true_boxes)])
                     v = (iou >= 0.5).double() if mt == "corloc" else iou
                 elif mt == "grabcut-iou":
                     assert masks is not None
-                    v = torch.tensor([_grabcut_iou(img, m, k) for img, m, k in zip(x.cpu(), maps.cpu(), masks)])
+                    v = torch.tensor([_grabcut_iou(img, one, k) for img, one, k in zip(x.cpu(), m.cpu(), masks)])
                 elif mt == "deletion":
-                    v = deletion(model, x, maps, labels, steps=steps)
+                    v = deletion(model, x, m, labels, steps=steps)
                 elif mt == "insertion":
-                    v = insertion(model, x, maps, labels, steps=steps)
+                    v = insertion(model, x, m, labels, steps=steps)
                 elif mt in ("road-morf", "road-lerf"):
-                    v = road(model, x, maps, labels, order=mt[5:], fractions=road_fractions, seed=seed)[0]
+                    v = road(model, x, m, labels, order=mt[5:], fractions=road_fractions, seed=seed)[0]
                 else:  # sanity
                     assert randomized is not None
                     rnd = _explain.explain(randomized, x, name, labels, **options.get(name, {}))
-                    v = spearman(maps, rnd)
+                    v = spearman(m, rnd)
                 metric_time[(name, mt)] += time.perf_counter() - t0
                 sums[(name, mt)].extend(float(a) for a in v.cpu())
             done += 1
