@@ -147,10 +147,10 @@ def evaluate(
             try:
                 if maps is not None and name in maps:
                     given = maps[name][s : s + len(batch)]
-                    m = torch.as_tensor(np.asarray(given)) if not isinstance(given, torch.Tensor) else given
-                    m = m.to(device=device, dtype=x.dtype)
+                    emap = torch.as_tensor(np.asarray(given)) if not isinstance(given, torch.Tensor) else given
+                    emap = emap.to(device=device, dtype=x.dtype)
                 else:
-                    m = _explain.explain(model, x, name, labels, **options.get(name, {})).detach()
+                    emap = _explain.explain(model, x, name, labels, **options.get(name, {})).detach()
             except ValueError as e:
                 # Why: with methods=None, methods that do not apply to this model (attention
                 # rollout on a CNN) are left out, not fatal; a named method's error stands.
@@ -166,28 +166,28 @@ def evaluate(
                 t0 = time.perf_counter()
                 if mt == "pointing-game":
                     assert masks is not None
-                    v = pointing_game(m, masks, tolerance, on_empty="miss").double()
+                    v = pointing_game(emap, masks, tolerance, on_empty="miss").double()
                 elif mt == "energy-pointing":
                     assert regions is not None
-                    v = energy_pointing(m, regions).double()
+                    v = energy_pointing(emap, regions).double()
                 elif mt in ("corloc", "box-iou"):
                     if pred_boxes is None:
-                        pred_boxes = boxes_from_maps(m.cpu(), threshold, on_empty="zero")
+                        pred_boxes = boxes_from_maps(emap.cpu(), threshold, on_empty="zero")
                     iou = torch.stack([box_iou(p[None], tb).max() for p, tb in zip(pred_boxes, true_boxes)])
                     v = (iou >= 0.5).double() if mt == "corloc" else iou
                 elif mt == "grabcut-iou":
                     assert masks is not None
-                    v = torch.tensor([_grabcut_iou(img, one, k) for img, one, k in zip(x.cpu(), m.cpu(), masks)])
+                    v = torch.tensor([_grabcut_iou(img, one, k) for img, one, k in zip(x.cpu(), emap.cpu(), masks)])
                 elif mt == "deletion":
-                    v = deletion(model, x, m, labels, steps=steps)
+                    v = deletion(model, x, emap, labels, steps=steps)
                 elif mt == "insertion":
-                    v = insertion(model, x, m, labels, steps=steps)
+                    v = insertion(model, x, emap, labels, steps=steps)
                 elif mt in ("road-morf", "road-lerf"):
-                    v = road(model, x, m, labels, order=mt[5:], fractions=road_fractions, seed=seed)[0]
+                    v = road(model, x, emap, labels, order=mt[5:], fractions=road_fractions, seed=seed)[0]
                 else:  # sanity
                     assert randomized is not None
                     rnd = _explain.explain(randomized, x, name, labels, **options.get(name, {}))
-                    v = spearman(m, rnd)
+                    v = spearman(emap, rnd)
                 metric_time[(name, mt)] += time.perf_counter() - t0
                 sums[(name, mt)].extend(float(a) for a in v.cpu())
             done += 1
