@@ -1,0 +1,245 @@
+"""STNWidget: distort a scene live and watch the spatial transformer undo it.
+
+Left: the distorted input with the STN's sampling grid drawn over it (the outline is where the
+48 x 48 output is read from; inner lines every 6 output pixels). Right: the rectified output the
+classifier sees. Below: the class the STN classifier and the plain classifier (same trunk, whole
+image) predict, with the truth. Sliders rotate, scale and move the object (the background and
+clutter stay), and every change recomputes at once (one forward pass of two small CNNs).
+State lives in traitlets (``image_index``, ``angle``, ``scale``, ``shift_x``, ``shift_y``), linked
+to the controls, so a notebook can set it and a test can drive it without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import torch
+import traitlets as T
+from torch import nn
+
+from .. import hooks, render
+from ..attend import stn
+from .base import WidgetBase, error_text
+
+ZOOM = 3  # the 96 px input is shown 3x (288 px); the 48 px output 6x, the same size
+GRID_LINES = 9  # grid lines each way (8 cells of 6 output pixels)
+
+
+def draw_grid(
+    image: torch.Tensor | np.ndarray,
+    theta: torch.Tensor,
+    *,
+    zoom: int = ZOOM,
+    lines: int = GRID_LINES,
+    color: tuple[int, int, int, int] = (255, 255, 0, 255),
+) -> np.ndarray:
+    """``image`` (3, H, W) enlarged ``zoom`` times with ``theta``'s sampling grid drawn on it (RGBA).
+
+    Output coordinates ``t`` in [-1, 1] go to input coordinates ``theta @ (t, 1)``; with
+    ``align_corners=False`` input x = -1 is the left edge of pixel 0, so the display x is
+    ``(x + 1) / 2 * W * zoom``. The outer quad is the region the STN reads.
+    """
+    from PIL import Image, ImageDraw
+
+    rgba = render.upscale(render.to_rgba(image), int(zoom))
+    h, w = rgba.shape[:2]
+    th = torch.as_tensor(theta, dtype=torch.float32).reshape(2, 3)
+    t = torch.linspace(-1.0, 1.0, int(lines))
+
+    def to_px(xs: torch.Tensor, ys: torch.Tensor) -> list[tuple[float, float]]:
+        pts = torch.stack([xs, ys, torch.ones_like(xs)], 1) @ th.T
+        return [((float(x) + 1) / 2 * w, (float(y) + 1) / 2 * h) for x, y in pts]
+
+    im = Image.fromarray(rgba)
+    draw = ImageDraw.Draw(im)
+    dense = torch.linspace(-1.0, 1.0, 2)
+    for i, v in enumerate(t):
+        width = 2 if i in (0, len(t) - 1) else 1
+        draw.line(to_px(dense, torch.full_like(dense, float(v))), fill=color, width=width)
+        draw.line(to_px(torch.full_like(dense, float(v)), dense), fill=color, width=width)
+    # the output's top-left corner, so a rotation or a flip can be read off the grid
+    (x0, y0) = to_px(torch.tensor([-1.0]), torch.tensor([-1.0]))[0]
+    draw.ellipse([x0 - 4, y0 - 4, x0 + 4, y0 + 4], fill=(255, 64, 64, 255))
+    return np.asarray(im).copy()
+
+
+class STNWidget(WidgetBase):
+    """Pick a distorted scene, distort it further with sliders, see the STN's grid and rectified view.
+
+    Parameters
+    ----------
+    model: an :class:`~guidewidgets.attend.stn.STNClassifier` (default: the shipped one).
+    plain: the baseline classifier to compare with (default: the shipped one; ``False`` for none).
+    scenes: a :class:`~guidewidgets.attend.stn.DistortedScenes` (default: 64 held-out scenes).
+    """
+
+    image_index = T.Int(0)
+    angle = T.Float(0.0, help="rotation of the object in degrees")
+    scale = T.Float(1.0, help="object size relative to the clean scene")
+    shift_x = T.Float(0.0, help="object centre, x (normalised: -1 left edge, +1 right edge)")
+    shift_y = T.Float(0.0, help="object centre, y (normalised: -1 top edge, +1 bottom edge)")
+    export_stem = "stn"
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        plain: nn.Module | bool | None = None,
+        scenes: stn.DistortedScenes | None = None,
+    ) -> None:
+        super().__init__()
+        with self._building():
+            # Any: an STN classifier is duck-typed (.transform, .classify), not a class check
+            self.model: Any = model if model is not None else stn.load("stn")
+            if not hasattr(self.model, "transform"):
+                raise TypeError("model must be an STN classifier with a .transform(x) method (guidewidgets.attend.stn)")
+            self.plain: nn.Module | None = None
+            if isinstance(plain, nn.Module):
+                self.plain = plain
+            elif plain is None or plain is True:
+                self.plain = stn.load("plain")
+            self.scenes = scenes if scenes is not None else stn.DistortedScenes(64, seed=61_001)
+            if len(self.scenes) == 0:
+                raise ValueError("scenes is empty; pass a DistortedScenes with at least one scene")
+            self.classes = list(getattr(self.model, "classes", stn.CLASSES))
+            self.result: dict[str, Any] = {}
+
+            self.w_image = W.IntSlider(min=0, max=len(self.scenes) - 1, description="Scene")
+            self.w_angle = W.FloatSlider(min=-180.0, max=180.0, step=5.0, description="Rotate (°)")
+            self.w_scale = W.FloatSlider(min=0.25, max=1.2, step=0.05, description="Scale")
+            self.w_shift_x = W.FloatSlider(min=-0.7, max=0.7, step=0.05, description="Shift x")
+            self.w_shift_y = W.FloatSlider(min=-0.7, max=0.7, step=0.05, description="Shift y")
+            self.w_reset = W.Button(description="Scene's own distortion", tooltip="the distortion the data set drew")
+            self.w_input, self.w_output = W.Image(format="png"), W.Image(format="png")
+            self.w_input_caption = W.HTML("<b>Input</b> with the STN's sampling grid")
+            self.w_output_caption = W.HTML("<b>Rectified output</b> (what the classifier sees)")
+            self.w_prediction = W.HTML()
+            for name in ("image_index", "angle", "scale", "shift_x", "shift_y"):
+                W.link((self, name), (getattr(self, "w_" + name.replace("image_index", "image")), "value"))
+            self.w_reset.on_click(lambda _: self.reset())
+            self.add_class("gw-stn")
+            self._base_controls()
+            self.w_opacity.layout.display = "none"  # nothing is blended here
+            controls = W.VBox([self.w_image, self.w_angle, self.w_scale, self.w_shift_x, self.w_shift_y, self.w_reset])
+            panels = W.HBox(
+                [
+                    W.VBox([self.w_input_caption, self.w_input]),
+                    W.VBox([self.w_output_caption, self.w_output], layout=W.Layout(margin="0 0 0 12px")),
+                ]
+            )
+            self.children = (controls, panels, self.w_prediction, self.w_status, self.w_export, self.w_export_out)
+            with self._quiet():
+                self._set_from_scene()
+            self.observe(self._on_change, names=["angle", "scale", "shift_x", "shift_y"])
+            self.observe(self._on_image, names=["image_index"])
+            self.refresh()
+
+    # ---- state ------------------------------------------------------------------------------------
+    @T.validate("image_index")
+    def _valid_index(self, proposal: dict) -> int:
+        i = int(proposal["value"])
+        if not 0 <= i < len(self.scenes):
+            return self._reject("image_index", f"scene {i} does not exist; pick 0..{len(self.scenes) - 1}")
+        return i
+
+    @T.validate("scale")
+    def _valid_scale(self, proposal: dict) -> float:
+        s = float(proposal["value"])
+        if not 0.05 <= s <= 4.0:
+            return self._reject("scale", f"scale {s} is out of range; use 0.05..4 (1 = the clean scene's size)")
+        return s
+
+    def _set_from_scene(self) -> None:
+        item = self.scenes[self.image_index]
+        self.angle, self.scale = round(item["angle"], 1), round(item["scale"], 3)
+        self.shift_x, self.shift_y = (round(float(v), 3) for v in item["shift"])
+
+    def reset(self) -> None:
+        """Back to the distortion the data set drew for this scene."""
+        with self._quiet():
+            self._set_from_scene()
+        self.refresh()
+
+    def _on_image(self, change: dict) -> None:
+        if not self._syncing:
+            self.reset()
+
+    def _on_change(self, change: dict) -> None:
+        if not self._syncing:
+            self.refresh()
+
+    # ---- compute and draw ---------------------------------------------------------------------------
+    def image(self) -> torch.Tensor:
+        """The current input (3, 96, 96): the scene with the sliders' distortion."""
+        return self.scenes.render(
+            self.image_index, angle=self.angle, scale=self.scale, shift=(self.shift_x, self.shift_y)
+        )
+
+    def refresh(self) -> None:
+        """Recompute the grid, the output and both predictions; errors go to the status line."""
+        try:
+            x = self.image()[None]
+            with torch.no_grad(), hooks.model_lock(self.model), hooks.eval_mode(self.model):
+                theta, _grid, out = self.model.transform(x)
+                p_stn = self.model.classify(out).softmax(1)[0]
+            p_plain = None
+            if self.plain is not None:
+                with torch.no_grad(), hooks.model_lock(self.plain), hooks.eval_mode(self.plain):
+                    p_plain = self.plain(x).softmax(1)[0]
+        except Exception as err:
+            self.status = f"Error: {error_text(err)}"
+            return
+        label = self.scenes[self.image_index]["label"]
+        self.result = {
+            "theta": theta[0],
+            "input": x[0],
+            "output": out[0],
+            "stn": int(p_stn.argmax()),
+            "stn_p": float(p_stn.max()),
+            "plain": None if p_plain is None else int(p_plain.argmax()),
+            "plain_p": None if p_plain is None else float(p_plain.max()),
+            "label": label,
+        }
+        self.input_rgba = draw_grid(x[0], theta[0])
+        self.output_rgba = render.upscale(render.to_rgba(out[0].clamp(0, 1)), ZOOM * stn.SIZE // stn.OUT)
+        for w, rgba in ((self.w_input, self.input_rgba), (self.w_output, self.output_rgba)):
+            w.value = render.to_png(rgba)
+            w.layout.width, w.layout.height = f"{rgba.shape[1]}px", f"{rgba.shape[0]}px"
+        self.w_prediction.value = self._prediction_html()
+        self._clear_error()
+        self.status = f"scene {self.image_index}: rotate {self.angle:.0f}°, scale {self.scale:.2f}, shift ({self.shift_x:.2f}, {self.shift_y:.2f})"
+
+    def _verdict(self, key: str) -> str:
+        r = self.result
+        if r.get(key) is None:
+            return ""
+        ok = r[key] == r["label"]
+        mark = "✓" if ok else "✗"
+        colour = "#1b7f2a" if ok else "#b00020"
+        return (
+            f'<span style="color:{colour}">{html.escape(self.classes[r[key]])} {100 * r[key + "_p"]:.0f}% {mark}</span>'
+        )
+
+    def _prediction_html(self) -> str:
+        r = self.result
+        parts = [f"<b>STN</b>: {self._verdict('stn')}"]
+        if r.get("plain") is not None:
+            parts.append(f"<b>plain</b>: {self._verdict('plain')}")
+        parts.append(f"<b>truth</b>: {html.escape(self.classes[r['label']])}")
+        return " &nbsp;|&nbsp; ".join(parts)
+
+    # ---- export -----------------------------------------------------------------------------------
+    def display_scale(self) -> int:
+        return 1  # composite() is already at display size (the grid lines need it)
+
+    def composite(self) -> np.ndarray:
+        return render.grid([self.input_rgba, self.output_rgba], pad=12)
+
+    def heading(self) -> str:
+        r = self.result
+        text = f"STN: {self.classes[r['stn']]} {100 * r['stn_p']:.0f}%"
+        if r.get("plain") is not None:
+            text += f" | plain: {self.classes[r['plain']]} {100 * r['plain_p']:.0f}%"
+        return text + f" | truth: {self.classes[r['label']]} (left: input and sampling grid, right: STN output)"
