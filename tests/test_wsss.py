@@ -71,7 +71,9 @@ def test_classifier_with_other_classes_is_refused(scenes):
 
 def test_other_bad_input_is_refused(scenes):
     with pytest.raises(ValueError, match="unknown label kind"):
-        wsss.make_labels("scribble", scenes)
+        wsss.make_labels("scribbles", scenes)
+    with pytest.raises(ValueError, match=r"\(H, W\) of one size"):
+        wsss.scribbles(torch.zeros(8, 8, dtype=torch.long), torch.zeros(8, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="need the classifier"):
         wsss.make_labels("image", scenes)
     with pytest.raises(ValueError, match="segmentation scenes"):
@@ -108,3 +110,35 @@ def test_tiny_training_is_deterministic_at_a_seed(scenes):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
     assert not a.training
+
+
+def test_scribbles_are_thin_strokes_on_the_true_classes(scenes):
+    from skimage.morphology import skeletonize
+
+    truth = scenes.batch()["masks"].long()
+    scribble = wsss.make_labels("scribble", scenes)
+    assert scribble.shape == truth.shape and wsss.ANNOTATION_SECONDS["scribble"] == 10.0
+    labelled = scribble != wsss.IGNORE
+    assert torch.equal(scribble[labelled], truth[labelled])  # every stroke on its own class
+    for i in range(len(scenes)):
+        inst = scenes[i]["instances"]
+        for j in range(len(scenes[i]["box_labels"])):
+            obj = (inst == j + 1).numpy()
+            stroke = labelled[i].numpy() & obj
+            assert stroke.any()  # every object gets a stroke ...
+            assert stroke[skeletonize(obj)].all()  # ... through its skeleton ...
+            assert stroke.sum() < obj.sum() or obj.sum() <= wsss.SCRIBBLE_WIDTH**2  # ... not the whole object
+        assert (scribble[i] == 0).any()  # and the background one
+    # Far fewer labelled pixels than a full mask, many more than the point labels' discs.
+    assert labelled.float().mean() < 0.5
+
+
+def test_scribble_of_a_bar_is_its_centre_line():
+    mask = torch.zeros(20, 30, dtype=torch.long)
+    mask[5:12, 3:27] = 4  # a 7 px thick bar of class 4 (id 4)
+    out = wsss.scribbles(mask, (mask > 0).long())
+    # Away from the ends (where the skeleton forks to the corners) the stroke is the middle row 8,
+    # thickened to 3 px: rows 7-9.
+    middle = torch.nonzero(out[:, 9:21] == 4)[:, 0]
+    assert set(middle.tolist()) == {7, 8, 9} and len(middle) == 3 * 12
+    assert (out[mask == 0] != 4).all() and (out == 0).any()

@@ -14,6 +14,9 @@ scenes, steps and seed), and each is scored by mIoU on held-out scenes:
   annotator clicks the middle), a disc of :data:`POINT_RADIUS` px labelled with its class; as many
   background pixels, drawn at random from where no present class's CAM reaches ``threshold`` of
   its maximum (the image labels a click implies). The rest is ignored by the loss.
+- ``"scribble"``: one stroke per object along the skeleton of its true mask (scikit-image's
+  ``skeletonize``, thickened to :data:`SCRIBBLE_WIDTH` px inside the mask), labelled with its class,
+  and one background stroke along the skeleton of the true background; the rest is ignored.
 - ``"box"``: each object's true box filled with its class (smaller boxes drawn on top).
 - ``"full"``: the true masks, the upper bound.
 
@@ -52,9 +55,11 @@ __all__ = [
     "LABEL_KINDS",
     "IGNORE",
     "POINT_RADIUS",
+    "SCRIBBLE_WIDTH",
     "HELD_OUT_SEED",
     "masks_from_cams",
     "pseudo_masks",
+    "scribbles",
     "make_labels",
     "train_on_labels",
     "compare",
@@ -72,10 +77,12 @@ ANNOTATION_SECONDS: dict[str, float] = {
     "box": 17.0,
     "full": 78.0,
 }
-#: The kinds simulated here (scribbles are not).
-LABEL_KINDS: tuple[str, ...] = ("image", "image+grabcut", "point", "box", "full")
+#: The kinds simulated here, cheapest first.
+LABEL_KINDS: tuple[str, ...] = ("image", "image+grabcut", "point", "scribble", "box", "full")
 #: Radius (px) of the disc a click labels: the width of a cursor's mark on a 96 px scene.
 POINT_RADIUS = 2
+#: Width (px) of a simulated scribble stroke (its skeleton dilated by one pixel each side).
+SCRIBBLE_WIDTH = 3
 #: Label value the loss ignores (pixels a point label says nothing about).
 IGNORE = 255
 #: Scenes no recipe uses (training: 1000 + epoch; zoo tests: 777).
@@ -170,6 +177,31 @@ def _click(instance: np.ndarray) -> tuple[int, int]:
     return int(y), int(x)
 
 
+def scribbles(mask: np.ndarray | torch.Tensor, instances: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W) int64 scribble labels simulated from one scene's true ``mask`` (class ids, 0 =
+    background) and ``instances`` (0 = background, j + 1 = object j): each object's stroke is the
+    skeleton of its mask, the background's the skeleton of the background, each thickened to
+    :data:`SCRIBBLE_WIDTH` px but kept inside its own region; :data:`IGNORE` elsewhere."""
+    from skimage.morphology import skeletonize
+
+    m, inst = np.asarray(mask), np.asarray(instances)
+    if m.shape != inst.shape or m.ndim != 2:
+        raise ValueError(f"mask and instances must be (H, W) of one size, got {m.shape} and {inst.shape}")
+    out = np.full(m.shape, IGNORE, dtype=np.int64)
+    thick = np.ones((SCRIBBLE_WIDTH, SCRIBBLE_WIDTH), dtype=bool)
+    # Why the background last and only on unlabelled pixels: an object's stroke must survive.
+    regions = [(inst == j, None) for j in np.unique(inst) if j != 0] + [(inst == 0, 0)]
+    for region, value in regions:
+        if not region.any():
+            continue
+        stroke = ndimage.binary_dilation(skeletonize(region), thick) & region & (out == IGNORE)
+        if value is None:
+            # An instance's class: the true mask's (majority) value on it.
+            value = int(np.bincount(m[region].ravel()).argmax())
+        out[stroke] = value
+    return torch.from_numpy(out)
+
+
 def make_labels(
     kind: str,
     scenes: ShapeScenes,
@@ -178,7 +210,7 @@ def make_labels(
     grabcut: bool = False,
 ) -> torch.Tensor:
     """(N, H, W) int64 training targets of one ``kind`` in :data:`LABEL_KINDS` for ``scenes``
-    (``IGNORE`` where a point label says nothing). "image" and "point" need ``classifier``."""
+    (``IGNORE`` where a point or scribble label says nothing). "image" and "point" need ``classifier``."""
     if kind not in LABEL_KINDS:
         raise ValueError(f"unknown label kind {kind!r}; use one of {list(LABEL_KINDS)}")
     if scenes.task != "segmentation":
@@ -188,6 +220,8 @@ def make_labels(
     full = scenes.batch()["masks"].long()
     if kind == "full":
         return full
+    if kind == "scribble":
+        return torch.stack([scribbles(full[i].numpy(), scenes[i]["instances"].numpy()) for i in range(len(scenes))])
     if kind.startswith("image"):
         assert classifier is not None
         return pseudo_masks(classifier, scenes, threshold, grabcut or kind == "image+grabcut")
@@ -355,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=300, help="held-out scenes (default 300)")
     p.add_argument("--epochs", type=int, default=12, help="epochs over the training scenes (default 12)")
     p.add_argument("--threshold", type=float, default=0.3, help="CAM foreground fraction of the max (default 0.3)")
+    p.add_argument(
+        "--kinds", nargs="+", default=list(LABEL_KINDS), choices=LABEL_KINDS, help="label kinds (default: all)"
+    )
     p.add_argument("--plot", default=None, help="save the cost / accuracy plot to this path")
     args = p.parse_args(argv)
     if args.quick:
@@ -364,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rows = compare(
         load("shapes-classifier"),
+        args.kinds,
         train=args.train,
         test=args.test,
         epochs=args.epochs,
