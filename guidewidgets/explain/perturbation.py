@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from ..hooks import model_output
 from .batching import Progress, auto_batch_size, chunks
+from .occlusion_incremental import occlusion_drops
 from .registry import MethodInfo, register
 from .targets import Target, TargetLike
 
@@ -72,10 +74,26 @@ def occlusion(
     stride: int | Sequence[int] | None = None,
     fill: float | Sequence[float] = 0.5,
     batch_size: int | None = None,
+    mode: str = "plain",
+    tau: float = 0.5,
+    refine: float = 0.25,
 ) -> torch.Tensor:
     """Occlusion sensitivity: slide a ``window`` patch of value ``fill`` with step ``stride``
     (defaults: a seventh of the shorter side, half of that) and record the score drop.
-    Pixels no patch covers get 0. Same definition as Captum's ``Occlusion``."""
+    Pixels no patch covers get 0. Same definition as Captum's ``Occlusion``.
+
+    ``mode``: ``"plain"`` (one forward per occluded image), ``"incremental"`` (same maps to float
+    tolerance, faster: each layer recomputes only what the patch can change; see
+    :mod:`guidewidgets.explain.occlusion_incremental` and ``occlusion_plan`` for where a model
+    falls back to full computation) or ``"approximate"`` (incremental with Krypton's projective-
+    field threshold ``tau`` and adaptive drill-down that computes every second position and the
+    ``refine`` fraction of the rest with the largest interpolated drop; ``tau`` and ``refine``
+    are used only in this mode, 1.0 switches either off)."""
+    if mode not in ("plain", "incremental", "approximate"):
+        raise ValueError(f"mode must be 'plain', 'incremental' or 'approximate', got {mode!r}")
+    for name, v in (("tau", tau), ("refine", refine)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+            raise ValueError(f"{name} must be a number in (0, 1] (1 switches the approximation off), got {v!r}")
     b, _, h, w = x.shape
     if window is None:
         window = max(1, round(min(h, w) / 7))
@@ -90,19 +108,35 @@ def occlusion(
     value = _fill(fill, x)
     t = Target(target, b)
     done = Progress(progress, len(spots))
-    drops = torch.empty(len(spots), b, device=x.device, dtype=x.dtype)
+    per = max(1, auto_batch_size(x, batch_size) // b)
+
+    def plain_scores(chunk: list[tuple[int, int]]) -> torch.Tensor:
+        k = len(chunk)
+        batch = x.unsqueeze(0).repeat(k, 1, 1, 1, 1)
+        for j, (y, x0) in enumerate(chunk):
+            batch[j, :, :, y : y + wh, x0 : x0 + ww] = value
+        return t.scores(model_output(model(batch.view(k * b, *x.shape[1:]))), k).view(k, b)
+
     with torch.no_grad():
         out = model_output(model(x))
         t = t.fix(out)
         base = t.scores(out)
-        for start, stop in chunks(len(spots), b, auto_batch_size(x, batch_size)):
-            k = stop - start
-            batch = x.unsqueeze(0).repeat(k, 1, 1, 1, 1)
-            for j, (y, x0) in enumerate(spots[start:stop]):
-                batch[j, :, :, y : y + wh, x0 : x0 + ww] = value
-            scores = t.scores(model_output(model(batch.view(k * b, *x.shape[1:]))), k)
-            drops[start:stop] = base.unsqueeze(0) - scores.view(k, b)
-            done.advance(k)
+        if mode == "plain":
+            drops = torch.empty(len(spots), b, device=x.device, dtype=x.dtype)
+            for start in range(0, len(spots), per):
+                chunk = spots[start : start + per]
+                drops[start : start + len(chunk)] = base.unsqueeze(0) - plain_scores(chunk)
+                done.advance(len(chunk))
+        else:
+            approx = mode == "approximate"
+            # Windows are small, so more positions fit in one batch than whole images do.
+            per_inc = per if batch_size is not None else max(1, 32 // b)
+            drops, info = occlusion_drops(
+                model, x, t, base, (ys, xs), (wh, ww), value, per_inc, done,
+                tau=tau if approx else 1.0, refine=refine if approx else 1.0, plain=plain_scores,
+            )  # fmt: skip
+            if not info.traced:
+                warnings.warn(f"occlusion mode={mode!r} ran plain occlusion: {info.reason}", UserWarning, stacklevel=3)
         # Each drop is spread over its window; overlapping windows are averaged.
         grid = drops.t().reshape(b, 1, len(ys), len(xs))
         ones = torch.ones(1, 1, wh, ww, device=x.device, dtype=x.dtype)

@@ -1,0 +1,546 @@
+"""Incremental and approximate occlusion (Krypton: Nakandala, Kumar, Papakonstantinou, SIGMOD 2019).
+
+An occluding patch changes only part of each feature map: its *projective field*, which grows by
+each layer's kernel and shrinks by its stride. The model is traced with ``torch.fx`` (so residual
+additions are explicit graph nodes), the unoccluded image is run once with every node's output
+kept, and for a batch of patch positions each supported node recomputes only the window of its
+output that the patch can reach, reading the rest of its input from the kept activations. The
+first node that is not supported (global pooling, flatten, linear, attention ...) gets its inputs
+rebuilt in full and runs as usual, as does everything after it; :class:`OcclusionInfo` names it.
+
+Supported in windowed form: ``Conv2d`` (zero padding), ``MaxPool2d``, ``AvgPool2d`` (no
+``ceil_mode``), ``BatchNorm2d`` in eval mode, ReLU-family and other elementwise activations,
+dropout in eval mode, elementwise ``+ - *`` of two feature maps (residual additions) and
+channel concatenation. That covers torchvision's VGG, ResNet (BasicBlock, Bottleneck) and
+MobileNetV2 (InvertedResidual) up to their global pooling.
+
+Approximate modes (Krypton's):
+
+* ``tau`` (projective-field threshold, 0 < tau <= 1): a window is never taller or wider than
+  ``ceil(tau * side)`` of its feature map; the thin outer part of the projective field is left
+  at its unoccluded value. ``tau=1`` is exact.
+* ``refine`` (adaptive drill-down, 0 < refine <= 1): the drops are computed on every second patch
+  position first, interpolated to the others, and only the ``refine`` fraction of the rest whose
+  interpolated drop is largest in magnitude is computed. ``refine=1`` is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..hooks import eval_mode, model_lock, model_output
+from .batching import Progress
+from .targets import Target
+
+__all__ = ["OcclusionInfo", "occlusion_plan", "occlusion_drops"]
+
+
+@dataclasses.dataclass
+class OcclusionInfo:
+    """How incremental occlusion runs on a model (from :func:`occlusion_plan`).
+
+    ``traced``: torch.fx could trace the model (else plain occlusion runs and ``reason`` says
+    why). ``fallback``: the first graph node computed in full (its inputs rebuilt from the
+    windows), with ``fallback_op`` its operation, or None when the whole model runs windowed.
+    ``windowed``: the nodes computed on windows only, in order. ``region``: for each windowed
+    node the fraction of its output's positions recomputed for one patch (1.0 = the whole map).
+    """
+
+    traced: bool
+    reason: str = ""
+    fallback: str | None = None
+    fallback_op: str | None = None
+    windowed: list[str] = dataclasses.field(default_factory=list)
+    region: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+# --- what is supported ---------------------------------------------------------------------------
+
+_UNARY_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Hardtanh,
+    nn.SiLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.ELU,
+    nn.Mish,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+)
+_UNARY_FUNCTIONS: set[Any] = {
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.hardtanh,
+    F.leaky_relu,
+    F.silu,
+    F.gelu,
+    F.sigmoid,
+    torch.sigmoid,
+    F.tanh,
+    torch.tanh,
+    F.hardswish,
+    F.hardsigmoid,
+    F.elu,
+    F.mish,
+    F.dropout,
+}
+_UNARY_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
+_BINARY_FUNCTIONS: set[Any] = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul}
+_BINARY_METHODS = {"add", "sub", "mul"}
+# In-place forms run out of place: the kept activations must never change.
+_OUT_OF_PLACE: dict[Any, Any] = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    torch.relu_: torch.relu,
+}
+
+
+def _pad_value(mod: nn.Module) -> float:
+    return -math.inf if isinstance(mod, nn.MaxPool2d) else 0.0
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _spatial(mod: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+    """(kernel, stride, padding, dilation) of a windowable spatial module, else None."""
+    if isinstance(mod, nn.Conv2d):
+        if mod.padding_mode != "zeros" or (isinstance(mod.padding, str) and mod.padding != "valid"):
+            return None
+        pad = (0, 0) if isinstance(mod.padding, str) else _pair(mod.padding)
+        return _pair(mod.kernel_size), _pair(mod.stride), pad, _pair(mod.dilation)
+    if isinstance(mod, nn.MaxPool2d):
+        if mod.ceil_mode or mod.return_indices:
+            return None
+        return _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), _pair(mod.padding), _pair(mod.dilation)
+    if isinstance(mod, nn.AvgPool2d):
+        pad = _pair(mod.padding)
+        if mod.ceil_mode or mod.divisor_override is not None or (not mod.count_include_pad and pad != (0, 0)):
+            return None
+        return _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), pad, (1, 1)
+    return None
+
+
+def _unary_module(mod: nn.Module) -> bool:
+    if isinstance(mod, nn.BatchNorm2d):
+        return not mod.training and mod.running_mean is not None
+    if isinstance(mod, (nn.Dropout, nn.Dropout2d)):
+        return not mod.training
+    return isinstance(mod, _UNARY_MODULES)
+
+
+# --- states of a node's value in the batch of occluded images -------------------------------------
+
+
+@dataclasses.dataclass
+class _Win:
+    """Values equal the unoccluded ones outside a window per patch position: ``delta`` is
+    (K*B, C, h, w), the window of position k starts at row ``oy[k]``, column ``ox[k]``."""
+
+    delta: torch.Tensor
+    oy: torch.Tensor
+    ox: torch.Tensor
+
+
+@dataclasses.dataclass
+class _Full:
+    """The value for all K*B occluded images (any object: a tensor, a shape ...)."""
+
+    value: Any
+
+
+def _gather(base: torch.Tensor, win: _Win, sy: torch.Tensor, sx: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per position k, rows ``sy[k]:sy[k]+h`` and columns ``sx[k]:...`` of the occluded value:
+    the window's delta where it lies, ``base`` elsewhere. ``base`` is (H', W', B, C) contiguous
+    (see :func:`_hwbc`): rows of B*C values gather fast."""
+    b, c = base.shape[2:]
+    k = win.oy.shape[0]
+    ih, iw = size
+    dev = base.device
+    rows = sy[:, None] + torch.arange(ih, device=dev)
+    cols = sx[:, None] + torch.arange(iw, device=dev)
+    out = base[rows[:, :, None], cols[:, None, :]]  # (K, ih, iw, B, C)
+    dh, dw = win.delta.shape[2:]
+    ry = rows - win.oy[:, None]
+    rx = cols - win.ox[:, None]
+    my = (ry >= 0) & (ry < dh)
+    mx = (rx >= 0) & (rx < dw)
+    if bool(my.any()) and bool(mx.any()):
+        d = win.delta.view(k, b, c, dh, dw).permute(0, 3, 4, 1, 2).contiguous()
+        idx = torch.arange(k, device=dev)[:, None, None]
+        dg = d[idx, ry.clamp(0, dh - 1)[:, :, None], rx.clamp(0, dw - 1)[:, None, :]]
+        out = torch.where((my[:, :, None] & mx[:, None, :])[..., None, None], dg, out)
+    return out.permute(0, 3, 4, 1, 2).reshape(k * b, c, ih, iw)
+
+
+def _hwbc(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(2, 3, 0, 1).contiguous()
+
+
+def _materialize(base: torch.Tensor, win: _Win) -> torch.Tensor:
+    """The full (K*B, C, H, W) value: ``base`` with each position's window written in."""
+    b, c, h, w = base.shape
+    k = win.oy.shape[0]
+    dh, dw = win.delta.shape[2:]
+    full = base.unsqueeze(0).repeat(k, 1, 1, 1, 1)
+    dev = base.device
+    rows = win.oy[:, None] + torch.arange(dh, device=dev)
+    cols = win.ox[:, None] + torch.arange(dw, device=dev)
+    view = full.permute(0, 3, 4, 1, 2)
+    view[torch.arange(k, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]] = win.delta.view(
+        k, b, c, dh, dw
+    ).permute(0, 3, 4, 1, 2)
+    return full.view(k * b, c, h, w)
+
+
+def _out_window(
+    lo: torch.Tensor, n: torch.Tensor, k: int, s: int, p: int, d: int, size_in: int, size_out: int, tau: float
+) -> tuple[torch.Tensor, int]:
+    """Output rows a spatial op must recompute when input rows lo..lo+n-1 changed: per-position
+    start and one shared length (clamped into the map; capped by ``tau``)."""
+    ke = (k - 1) * d + 1
+    first = torch.div(lo + p - ke + 1 + s - 1, s, rounding_mode="floor").clamp_min(0)
+    last = torch.div(lo + n - 1 + p, s, rounding_mode="floor").clamp_max(size_out - 1)
+    length = (last - first + 1).clamp_min(1)
+    if tau < 1.0:
+        cap = max(1, math.ceil(tau * size_out))
+        over = (length - cap).clamp_min(0)
+        first = first + torch.div(over, 2, rounding_mode="floor")
+        length = length.clamp_max(cap)
+    m = int(length.max())
+    return first.clamp(0, size_out - m), m
+
+
+class _Engine:
+    """A traced model with its unoccluded activations, evaluating batches of patch positions."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, tau: float = 1.0) -> None:
+        self.model, self.x, self.tau = model, x, tau
+        self.gm = fx.symbolic_trace(model)
+        self.nodes = list(self.gm.graph.nodes)
+        if sum(n.op == "placeholder" for n in self.nodes) != 1:
+            raise TypeError("the model's forward takes more than one input")
+        self.mods: dict[str, nn.Module] = {}
+        for n in self.nodes:
+            if n.op == "call_module":
+                mod = self.gm.get_submodule(str(n.target))
+                if getattr(mod, "inplace", False):
+                    # A shallow copy shares the weights; only its own flag changes.
+                    mod = copy.copy(mod)
+                    mod.inplace = False
+                self.mods[n.name] = mod
+        self.base: dict[str, Any] = {}
+        env: dict[str, Any] = {}
+        for n in self.nodes:
+            if n.op == "output":
+                self.output_base = fx.node.map_arg(n.args[0], lambda a: env[a.name])
+                break
+            args = fx.node.map_arg(n.args, lambda a: env[a.name])
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
+            env[n.name] = self._call(n, args, kwargs)
+        self.base = env
+        self.padded: dict[str, torch.Tensor] = {}
+        self.info = OcclusionInfo(traced=True)
+
+    # Full evaluation of one node (also used after the fallback point).
+    def _call(self, n: fx.Node, args: Any, kwargs: Any) -> Any:
+        if n.op == "placeholder":
+            return self.x if not args else args[0]
+        if n.op == "get_attr":
+            obj: Any = self.gm
+            for part in str(n.target).split("."):
+                obj = getattr(obj, part)
+            return obj
+        if n.op == "call_module":
+            return self.mods[n.name](*args, **kwargs)
+        kwargs = dict(kwargs)
+        if kwargs.get("inplace"):
+            kwargs["inplace"] = False
+        if n.op == "call_function":
+            fn = _OUT_OF_PLACE.get(n.target, n.target)
+            return fn(*args, **kwargs)  # type: ignore[operator]
+        if n.op == "call_method":
+            name = str(n.target)
+            if name.endswith("_") and not name.endswith("__") and hasattr(args[0], name[:-1]):
+                name = name[:-1]
+            return getattr(args[0], name)(*args[1:], **kwargs)
+        raise TypeError(f"unknown fx node kind {n.op}")
+
+    def _padded(self, name: str, pad: tuple[int, int] = (0, 0), value: float = 0.0) -> torch.Tensor:
+        """The kept activation of ``name``, padded, as (H, W, B, C) for :func:`_gather`."""
+        key = f"{name}/{pad}/{value}"
+        if key not in self.padded:
+            self.padded[key] = _hwbc(F.pad(self.base[name], (pad[1], pad[1], pad[0], pad[0]), value=value))
+        return self.padded[key]
+
+    def _fallback(self, n: fx.Node) -> None:
+        if self.info.fallback is None:
+            self.info.fallback = n.name
+            op = n.target if n.op != "call_module" else type(self.mods[n.name]).__name__
+            self.info.fallback_op = getattr(op, "__name__", str(op))
+
+    def _windowed(self, n: fx.Node, args: Any, kwargs: Any, states: list[Any]) -> _Win | None:
+        """The node's value as a window when its op supports it, else None."""
+        wins = [a for a in states if isinstance(a, _Win)]
+        fulls = [a for a in states if isinstance(a, _Full)]
+        base = self.base[n.name]
+        if fulls or not wins or not isinstance(base, torch.Tensor) or base.dim() != 4:
+            return None
+        src = [a for a in n.all_input_nodes]
+        if n.op == "call_module":
+            mod = self.mods[n.name]
+            geo = _spatial(mod)
+            if geo is not None and len(args) == 1 and not kwargs and isinstance(args[0], _Win):
+                return self._spatial_op(n, src[0].name, mod, geo, args[0])
+            if _unary_module(mod) and len(args) == 1 and not kwargs and isinstance(args[0], _Win):
+                return _Win(mod(args[0].delta), args[0].oy, args[0].ox)
+            return None
+        if n.op == "call_function" and n.target is torch.cat:
+            return self._cat(n, args, kwargs)
+        target = _OUT_OF_PLACE.get(n.target, n.target) if n.op == "call_function" else n.target
+        unary = target in _UNARY_FUNCTIONS if n.op == "call_function" else target in _UNARY_METHODS
+        binary = target in _BINARY_FUNCTIONS if n.op == "call_function" else target in _BINARY_METHODS
+        if unary and isinstance(args[0], _Win) and len(wins) == 1:
+            if target is F.dropout and kwargs.get("training", args[2] if len(args) > 2 else True):
+                return None
+            a0 = args[0]
+            out = self._call(n, (a0.delta, *args[1:]), kwargs)
+            return _Win(out, a0.oy, a0.ox)
+        if binary and len(args) == 2:
+            shapes = [self.base[s.name].shape for s in src if isinstance(self.base[s.name], torch.Tensor)]
+            if any(tuple(s) != tuple(base.shape) for s in shapes):
+                return None  # broadcasting (e.g. a squeeze-excitation scale): not a window op
+            if all(isinstance(a, _Win) for a in args):
+                union = self._union(base.shape[2:], [args[0], args[1]])
+                parts = [self._gather_win(s.name, a, *union) for s, a in zip(src, args, strict=True)]
+                return _Win(self._call(n, tuple(parts), kwargs), union[0], union[1])
+            if any(isinstance(a, torch.Tensor) for a in args):
+                return None
+            a = wins[0]
+            new = tuple(a.delta if isinstance(v, _Win) else v for v in args)
+            return _Win(self._call(n, new, kwargs), a.oy, a.ox)
+        return None
+
+    def _union(self, hw: Sequence[int], wins: list[_Win]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        starts, sizes = [], []
+        for dim, (offs, ext) in enumerate([(lambda w: w.oy, 2), (lambda w: w.ox, 3)]):
+            lo = torch.stack([offs(w) for w in wins]).min(0).values
+            hi = torch.stack([offs(w) + w.delta.shape[ext] for w in wins]).max(0).values
+            m = int((hi - lo).max())
+            starts.append(lo.clamp(0, int(hw[dim]) - m))
+            sizes.append(m)
+        return starts[0], starts[1], (sizes[0], sizes[1])
+
+    def _gather_win(
+        self, name: str, win: _Win, sy: torch.Tensor, sx: torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
+        if tuple(win.delta.shape[2:]) == size and torch.equal(win.oy, sy) and torch.equal(win.ox, sx):
+            return win.delta
+        return _gather(self._padded(name), win, sy, sx, size)
+
+    def _cat(self, n: fx.Node, args: Any, kwargs: Any) -> _Win | None:
+        tensors = args[0] if args else kwargs.get("tensors")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if dim not in (1, -3) or not all(isinstance(t, _Win) for t in tensors):
+            return None
+        names = [a.name for a in n.args[0]]  # type: ignore[union-attr]
+        sy, sx, size = self._union(self.base[n.name].shape[2:], list(tensors))
+        parts = [self._gather_win(name, t, sy, sx, size) for name, t in zip(names, tensors, strict=True)]
+        return _Win(torch.cat(parts, 1), sy, sx)
+
+    def _spatial_op(self, n: fx.Node, src: str, mod: nn.Module, geo: Any, win: _Win) -> _Win:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo
+        bin_, bout = self.base[src], self.base[n.name]
+        h, w = bin_.shape[2:]
+        ho, wo = bout.shape[2:]
+        oy, mh = _out_window(win.oy, torch.full_like(win.oy, win.delta.shape[2]), kh, sh, ph, dh, h, ho, self.tau)
+        ox, mw = _out_window(win.ox, torch.full_like(win.ox, win.delta.shape[3]), kw, sw, pw, dw, w, wo, self.tau)
+        self.info.region.setdefault(n.name, (mh * mw) / (ho * wo))
+        ih, iw = (mh - 1) * sh + (kh - 1) * dh + 1, (mw - 1) * sw + (kw - 1) * dw + 1
+        padded = self._padded(src, (ph, pw), _pad_value(mod))
+        # Output row o reads padded rows o*s ... o*s + (k-1)*d; the window moves by the padding.
+        inp = _gather(padded, _Win(win.delta, win.oy + ph, win.ox + pw), oy * sh, ox * sw, (ih, iw))
+        if isinstance(mod, nn.Conv2d):
+            out = F.conv2d(inp, mod.weight, mod.bias, mod.stride, 0, mod.dilation, mod.groups)
+        elif isinstance(mod, nn.MaxPool2d):
+            out = F.max_pool2d(inp, (kh, kw), (sh, sw), 0, (dh, dw))
+        else:
+            out = F.avg_pool2d(inp, (kh, kw), (sh, sw), 0)
+        return _Win(out, oy, ox)
+
+    def run(self, spots: Sequence[tuple[int, int]], window: tuple[int, int], value: torch.Tensor) -> Any:
+        """The model's output (as its forward returns it) for the occluded images of ``spots``,
+        (K*B, ...) with the K positions outermost, like a batched plain forward."""
+        k = len(spots)
+        b, c = self.x.shape[:2]
+        dev = self.x.device
+        oy = torch.tensor([s[0] for s in spots], device=dev, dtype=torch.long)
+        ox = torch.tensor([s[1] for s in spots], device=dev, dtype=torch.long)
+        patch = value.expand(c, *window).to(self.x.dtype).expand(k * b, c, *window).contiguous()
+        env: dict[str, Any] = {}
+        windowed: list[str] = []
+        for n in self.nodes:
+            if n.op == "placeholder":
+                env[n.name] = _Win(patch, oy, ox)
+                continue
+            if n.op == "output":
+                self.info.windowed = self.info.windowed or windowed
+                return fx.node.map_arg(n.args[0], lambda a: self._full(a.name, env[a.name]))
+            if not any(isinstance(env[a.name], (_Win, _Full)) for a in n.all_input_nodes):
+                env[n.name] = self.base[n.name]  # does not depend on the image
+                continue
+            args = fx.node.map_arg(n.args, lambda a: env[a.name])
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a.name])
+            got = self._windowed(n, args, kwargs, [env[a.name] for a in n.all_input_nodes])
+            if got is not None:
+                env[n.name] = got
+                windowed.append(n.name)
+                continue
+            if any(isinstance(env[a.name], _Win) for a in n.all_input_nodes):
+                self._fallback(n)
+            args = fx.node.map_arg(n.args, lambda a: self._full(a.name, env[a.name]))
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: self._full(a.name, env[a.name]))
+            env[n.name] = _Full(self._call(n, args, kwargs))
+        raise TypeError("the traced graph has no output")
+
+    def _full(self, name: str, state: Any) -> Any:
+        if isinstance(state, _Win):
+            return _materialize(self.base[name], state)
+        if isinstance(state, _Full):
+            return state.value
+        return state
+
+
+def _hooked(model: nn.Module) -> bool:
+    from torch.nn.modules import module as M
+
+    if any(getattr(M, g, None) for g in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_module_hooks")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _engine(model: nn.Module, x: torch.Tensor, tau: float) -> tuple[_Engine | None, OcclusionInfo]:
+    """A traced engine, or None with the reason when plain occlusion must run instead."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return None, OcclusionInfo(False, "a scripted model (torch.jit) cannot be traced by torch.fx")
+    if _hooked(model):
+        return None, OcclusionInfo(
+            False, "the model has forward hooks (e.g. an open Guide), which a traced graph would skip"
+        )
+    try:
+        eng = _Engine(model, x, tau)
+    except Exception as e:  # any tracing failure means: run plain occlusion
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, OcclusionInfo(False, f"torch.fx could not trace the model ({type(e).__name__}: {msg[:200]})")
+    return eng, eng.info
+
+
+def occlusion_plan(model: nn.Module, x: torch.Tensor, window: int | Sequence[int] = 16) -> OcclusionInfo:
+    """How exact incremental occlusion runs on ``model`` for images like ``x`` (B, C, H, W):
+    the windowed nodes, the fallback point (first node computed in full) and the fraction of each
+    windowed map one ``window`` patch at the centre recomputes. Runs two forwards; the model is
+    left as it was (eval mode is set and restored, no hooks are placed)."""
+    wh, ww = _pair(window)
+    with torch.no_grad(), model_lock(model), eval_mode(model):
+        eng, info = _engine(model, x, 1.0)
+        if eng is None:
+            return info
+        h, w = x.shape[2:]
+        if wh > h or ww > w:
+            raise ValueError(f"window {(wh, ww)} is larger than the image {(h, w)}; use a smaller window")
+        eng.run([((h - wh) // 2, (w - ww) // 2)], (wh, ww), torch.zeros(1, 1, 1, dtype=x.dtype, device=x.device))
+        return eng.info
+
+
+def _interp_matrix(n: int, known: list[int], dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n, len(known)) linear interpolation weights from the ``known`` sorted indices."""
+    m = torch.zeros(n, len(known), dtype=dtype, device=dev)
+    for i in range(n):
+        j = max(0, min(len(known) - 2, sum(k <= i for k in known) - 1))
+        if len(known) == 1:
+            m[i, 0] = 1.0
+            continue
+        a, b = known[j], known[j + 1]
+        t = min(1.0, max(0.0, (i - a) / (b - a)))
+        m[i, j], m[i, j + 1] = 1 - t, t
+    return m
+
+
+def occlusion_drops(
+    model: nn.Module,
+    x: torch.Tensor,
+    t: Target,
+    base_scores: torch.Tensor,
+    grid: tuple[Sequence[int], Sequence[int]],
+    window: tuple[int, int],
+    value: torch.Tensor,
+    positions_per_batch: int,
+    done: Progress,
+    tau: float = 1.0,
+    refine: float = 1.0,
+    plain: Callable[[list[tuple[int, int]]], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, OcclusionInfo]:
+    """Score drops (positions, B) of occlusion over the patch ``grid`` (row starts, column starts),
+    computed incrementally (``tau`` < 1 and ``refine`` < 1 approximate). ``plain(spots)`` gives
+    the scores (K, B) by full forwards; it is used when the model cannot be traced. Called by
+    :func:`guidewidgets.explain.occlusion` with ``mode='incremental'`` or ``'approximate'``."""
+    ys, xs = list(grid[0]), list(grid[1])
+    spots = [(y, x0) for y in ys for x0 in xs]
+    b = x.shape[0]
+    eng, info = _engine(model, x, tau)
+
+    def scores(chunk: list[tuple[int, int]]) -> torch.Tensor:
+        if eng is None:
+            assert plain is not None
+            return plain(chunk)
+        return t.scores(model_output(eng.run(chunk, window, value)), len(chunk)).view(len(chunk), b)
+
+    def compute(idx: list[int]) -> torch.Tensor:
+        out = torch.empty(len(idx), b, device=x.device, dtype=x.dtype)
+        for start in range(0, len(idx), positions_per_batch):
+            part = idx[start : start + positions_per_batch]
+            out[start : start + len(part)] = base_scores.unsqueeze(0) - scores([spots[i] for i in part])
+            done.advance(len(part))
+        return out
+
+    drops = torch.empty(len(spots), b, device=x.device, dtype=x.dtype)
+    if refine >= 1.0 or len(ys) < 3 or len(xs) < 3:
+        drops[:] = compute(list(range(len(spots))))
+        return drops, info
+    # Adaptive drill-down: every second row and column first (and the last ones), then the
+    # positions whose interpolated drop is largest.
+    ky = sorted(set(range(0, len(ys), 2)) | {len(ys) - 1})
+    kx = sorted(set(range(0, len(xs), 2)) | {len(xs) - 1})
+    coarse = [i * len(xs) + j for i in ky for j in kx]
+    drops[coarse] = compute(coarse)
+    wy = _interp_matrix(len(ys), ky, x.device, x.dtype)
+    wx = _interp_matrix(len(xs), kx, x.device, x.dtype)
+    known = drops.view(len(ys), len(xs), b)[ky][:, kx]  # (ny_c, nx_c, B)
+    est = torch.einsum("ia,abk,jb->ijk", wy, known, wx).reshape(len(spots), b)
+    rest = sorted(set(range(len(spots))) - set(coarse))
+    n_refine = round(refine * len(rest))
+    drops[rest] = est[rest]
+    if n_refine:
+        order = est[rest].abs().amax(1).argsort(descending=True)[:n_refine].tolist()
+        chosen = sorted(rest[i] for i in order)
+        drops[chosen] = compute(chosen)
+    done.advance(len(rest) - n_refine)
+    return drops, info
