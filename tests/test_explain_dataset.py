@@ -258,3 +258,45 @@ def test_scoreboard_through_the_engine_equals_evaluate_and_resumes(model, tmp_pa
     code = scoreboard.main(["--quick", "--methods", "saliency", "--metrics", "pointing-game", "--store", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "| saliency |" in out and "| – |" in out
+
+
+# --- perturbation batching: batch size from free CUDA memory, mixed precision -----------------------
+
+
+def test_auto_batch_size_follows_free_cuda_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from guidewidgets.explain.batching import auto_batch_size
+
+    free = [0]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free[0], 2 * free[0]))
+
+    def on_cuda(side: int) -> int:
+        return auto_batch_size(SimpleNamespace(device=torch.device("cuda"), shape=(1, 3, side, side)))  # type: ignore[arg-type]
+
+    sizes = []
+    for gib in (0.001, 1, 4, 16):
+        free[0] = int(gib * 2**30)
+        sizes.append(on_cuda(224))
+    assert sizes[0] == 1 and sizes == sorted(sizes) and sizes[1] < sizes[2] < sizes[3] <= 1024
+    free[0] = 4 * 2**30
+    assert on_cuda(448) < on_cuda(224)  # bigger images, fewer per forward
+    free[0] = 10**15
+    assert on_cuda(224) == 1024
+    assert auto_batch_size(torch.zeros(1, 3, 224, 224), 5) == 5  # an explicit size wins
+
+
+def test_rise_amp_is_close_to_full_precision(model, data):
+    x = torch.stack([data[i]["image"] for i in range(4)])
+    full = explain.explain(model, x, "rise", masks=64)
+    mixed = explain.explain(model, x, "rise", masks=64, amp=True)
+    assert mixed.dtype == full.dtype and not torch.equal(mixed, full)  # it did run in lower precision
+    err = (mixed - full).abs().amax((1, 2)) / full.abs().amax((1, 2))
+    assert err.max() < 0.05
+    assert torch.corrcoef(torch.stack([full.flatten(), mixed.flatten()]))[0, 1] > 0.99
+    with pytest.raises(TypeError, match="amp must be True"):
+        explain.explain(model, x, "rise", masks=4, amp="yes")
+    if torch.cuda.is_available():
+        m = zoo.load("shapes-classifier").cuda()
+        on_gpu = explain.explain(m, x.cuda(), "rise", masks=64, amp=True).cpu()
+        assert torch.corrcoef(torch.stack([full.flatten(), on_gpu.flatten()]))[0, 1] > 0.99
