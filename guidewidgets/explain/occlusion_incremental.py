@@ -430,10 +430,8 @@ class _Engine:
 
 
 def _hooked(model: nn.Module) -> bool:
-    from torch.nn.modules import module as M
-
-    if any(getattr(M, g, None) for g in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_module_hooks")):
-        return True
+    """Per-module forward hooks change what a module returns (a Guide does): a windowed graph
+    would skip them. Global hooks (profilers, FLOP counters) only watch, and are not counted."""
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
