@@ -142,3 +142,13 @@ def test_scribble_of_a_bar_is_its_centre_line():
     middle = torch.nonzero(out[:, 9:21] == 4)[:, 0]
     assert set(middle.tolist()) == {7, 8, 9} and len(middle) == 3 * 12
     assert (out[mask == 0] != 4).all() and (out == 0).any()
+
+
+def test_labels_miou_counts_only_labelled_pixels(scenes):
+    truth = scenes.batch()["masks"].long()
+    assert wsss.labels_miou(truth, truth) == 1.0
+    assert wsss.labels_miou(wsss.make_labels("scribble", scenes), truth) == 1.0  # strokes lie on their class
+    assert wsss.labels_miou(wsss.make_labels("box", scenes), truth) < 1.0  # boxes spill onto background
+    assert set(wsss.MEASURED_MIOU) == set(wsss.LABEL_KINDS)
+    with pytest.raises(ValueError, match="differ in size"):
+        wsss.labels_miou(truth[:2], truth)
