@@ -210,3 +210,17 @@ def test_class_maps_are_cam_for_gap_and_grad_cam_for_gmp(heads, scenes):
     assert torch.allclose(gc, gmp_maps / 144, atol=1e-4)
     with pytest.raises(ValueError, match="average pool"):
         explain.cam(h["gmp"], x, labels)
+
+
+def test_retrain_trains_only_the_last_blocks_of_a_copy(classifier):
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    h, info = basics.train_pooled_heads(classifier, n=32, retrain=1, epochs=1, batch=16)
+    assert len(info["loss"]["gmp"]) == 2 and info["retrain"] == 1
+    for pool in ("gap", "gmp"):
+        head = h[pool]
+        assert torch.equal(head.features[0][0].weight, classifier.features[0][0].weight)  # frozen prefix
+        assert not torch.equal(head.features[-1][0].weight, classifier.features[-1][0].weight)  # retrained
+        assert not any(p.requires_grad for p in head.features.parameters()) and not head.training
+    assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())
+    with pytest.raises(ValueError, match="retrain must be"):
+        basics.train_pooled_heads(classifier, n=32, retrain=5)

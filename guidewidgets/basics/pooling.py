@@ -4,7 +4,9 @@ Global average pooling scores a class by the mean of each feature map, so every 
 object adds to the score (CAM then covers the whole object); global max pooling needs only one
 high value per map, which rewards the single most discriminative spot. The trunk (the shipped
 classifier's ``normalize`` + ``features``) is copied and frozen; only ``Linear(C, K)`` is trained,
-on pooled features computed once, so a head trains in well under a second of CPU.
+on pooled features computed once, so a head trains in seconds on one CPU thread. With
+``retrain=1`` the last feature block is re-initialised and trained with each head (tens of
+seconds), so the features can adapt to the pooling too.
 """
 
 from __future__ import annotations
@@ -71,52 +73,100 @@ def _pooled(trunk: PooledClassifier, images: torch.Tensor, batch: int = 128) -> 
     return torch.cat(gap), torch.cat(gmp)
 
 
+def _reset(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            m.reset_parameters()
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+
+
 def train_pooled_heads(
     classifier: nn.Module,
     *,
     n: int = 1024,
     steps: int = 300,
     lr: float = 0.05,
+    retrain: int = 0,
+    epochs: int = 6,
+    batch: int = 64,
+    block_lr: float = 3e-3,
     seed: int = HEAD_SEED,
     threads: int = 1,
 ) -> tuple[dict[str, PooledClassifier], dict]:
-    """Train a GAP head and a GMP head on ``classifier``'s frozen trunk with the same scenes,
-    initialisation, optimiser (Adam, full batch) and step count.
+    """Train a GAP head and a GMP head on ``classifier``'s trunk with the same scenes,
+    initialisation, optimiser and step count.
 
-    Returns ({"gap": model, "gmp": model} in eval mode, info) with info["loss"][pool] the loss
-    per step and info["seconds"]. Deterministic for a given thread count; ``classifier`` is not
-    modified.
+    ``retrain=0`` (default): the trunk is frozen and only the linear layers learn (Adam, full
+    batch, ``steps`` steps, on pooled features computed once). ``retrain=k``: the last k blocks
+    of ``features`` are also re-initialised and trained with their head (Adam, ``epochs`` over
+    the scenes in mini-batches of ``batch``), so the features can adapt to the pooling.
+
+    Returns ({"gap": model, "gmp": model} in eval mode, info) with info["loss"][pool] the
+    training loss per step and info["seconds"]. Deterministic for a given thread count;
+    ``classifier`` is not modified (each head has its own copy of the trunk).
     """
     from ..zoo.scenes import ShapeScenes
 
-    if n < 8 or steps < 1:
-        raise ValueError("use at least n=8 scenes and steps=1")
+    if n < 8 or steps < 1 or epochs < 1 or batch < 1:
+        raise ValueError("use at least n=8 scenes, steps=1, epochs=1 and batch=1")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     t0 = time.time()
     try:
         with model_lock(classifier):
             classes = list(classifier.classes)  # type: ignore[arg-type]
-            heads: dict[str, PooledClassifier] = {p: PooledClassifier(classifier, p, classes) for p in ("gap", "gmp")}
+            heads = {p: PooledClassifier(classifier, p, classes) for p in ("gap", "gmp")}
+        blocks = len(heads["gap"].features)  # type: ignore[arg-type]
+        if not 0 <= retrain < blocks:
+            raise ValueError(f"retrain must be 0..{blocks - 1} (the number of last feature blocks to train)")
         b = ShapeScenes(n, seed=seed).batch()
         images, labels = b["images"].float() / 255, b["labels"]
-        feats = dict(zip(("gap", "gmp"), _pooled(heads["gap"], images)))
         losses: dict[str, list[float]] = {}
+        if retrain == 0:
+            feats = dict(zip(("gap", "gmp"), _pooled(heads["gap"], images)))
+        else:
+            first = heads["gap"]
+            with torch.no_grad(), eval_mode(first):
+                prefix = first.features[:-retrain](first.normalize(images))  # type: ignore[index]
         for pool, head in heads.items():
             torch.manual_seed(0)
             head.fc.reset_parameters()
-            opt = torch.optim.Adam(head.fc.parameters(), lr=lr)
             losses[pool] = []
-            for _ in range(steps):
-                loss = F.cross_entropy(head.fc(feats[pool]), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses[pool].append(float(loss.detach()))
+            if retrain == 0:
+                opt = torch.optim.Adam(head.fc.parameters(), lr=lr)
+                for _ in range(steps):
+                    loss = F.cross_entropy(head.fc(feats[pool]), labels)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses[pool].append(float(loss.detach()))
+            else:
+                tail = head.features[-retrain:]  # type: ignore[index]
+                _reset(tail)
+                for p in tail.parameters():
+                    p.requires_grad_(True)
+                opt = torch.optim.Adam(
+                    [{"params": tail.parameters(), "lr": block_lr}, {"params": head.fc.parameters(), "lr": block_lr}]
+                )
+                g = torch.Generator().manual_seed(seed)
+                tail.train()
+                for _ in range(epochs):
+                    order = torch.randperm(n, generator=g)
+                    for s in range(0, n, batch):
+                        idx = order[s : s + batch]
+                        loss = F.cross_entropy(head.fc(head.pool(tail(prefix[idx])).flatten(1)), labels[idx])
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        losses[pool].append(float(loss.detach()))
+                for p in tail.parameters():
+                    p.requires_grad_(False)
             head.eval()
     finally:
         torch.set_num_threads(previous)
-    return heads, {"loss": losses, "seconds": time.time() - t0, "n": n, "seed": seed}
+    info = {"loss": losses, "seconds": time.time() - t0, "n": n, "seed": seed, "retrain": retrain}
+    return heads, info
 
 
 def class_maps(
