@@ -101,13 +101,23 @@ _UNARY_FUNCTIONS: set[Any] = {
     F.dropout,
 }
 _UNARY_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
-_BINARY_FUNCTIONS: set[Any] = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul}
-_BINARY_METHODS = {"add", "sub", "mul"}
+_BINARY_FUNCTIONS: set[Any] = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+}
+_BINARY_METHODS = {"add", "sub", "mul", "div"}
 # In-place forms run out of place: the kept activations must never change.
 _OUT_OF_PLACE: dict[Any, Any] = {
     operator.iadd: operator.add,
     operator.isub: operator.sub,
     operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
     torch.relu_: torch.relu,
 }
 
@@ -325,14 +335,21 @@ class _Engine:
             out = self._call(n, (a0.delta, *args[1:]), kwargs)
             return _Win(out, a0.oy, a0.ox)
         if binary and len(args) == 2:
-            shapes = [self.base[s.name].shape for s in src if isinstance(self.base[s.name], torch.Tensor)]
-            if any(tuple(s) != tuple(base.shape) for s in shapes):
+            names = [a.name if isinstance(a, fx.Node) else None for a in n.args]
+            if any(tuple(self.base[m].shape) != tuple(base.shape) for m, a in zip(names, args) if isinstance(a, _Win)):
                 return None  # broadcasting (e.g. a squeeze-excitation scale): not a window op
             if all(isinstance(a, _Win) for a in args):
                 union = self._union(base.shape[2:], [args[0], args[1]])
-                parts = [self._gather_win(s.name, a, *union) for s, a in zip(src, args, strict=True)]
+                parts = [self._gather_win(str(m), a, *union) for m, a in zip(names, args)]
                 return _Win(self._call(n, tuple(parts), kwargs), union[0], union[1])
-            if any(isinstance(a, torch.Tensor) for a in args):
+            other = args[1] if isinstance(args[0], _Win) else args[0]
+            # A constant per channel (e.g. a normalising mean) acts the same on every window.
+            if isinstance(other, torch.Tensor) and not (
+                other.dim() <= 4
+                and all(v == 1 for v in other.shape[-2:])
+                and (other.dim() < 4 or other.shape[0] == 1)
+                and other.dim() >= 2
+            ):
                 return None
             a = wins[0]
             new = tuple(a.delta if isinstance(v, _Win) else v for v in args)
@@ -357,7 +374,9 @@ class _Engine:
         return _gather(self._padded(name), win, sy, sx, size)
 
     def _cat(self, n: fx.Node, args: Any, kwargs: Any) -> _Win | None:
-        tensors = args[0] if args else kwargs.get("tensors")
+        if not n.args or not isinstance(n.args[0], (list, tuple)):
+            return None
+        tensors = args[0]
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         if dim not in (1, -3) or not all(isinstance(t, _Win) for t in tensors):
             return None
