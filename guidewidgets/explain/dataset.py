@@ -53,7 +53,8 @@ class DatasetMaps:
     ``targets`` (N,) (the class explained; -1 for a callable target), ``scores`` (N,) (the
     model's score for that target on the clean image) and ``done`` (one flag per chunk);
     ``computed`` / ``skipped``: the chunk indices this process computed / found already done;
-    ``seconds``: this process's time in those chunks (maps, scores and writes), setup excluded."""
+    ``seconds``: this process's time in the method's calls (the maps alone); ``total_seconds``:
+    its time in those chunks (reading images, scoring, maps, writing), setup excluded."""
 
     group: Any
     maps: Any
@@ -63,6 +64,7 @@ class DatasetMaps:
     computed: list[int]
     skipped: list[int]
     seconds: float = 0.0
+    total_seconds: float = 0.0
 
     def tensor(self) -> torch.Tensor:
         """All maps as one float32 tensor (N, H, W) (reads the whole store into memory)."""
@@ -329,6 +331,7 @@ def explain_dataset(
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     t0 = time.perf_counter()
+    spent = 0.0
     for step, k in enumerate(mine):
         start, stop = k * chunk, min(n, (k + 1) * chunk)
         parts: list[np.ndarray] = []
@@ -336,7 +339,8 @@ def explain_dataset(
         s_parts: list[torch.Tensor] = []
         for b0 in range(start, stop, batch_size):
             b1 = min(stop, b0 + batch_size)
-            m, t, s = _explain_batch(model, source, range(b0, b1), name, target, layer, opts, device, (c, h, w))
+            m, t, s, dt = _explain_batch(model, source, range(b0, b1), name, target, layer, opts, device, (c, h, w))
+            spent += dt
             parts.append(m)
             t_parts.append(t)
             s_parts.append(s)
@@ -352,10 +356,10 @@ def explain_dataset(
         done[k] = True  # last: a chunk killed before this line counts as not done
         if progress is not None:
             progress((step + 1) / len(mine))
-    seconds = time.perf_counter() - t0
+    total = time.perf_counter() - t0
     if world > 1:
         torch.distributed.barrier()
-    return DatasetMaps(group, maps, targets, scores, done, list(mine), skipped, seconds)
+    return DatasetMaps(group, maps, targets, scores, done, list(mine), skipped, spent, total)
 
 
 def _explain_batch(
@@ -368,8 +372,9 @@ def _explain_batch(
     opts: dict[str, Any],
     device: torch.device,
     shape: tuple[int, int, int],
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """Maps (B, H, W) as float32 numpy, the classes explained (B,) and the clean scores (B,)."""
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, float]:
+    """Maps (B, H, W) as float32 numpy, the classes explained (B,), the clean scores (B,) and the
+    seconds the method took."""
     images, labels = [], []
     for i in idx:
         image, label = _item(source[i], i)
@@ -408,5 +413,7 @@ def _explain_batch(
         explained = t.fixed
         classes = t.fixed.detach().cpu()
     score = t.scores(out).detach().float().cpu()
-    maps = explain(model, x, name, explained, layer, **opts)
-    return maps.detach().float().cpu().numpy(), classes, score
+    t0 = time.perf_counter()
+    maps = explain(model, x, name, explained, layer, **opts).detach()
+    dt = time.perf_counter() - t0
+    return maps.float().cpu().numpy(), classes, score, dt

@@ -56,6 +56,10 @@ def scoreboard(
     data = zoo.ShapeScenes(n, seed=seed)
     names = list(explain.methods()) if methods is None else [explain.method_info(m).name for m in methods]
     start = time.perf_counter()
+    rank = (
+        torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+    )
+    progress = progress and rank == 0
 
     def say(text: str) -> None:
         if progress:
@@ -86,7 +90,7 @@ def scoreboard(
         maps[name] = out.maps
     if progress:
         sys.stderr.write("\n")
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if rank != 0:
         return None
 
     def report(f: float) -> None:
