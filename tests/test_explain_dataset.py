@@ -176,6 +176,23 @@ def test_targets_loader_memory_store_and_float16(model, data):
     assert attrs["target"].endswith("circle_minus_square") and json.dumps(attrs)
 
 
+def test_loader_workers_read_the_images(model, data, tmp_path):
+    sub = torch.utils.data.Subset(data, range(10))
+    plain = explain_dataset(model, sub, "grad-cam", chunk=4, batch_size=3)
+    loader = torch.utils.data.DataLoader(sub, batch_size=3, num_workers=2, shuffle=True)
+    calls = []
+
+    def stop_after_one(f: float) -> None:
+        calls.append(f)
+        raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):  # the loader's workers stop with the run
+        explain_dataset(model, loader, "grad-cam", tmp_path / "w.zarr", chunk=4, progress=stop_after_one)
+    out = explain_dataset(model, loader, "grad-cam", tmp_path / "w.zarr", chunk=4)
+    assert out.skipped == [0] and out.computed == [1, 2]
+    assert torch.equal(out.tensor(), plain.tensor())  # dataset order, whatever the loader's sampler
+
+
 def test_runs_on_the_models_device_and_dtype(data):
     # Device-agnostic: images go to the model's device and floating dtype (CUDA when present).
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

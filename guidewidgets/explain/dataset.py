@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 import numpy as np
@@ -231,8 +231,9 @@ def explain_dataset(
 ) -> DatasetMaps:
     """Explain every image of ``dataset`` with ``method`` and write the maps to a zarr ``store``.
 
-    ``dataset``: a map-style dataset (or a DataLoader over one; its batch size is the default,
-    its sampler is not used: maps are in dataset order) whose items are dicts with ``image``
+    ``dataset``: a map-style dataset (or a DataLoader over one: its batch size is the default,
+    its workers read the images, its sampler and collate_fn are not used: maps are in dataset
+    order) whose items are dicts with ``image``
     (C, H, W) and ``label`` (as zoo.ShapeScenes gives), ``(image, label)`` pairs, or bare images.
     All images must share one size. ``store``: a path (or any zarr store, e.g. an fsspec one for
     a bucket); None keeps the maps in memory (one process only). ``target``: ``"label"`` (the
@@ -332,39 +333,72 @@ def explain_dataset(
     device = p.device if p is not None else torch.device("cpu")
     t0 = time.perf_counter()
     spent = 0.0
-    for step, k in enumerate(mine):
-        start, stop = k * chunk, min(n, (k + 1) * chunk)
-        parts: list[np.ndarray] = []
-        t_parts: list[torch.Tensor] = []
-        s_parts: list[torch.Tensor] = []
-        for b0 in range(start, stop, batch_size):
-            b1 = min(stop, b0 + batch_size)
-            m, t, s, dt = _explain_batch(model, source, range(b0, b1), name, target, layer, opts, device, (c, h, w))
-            spent += dt
-            parts.append(m)
-            t_parts.append(t)
-            s_parts.append(s)
-        block = np.concatenate(parts)
-        if block.shape[1:] != (h, w):
-            raise ValueError(f"{name!r} returned maps of size {block.shape[1:]}, not the image size {(h, w)}")
-        cast = block.astype(dtype)
-        if dtype == "float16" and not np.isfinite(cast).all() and np.isfinite(block).all():
-            raise ValueError(f"{name!r}'s maps overflow float16 (|value| > 65504); use dtype='float32'")
-        maps[start:stop] = cast
-        targets[start:stop] = torch.cat(t_parts).numpy()
-        scores[start:stop] = torch.cat(s_parts).numpy()
-        done[k] = True  # last: a chunk killed before this line counts as not done
-        if progress is not None:
-            progress((step + 1) / len(mine))
+    plan = [
+        range(b0, min(k * chunk + chunk, n, b0 + batch_size))
+        for k in mine
+        for b0 in range(k * chunk, min(n, (k + 1) * chunk), batch_size)
+    ]
+    batches = _reader(dataset, source, plan)
+    try:
+        for step, k in enumerate(mine):
+            start, stop = k * chunk, min(n, (k + 1) * chunk)
+            parts: list[np.ndarray] = []
+            t_parts: list[torch.Tensor] = []
+            s_parts: list[torch.Tensor] = []
+            for b0 in range(start, stop, batch_size):
+                idx, items = next(batches)
+                assert idx[0] == b0
+                m, t, s, dt = _explain_batch(model, items, idx, name, target, layer, opts, device, (c, h, w))
+                spent += dt
+                parts.append(m)
+                t_parts.append(t)
+                s_parts.append(s)
+            block = np.concatenate(parts)
+            if block.shape[1:] != (h, w):
+                raise ValueError(f"{name!r} returned maps of size {block.shape[1:]}, not the image size {(h, w)}")
+            cast = block.astype(dtype)
+            if dtype == "float16" and not np.isfinite(cast).all() and np.isfinite(block).all():
+                raise ValueError(f"{name!r}'s maps overflow float16 (|value| > 65504); use dtype='float32'")
+            maps[start:stop] = cast
+            targets[start:stop] = torch.cat(t_parts).numpy()
+            scores[start:stop] = torch.cat(s_parts).numpy()
+            done[k] = True  # last: a chunk killed before this line counts as not done
+            if progress is not None:
+                progress((step + 1) / len(mine))
+    finally:
+        batches.close()  # Why: stops a loader's workers at once when a chunk fails or is interrupted
     total = time.perf_counter() - t0
     if world > 1:
         torch.distributed.barrier()
     return DatasetMaps(group, maps, targets, scores, done, list(mine), skipped, spent, total)
 
 
+def _as_list(items: list) -> list:
+    return items
+
+
+def _reader(dataset: Any, source: Any, plan: list[range]) -> Generator[tuple[range, list], None, None]:
+    """(indices, items) for each planned batch; through a DataLoader with the given loader's
+    workers when it has some (so that decoding overlaps the model), else read here."""
+    workers = dataset.num_workers if isinstance(dataset, torch.utils.data.DataLoader) else 0
+    if workers > 0:
+        loader = torch.utils.data.DataLoader(
+            source,
+            batch_sampler=[list(r) for r in plan],
+            num_workers=workers,
+            collate_fn=_as_list,
+            multiprocessing_context=dataset.multiprocessing_context,
+            worker_init_fn=dataset.worker_init_fn,
+        )
+        yield from zip(plan, loader)
+    else:
+        for r in plan:
+            yield r, [source[i] for i in r]
+
+
 def _explain_batch(
     model: nn.Module,
-    source: Any,
+    items: list,
     idx: range,
     name: str,
     target: TargetSpec,
@@ -376,8 +410,8 @@ def _explain_batch(
     """Maps (B, H, W) as float32 numpy, the classes explained (B,), the clean scores (B,) and the
     seconds the method took."""
     images, labels = [], []
-    for i in idx:
-        image, label = _item(source[i], i)
+    for i, item in zip(idx, items):
+        image, label = _item(item, i)
         if tuple(image.shape) != shape:
             raise ValueError(
                 f"dataset item {i}'s image is {tuple(image.shape)} but item 0's is {shape}; every image must "
