@@ -82,6 +82,12 @@ def test_face_classifier_explains_the_face_score(mtcnn):
     cam = explain(clf, crop, "grad-cam", target=1)
     assert cam.shape == (1, 48, 48) and torch.isfinite(cam).all() and cam.max() > 0
     assert all(torch.equal(before[k], v) for k, v in clf.state_dict().items())
+    # P-Net as a dense face / no-face "segmenter": its face windows summed, explained at input size.
+    small = torch.nn.functional.interpolate(x[None], scale_factor=0.135, mode="area")
+    dense = M.FaceClassifier(mtcnn.pnet).eval()
+    assert dense.task == "segmentation" and dense(small).shape[-2:] == tuple(map(M.pnet_output_size, small.shape[-2:]))
+    cam = explain(dense, small, "grad-cam", target=1)
+    assert cam.shape == (1, *small.shape[-2:]) and torch.isfinite(cam).all()
 
 
 def test_detect_refuses_bad_input():
