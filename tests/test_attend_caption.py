@@ -214,3 +214,45 @@ def test_widget_soft_hard_and_scenes(widget):
     w.select_word(99)
     assert "word index" in w.status
     assert w.key_down("n") and w.index == 3
+
+
+# ---- hard attention trained with REINFORCE ---------------------------------------------------------
+
+
+def test_hard_sample_cuts_the_words_gradient_off_the_attention(model, held_out):
+    """The lecture's point: with a sampled cell, the words' loss gives the attention scorer no
+    gradient (dz/dp = 0); only the REINFORCE term (log p of the sample) reaches it."""
+    _, images = held_out
+    m = load_captioner()
+    feats = m.backbone(images[:4])
+    tokens = torch.tensor([VOCAB.encode(["a", "large", "star", "on", "grass"], 6)] * 4)
+    logits, p, logp = m.forward_hard(feats, tokens, torch.Generator().manual_seed(0))
+    assert p.shape == (4, 6, cap.GRID**2) and logp.shape == (4, 6) and (logp <= 0).all()
+    F.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward(retain_graph=True)
+    assert m.att_v.weight.grad is None or not m.att_v.weight.grad.any()
+    assert m.out.weight.grad is not None and m.out.weight.grad.any()
+    logp.sum().backward()
+    assert m.att_v.weight.grad is not None and m.att_v.weight.grad.any()
+
+
+def test_reinforce_recipe_is_deterministic():
+    runs = [tc.train_hard(train=64, test=8, epochs=1, batch=32, log=lambda _: None) for _ in range(2)]
+    (m1, r1), (m2, r2) = runs
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert (r1["hard"]["exact"], r1["hard"]["word"]) == (r2["hard"]["exact"], r2["hard"]["word"])
+    assert any(not torch.equal(s1[k], v) for k, v in load_captioner().state_dict().items())
+    with pytest.raises(ValueError, match="unknown recipe entries"):
+        tc.train_hard(lr_max=1.0)
+
+
+def test_shipped_hard_model_looks_at_what_it_names(held_out):
+    if not cap.weights_path(hard=True).is_file():
+        pytest.skip("no hard-attention captioner shipped")
+    assert cap.weights_path(hard=True).stat().st_size < 2_000_000
+    hard = load_captioner(hard=True)
+    assert hard.meta["attention"] == "hard"
+    r = tc.evaluate(hard, held_out[0], modes=("hard",))["hard"]
+    assert r["objects_scored"] >= 20 and r["object_mass"] > 5 * r["object_area"]
+    session = CaptionSession(index=1, mode="hard")
+    assert session.hard_trained and session.hard_model is not session.model

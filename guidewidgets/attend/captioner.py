@@ -4,8 +4,10 @@ with soft attention, greedy decoding that returns each word's attention map, and
 Soft attention (what the decoder is trained with): at every step the decoder scores the ``L = 144``
 grid vectors ``a_i`` against its state, ``p = softmax(scores)``, and reads ``z = sum_i p_i a_i``;
 ``dz/dp`` exists, so plain gradient descent trains it. Hard attention samples ONE location
-``i ~ p`` and reads ``z = a_i``; the sample has no gradient (training it needs REINFORCE), so here
-it is shown at inference time on the softly trained decoder, as the lecture's contrast.
+``i ~ p`` and reads ``z = a_i``; the sample has no gradient, so training it needs REINFORCE
+(:meth:`Captioner.forward_hard`, ``train_captioner --hard``). ``decode(mode="hard")`` samples on any
+captioner: on the softly trained one it shows what the sample costs a decoder that learned from
+averages; on the REINFORCE-trained one, hard attention as trained.
 
 The encoder is the shipped segmenter's (``zoo.load("shapes-segmenter")``: normalisation and its
 five conv blocks, 96 px -> 12 x 12 x 64), frozen, as Show, Attend and Tell used a pretrained VGG;
@@ -50,12 +52,13 @@ FORMAT = "guidewidgets.attend.captioner/1"
 #: Seed of the held-out scenes (training never uses it).
 HELD_OUT_SEED = 51_001
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "captioner.pt"
-_REGEN = "regenerate it with `python -m guidewidgets.attend.train_captioner` or reinstall guidewidgets"
+HARD_WEIGHTS = WEIGHTS.with_name("captioner-hard.pt")
+_REGEN = "regenerate it with `python -m guidewidgets.attend.train_captioner` (add --hard for the hard-attention one) or reinstall guidewidgets"
 
 
-def weights_path() -> Path:
-    """Where the packaged captioner weights live."""
-    return WEIGHTS
+def weights_path(hard: bool = False) -> Path:
+    """Where the packaged captioner weights live (``hard``: the REINFORCE-trained one)."""
+    return HARD_WEIGHTS if hard else WEIGHTS
 
 
 def check_images(images: Any) -> torch.Tensor:
@@ -111,6 +114,7 @@ class Captioner(nn.Module):
         self.gru = nn.GRUCell(embed + dim, hidden)
         self.drop = nn.Dropout(0.2)
         self.out = nn.Linear(hidden + dim + embed, len(vocab))
+        self.meta = {}
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, GRID), torch.linspace(-1, 1, GRID), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)
 
@@ -189,6 +193,29 @@ class Captioner(nn.Module):
             atts.append(p)
             prev = tokens[:, t]
         return torch.stack(logits, 1), torch.stack(atts, 1)
+
+    def forward_hard(
+        self, features: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher forcing with hard attention (REINFORCE training): logits (B, T, V), p (B, T, L)
+        and the log-probability (B, T) of each sampled location, which carries the gradient the
+        sample itself cannot."""
+        a = self.encode_features(features)
+        keys = self.att_a(a)
+        h = self.init_state(a)
+        prev = torch.full((a.shape[0],), self.vocab.start, dtype=torch.long, device=a.device)
+        logits, ps, logp = [], [], []
+        for t in range(tokens.shape[1]):
+            p = self.attention(a, h, keys)
+            idx = torch.multinomial(p.detach(), 1, generator=generator)
+            logp.append(torch.log(p.gather(1, idx).squeeze(1) + 1e-12))
+            z = a.gather(1, idx[:, :, None].expand(-1, 1, a.shape[2])).squeeze(1)
+            e = self.embed(prev)
+            h = self.gru(torch.cat([e, z], 1), h)
+            logits.append(self.out(self.drop(torch.cat([h, z, e], 1))))
+            ps.append(p)
+            prev = tokens[:, t]
+        return torch.stack(logits, 1), torch.stack(ps, 1), torch.stack(logp, 1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = check_images(images)
@@ -270,9 +297,10 @@ def save_captioner(model: Captioner, path: str | os.PathLike[str], meta: dict[st
     torch.save(blob, path)
 
 
-def load_captioner(path: str | os.PathLike[str] | None = None) -> Captioner:
-    """The trained captioner (eval mode) from ``path`` or the packaged file."""
-    p = Path(path) if path is not None else WEIGHTS
+def load_captioner(path: str | os.PathLike[str] | None = None, *, hard: bool = False) -> Captioner:
+    """The trained captioner (eval mode) from ``path`` or the packaged file (``hard``: the one
+    fine-tuned with hard attention and REINFORCE)."""
+    p = Path(path) if path is not None else weights_path(hard)
     if not p.is_file():
         raise FileNotFoundError(f"captioner weights not found at {p}; {_REGEN}")
     try:
@@ -297,9 +325,12 @@ class CaptionSession:
     """A scene, its generated caption and each word's attention map (what ``CaptionWidget`` shows).
 
     Args:
-        model: a :class:`Captioner` (default: the packaged one).
+        model: the soft-attention :class:`Captioner` (default: the packaged one).
         scenes: ShapeScenes to pick from (default: 64 held-out caption scenes, seed 51001).
         index: the first scene shown; mode: ``"soft"`` or ``"hard"``; seed: the hard samples' seed.
+        hard_model: the captioner used in hard mode. Default: the packaged REINFORCE-trained one
+            when ``model`` is the packaged one too (and that file exists), else ``model`` itself
+            (hard sampling on a softly trained decoder).
     """
 
     def __init__(
@@ -309,17 +340,27 @@ class CaptionSession:
         index: int = 0,
         mode: str = "soft",
         seed: int = 0,
+        hard_model: Captioner | None = None,
     ) -> None:
-        self.model = model if model is not None else load_captioner()
-        self.scenes = scenes if scenes is not None else caption_scenes(64, seed=HELD_OUT_SEED)
         if mode not in ("soft", "hard"):
             raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
+        packaged = model is None
+        self.model = model if model is not None else load_captioner()
+        if hard_model is None:
+            hard_model = load_captioner(hard=True) if packaged and HARD_WEIGHTS.is_file() else self.model
+        self.hard_model = hard_model
+        self.scenes = scenes if scenes is not None else caption_scenes(64, seed=HELD_OUT_SEED)
         self.mode, self.seed = mode, int(seed)
         self.index = -1
         self.item: dict[str, Any] = {}
         self.truth: dict[str, Any] | None = None
         self.result: dict[str, Any] = {}
         self.pick(index)
+
+    @property
+    def hard_trained(self) -> bool:
+        """True when hard mode uses a decoder trained with hard attention (REINFORCE)."""
+        return self.hard_model is not self.model and self.hard_model.meta.get("attention") == "hard"
 
     @property
     def image(self) -> torch.Tensor:
@@ -365,7 +406,8 @@ class CaptionSession:
 
     def caption(self) -> dict[str, Any]:
         """Caption the current image with the current mode (kept in :attr:`result`)."""
-        self.result = self.model.decode(self.image, mode=self.mode, seed=self.seed)[0]
+        model = self.hard_model if self.mode == "hard" else self.model
+        self.result = model.decode(self.image, mode=self.mode, seed=self.seed)[0]
         return self.result
 
     def word_map(self, k: int, *, which: str = "attention", size: int | None = None) -> torch.Tensor:

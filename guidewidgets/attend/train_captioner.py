@@ -2,17 +2,21 @@
 
     python -m guidewidgets.attend.train_captioner                # -> guidewidgets/attend/weights/captioner.pt
     python -m guidewidgets.attend.train_captioner --out my.pt --epochs 4
+    python -m guidewidgets.attend.train_captioner --hard         # -> .../captioner-hard.pt (REINFORCE)
 
 The encoder is the shipped segmenter's, frozen, so its features for the training scenes are
 computed once; only the 3 x 3 projection and the attention GRU decoder are trained (teacher
 forcing, cross-entropy on every word and ``<end>``). Training scenes come from ``TRAIN_SEED``,
-the reported numbers from held-out scenes of ``HELD_OUT_SEED`` that training never sees. The
-same command with the same ``--threads`` gives the same weights.
+the reported numbers from held-out scenes of ``HELD_OUT_SEED`` that training never sees.
+``--hard`` then fine-tunes the soft captioner with hard attention (one sampled cell per word,
+REINFORCE for the attention; :func:`train_hard`). The same command with the same ``--threads``
+gives the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -22,15 +26,19 @@ import torch.nn.functional as F
 
 from ..zoo import load as load_zoo
 from ..zoo.models import ShapeSegmenter
-from .captioner import GRID, HELD_OUT_SEED, IMAGE_SIZE, Captioner, save_captioner, weights_path
+from .captioner import GRID, HELD_OUT_SEED, IMAGE_SIZE, Captioner, load_captioner, save_captioner, weights_path
 from .captions import VOCAB, caption_dataset, caption_scenes, describe
 
-__all__ = ["RECIPE", "TRAIN_SEED", "train", "evaluate", "format_report", "main"]
+__all__ = ["RECIPE", "RECIPE_HARD", "TRAIN_SEED", "train", "train_hard", "evaluate", "format_report", "main"]
 
 TRAIN_SEED = 41_000
 
 #: Hyper-parameters; the shipped weights come from exactly these.
 RECIPE: dict[str, Any] = dict(train=6_000, test=500, epochs=12, batch=64, lr=3e-3, weight_decay=1e-4, length=16)
+#: Hard-attention fine-tuning (REINFORCE) of the soft captioner; scenes from ``TRAIN_SEED + 1``.
+RECIPE_HARD: dict[str, Any] = dict(
+    train=6_000, test=500, epochs=6, batch=64, lr=2e-3, weight_decay=1e-4, length=16, momentum=0.9
+)
 
 
 def _features(model: Captioner, images: torch.Tensor, batch: int = 250) -> torch.Tensor:
@@ -94,6 +102,72 @@ def train(*, threads: int = 1, log: Any = None, **overrides: Any) -> tuple[Capti
     result = evaluate(model, caption_scenes(cfg["test"], seed=HELD_OUT_SEED))
     result["train_seconds"] = seconds
     result["recipe"] = cfg
+    return model, result
+
+
+def train_hard(
+    init: Captioner | None = None, *, threads: int = 1, log: Any = None, **overrides: Any
+) -> tuple[Captioner, dict[str, Any]]:
+    """Fine-tune a soft captioner (default: the packaged one) with hard attention and REINFORCE.
+
+    Each step samples one cell per word from p (teacher forcing) and reads only it. The words'
+    log-likelihood ``log p(y | cells)`` trains the decoder directly; the attention, which the
+    sample cuts off from that gradient, gets the REINFORCE term
+    ``(log p(y | cells) - b) * grad sum_t log p_t(cell_t)`` with ``b`` a moving average of the
+    log-likelihood (the variance-reducing baseline of Show, Attend and Tell). Deterministic for a
+    given thread count.
+    """
+    unknown = set(overrides) - set(RECIPE_HARD)
+    if unknown:
+        raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(RECIPE_HARD)}")
+    cfg = {**RECIPE_HARD, **overrides}
+    log = log or (lambda msg: print(msg, flush=True))
+    model = copy.deepcopy(init) if init is not None else load_captioner()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    t0 = time.time()
+    try:
+        torch.manual_seed(0)
+        data = caption_dataset(caption_scenes(cfg["train"], seed=TRAIN_SEED + 1), length=cfg["length"])
+        feats = _features(model.eval(), data["images"])
+        tokens = data["tokens"]
+        del data
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        g = torch.Generator().manual_seed(0)
+        baseline: float | None = None
+        model.train()
+        for epoch in range(cfg["epochs"]):
+            order = torch.randperm(len(tokens), generator=g)
+            total = 0.0
+            for s in range(0, len(order), cfg["batch"]):
+                idx = order[s : s + cfg["batch"]]
+                tok = tokens[idx]
+                n = int((tok != VOCAB.pad).sum(1).max())
+                tok = tok[:, :n]
+                keep = (tok != VOCAB.pad).float()
+                logits, _, logp = model.forward_hard(feats[idx], tok, g)
+                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1), reduction="none")
+                nll = (nll.view(tok.shape) * keep).sum(1)
+                reward = -nll.detach()
+                mean_reward = float(reward.mean())
+                m = cfg["momentum"]
+                baseline = mean_reward if baseline is None else m * baseline + (1 - m) * mean_reward
+                reinforce = ((reward - baseline) * (logp * keep).sum(1)).mean()
+                loss = nll.mean() - reinforce
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
+                total += float(nll.detach().sum())
+            log(f"epoch {epoch + 1}/{cfg['epochs']}: caption NLL {total / len(order):.4f}  ({time.time() - t0:.0f} s)")
+    finally:
+        torch.set_num_threads(previous)
+    model.eval()
+    seconds = time.time() - t0
+    result = evaluate(model, caption_scenes(cfg["test"], seed=HELD_OUT_SEED))
+    result["train_seconds"] = seconds
+    result["recipe"] = {**cfg, "init": "soft captioner"}
     return model, result
 
 
@@ -182,22 +256,27 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m guidewidgets.attend.train_captioner", description=__doc__.split("\n\n")[0]
     )
+    p.add_argument("--hard", action="store_true", help="fine-tune the soft captioner with hard attention (REINFORCE)")
+    p.add_argument(
+        "--init", type=Path, default=None, help="--hard: the soft captioner to start from (default: packaged)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     p.add_argument("--train", type=int, default=None, help="training scenes")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the weights depend on it; default 1)")
     p.add_argument("--out", type=Path, default=None, help="where to write the weights (default: the package's file)")
     args = p.parse_args(argv)
     over = {k: v for k, v in (("epochs", args.epochs), ("train", args.train)) if v is not None}
-    model, result = train(threads=args.threads, **over)
+    if args.hard:
+        init = load_captioner(args.init) if args.init is not None else None
+        model, result = train_hard(init, threads=args.threads, **over)
+    else:
+        model, result = train(threads=args.threads, **over)
     print(format_report(result))
     print(f"training time: {result['train_seconds']:.0f} s")
-    out = args.out or weights_path()
+    out = args.out or weights_path(hard=args.hard)
     metrics = {m: result[m] for m in ("soft", "hard") if m in result}
-    save_captioner(
-        model,
-        out,
-        {"recipe": result["recipe"], "train_seed": TRAIN_SEED, "test_seed": HELD_OUT_SEED, "metrics": metrics},
-    )
+    meta = {"recipe": result["recipe"], "train_seed": TRAIN_SEED + int(args.hard), "test_seed": HELD_OUT_SEED}
+    save_captioner(model, out, {**meta, "metrics": metrics, "attention": "hard" if args.hard else "soft"})
     print(f"weights written to {out} ({Path(out).stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -273,7 +273,12 @@ class CaptionWidget(WidgetBase):
         words = self.session.words
         if not words:
             return "no words generated"
-        kind = "hard attention (sampled cell outlined, p below it)" if self.mode == "hard" else "soft attention p"
+        trained = ", REINFORCE-trained decoder" if self.session.hard_trained else ""
+        kind = (
+            f"hard attention (sampled cell outlined, p below it{trained})"
+            if self.mode == "hard"
+            else "soft attention p"
+        )
         return f'"{words[self.word]}" (word {self.word + 1} of {len(words)}): {kind}'
 
     def colorbar(self) -> tuple[np.ndarray, tuple[str, str], str] | None:
