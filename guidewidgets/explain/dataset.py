@@ -172,7 +172,10 @@ def _item(item: Any, i: int) -> tuple[torch.Tensor, int | None]:
 
 
 def _open(store: Any, mode: Literal["r+", "a", "w"]) -> Any:
-    import zarr  # lazily: `import guidewidgets` works without zarr
+    try:
+        import zarr  # lazily: `import guidewidgets` works without zarr
+    except ImportError:
+        raise ImportError("explain_dataset writes maps with zarr 3: pip install 'zarr>=3'") from None
 
     if store is None:
         return zarr.open_group(zarr.storage.MemoryStore(), mode="w")
