@@ -75,7 +75,7 @@ def test_face_classifier_explains_the_face_score(mtcnn):
 
     x = photo("astronaut", tensor=True)
     box = mtcnn.detect(x)["boxes"]
-    crop = mtcnn._crops(x[None], M._square(box), 48)
+    crop = mtcnn.face_crops(x, box)
     clf = M.FaceClassifier(mtcnn.onet).eval()
     assert clf(crop).argmax(1).item() == 1
     before = {k: v.clone() for k, v in clf.state_dict().items()}
@@ -98,9 +98,27 @@ def test_detect_refuses_bad_input():
         m.detect(torch.rand(3, 50, 50), factor=1.5)
     with pytest.raises(ValueError, match="min_size"):
         m.detect(torch.rand(3, 50, 50), min_size=5)
+    with pytest.raises(ValueError, match=r"propose\(\) takes one RGB image"):
+        m.propose(torch.rand(50, 50))
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 4\)"):
+        m.face_crops(torch.rand(3, 50, 50), torch.zeros(4))
 
 
 def test_missing_weights_name_the_install_command(monkeypatch):
     monkeypatch.setattr(M.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsUnavailableError, match="pip install --no-deps facenet-pytorch==2.6.0"):
         M.load_mtcnn()
+
+
+@needs_weights
+def test_later_stages_only_remove_proposals(mtcnn):
+    """The cascade narrows down: P-Net's loose proposals on a face-free photo are all rejected by
+    R-Net / O-Net, and a stricter P-Net threshold keeps a subset of windows."""
+    from guidewidgets.zoo.bundled_photos import photo
+
+    cat = photo("cat", tensor=True)
+    loose, strict = mtcnn.propose(cat, threshold=0.3), mtcnn.propose(cat, threshold=0.6)
+    assert len(loose) > len(strict) > 0 and (strict[:, 4] > 0.6).all()
+    assert len(mtcnn.detect(cat, thresholds=(0.3, 0.3, 0.3))["boxes"]) == 0
+    crops = mtcnn.face_crops(cat, strict[:, :4], 24)
+    assert crops.shape == (len(strict), 3, 24, 24) and crops.min() >= 0 and crops.max() <= 1

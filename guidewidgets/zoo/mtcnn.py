@@ -19,7 +19,9 @@ training convention) and returns ``(face logits, box regression[, landmarks])``;
 :class:`FaceClassifier` to explain its face / no-face score with any registered method.
 
 >>> mtcnn = load_mtcnn()
->>> faces = mtcnn.detect(photo("astronaut", tensor=True))  # {"boxes", "scores", "landmarks"}
+>>> img = photo("astronaut", tensor=True)
+>>> faces = mtcnn.detect(img)  # {"boxes", "scores", "landmarks"}
+>>> crops = mtcnn.face_crops(img, faces["boxes"])  # (N, 3, 48, 48), what O-Net saw
 """
 
 from __future__ import annotations
@@ -226,6 +228,40 @@ class MTCNN(nn.Module):
         rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
         return roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
+    @staticmethod
+    def _image(image: torch.Tensor, who: str) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"{who}() takes one RGB image tensor (3, H, W) in [0, 1]; e.g. zoo.photo('astronaut', tensor=True)"
+            )
+        return image.detach().float().cpu().clamp(0, 1)[None]
+
+    @staticmethod
+    def _check(min_size: float, factor: float) -> None:
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must lie in (0, 1), got {factor}")
+        if min_size < CELL:
+            raise ValueError(f"min_size must be at least {CELL} px (P-Net's window), got {min_size}")
+
+    @torch.no_grad()
+    def propose(
+        self, image: torch.Tensor, min_size: float = 20.0, factor: float = 0.709, threshold: float = 0.6
+    ) -> torch.Tensor:
+        """The first stage alone: P-Net's proposals in one image (3, H, W) in [0, 1] as (N, 5) rows
+        x0, y0, x1, y1 (corrected by P-Net's regression), face probability."""
+        x = self._image(image, "propose")
+        self._check(min_size, factor)
+        return self._proposals(x, min_size, factor, threshold)
+
+    @torch.no_grad()
+    def face_crops(self, image: torch.Tensor, boxes: torch.Tensor, size: int = 48) -> torch.Tensor:
+        """Square crops (N, 3, size, size) of one image (3, H, W) around ``boxes`` (N, 4), as R-Net
+        (24 px) and O-Net (48 px) see them: the longer side kept, black outside the image."""
+        x = self._image(image, "face_crops")
+        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"boxes must be (N, 4) rows x0, y0, x1, y1, got {tuple(boxes.shape)}")
+        return self._crops(x, _square(boxes.detach().float().cpu()), int(size))
+
     @torch.no_grad()
     def detect(
         self,
@@ -240,15 +276,8 @@ class MTCNN(nn.Module):
 
         ``min_size``: the smallest face side (px) searched; ``factor``: the pyramid's scale step;
         ``thresholds``: face probability each stage needs (the paper's defaults)."""
-        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                "detect() takes one RGB image tensor (3, H, W) in [0, 1]; e.g. zoo.photo('astronaut', tensor=True)"
-            )
-        if not 0 < factor < 1:
-            raise ValueError(f"factor must lie in (0, 1), got {factor}")
-        if min_size < CELL:
-            raise ValueError(f"min_size must be at least {CELL} px (P-Net's window), got {min_size}")
-        x = image.detach().float().cpu().clamp(0, 1)[None]
+        x = self._image(image, "detect")
+        self._check(min_size, factor)
         empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "landmarks": torch.zeros(0, 5, 2)}
         was_training = self.training
         self.eval()
