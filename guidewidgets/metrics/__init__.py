@@ -14,7 +14,14 @@ from __future__ import annotations
 from .evaluate import METRICS, evaluate
 from .faithfulness import auc, deletion, insertion, noisy_linear_imputation, perturbation_curves, relevance_order, road
 from .pointing import default_tolerance, energy_pointing, pointing_game
-from .sanity import cascading_randomization, randomizable_layers, randomized_copy, spearman
+from .sanity import (
+    cascading_randomization,
+    data_randomization,
+    randomizable_layers,
+    randomized_copy,
+    spearman,
+    train_copy,
+)
 
 __all__ = [
     "METRICS",
@@ -33,4 +40,6 @@ __all__ = [
     "randomizable_layers",
     "randomized_copy",
     "cascading_randomization",
+    "data_randomization",
+    "train_copy",
 ]
