@@ -257,6 +257,9 @@ def explain_dataset(
     every rank takes every world-size-th unfinished chunk (chunk-aligned, so no chunk is written
     by two ranks) and all ranks wait at a barrier at the end; the store must then be a path all
     ranks can reach. ``progress(fraction)`` is called after each of this process's chunks.
+
+    Why zarr, not HDF5: ranks on several machines write their own chunks at once without a lock
+    or a parallel-HDF5 (MPI) build, and the store may live in a bucket (see the module docstring).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -295,6 +298,8 @@ def explain_dataset(
         "dtype": dtype,
         "chunk": chunk,
     }
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
     rank, world = _distributed()
     if world > 1 and (store is None or type(store).__name__ == "MemoryStore"):
         raise ValueError(
@@ -317,7 +322,8 @@ def explain_dataset(
             error = (type(e).__name__, str(e))
     if world > 1:
         box = [error]
-        torch.distributed.broadcast_object_list(box, src=0)
+        # Why the model's device: NCCL sends objects through a tensor on the rank's own GPU.
+        torch.distributed.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
         error = box[0]
     if error is not None:
         raise (StoreMismatchError if error[0] == "StoreMismatchError" else ValueError)(error[1])
@@ -332,8 +338,6 @@ def explain_dataset(
     mine = todo[rank::world]
     skipped = [k for k in range(nchunks) if finished[k]]
 
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
     t0 = time.perf_counter()
     spent = 0.0
     plan = [
