@@ -1,12 +1,17 @@
-"""Attention in networks: show-attend-tell captioning with soft and hard attention on ShapeScenes.
+"""Attention in networks on ShapeScenes: show-attend-tell captioning with soft and hard attention
+(:mod:`.captions`, :mod:`.captioner`, recipe :mod:`.train_captioner`) and spatial transformer
+networks (:mod:`.stn`, imported on first use).
 
 >>> from guidewidgets.attend import CaptionSession
 >>> s = CaptionSession()            # the shipped captioner on held-out scenes
->>> s.words                         # e.g. ['a', 'large', 'star', 'on', 'grass']
->>> s.word_map(2)                   # where it looked when it said 'star' (96, 96)
+>>> s.words                         # e.g. ['a', 'large', 'square', 'on', 'noise']
+>>> s.word_map(2)                   # where it looked when it said 'square' (96, 96)
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .captioner import HELD_OUT_SEED, Captioner, CaptionSession, check_images, load_captioner, save_captioner
 from .captions import VOCAB, Vocabulary, caption_dataset, caption_scenes, describe
@@ -24,3 +29,11 @@ __all__ = [
     "load_captioner",
     "save_captioner",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Why: the STN module is built in parallel; importing it lazily keeps captioning importable
+    # whatever state it is in, and `attend.stn` still works.
+    if name == "stn":
+        return importlib.import_module(f"{__name__}.stn")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
