@@ -210,6 +210,17 @@ def test_class_maps_are_cam_for_gap_and_grad_cam_for_gmp(heads, scenes):
     assert torch.allclose(gc, gmp_maps / 144, atol=1e-4)
     with pytest.raises(ValueError, match="average pool"):
         explain.cam(h["gmp"], x, labels)
+    assert torch.allclose(basics.class_maps(h["gap"], x, 2), basics.class_maps(h["gap"], x, torch.full((4,), 2)))
+    with pytest.raises(ValueError, match="one per image"):
+        basics.class_maps(h["gap"], x, 6)
+
+
+def test_output_in_batches_refuses_bad_companions(classifier, scenes):
+    x, _ = scenes
+    with pytest.raises(ValueError, match="non-empty list"):
+        basics.output_in_batches(classifier, x[0], [], train=True)
+    with pytest.raises(ValueError, match="one .C, H, W. image"):
+        basics.output_in_batches(classifier, x[:2], [x[2:4]], train=True)
 
 
 def test_retrain_trains_only_the_last_blocks_of_a_copy(classifier):

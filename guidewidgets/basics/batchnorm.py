@@ -93,6 +93,8 @@ def output_in_batches(
     they differ, since BN normalises with the batch's statistics. The model is left unchanged."""
     if image.dim() != 3:
         raise ValueError(f"image must be one (C, H, W) image, got {tuple(image.shape)}; drop the batch dim with x[0]")
+    if not companions or any(c.dim() != 4 or c.shape[1:] != image.shape for c in companions):
+        raise ValueError("companions must be a non-empty list of (B, C, H, W) batches of images shaped like image")
     rows = []
     with torch.no_grad():
         if train:

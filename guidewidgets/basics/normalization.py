@@ -39,18 +39,20 @@ class Stats:
     n: int
 
 
-def _check_images(x: torch.Tensor, what: str) -> torch.Tensor:
+def _check_images(x: torch.Tensor, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{what} must be a (B, C, H, W) tensor, got {shape}; stack the images with torch.stack")
     if not x.is_floating_point():
         raise TypeError(f"{what} must be float, got {x.dtype}; use x.float() / 255 for uint8 images")
-    return x.double()
+    if x.shape[0] < 1:
+        raise ValueError(f"{what} is empty; statistics need at least one image")
 
 
 def _stats(x: torch.Tensor, kind: str, split: str) -> Stats:
     if kind not in _KINDS:
         raise ValueError(f"unknown kind {kind!r}; use one of {list(_KINDS)}")
+    x = x.double()  # Why: sums over millions of pixels lose digits in float32
     if kind == "image":
         mean = x.mean(0, keepdim=True)
         std = torch.ones(1, x.shape[1], 1, 1, dtype=x.dtype)
@@ -74,12 +76,17 @@ def training_stats(images: torch.Tensor, kind: Kind = "channel", *, split: str =
             f"normalisation statistics are model parameters: compute them on the training split, not on "
             f"{split!r}; pass the training images (split='train') and apply the result to {split!r} with normalize()"
         )
-    return _stats(_check_images(images, "images"), kind, "train")
+    _check_images(images, "images")
+    return _stats(images, kind, "train")
 
 
 def leaked_stats(train: torch.Tensor, test: torch.Tensor, kind: Kind = "channel") -> Stats:
     """The wrong way, for teaching: statistics over training *and* test images. Warns (LeakageWarning)."""
-    x = torch.cat([_check_images(train, "train"), _check_images(test, "test")])
+    _check_images(train, "train")
+    _check_images(test, "test")
+    if train.shape[1:] != test.shape[1:]:
+        raise ValueError(f"train and test images differ in shape ({tuple(train.shape[1:])} vs {tuple(test.shape[1:])})")
+    x = torch.cat([train, test])
     warnings.warn(
         "these statistics include test images (normalise first, split later): the test set leaks into the "
         "model; use training_stats(train) instead",

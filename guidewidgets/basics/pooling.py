@@ -173,8 +173,9 @@ def class_maps(
     model: PooledClassifier, x: torch.Tensor, target: torch.Tensor | int | None = None, *, relu: bool = False
 ) -> torch.Tensor:
     """The CAM formula ``M_c = sum_k w[c, k] A_k`` on the 12 x 12 grid for either head, upsampled
-    bilinearly to the input (ReLU'd on the grid first if ``relu``, as CAM does; not normalised). For the GAP head it is CAM; for the GMP
-    head the class score is ``sum_k w[c, k] max A_k`` instead, read off the same map's channels."""
+    bilinearly to the input (ReLU'd on the grid first if ``relu``, as CAM does; not normalised).
+    For the GAP head it is CAM; for the GMP head the class score is ``sum_k w[c, k] max A_k``
+    instead, read off the same map's channels. ``target``: None (predicted), one class or one per image."""
     if not isinstance(model, PooledClassifier):
         raise TypeError("class_maps needs a PooledClassifier from train_pooled_heads()")
     with torch.no_grad(), eval_mode(model):
@@ -182,11 +183,12 @@ def class_maps(
         if target is None:
             cls = model.fc(model.pool(a).flatten(1)).argmax(1)
         else:
-            cls = (
-                torch.as_tensor(target).expand(x.shape[0])
-                if torch.as_tensor(target).dim() == 0
-                else torch.as_tensor(target)
-            )
+            cls = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+            if cls.numel() not in (1, x.shape[0]) or cls.min() < 0 or cls.max() >= len(model.classes):
+                raise ValueError(
+                    f"target must be one class or one per image, each in 0..{len(model.classes) - 1}; got {cls.tolist()}"
+                )
+            cls = cls.expand(x.shape[0])
         maps = torch.einsum("bc,bchw->bhw", model.fc.weight[cls], a)
         if relu:
             maps = maps.clamp_min(0)
