@@ -27,6 +27,9 @@ EXPECTED = [
     "05_gain.ipynb",
     "06_where_is_the_object.ipynb",
     "07_guide_with_words.ipynb",
+    "08_training_basics.ipynb",
+    "09_segmentation_networks.ipynb",
+    "10_attention_and_transformers.ipynb",
 ]
 CHECK = "# NBVAL_CHECK_OUTPUT"
 # A path that only exists on one machine: /home/..., /work/..., C:\..., file:///...
