@@ -60,3 +60,8 @@ __all__ = [
 from .attention import attention_rollout
 
 __all__ += ["attention_rollout"]
+
+# Whole datasets to a chunked on-disk store (zarr is imported only when a store is used).
+from .dataset import DatasetMaps, StoreMismatchError, explain_dataset  # noqa: E402
+
+__all__ += ["DatasetMaps", "StoreMismatchError", "explain_dataset"]
