@@ -255,7 +255,7 @@ class _Engine:
                 if getattr(mod, "inplace", False):
                     # A shallow copy shares the weights; only its own flag changes.
                     mod = copy.copy(mod)
-                    mod.inplace = False
+                    setattr(mod, "inplace", False)  # noqa: B010 - the attribute is not declared on Module
                 self.mods[n.name] = mod
         self.base: dict[str, Any] = {}
         env: dict[str, Any] = {}
@@ -335,7 +335,7 @@ class _Engine:
             out = self._call(n, (a0.delta, *args[1:]), kwargs)
             return _Win(out, a0.oy, a0.ox)
         if binary and len(args) == 2:
-            names = [a.name if isinstance(a, fx.Node) else None for a in n.args]
+            names = [a.name if isinstance(a, fx.Node) else "" for a in n.args]
             if any(tuple(self.base[m].shape) != tuple(base.shape) for m, a in zip(names, args) if isinstance(a, _Win)):
                 return None  # broadcasting (e.g. a squeeze-excitation scale): not a window op
             if all(isinstance(a, _Win) for a in args):
@@ -380,7 +380,7 @@ class _Engine:
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         if dim not in (1, -3) or not all(isinstance(t, _Win) for t in tensors):
             return None
-        names = [a.name for a in n.args[0]]  # type: ignore[union-attr]
+        names = [a.name if isinstance(a, fx.Node) else "" for a in n.args[0]]
         sy, sx, size = self._union(self.base[n.name].shape[2:], list(tensors))
         parts = [self._gather_win(name, t, sy, sx, size) for name, t in zip(names, tensors, strict=True)]
         return _Win(torch.cat(parts, 1), sy, sx)
