@@ -1,15 +1,15 @@
 """guidewidgets: explain CNNs and guide them with hints, live in Jupyter.
 
 The science (``explain``, ``guide``, ``zoo``, ``render``, ``hooks``) imports no widget library;
-the widgets (``ExplainWidget``, ``GuideWidget``, ``GainWidget``, ``FeatureWidget``) are loaded on first use so that plain scripts and tests stay
-free of ipywidgets.
+the widgets (``ExplainWidget``, ``GuideWidget``, ``GainWidget``, ``FeatureWidget``, ``CaptionWidget``,
+``STNWidget``) are loaded on first use so that plain scripts and tests stay free of ipywidgets.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_WIDGETS = {"ExplainWidget", "FeatureWidget", "GainWidget", "GuideWidget"}
+_WIDGETS = {"CaptionWidget", "ExplainWidget", "FeatureWidget", "GainWidget", "GuideWidget", "STNWidget"}
 
 
 def __getattr__(name: str):
@@ -20,4 +20,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'guidewidgets' has no attribute {name!r}")
 
 
-__all__ = ["ExplainWidget", "FeatureWidget", "GainWidget", "GuideWidget", "__version__"]
+__all__ = [
+    "CaptionWidget",
+    "ExplainWidget",
+    "FeatureWidget",
+    "GainWidget",
+    "GuideWidget",
+    "STNWidget",
+    "__version__",
+]
