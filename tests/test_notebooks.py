@@ -101,11 +101,12 @@ def test_story_shape_title_widget_and_exercises_with_hidden_solutions(nb):
     assert re.search(r"\b(Explain|Guide|Gain|Feature|Caption|STN)Widget\(", code), (
         f"{path.name}: every tutorial shows a live widget"
     )
+    # Markdown headings only: a "# comment" inside a fenced solution is code, not a heading.
     headings = [
         (i, line)
         for i, c in enumerate(book.cells)
         if c.cell_type == "markdown"
-        for line in c.source.splitlines()
+        for line in re.sub(r"```.*?```", "", c.source, flags=re.S).splitlines()
         if line.startswith("#")
     ]
     last_index, last_heading = headings[-1]
