@@ -1,0 +1,103 @@
+"""CaptionWidget and STNWidget in a real browser (Voila, headless Chromium).
+
+Caption: clicking another word's button redraws the attention map on the canvas. STN: moving
+the rotation slider redraws the input (with its sampling grid) and the rectified output.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import IMG_HASH, save_screenshot, voila_app
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT = 120_000  # ms: a cold kernel imports torch and loads two models on 2 shared cores
+
+CELL = r"""
+import torch
+from IPython.display import display
+from guidewidgets import CaptionWidget, STNWidget
+torch.set_num_threads(1)
+c = CaptionWidget()
+c.add_class("gw-caption")
+s = STNWidget()
+display(c, s)
+"""
+
+# ipycanvas shows its layers composited into one <canvas>; a hash of its pixels (null while blank).
+CANVAS_HASH = """(sel) => {
+  const c = document.querySelector(sel + ' canvas');
+  if (!c) return null;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0, alpha = 0;
+  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) % 1000000007; alpha += d[i + 3]; }
+  return alpha > 0 ? h : null;
+}"""
+
+
+def _changed(page, script: str, sel: str, before: int) -> None:
+    page.wait_for_function(
+        f"(sel) => {{ const h = ({script})(sel); return h !== null && h !== {before}; }}", arg=sel, timeout=TIMEOUT
+    )
+
+
+def _settled(page, script: str, sel: str) -> int:
+    page.wait_for_function(script, arg=sel, timeout=TIMEOUT)
+    h = None
+    for _ in range(20):  # until no more frames arrive
+        page.wait_for_timeout(250)
+        new = page.evaluate(script, sel)
+        if new == h:
+            return h
+        h = new
+    return h
+
+
+@pytest.fixture(scope="module")
+def attend_voila(browser_tmp):
+    s = voila_app(browser_tmp, "attend", CELL)
+    yield s
+    s.stop()
+
+
+def test_caption_word_buttons_switch_the_attention_map(page, attend_voila):
+    page.goto(attend_voila.url, timeout=TIMEOUT)
+    words = page.locator(".gw-caption .gw-caption-words button")
+    words.first.wait_for(timeout=TIMEOUT)
+    assert words.count() >= 4  # "a small star on grass" has at least four words
+    first = _settled(page, CANVAS_HASH, ".gw-caption")
+    words.nth(words.count() - 1).click()  # the background word looks elsewhere than "a"
+    _changed(page, CANVAS_HASH, ".gw-caption", first)
+    _settled(page, CANVAS_HASH, ".gw-caption")
+    save_screenshot(page.locator(".gw-caption"), "caption_widget.png")
+    assert not page.errors, page.errors
+
+
+def test_stn_rotation_slider_redraws_grid_and_output(page, attend_voila):
+    page.goto(attend_voila.url, timeout=TIMEOUT)
+    stn = page.locator(".gw-stn")
+    stn.wait_for(timeout=TIMEOUT)
+    imgs = stn.locator("img")
+    imgs.nth(1).wait_for(timeout=TIMEOUT)
+    first_in = _settled(page, IMG_HASH, ".gw-stn .widget-image")
+    first_out = page.evaluate(
+        "(sel) => { const i = document.querySelectorAll(sel)[1]; return i ? i.src.length + ':' + i.src.slice(-64) : null; }",
+        ".gw-stn img",
+    )
+    handle = stn.locator(".noUi-handle").nth(1)  # the second slider: rotation
+    handle.focus()
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")
+    _changed(page, IMG_HASH, ".gw-stn .widget-image", first_in)
+    page.wait_for_function(
+        "([sel, before]) => { const i = document.querySelectorAll(sel)[1];"
+        " return i && (i.src.length + ':' + i.src.slice(-64)) !== before; }",
+        arg=[".gw-stn img", first_out],
+        timeout=TIMEOUT,
+    )
+    _settled(page, IMG_HASH, ".gw-stn .widget-image")  # every key press handled
+    readout = stn.locator(".widget-readout").nth(1).inner_text().replace("\u2212", "-")
+    assert f"rotate {float(readout):.0f}°" in stn.inner_text()  # the status line follows the slider
+    save_screenshot(stn, "stn_widget.png")
+    assert not page.errors, page.errors
