@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..zoo.models import _Normalize
 from ..zoo.scenes import CLASSES, ShapeScenes, _backgrounds
 
 __all__ = [
@@ -74,9 +75,6 @@ SCALE = (0.35, 0.6)  # object size relative to the clean scene
 SHIFT = 0.65  # object centre within +-SHIFT of the image centre (normalised units)
 CLUTTER = 6  # fragments of other objects per image
 FRAGMENT = 7  # fragment side in pixels
-
-_MEAN = (0.45, 0.44, 0.41)
-_STD = (0.25, 0.21, 0.25)
 
 
 # --- the distortion ------------------------------------------------------------------------------
@@ -333,19 +331,6 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
-
-
-class _Normalize(nn.Module):
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def _check_input(x: object) -> torch.Tensor:

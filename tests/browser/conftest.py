@@ -350,6 +350,41 @@ IMG_HASH = """(sel) => {
 }"""
 
 
+# ipycanvas' MultiCanvas shows its layers composited into one <canvas>: we read that, what a user sees.
+# A hash of its pixels, or null while nothing is drawn yet; arg: a CSS selector of the widget.
+CANVAS_HASH = """(sel) => {
+  const c = document.querySelector(sel + ' canvas');
+  if (!c) return null;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0, alpha = 0;
+  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2] + 17 * d[i + 3]) % 1000000007; alpha += d[i + 3]; }
+  return alpha > 0 ? h : null;
+}"""
+
+
+def stable_hash(page, script: str, sel: str, timeout: int) -> int:
+    """Wait until ``script`` (CANVAS_HASH or IMG_HASH) sees a picture and no further frame arrives."""
+    page.wait_for_function(script, arg=sel, timeout=timeout)  # something is drawn
+    h = None
+    for _ in range(20):  # and nothing more is arriving
+        page.wait_for_timeout(250)
+        new = page.evaluate(script, sel)
+        if new == h:
+            return h
+        h = new
+    return h
+
+
+def wait_hash(
+    page, script: str, sel: str, timeout: int, *, equal: int | None = None, differ: int | None = None
+) -> None:
+    """Wait until the picture's hash equals ``equal`` or differs from ``differ``."""
+    cond = f"h === {equal}" if equal is not None else f"h !== {differ}"
+    page.wait_for_function(
+        f"(sel) => {{ const h = ({script})(sel); return h !== null && {cond}; }}", arg=sel, timeout=timeout
+    )
+
+
 def voila_app(browser_tmp: Path, name: str, cell: str) -> Server:
     """A Voila server rendering a one-cell notebook ``<name>.ipynb`` (its own folder and config)."""
     import nbformat

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import IMG_HASH, save_screenshot, voila_app
+from .conftest import CANVAS_HASH, IMG_HASH, save_screenshot, stable_hash, voila_app, wait_hash
 
 pytestmark = pytest.mark.browser
 
@@ -25,34 +25,6 @@ s = STNWidget()
 display(c, s)
 """
 
-# ipycanvas shows its layers composited into one <canvas>; a hash of its pixels (null while blank).
-CANVAS_HASH = """(sel) => {
-  const c = document.querySelector(sel + ' canvas');
-  if (!c) return null;
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let h = 0, alpha = 0;
-  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) % 1000000007; alpha += d[i + 3]; }
-  return alpha > 0 ? h : null;
-}"""
-
-
-def _changed(page, script: str, sel: str, before: int) -> None:
-    page.wait_for_function(
-        f"(sel) => {{ const h = ({script})(sel); return h !== null && h !== {before}; }}", arg=sel, timeout=TIMEOUT
-    )
-
-
-def _settled(page, script: str, sel: str) -> int:
-    page.wait_for_function(script, arg=sel, timeout=TIMEOUT)
-    h = None
-    for _ in range(20):  # until no more frames arrive
-        page.wait_for_timeout(250)
-        new = page.evaluate(script, sel)
-        if new == h:
-            return h
-        h = new
-    return h
-
 
 @pytest.fixture(scope="module")
 def attend_voila(browser_tmp):
@@ -66,10 +38,10 @@ def test_caption_word_buttons_switch_the_attention_map(page, attend_voila):
     words = page.locator(".gw-caption .gw-caption-words button")
     words.first.wait_for(timeout=TIMEOUT)
     assert words.count() >= 4  # "a small star on grass" has at least four words
-    first = _settled(page, CANVAS_HASH, ".gw-caption")
+    first = stable_hash(page, CANVAS_HASH, ".gw-caption", TIMEOUT)
     words.nth(words.count() - 1).click()  # the background word looks elsewhere than "a"
-    _changed(page, CANVAS_HASH, ".gw-caption", first)
-    _settled(page, CANVAS_HASH, ".gw-caption")
+    wait_hash(page, CANVAS_HASH, ".gw-caption", TIMEOUT, differ=first)
+    stable_hash(page, CANVAS_HASH, ".gw-caption", TIMEOUT)
     save_screenshot(page.locator(".gw-caption"), "caption_widget.png")
     assert not page.errors, page.errors
 
@@ -80,7 +52,7 @@ def test_stn_rotation_slider_redraws_grid_and_output(page, attend_voila):
     stn.wait_for(timeout=TIMEOUT)
     imgs = stn.locator("img")
     imgs.nth(1).wait_for(timeout=TIMEOUT)
-    first_in = _settled(page, IMG_HASH, ".gw-stn .widget-image")
+    first_in = stable_hash(page, IMG_HASH, ".gw-stn .widget-image", TIMEOUT)
     first_out = page.evaluate(
         "(sel) => { const i = document.querySelectorAll(sel)[1]; return i ? i.src.length + ':' + i.src.slice(-64) : null; }",
         ".gw-stn img",
@@ -89,14 +61,14 @@ def test_stn_rotation_slider_redraws_grid_and_output(page, attend_voila):
     handle.focus()
     for _ in range(6):
         page.keyboard.press("ArrowRight")
-    _changed(page, IMG_HASH, ".gw-stn .widget-image", first_in)
+    wait_hash(page, IMG_HASH, ".gw-stn .widget-image", TIMEOUT, differ=first_in)
     page.wait_for_function(
         "([sel, before]) => { const i = document.querySelectorAll(sel)[1];"
         " return i && (i.src.length + ':' + i.src.slice(-64)) !== before; }",
         arg=[".gw-stn img", first_out],
         timeout=TIMEOUT,
     )
-    _settled(page, IMG_HASH, ".gw-stn .widget-image")  # every key press handled
+    stable_hash(page, IMG_HASH, ".gw-stn .widget-image", TIMEOUT)  # every key press handled
     readout = stn.locator(".widget-readout").nth(1).inner_text().replace("\u2212", "-")
     assert f"rotate {float(readout):.0f}°" in stn.inner_text()  # the status line follows the slider
     save_screenshot(stn, "stn_widget.png")

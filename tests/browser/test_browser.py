@@ -20,22 +20,11 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import save_screenshot
+from .conftest import CANVAS_HASH, save_screenshot, stable_hash, wait_hash
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 90_000  # ms; a cold kernel imports torch and builds both widgets (2 shared cores)
-
-# ipycanvas' MultiCanvas shows its layers composited into one <canvas>: we read that, what a user sees.
-# A hash of its pixels, or null while nothing is drawn yet.
-CANVAS_HASH = """(sel) => {
-  const c = document.querySelector(sel + ' canvas');
-  if (!c) return null;
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let h = 0, alpha = 0;
-  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2] + 17 * d[i + 3]) % 1000000007; alpha += d[i + 3]; }
-  return alpha > 0 ? h : null;
-}"""
 
 PIXEL = """([sel, x, y]) => {
   const c = document.querySelector(sel + ' canvas');
@@ -44,22 +33,11 @@ PIXEL = """([sel, x, y]) => {
 
 
 def _stable_hash(page, sel: str) -> int:
-    page.wait_for_function(CANVAS_HASH, arg=sel, timeout=TIMEOUT)  # something is drawn
-    h = None
-    for _ in range(20):  # and nothing more is arriving
-        page.wait_for_timeout(250)
-        new = page.evaluate(CANVAS_HASH, sel)
-        if new == h:
-            return h
-        h = new
-    return h
+    return stable_hash(page, CANVAS_HASH, sel, TIMEOUT)
 
 
 def _wait_hash(page, sel: str, *, equal: int | None = None, differ: int | None = None) -> None:
-    cond = f"h === {equal}" if equal is not None else f"h !== {differ}"
-    page.wait_for_function(
-        f"(sel) => {{ const h = ({CANVAS_HASH})(sel); return h !== null && {cond}; }}", arg=sel, timeout=TIMEOUT
-    )
+    wait_hash(page, CANVAS_HASH, sel, TIMEOUT, equal=equal, differ=differ)
 
 
 def _text(locator) -> str:
