@@ -64,6 +64,23 @@ def test_incremental_equals_plain(name, size, window, stride):
     assert_same(inc, plain)
 
 
+@pytest.mark.parametrize("name", ["shapes-classifier", "shapes-segmenter"])
+def test_embedded_models_trace_and_match_plain_without_warning(name):
+    from guidewidgets import zoo
+
+    task = "segmentation" if name == "shapes-segmenter" else "classification"
+    m, x = zoo.load(name), zoo.ShapeScenes(2, seed=5, task=task).batch()["images"].float() / 255
+    target = E.segmentation_target(1, box=(0, 0, 96, 96)) if task == "segmentation" else 2
+    kw = {"target": target, "window": 16, "stride": 8}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "falls back to plain occlusion" warning: the model traces
+        inc = E.explain(m, x, "occlusion", mode="incremental", **kw)
+    assert_same(inc, E.explain(m, x, "occlusion", **kw))
+    assert occlusion_plan(m, x, 16).traced
+    with pytest.raises(ValueError, match="batch dim"):  # the input checks still run outside tracing
+        m(x[0])
+
+
 def test_incremental_batch_of_images_and_per_channel_fill():
     m, x = model("resnet18"), image(64, b=2)
     kw = {"target": [1, 7], "window": 14, "stride": 10, "fill": [0.1, 0.5, 0.9]}

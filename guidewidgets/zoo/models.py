@@ -51,7 +51,15 @@ class _Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def _tracing() -> bool:
+    # torch.fx (incremental occlusion traces the model) passes proxies, not tensors: nothing to check.
+    trace = torch.fx._symbolic_trace
+    return getattr(trace, "is_fx_symbolic_tracing", trace.is_fx_tracing)()
+
+
 def _check_input(x: torch.Tensor) -> None:
+    if _tracing():
+        return
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected a (B, 3, H, W) float tensor in [0, 1], got {shape}; add a batch dim with x[None]")
@@ -136,7 +144,7 @@ class ShapeSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x)
-        if x.shape[-1] % 8 or x.shape[-2] % 8:
+        if not _tracing() and (x.shape[-1] % 8 or x.shape[-2] % 8):
             raise ValueError(
                 f"image height and width must be multiples of 8, got {tuple(x.shape[-2:])}; resize or crop it"
             )
