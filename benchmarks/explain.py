@@ -160,7 +160,7 @@ def cases(model, x, t, cfg, device):
         "floor": ("n x input backward", lambda: batched(floor_input_backward, cfg.samples, x, t, bs)(floor_m)),
     }
     rows["occlusion"] = {
-        "ours": ours("occlusion", window=cfg.window, stride=cfg.stride, fill=0.5),
+        "ours": ours("occlusion", window=cfg.window, stride=cfg.stride, fill=0.5, mode="plain"),
         "floor": ("occlusion forwards", lambda: batched(floor_forward, occl_positions, x, t, bs)(floor_m)),
     }
     rows["rise"] = {

@@ -62,8 +62,11 @@ def bench(name: str, window: int, stride: int, cfg: argparse.Namespace) -> list[
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     positions = ((224 - window) // stride + 1) ** 2
     kw = {"target": 3, "window": window, "stride": stride, "fill": 0.5}
+    plain_kw = {**kw, "mode": "plain"}
     forward_flops, _ = flops(lambda: model(x))
-    impls: dict[str, Callable[[], torch.Tensor]] = {"plain (ours)": lambda: E.explain(model, x, "occlusion", **kw)}
+    impls: dict[str, Callable[[], torch.Tensor]] = {
+        "plain (ours)": lambda: E.explain(model, x, "occlusion", **plain_kw)
+    }
     if ca is not None and cfg.captum:
         m_ca = copy.deepcopy(model)
         impls["captum"] = lambda: ca.Occlusion(m_ca).attribute(
@@ -126,10 +129,10 @@ def trained_table(scenes: int = 16) -> None:
     print("|---|---|---|---|---|---|")
     for window, stride in ((16, 8), (16, 4), (24, 4), (32, 8)):
         kw = {"window": window, "stride": stride}
-        plain = E.occlusion(m, x, None, **kw)
+        plain = E.occlusion(m, x, None, mode="plain", **kw)
         exact = E.occlusion(m, x, None, mode="incremental", **kw)
         apx = E.occlusion(m, x, None, mode="approximate", **kw)
-        t_plain = timed(lambda kw=kw: E.occlusion(m, x, None, **kw), "cpu")
+        t_plain = timed(lambda kw=kw: E.occlusion(m, x, None, mode="plain", **kw), "cpu")
         t_exact = timed(lambda kw=kw: E.occlusion(m, x, None, mode="incremental", **kw), "cpu")
         t_apx = timed(lambda kw=kw: E.occlusion(m, x, None, mode="approximate", **kw), "cpu")
         assert float((exact - plain).abs().max()) <= 1e-4 * float(plain.abs().max())

@@ -74,7 +74,7 @@ def occlusion(
     stride: int | Sequence[int] | None = None,
     fill: float | Sequence[float] = 0.5,
     batch_size: int | None = None,
-    mode: str = "plain",
+    mode: str = "auto",
     tau: float = 1.0,
     refine: float = 0.25,
 ) -> torch.Tensor:
@@ -82,7 +82,8 @@ def occlusion(
     (defaults: a seventh of the shorter side, half of that) and record the score drop.
     Pixels no patch covers get 0. Same definition as Captum's ``Occlusion``.
 
-    ``mode``: ``"plain"`` (one forward per occluded image), ``"incremental"`` (same maps to float
+    ``mode``: ``"auto"`` (the default: incremental where the model can be traced, else plain,
+    silently; the maps are the same either way), ``"plain"`` (one forward per occluded image), ``"incremental"`` (same maps to float
     tolerance, faster: each layer recomputes only what the patch can change; see
     :mod:`guidewidgets.explain.occlusion_incremental` and ``occlusion_plan`` for where a model
     falls back to full computation) or ``"approximate"`` (incremental with Krypton's adaptive
@@ -92,8 +93,8 @@ def occlusion(
     only in this mode; 1.0 switches either off. ``tau`` is off by default: on the random-weight
     ResNet-18 of ``benchmarks/occlusion.py`` ``tau=0.5`` cost more correlation with the exact map
     than drill-down for less speed."""
-    if mode not in ("plain", "incremental", "approximate"):
-        raise ValueError(f"mode must be 'plain', 'incremental' or 'approximate', got {mode!r}")
+    if mode not in ("auto", "plain", "incremental", "approximate"):
+        raise ValueError(f"mode must be 'auto', 'plain', 'incremental' or 'approximate', got {mode!r}")
     for name, v in (("tau", tau), ("refine", refine)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
             raise ValueError(f"{name} must be a number in (0, 1] (1 switches the approximation off), got {v!r}")
@@ -138,7 +139,7 @@ def occlusion(
                 model, x, t, base, (ys, xs), (wh, ww), value, per_inc, done,
                 tau=tau if approx else 1.0, refine=refine if approx else 1.0, plain=plain_scores,
             )  # fmt: skip
-            if not info.traced:
+            if not info.traced and mode != "auto":
                 warnings.warn(f"occlusion mode={mode!r} ran plain occlusion: {info.reason}", UserWarning, stacklevel=3)
         # Each drop is spread over its window; overlapping windows are averaged.
         grid = drops.t().reshape(b, 1, len(ys), len(xs))
