@@ -211,7 +211,7 @@ def test_binder_environment_installs_the_package_and_runs_the_quickstart(binder_
     # what the build needs, so the checkout gets no build/ or egg-info debris.
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("pyproject.toml", "README.md", "binder"):
+    for name in ("pyproject.toml", "README.md", "binder", ".ci"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, repo / name)
     shutil.copytree(ROOT / "guidewidgets", repo / "guidewidgets", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
