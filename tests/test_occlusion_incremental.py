@@ -161,16 +161,16 @@ def test_untraceable_model_runs_plain_with_a_warning():
     plain = E.occlusion(m, x, target=1, window=6, stride=3, mode="plain")
     assert_same(inc, plain)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the default ("auto") falls back silently
-        assert torch.equal(E.occlusion(m, x, target=1, window=6, stride=3), plain)
+        warnings.simplefilter("error")  # "auto" falls back silently
+        assert torch.equal(E.occlusion(m, x, target=1, window=6, stride=3, mode="auto"), plain)
 
 
-def test_default_mode_is_incremental_where_the_model_traces():
+def test_auto_mode_is_incremental_where_the_model_traces():
     m, x = model("resnet18"), image(64)
     kw = {"target": 3, "window": 8, "stride": 6}
-    default, inc = E.occlusion(m, x, **kw), E.occlusion(m, x, mode="incremental", **kw)
-    assert torch.equal(default, inc)  # the same code path, so the same bits
-    assert_same(default, E.occlusion(m, x, mode="plain", **kw))
+    auto, inc = E.occlusion(m, x, mode="auto", **kw), E.occlusion(m, x, mode="incremental", **kw)
+    assert torch.equal(auto, inc)  # the same code path, so the same bits
+    assert_same(auto, E.occlusion(m, x, **kw))
 
 
 def test_clear_errors():

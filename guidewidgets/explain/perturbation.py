@@ -74,7 +74,7 @@ def occlusion(
     stride: int | Sequence[int] | None = None,
     fill: float | Sequence[float] = 0.5,
     batch_size: int | None = None,
-    mode: str = "auto",
+    mode: str = "plain",
     tau: float = 1.0,
     refine: float = 0.25,
 ) -> torch.Tensor:
@@ -82,8 +82,9 @@ def occlusion(
     (defaults: a seventh of the shorter side, half of that) and record the score drop.
     Pixels no patch covers get 0. Same definition as Captum's ``Occlusion``.
 
-    ``mode``: ``"auto"`` (the default: incremental where the model can be traced, else plain,
-    silently; the maps are the same either way), ``"plain"`` (one forward per occluded image), ``"incremental"`` (same maps to float
+    ``mode``: ``"plain"`` (the default: one forward per occluded image), ``"auto"`` (incremental
+    where the model can be traced, else plain, silently; the maps are the same either way),
+    ``"incremental"`` (same maps to float
     tolerance, faster: each layer recomputes only what the patch can change; see
     :mod:`guidewidgets.explain.occlusion_incremental` and ``occlusion_plan`` for where a model
     falls back to full computation) or ``"approximate"`` (incremental with Krypton's adaptive
@@ -92,7 +93,12 @@ def occlusion(
     layer's recomputed window at that fraction of the map's side). ``tau`` and ``refine`` act
     only in this mode; 1.0 switches either off. ``tau`` is off by default: on the random-weight
     ResNet-18 of ``benchmarks/occlusion.py`` ``tau=0.5`` cost more correlation with the exact map
-    than drill-down for less speed."""
+    than drill-down for less speed.
+
+    Threads: the incremental modes trace the model with ``torch.fx``, which patches
+    ``nn.Module.__call__`` for the whole process while it traces (a few milliseconds per call). A
+    model called from another thread in that moment (a widget's background job, your own cell)
+    would be caught by the tracer, which is why they are opt-in and plain stays the default."""
     if mode not in ("auto", "plain", "incremental", "approximate"):
         raise ValueError(f"mode must be 'auto', 'plain', 'incremental' or 'approximate', got {mode!r}")
     for name, v in (("tau", tau), ("refine", refine)):
