@@ -214,7 +214,8 @@ def test_model_with_hooks_runs_plain():
             E.occlusion(m, x, target=0, window=16, stride=16, mode="incremental")
     finally:
         h.remove()
-    assert seen  # the user's hook ran: the real forward was used
+    # The clean forward runs in every mode; the occluded ones too only when the real forward was used.
+    assert len(seen) >= 2
 
 
 def test_approximate_with_approximations_off_is_exact():

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zoo.models import _Normalize
+from ..zoo.models import _conv, _Normalize
 from ..zoo.scenes import CLASSES, ShapeScenes, _backgrounds
 
 __all__ = [
@@ -289,7 +289,8 @@ class DistortedScenes(torch.utils.data.Dataset):
         img = distort(ch["clean"][sl], ch["mask"][sl], ch["canvas"][sl], angle=angle, scale=scale, shift=shift)
         return (img + ch["noise"][sl]).clamp(0, 1)
 
-    def __getitem__(self, i: int) -> dict:
+    def _locate(self, i: int) -> tuple[dict[str, torch.Tensor], int]:
+        """Scene ``i``'s chunk and its row there (negative indices count from the end)."""
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"index scenes with an int (use .batch(start, stop) for many), got {type(i).__name__}")
         if i < 0:
@@ -297,7 +298,10 @@ class DistortedScenes(torch.utils.data.Dataset):
         if not 0 <= i < self.n:
             raise IndexError(f"scene {i} out of range for {self.n} scenes")
         c, j = divmod(int(i), self.chunk)
-        ch = self._chunk(c)
+        return self._chunk(c), j
+
+    def __getitem__(self, i: int) -> dict:
+        ch, j = self._locate(i)
         sl = slice(j, j + 1)
         return {
             "image": self._compose(ch, sl, ch["angle"][sl], ch["scale"][sl], ch["shift"][sl])[0],
@@ -314,23 +318,20 @@ class DistortedScenes(torch.utils.data.Dataset):
         self, i: int, *, angle: float | None = None, scale: float | None = None, shift: Sequence[float] | None = None
     ) -> torch.Tensor:
         """Scene ``i`` (3, 96, 96) with its own distortion, or the one given (same background, clutter, noise)."""
-        item = self[i]
-        c, j = divmod(int(i) % max(self.n, 1), self.chunk)
-        ch = self._chunk(c)
+        ch, j = self._locate(i)  # no item dict: the widget calls this on every slider move
         sl = slice(j, j + 1)
-        a = item["angle"] if angle is None else float(angle)
-        s = item["scale"] if scale is None else float(scale)
-        t = item["shift"] if shift is None else torch.as_tensor(shift, dtype=torch.float32)
+        a = float(ch["angle"][j]) if angle is None else float(angle)
+        s = float(ch["scale"][j]) if scale is None else float(scale)
+        t = ch["shift"][j] if shift is None else torch.as_tensor(shift, dtype=torch.float32)
         return self._compose(ch, sl, a, s, t)[0]
+
+    def label(self, i: int) -> int:
+        """Scene ``i``'s class index, without rendering it."""
+        ch, j = self._locate(i)
+        return int(ch["labels"][j])
 
 
 # --- the models ----------------------------------------------------------------------------------
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
 
 
 def _check_input(x: object) -> torch.Tensor:

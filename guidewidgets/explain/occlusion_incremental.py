@@ -193,11 +193,12 @@ def _gather(base: torch.Tensor, win: _Win, sy: torch.Tensor, sx: torch.Tensor, s
     rx = cols - win.ox[:, None]
     my = (ry >= 0) & (ry < dh)
     mx = (rx >= 0) & (rx < dw)
-    if bool(my.any()) and bool(mx.any()):
-        d = win.delta.view(k, b, c, dh, dw).permute(0, 3, 4, 1, 2).contiguous()
-        idx = torch.arange(k, device=dev)[:, None, None]
-        dg = d[idx, ry.clamp(0, dh - 1)[:, :, None], rx.clamp(0, dw - 1)[:, None, :]]
-        out = torch.where((my[:, :, None] & mx[:, None, :])[..., None, None], dg, out)
+    # No "any cell inside?" test first: it would make the host wait for the device on every node
+    # of every batch, and an all-false mask leaves ``out`` unchanged anyway.
+    d = win.delta.view(k, b, c, dh, dw).permute(0, 3, 4, 1, 2).contiguous()
+    idx = torch.arange(k, device=dev)[:, None, None]
+    dg = d[idx, ry.clamp(0, dh - 1)[:, :, None], rx.clamp(0, dw - 1)[:, None, :]]
+    out = torch.where((my[:, :, None] & mx[:, None, :])[..., None, None], dg, out)
     return out.permute(0, 3, 4, 1, 2).reshape(k * b, c, ih, iw)
 
 

@@ -191,7 +191,7 @@ class STNWidget(WidgetBase):
         except Exception as err:
             self.status = f"Error: {error_text(err)}"
             return
-        label = self.scenes[self.image_index]["label"]
+        label = self.scenes.label(self.image_index)
         self.result = {
             "theta": theta[0],
             "input": x[0],

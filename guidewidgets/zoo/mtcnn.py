@@ -279,32 +279,28 @@ class MTCNN(nn.Module):
         x = self._image(image, "detect")
         self._check(min_size, factor)
         empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "landmarks": torch.zeros(0, 5, 2)}
-        was_training = self.training
-        self.eval()
-        try:
-            cand = self._proposals(x, min_size, factor, thresholds[0])
-            if not len(cand):
-                return empty
-            boxes = _square(cand[:, :4])
-            logits, reg = self.rnet(self._crops(x, boxes, RNet.size))
-            prob = logits.softmax(1)[:, 1]
-            keep = prob > thresholds[1]
-            boxes, prob, reg = boxes[keep], prob[keep], reg[keep]
-            keep = nms(boxes, prob, 0.7)
-            boxes = _square(_regress(boxes[keep], reg[keep]))
-            if not len(boxes):
-                return empty
-            logits, reg, marks = self.onet(self._crops(x, boxes, ONet.size))
-            prob = logits.softmax(1)[:, 1]
-            keep = prob > thresholds[2]
-            boxes, prob, reg, marks = boxes[keep], prob[keep], reg[keep], marks[keep]
-            wh = boxes[:, 2:] - boxes[:, :2]
-            points = torch.stack([marks[:, :5], marks[:, 5:]], 2) * wh[:, None] + boxes[:, None, :2]
-            boxes = _regress(boxes, reg)
-            keep = nms(boxes, prob, 0.7)
-            return {"boxes": boxes[keep], "scores": prob[keep], "landmarks": points[keep]}
-        finally:
-            self.train(was_training)
+        # No train/eval switch: the three nets have no BatchNorm or Dropout, so the mode changes nothing.
+        cand = self._proposals(x, min_size, factor, thresholds[0])
+        if not len(cand):
+            return empty
+        boxes = _square(cand[:, :4])
+        logits, reg = self.rnet(self._crops(x, boxes, RNet.size))
+        prob = logits.softmax(1)[:, 1]
+        keep = prob > thresholds[1]
+        boxes, prob, reg = boxes[keep], prob[keep], reg[keep]
+        keep = nms(boxes, prob, 0.7)
+        boxes = _square(_regress(boxes[keep], reg[keep]))
+        if not len(boxes):
+            return empty
+        logits, reg, marks = self.onet(self._crops(x, boxes, ONet.size))
+        prob = logits.softmax(1)[:, 1]
+        keep = prob > thresholds[2]
+        boxes, prob, reg, marks = boxes[keep], prob[keep], reg[keep], marks[keep]
+        wh = boxes[:, 2:] - boxes[:, :2]
+        points = torch.stack([marks[:, :5], marks[:, 5:]], 2) * wh[:, None] + boxes[:, None, :2]
+        boxes = _regress(boxes, reg)
+        keep = nms(boxes, prob, 0.7)
+        return {"boxes": boxes[keep], "scores": prob[keep], "landmarks": points[keep]}
 
 
 def load_mtcnn() -> MTCNN:

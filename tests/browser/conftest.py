@@ -249,6 +249,20 @@ def page(browser):
         context.close()
 
 
+def _jupyter_server_flags(port: int) -> list[str]:
+    """What JupyterLab and Notebook 7 share: local, no token, no browser, no XSRF check."""
+    return [
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.token=",
+        "--ServerApp.password=",
+        "--IdentityProvider.token=",
+        "--ServerApp.disable_check_xsrf=True",
+    ]
+
+
 @pytest.fixture(scope="session")
 def lab_server(browser_tmp):
     port = free_port()
@@ -257,14 +271,7 @@ def lab_server(browser_tmp):
             sys.executable,
             "-m",
             "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            "--ServerApp.token=",
-            "--ServerApp.password=",
-            "--IdentityProvider.token=",
-            "--ServerApp.disable_check_xsrf=True",
+            *_jupyter_server_flags(port),
             "--LabApp.expose_app_in_browser=True",
             "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
@@ -289,14 +296,7 @@ def notebook_server(browser_tmp):
             sys.executable,
             "-m",
             "notebook",
-            "--no-browser",
-            "--allow-root",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            "--ServerApp.token=",
-            "--ServerApp.password=",
-            "--IdentityProvider.token=",
-            "--ServerApp.disable_check_xsrf=True",
+            *_jupyter_server_flags(port),
             "--JupyterNotebookApp.expose_app_in_browser=True",
             f"--ServerApp.root_dir={browser_tmp}",
         ],
