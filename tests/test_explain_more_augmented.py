@@ -49,7 +49,7 @@ def test_solver_lowers_the_objective_every_iteration(classifier, scenes):
     xa = CA.warp(x, grids)
     a, g, _ = layer_gradients(classifier, xa, Target(y, 4), "features", repeats=12)
     low = torch.einsum("bc,bchw->bhw", g.mean((2, 3)), a).clamp_min(0)  # Grad-CAM at 12 x 12
-    _, history = CA.super_resolve(low, grids, (96, 96), iterations=12)
+    _, history = CA.super_resolve(low, grids, (96, 96), iterations=12, history=True)
     smoothed = [h["smoothed"] for h in history]
     exact = [h["exact"] for h in history]
     print("\naugmented Grad-CAM objective per iteration (smoothed):", ", ".join(f"{v:.4f}" for v in smoothed))

@@ -207,7 +207,7 @@ class CaptionWidget(WidgetBase):
         else:
             self.w_caption.value = f"<b>says</b>: {said}"
         self._clear_error()
-        self._draw()
+        self._draw(image=True)  # a new caption may come with a new image
 
     # ---- drawing -------------------------------------------------------------------------------------
     def current_map(self) -> np.ndarray | None:
@@ -222,8 +222,7 @@ class CaptionWidget(WidgetBase):
         cell = int(self.session.result["cells"][self.word])
         return divmod(cell, GRID)
 
-    def _overlay(self) -> np.ndarray | None:
-        m = self.current_map()
+    def _overlay(self, m: np.ndarray | None) -> np.ndarray | None:
         if m is None:
             return None
         layer = render.heatmap_rgba(m, _CMAP, opacity=self.opacity, vrange=(0.0, float(m.max()) or 1.0))
@@ -241,9 +240,13 @@ class CaptionWidget(WidgetBase):
                 layer[sl] = (255, 255, 255, 255)
         return layer
 
-    def _draw(self) -> None:
-        self.view.set_layers(image=render.to_rgba(self.session.image), overlay=self._overlay())
+    def _draw(self, image: bool = False) -> None:
+        # A word or opacity change redraws only the overlay: the photo is sent when it changes.
         m = self.current_map()
+        frames = {"overlay": self._overlay(m)}
+        if image:
+            frames["image"] = render.to_rgba(self.session.image)
+        self.view.set_layers(**frames)
         self.w_bar_hi.value = f"<small>{m.max():.2f}</small>" if m is not None else ""
         self.w_heading.value = f"<b>{html.escape(self.heading())}</b>"
         if m is not None:
@@ -266,7 +269,7 @@ class CaptionWidget(WidgetBase):
     # ---- WidgetBase ------------------------------------------------------------------------------------
     def composite(self) -> np.ndarray:
         base = render.to_rgba(self.session.image)
-        layer = self._overlay()
+        layer = self._overlay(self.current_map())
         return base if layer is None else render.overlay(base, layer, alpha=1.0)
 
     def heading(self) -> str:
