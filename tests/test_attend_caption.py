@@ -151,7 +151,7 @@ def test_bad_weights_files_say_how_to_regenerate(tmp_path):
     with pytest.raises(ValueError, match="train_captioner"):
         load_captioner(bad)
     torch.save({"format": "other"}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a guidewidgets captioner"):
+    with pytest.raises(ValueError, match="not a guidewidgets weights file for the captioner"):
         load_captioner(tmp_path / "other.pt")
 
 

@@ -108,7 +108,7 @@ def test_save_and_load_round_trip(tmp_path):
     x = stn.DistortedScenes(4, seed=2).batch()["images"]
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
-    with pytest.raises(ValueError, match="not a guidewidgets STN weights file"):
+    with pytest.raises(ValueError, match="not a guidewidgets weights file for the STN model"):
         stn.load("stn", weights=path)
     with pytest.raises(FileNotFoundError, match="train_stn"):
         stn.load("stn", weights=tmp_path / "missing.pt")

@@ -20,8 +20,6 @@ a trainable 3 x 3 convolution over those features plus two coordinate channels (
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..zoo.models import ShapeSegmenter
+from ..zoo.weights_io import load_state, read_blob
 from .captions import VOCAB, Vocabulary, caption_scenes, describe
 
 __all__ = [
@@ -301,19 +300,12 @@ def load_captioner(path: str | os.PathLike[str] | None = None, *, hard: bool = F
     """The trained captioner (eval mode) from ``path`` or the packaged file (``hard``: the one
     fine-tuned with hard attention and REINFORCE)."""
     p = Path(path) if path is not None else weights_path(hard)
-    if not p.is_file():
-        raise FileNotFoundError(f"captioner weights not found at {p}; {_REGEN}")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ValueError(f"{p} is corrupted or not a torch file ({type(e).__name__}); {_REGEN}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{p} is not a guidewidgets captioner file; {_REGEN}")
+    what = "the captioner"
+    blob = read_blob(
+        p, what, _REGEN, keys=("state_dict", "vocab", "config"), accept=lambda b: b.get("format") == FORMAT
+    )
     model = Captioner(Vocabulary(blob["vocab"]), **blob["config"])
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError) as e:
-        raise ValueError(f"weights in {p} do not fit the captioner: {str(e)[:200]}; {_REGEN}") from None
+    load_state(model, blob["state_dict"], p, what, _REGEN)
     model.meta = dict(blob.get("meta", {}))
     return model.eval()
 

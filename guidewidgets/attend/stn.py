@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +38,7 @@ from torch import nn
 
 from ..zoo.models import _conv, _Normalize
 from ..zoo.scenes import CLASSES, ShapeScenes, _backgrounds
+from ..zoo.weights_io import load_state, read_blob
 
 __all__ = [
     "SIZE",
@@ -497,15 +496,9 @@ def load(name: str = "stn", *, weights: str | os.PathLike[str] | None = None) ->
     regen = "regenerate it with `python -m guidewidgets.attend.train_stn` or reinstall guidewidgets"
     if name not in MODELS:
         raise ValueError(f"unknown STN model {name!r}; use one of {list(MODELS)}")
-    if not path.is_file():
-        raise FileNotFoundError(f"weights for {name!r} not found at {path}; {regen}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ValueError(f"{path} is corrupted or not a torch file ({type(e).__name__}); {regen}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("model") != name:
-        raise ValueError(f"{path} is not a guidewidgets STN weights file for {name!r}; {regen}")
+    what = f"the STN model {name!r}"
+    blob = read_blob(path, what, regen, accept=lambda b: b.get("format") == FORMAT and b.get("model") == name)
     model = _BUILDERS[name]()
-    model.load_state_dict(blob["state_dict"])
+    load_state(model, blob["state_dict"], path, what, regen)
     model.meta = dict(blob.get("meta", {}))
     return model.eval()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..zoo.weights_io import load_state, read_blob
 from ._common import Progress, forward_to, locked_eval, model_device
 
 __all__ = [
@@ -218,12 +219,11 @@ def save_decoder(decoder: Decoder, path: str | Path) -> None:
 def load_decoder(path: str | Path | None = None) -> Decoder:
     """The shipped decoder (classifier at ``features``), or one saved by :func:`save_decoder`."""
     p = Path(path) if path is not None else DECODER_PATH
-    if not p.exists():
-        raise FileNotFoundError(f"no decoder at {p}; make one with python -m guidewidgets.features.pv")
-    blob = torch.load(str(p), map_location="cpu", weights_only=True)
+    what, regen = "the PV decoder", "make one with `python -m guidewidgets.features.pv`"
+    blob = read_blob(p, what, regen, keys=("state_dict", "meta"))
     meta = blob["meta"]
     dec = Decoder(tuple(meta["latent"]), tuple(meta["image_size"]), meta["layer"], meta.get("width", 32))
-    dec.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    load_state(dec, {k: v.float() for k, v in blob["state_dict"].items()}, p, what, regen)
     dec.meta.update(meta)
     return dec.eval()
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence
 
+from ..zoo.weights_io import load_state, read_blob
 from .queries import GRID, Query, cell_names, template_words
 
 __all__ = ["Tokenizer", "TextGuide", "load_text_guide", "SHIPPED", "JOIN"]
@@ -224,8 +225,9 @@ class TextGuide(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> TextGuide:
-        """A text guide saved with :meth:`save`."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        """A text guide saved with :meth:`save` (clear errors for a missing, torn or foreign file)."""
+        what, regen = "a text guide", "train one with `python -m guidewidgets.guide.train_text --out FILE`"
+        blob = read_blob(path, what, regen, keys=("config", "state_dict"))
         cfg = dict(blob["config"])
         guide = cls(
             cfg["classes"],
@@ -236,7 +238,7 @@ class TextGuide(nn.Module):
             grid=cfg["grid"],
             model_name=cfg["model_name"],
         )
-        guide.load_state_dict(blob["state_dict"])
+        load_state(guide, blob["state_dict"], path, what, regen)
         return guide.eval()
 
 

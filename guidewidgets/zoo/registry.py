@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import pickle
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import torch
 from torch import nn
 
 from .models import ShapeClassifier, ShapeSegmenter, ShapesModel
+from .weights_io import load_state, read_blob
 
 __all__ = ["models", "load", "weights_path", "FORMAT"]
 
@@ -58,23 +57,9 @@ def load(name: str, *, weights: str | os.PathLike | None = None, device: str | t
     _check_name(name)
     path = Path(weights) if weights is not None else weights_path(name)
     regen = f"regenerate it with `python -m guidewidgets.zoo.train {_RECIPE[name]}` or reinstall guidewidgets"
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file for {name!r} not found at {path}; {regen}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ValueError(
-            f"weights file {path} for {name!r} is corrupted or not a torch file ({e.__class__.__name__}); {regen}"
-        ) from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("model") != name:
-        raise ValueError(f"{path} is not a guidewidgets weights file for {name!r}; {regen}")
+    blob = read_blob(path, repr(name), regen, accept=lambda b: b.get("format") == FORMAT and b.get("model") == name)
     model = _BUILDERS[name]()
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"weights in {path} do not fit {name!r} (made for another version?): {str(e)[:200]}; {regen}"
-        ) from None
+    load_state(model, blob["state_dict"], path, repr(name), regen)
     model.classes = list(blob.get("classes", model.classes))
     model.meta = dict(blob.get("meta", {}))
     for p in model.parameters():
