@@ -161,6 +161,26 @@ def test_cam_equals_grad_cam_up_to_positive_scale(model, x):
     assert torch.allclose(ratio, torch.full_like(ratio, 12 * 12), rtol=1e-4)
 
 
+def test_cam_of_all_classes_is_each_class_cam_from_one_forward(model, x):
+    E.cam(model, x)  # the first call finds the default layer with a forward of its own
+    calls: list[str] = []
+    handle = model.register_forward_hook(lambda *_: calls.append(mode))
+    try:
+        mode = "all"
+        every = E.cam_all_classes(model, x)
+        mode = "one"
+        E.cam(model, x, target=0)
+    finally:
+        handle.remove()
+    k = model(x).shape[1]
+    assert k > 2 and calls.count("all") == calls.count("one")  # the cost of one class's CAM
+    assert every.shape == (x.shape[0], k, *x.shape[-2:])
+    for c in range(k):
+        assert torch.allclose(every[:, c], E.cam(model, x, target=c), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="grad-cam"):
+        E.cam_all_classes(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2)), x)
+
+
 def test_smooth_variants_without_noise_are_their_plain_methods(model, x):
     assert torch.allclose(
         E.smooth_grad_cam_pp(model, x, noise=0.0, samples=2), E.grad_cam_pp(model, x), rtol=1e-5, atol=1e-7

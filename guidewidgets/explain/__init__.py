@@ -13,7 +13,7 @@ not normalised.
 from __future__ import annotations
 
 # Importing the method modules registers them, in the order methods() lists them.
-from .cam import cam, grad_cam, grad_cam_pp, smooth_grad_cam_pp
+from .cam import cam, cam_all_classes, grad_cam, grad_cam_pp, smooth_grad_cam_pp
 from .cam_augmented import augmented_grad_cam
 from .cam_more import ablation_cam, eigen_cam, hires_cam, layer_cam, score_cam, sharpen_focus, xgrad_cam
 from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
@@ -30,6 +30,7 @@ __all__ = [
     "method_info",
     "method_function",
     "cam",
+    "cam_all_classes",
     "grad_cam",
     "grad_cam_pp",
     "smooth_grad_cam_pp",

@@ -22,7 +22,7 @@ from .noise import noisy_copies
 from .registry import MethodInfo, register
 from .targets import Target, TargetLike
 
-__all__ = ["cam", "grad_cam", "grad_cam_pp", "smooth_grad_cam_pp"]
+__all__ = ["cam", "cam_all_classes", "grad_cam", "grad_cam_pp", "smooth_grad_cam_pp"]
 
 
 def _finish(maps: torch.Tensor, x: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -89,6 +89,34 @@ def cam(
 ) -> torch.Tensor:
     """CAM: sum_k w[c, k] A_k with w the final linear layer's weights (one forward, no backward)."""
     t = Target(target, x.shape[0])
+    out, weight, fmap = _cam_parts(model, x, layer, reshape)
+    cls = t.classes(out) if out.dim() == 2 else None
+    with torch.no_grad():
+        maps = torch.einsum("bc,bchw->bhw", weight[cls].to(fmap.dtype), fmap)
+    return _finish(maps, x, relu)
+
+
+def cam_all_classes(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | nn.Module | None = None,
+    *,
+    relu: bool = True,
+    reshape: Reshape | None = None,
+) -> torch.Tensor:
+    """CAM of every class at once, (B, K, H, W), from one forward (what weak supervision needs:
+    one map per class of each image). Same conditions and errors as :func:`cam`."""
+    _, weight, fmap = _cam_parts(model, x, layer, reshape)
+    with torch.no_grad():
+        maps = torch.einsum("kc,bchw->bkhw", weight.to(fmap.dtype), fmap)
+    b, k = maps.shape[:2]
+    return _finish(maps.flatten(0, 1), x, relu).view(b, k, *x.shape[-2:])
+
+
+def _cam_parts(
+    model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None, reshape: Reshape | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward: the logits, the head's weight matrix (K, C) and the feature map it averages."""
     layer = resolve_layer(model, x, layer)
     reshape = check_reshape(reshape)
     store: dict = {}
@@ -105,11 +133,8 @@ def cam(
         for h in handles:
             h.remove()
     a = check_feature_map(rec.get("out"), layer, x.shape[0])
-    cls = t.classes(out) if out.dim() == 2 else None
     weight, fmap = _gap_linear_weights(store, a, out)
-    with torch.no_grad():
-        maps = torch.einsum("bc,bchw->bhw", weight[cls].to(fmap.dtype), fmap)
-    return _finish(maps, x, relu)
+    return out, weight, fmap
 
 
 @register(

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ..explain import explain
+from ..explain import cam_all_classes
 from ..zoo.models import ShapeSegmenter
 from ..zoo.scenes import MASK_CLASSES, ShapeScenes
 from ..zoo.train import RECIPES, TRAIN_SEED, evaluate
@@ -158,11 +158,6 @@ def _present(batch: dict, scenes: ShapeScenes, start: int, k: int) -> torch.Tens
     return out
 
 
-@torch.no_grad()
-def _class_cams(classifier: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.stack([explain(classifier, x, "cam", target=c) for c in range(k)], 1)
-
-
 def pseudo_masks(
     classifier: nn.Module,
     scenes: ShapeScenes,
@@ -179,7 +174,7 @@ def pseudo_masks(
         b = scenes.batch(start, start + batch_size)
         x = b["images"].float() / 255
         parts.append(
-            masks_from_cams(_class_cams(classifier, x, k), _present(b, scenes, start, k), threshold, x, grabcut)
+            masks_from_cams(cam_all_classes(classifier, x), _present(b, scenes, start, k), threshold, x, grabcut)
         )
     return torch.cat(parts) if parts else torch.zeros(0, scenes.size, scenes.size, dtype=torch.long)
 
