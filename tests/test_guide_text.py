@@ -160,6 +160,11 @@ def test_training_is_deterministic_at_a_seed(segmenter):
     assert not any(p.requires_grad is False for p in a.parameters())
     assert all(p.grad is None for p in segmenter.parameters())
     assert not a.to_params.weight.eq(0).all()  # it learned something
+    # The focus region is part of the recipe: weighing the class everywhere trains another guide.
+    d = train(segmenter, TrainConfig(**{**cfg.__dict__, "focus_region": "class"}), scenes=data)
+    assert not torch.equal(a.to_params.weight, d.to_params.weight)
+    with pytest.raises(ValueError, match="focus_region must be 'class' or 'cell'"):
+        train(segmenter, TrainConfig(**{**cfg.__dict__, "focus_region": "object"}), scenes=data)
 
 
 def test_the_shipped_text_guide_is_small_and_loads_offline():
