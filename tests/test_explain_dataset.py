@@ -176,10 +176,26 @@ def test_targets_loader_memory_store_and_float16(model, data):
     assert attrs["target"].endswith("circle_minus_square") and json.dumps(attrs)
 
 
+class _ReadLog(torch.utils.data.Dataset):
+    """Items of ``base``; each read leaves a file named after the reading process's id."""
+
+    def __init__(self, base, log_dir):
+        self.base, self.log_dir = base, log_dir
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        (self.log_dir / f"{os.getpid()}-{i}").touch()
+        return self.base[i]
+
+
 def test_loader_workers_read_the_images(model, data, tmp_path):
     sub = torch.utils.data.Subset(data, range(10))
     plain = explain_dataset(model, sub, "grad-cam", chunk=4, batch_size=3)
-    loader = torch.utils.data.DataLoader(sub, batch_size=3, num_workers=2, shuffle=True)
+    reads = tmp_path / "reads"
+    reads.mkdir()
+    loader = torch.utils.data.DataLoader(_ReadLog(sub, reads), batch_size=3, num_workers=2, shuffle=True)
     calls = []
 
     def stop_after_one(f: float) -> None:
@@ -191,6 +207,10 @@ def test_loader_workers_read_the_images(model, data, tmp_path):
     out = explain_dataset(model, loader, "grad-cam", tmp_path / "w.zarr", chunk=4)
     assert out.skipped == [0] and out.computed == [1, 2]
     assert torch.equal(out.tensor(), plain.tensor())  # dataset order, whatever the loader's sampler
+    log = [tuple(map(int, f.name.split("-"))) for f in reads.iterdir()]
+    here = {i for pid, i in log if pid == os.getpid()}
+    assert here <= {0}, here  # this process reads item 0 only (for the image size)
+    assert {i for pid, i in log if pid != os.getpid()} == set(range(10))  # the workers read the rest
 
 
 def test_runs_on_the_models_device_and_dtype(data):
