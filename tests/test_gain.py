@@ -238,6 +238,16 @@ def test_clear_errors(scenes):
         GainTrainer(model, "features", x[:4], torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="No layer"):
         GainTrainer(model, "featurez", x, y)
+    # Refused when built (a widget's Start would otherwise fail later, in the background thread),
+    # named as given, and the model is left as it was (mode, weights, BatchNorm statistics).
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for layer, shape in (("pool", r"\(1, 128, 1, 1\)"), ("fc", r"\(1, 6\)"), (model.fc, r"\(1, 6\)")):
+        with pytest.raises(ValueError, match=f"outputs shape {shape}, not a spatial"):
+            GainTrainer(model, layer, x, y)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="layer 'fc' outputs"):  # a module is named by its place in the model
+        attention(model, x[:2], y[:2], model.fc)
     with pytest.raises(ValueError, match="0..5"):
         attention(model, x[:2], torch.tensor([0, 9]), "features")
 

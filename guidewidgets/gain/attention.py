@@ -77,6 +77,14 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(_EPS)).view_as(maps)
 
 
+def _name_of(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name of ``module`` in ``model`` (under DDP: without the wrapper's ``module.``)."""
+    for name, m in model.named_modules():
+        if m is module:
+            return name.removeprefix("module.") or type(module).__name__
+    return type(module).__name__
+
+
 def attention(
     model: nn.Module,
     images: torch.Tensor,
@@ -113,7 +121,7 @@ def attention(
     finally:
         handle.remove()
     f = store.get("f")
-    name = layer if isinstance(layer, str) else type(layer).__name__
+    name = layer if isinstance(layer, str) else _name_of(model, module)
     if f is None:
         raise ValueError(f"layer {name!r} was not run by the model's forward; pick one that is (hooks.layer_names)")
     if f.dim() != 4 or f.shape[-1] * f.shape[-2] <= 1:

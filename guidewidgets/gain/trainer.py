@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .. import hooks
-from .attention import attention, masked_image, soft_mask
+from .attention import _name_of, attention, masked_image, soft_mask
 from .losses import GainConfig, check_masks, gain_losses
 
 __all__ = ["GainTrainer", "Callback", "accuracy"]
@@ -116,6 +116,7 @@ class GainTrainer:
         self.layer = layer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         model.to(self.device)
+        self._check_layer(images[:1])
         self.images, self.labels = images, labels
         num_classes = getattr(model, "classes", None)
         if labels.dim() == 1 and num_classes is not None:
@@ -166,6 +167,28 @@ class GainTrainer:
         self._stop = threading.Event()
         self._waiting = threading.Event()
         self._lock = hooks.model_lock(model)
+
+    def _check_layer(self, image: torch.Tensor) -> None:
+        """Refuse a layer without a spatial map now (one image, eval mode, no gradient), not at
+        the first step of a background run."""
+        with (
+            torch.no_grad(),
+            hooks.model_lock(self.model),
+            hooks.eval_mode(self.model),
+            hooks.capture(self.model, self.module, cut=False) as cap,
+        ):
+            logits = hooks.model_output(self.model(_float_images(image).to(self.device)))
+        name = self.layer if isinstance(self.layer, str) else _name_of(self.model, self.module)
+        f = cap.raw
+        if f is None:
+            raise ValueError(f"layer {name!r} is not run by the model's forward; pick one that is (hooks.layer_names)")
+        if f.dim() != 4 or f.shape[-1] * f.shape[-2] <= 1:
+            raise ValueError(
+                f"layer {name!r} outputs shape {tuple(f.shape)}, not a spatial (B, C, h, w) map with h*w > 1; GAIN "
+                "needs a convolutional layer (e.g. the model's last conv block)"
+            )
+        if logits.dim() != 2:
+            raise ValueError(f"GAIN trains classifiers with (B, K) logits, got logits of shape {tuple(logits.shape)}")
 
     # --- control (thread-safe) -------------------------------------------------------------------
 
