@@ -37,3 +37,20 @@ def test_unknown_setting_and_too_few_scenes():
         reproduce.run("huge")
     with pytest.raises(ValueError, match="more test scenes"):
         reproduce.test_sets(2, seed=reproduce.DEV_SEED)
+
+
+def test_pretrain_trunk_changes_the_trunk_only_and_bad_pretrain_is_refused():
+    import torch
+
+    from guidewidgets.zoo.models import ShapeClassifier
+
+    torch.manual_seed(0)
+    model = ShapeClassifier()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reproduce.pretrain_trunk(model, 32, epochs=1)
+    after = model.state_dict()
+    assert torch.equal(after["fc.weight"], before["fc.weight"]) and torch.equal(after["fc.bias"], before["fc.bias"])
+    conv = [k for k in before if k.startswith("features.") and k.endswith("weight") and before[k].dim() == 4]
+    assert conv and all(not torch.equal(after[k], before[k]) for k in conv)
+    with pytest.raises(ValueError, match="pretrain must be"):
+        reproduce.run("smoke", test_seed=reproduce.DEV_SEED, pretrain="imagenet")
