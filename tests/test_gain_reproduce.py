@@ -32,6 +32,20 @@ def test_smoke_run_and_tables():
         assert row in text
 
 
+def test_several_training_seeds_give_mean_and_spread():
+    runs = [reproduce.run("smoke", test_seed=reproduce.DEV_SEED, seed=s, log=lambda _: None) for s in (0, 1)]
+    a, b = (r["columns"]["GAIN"]["overall"] for r in runs)
+    text = reproduce.format_seed_means(runs)
+    assert "training seeds 0, 1" in text
+    line = next(row for row in text.splitlines() if row.startswith("overall"))
+    cells = [c.strip() for c in line[24:].split("  ") if c.strip()]
+    mean, sd = (float(x) for x in cells[1].split(" ± "))  # cells: plain, GAIN, GAIN_ext
+    assert mean == pytest.approx(100 * (a + b) / 2, abs=0.05)
+    assert sd == pytest.approx(100 * abs(a - b) / 2**0.5, abs=0.05)  # sample standard deviation of two
+    with pytest.raises(ValueError, match="at least two"):
+        reproduce.format_seed_means(runs[:1])
+
+
 def test_unknown_setting_and_too_few_scenes():
     with pytest.raises(ValueError, match="unknown setting"):
         reproduce.run("huge")

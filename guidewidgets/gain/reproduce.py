@@ -64,7 +64,18 @@ from .attention import attention
 from .losses import GainConfig
 from .trainer import GainTrainer
 
-__all__ = ["PAPER", "SETTINGS", "BIAS", "TRAIN_SEED", "TEST_SEED", "DEV_SEED", "run", "format_tables", "main"]
+__all__ = [
+    "PAPER",
+    "SETTINGS",
+    "BIAS",
+    "TRAIN_SEED",
+    "TEST_SEED",
+    "DEV_SEED",
+    "run",
+    "format_tables",
+    "format_seed_means",
+    "main",
+]
 
 #: The biased class and background, and the share of the class's scenes on it.
 BIAS = ("circle", "water", 0.95)
@@ -280,6 +291,19 @@ def run(
     }
 
 
+#: The table's rows (the keys of :func:`score`) and their labels: four test sets, then the attention.
+_ROWS = (
+    ("unbiased", "unbiased accuracy"),
+    ("class_without_background", "circle without water"),
+    ("background_without_class", "water without circle"),
+    ("overall", "overall"),
+    ("pointing", "pointing game, all"),
+    ("iou", "mask IoU (A > 0.5), all"),
+    ("pointing_circle", "pointing game, circles"),
+    ("iou_circle", "mask IoU, circles"),
+)
+
+
 def format_tables(result: dict[str, Any]) -> str:
     """The paper's Table 4 beside ours, and the attention-quality table (percent)."""
     cols = list(result["columns"])
@@ -296,31 +320,43 @@ def format_tables(result: dict[str, Any]) -> str:
         f"Biased circle (ours; ShapeScenes, setting {result['setting']!r}, test seed {result['test_seed']})",
         f"{'':{w}}" + "".join(f"{c.replace(' (plain)', ''):>17}" for c in cols),
     ]
-    rows = [
-        ("unbiased", "unbiased accuracy"),
-        ("class_without_background", "circle without water"),
-        ("background_without_class", "water without circle"),
-        ("overall", "overall"),
-    ]
-    for key, label in rows:
+    for key, label in _ROWS[:4]:
         lines.append(f"{label:{w}}" + "".join(f"{100 * ours[c][key]:>16.1f}%" for c in cols))
     lines += [
         "",
         "Attention of the true class on held-out unbiased scenes (paper: mIoU GAIN 55.3, GAIN_ext 60.5)",
         f"{'':{w}}" + "".join(f"{c.replace(' (plain)', ''):>17}" for c in cols),
     ]
-    for key, label in [
-        ("pointing", "pointing game, all"),
-        ("iou", "mask IoU (A > 0.5), all"),
-        ("pointing_circle", "pointing game, circles"),
-        ("iou_circle", "mask IoU, circles"),
-    ]:
+    for key, label in _ROWS[4:]:
         lines.append(f"{label:{w}}" + "".join(f"{100 * ours[c][key]:>16.1f}%" for c in cols))
     lines += [
         "",
         "training time per column (s): " + ", ".join(f"{c} {s:.0f}" for c, s in result["seconds"].items()),
         f"total: {result['total_seconds']:.0f} s",
     ]
+    return "\n".join(lines)
+
+
+def format_seed_means(results: Sequence[dict[str, Any]]) -> str:
+    """Mean ± standard deviation (percent) of each row over runs that differ in the training seed only."""
+    if len(results) < 2:
+        raise ValueError("give the results of at least two training seeds")
+    cols = list(results[0]["columns"])
+    if any(list(r["columns"]) != cols or r["test_seed"] != results[0]["test_seed"] for r in results):
+        raise ValueError("the runs must share the setting and the test seed (only the training seed may differ)")
+    seeds = ", ".join(str(r.get("seed", "?")) for r in results)
+    w = 24
+    lines = [
+        f"Mean ± standard deviation over training seeds {seeds} (setting {results[0]['setting']!r}, "
+        f"test seed {results[0]['test_seed']}; percent)",
+        f"{'':{w}}" + "".join(f"{c.replace(' (plain)', ''):>17}" for c in cols),
+    ]
+    for key, label in _ROWS:
+        cells = []
+        for c in cols:
+            v = torch.tensor([100 * r["columns"][c][key] for r in results])
+            cells.append(f"{float(v.mean()):.1f} ± {float(v.std()):.1f}")
+        lines.append(f"{label:{w}}" + "".join(f"{cell:>17}" for cell in cells))
     return "\n".join(lines)
 
 
@@ -339,13 +375,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pretrain the trunk on unbiased scenes with circle+ellipse merged (default none)",
     )
     ap.add_argument("--seed", type=int, default=0, help="training seed: initial weights and scene order (default 0)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="several training seeds (e.g. 0 1 2): each seed's tables, then their mean and spread (the README's table)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (results depend on it; default 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setting = args.setting or ("quick" if args.quick else "full")
-    result = run(setting, test_seed=args.test_seed, masked_bn=args.masked_bn, pretrain=args.pretrain, seed=args.seed)
-    print()
-    print(format_tables(result))
+    results = []
+    for seed in args.seeds or [args.seed]:
+        result = run(setting, test_seed=args.test_seed, masked_bn=args.masked_bn, pretrain=args.pretrain, seed=seed)
+        print(f"\ntraining seed {seed}")
+        print(format_tables(result))
+        results.append(result)
+    if len(results) > 1:
+        print()
+        print(format_seed_means(results))
     return 0
 
 
