@@ -21,7 +21,15 @@ from torch import nn
 
 from .. import hooks
 
-__all__ = ["Attention", "attention", "soft_mask", "masked_image", "normalize_maps", "target_pairs"]
+__all__ = [
+    "Attention",
+    "attention",
+    "soft_mask",
+    "masked_image",
+    "normalize_maps",
+    "target_pairs",
+    "check_layer_output",
+]
 
 _EPS = 1e-8
 
@@ -77,6 +85,19 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(_EPS)).view_as(maps)
 
 
+def check_layer_output(name: str, features: torch.Tensor | None, logits: torch.Tensor) -> None:
+    """Raise ValueError unless the layer ran, gave a spatial (B, C, h, w) map and the model (B, K) logits."""
+    if features is None:
+        raise ValueError(f"layer {name!r} was not run by the model's forward; pick one that is (hooks.layer_names)")
+    if features.dim() != 4 or features.shape[-1] * features.shape[-2] <= 1:
+        raise ValueError(
+            f"layer {name!r} outputs shape {tuple(features.shape)}, not a spatial (B, C, h, w) map with h*w > 1; "
+            "GAIN needs a convolutional layer (e.g. the model's last conv block)"
+        )
+    if logits.dim() != 2:
+        raise ValueError(f"GAIN trains classifiers with (B, K) logits, got logits of shape {tuple(logits.shape)}")
+
+
 def _name_of(model: nn.Module, module: nn.Module) -> str:
     """The dotted name of ``module`` in ``model`` (under DDP: without the wrapper's ``module.``)."""
     for name, m in model.named_modules():
@@ -122,15 +143,8 @@ def attention(
         handle.remove()
     f = store.get("f")
     name = layer if isinstance(layer, str) else _name_of(model, module)
-    if f is None:
-        raise ValueError(f"layer {name!r} was not run by the model's forward; pick one that is (hooks.layer_names)")
-    if f.dim() != 4 or f.shape[-1] * f.shape[-2] <= 1:
-        raise ValueError(
-            f"layer {name!r} outputs shape {tuple(f.shape)}, not a spatial (B, C, h, w) map with h*w > 1; "
-            "GAIN needs a convolutional layer (e.g. the model's last conv block)"
-        )
-    if logits.dim() != 2:
-        raise ValueError(f"GAIN trains classifiers with (B, K) logits, got logits of shape {tuple(logits.shape)}")
+    check_layer_output(name, f, logits)
+    assert f is not None
     if not f.requires_grad:
         raise ValueError(f"layer {name!r}'s output does not require grad; GAIN needs trainable layers before it")
     image, cls = target_pairs(labels.to(logits.device), logits.shape[1])

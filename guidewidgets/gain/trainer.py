@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .. import hooks
-from .attention import _name_of, attention, masked_image, soft_mask
+from .attention import _name_of, attention, check_layer_output, masked_image, soft_mask
 from .losses import GainConfig, check_masks, gain_losses
 
 __all__ = ["GainTrainer", "Callback", "accuracy"]
@@ -179,16 +179,7 @@ class GainTrainer:
         ):
             logits = hooks.model_output(self.model(_float_images(image).to(self.device)))
         name = self.layer if isinstance(self.layer, str) else _name_of(self.model, self.module)
-        f = cap.raw
-        if f is None:
-            raise ValueError(f"layer {name!r} is not run by the model's forward; pick one that is (hooks.layer_names)")
-        if f.dim() != 4 or f.shape[-1] * f.shape[-2] <= 1:
-            raise ValueError(
-                f"layer {name!r} outputs shape {tuple(f.shape)}, not a spatial (B, C, h, w) map with h*w > 1; GAIN "
-                "needs a convolutional layer (e.g. the model's last conv block)"
-            )
-        if logits.dim() != 2:
-            raise ValueError(f"GAIN trains classifiers with (B, K) logits, got logits of shape {tuple(logits.shape)}")
+        check_layer_output(name, cap.raw, logits)
 
     # --- control (thread-safe) -------------------------------------------------------------------
 
