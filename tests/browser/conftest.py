@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -413,6 +414,18 @@ def voila_app(browser_tmp: Path, name: str, cell: str) -> Server:
         ARTIFACTS / f"voila-{name}.log",
         "/no-such-page",
     )
+
+
+def voila_fixture(name: str, cell: str):
+    """A module-scoped fixture ``<name>_voila``: a Voila server for ``cell``, stopped after the module."""
+
+    @pytest.fixture(scope="module", name=f"{name}_voila")
+    def served(browser_tmp: Path) -> Iterator[Server]:
+        s = voila_app(browser_tmp, name, cell)
+        yield s
+        s.stop()
+
+    return served
 
 
 def save_screenshot(locator, name: str) -> None:

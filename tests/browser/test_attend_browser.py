@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import CANVAS_HASH, IMG_HASH, save_screenshot, stable_hash, voila_app, wait_hash
+from .conftest import CANVAS_HASH, IMG_HASH, save_screenshot, stable_hash, voila_fixture, wait_hash
 
 pytestmark = pytest.mark.browser
 
@@ -26,11 +26,7 @@ display(c, s)
 """
 
 
-@pytest.fixture(scope="module")
-def attend_voila(browser_tmp):
-    s = voila_app(browser_tmp, "attend", CELL)
-    yield s
-    s.stop()
+attend_voila = voila_fixture("attend", CELL)
 
 
 def test_caption_word_buttons_switch_the_attention_map(page, attend_voila):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import IMG_HASH, save_screenshot, voila_app
+from .conftest import IMG_HASH, save_screenshot, voila_fixture
 
 pytestmark = pytest.mark.browser
 
@@ -29,11 +29,7 @@ display(fw)
 """
 
 
-@pytest.fixture(scope="module")
-def features_voila(browser_tmp):
-    s = voila_app(browser_tmp, "features", CELL)
-    yield s
-    s.stop()
+features_voila = voila_fixture("features", CELL)
 
 
 def test_channel_and_layer_redraw_and_the_scatter_hover_shows_a_thumbnail(page, features_voila):

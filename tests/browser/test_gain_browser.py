@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import IMG_HASH, save_screenshot, voila_app
+from .conftest import IMG_HASH, save_screenshot, voila_fixture
 
 pytestmark = pytest.mark.browser
 
@@ -27,11 +27,7 @@ display(w)
 PROBE = ".gw-gain .gw-gain-probe img, .gw-gain img.gw-gain-probe"
 
 
-@pytest.fixture(scope="module")
-def gain_voila(browser_tmp):
-    s = voila_app(browser_tmp, "gain", CELL)
-    yield s
-    s.stop()
+gain_voila = voila_fixture("gain", CELL)
 
 
 def test_attention_strip_changes_while_training_runs(page, gain_voila):
