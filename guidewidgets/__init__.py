@@ -20,12 +20,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'guidewidgets' has no attribute {name!r}")
 
 
-__all__ = [
-    "CaptionWidget",
-    "ExplainWidget",
-    "FeatureWidget",
-    "GainWidget",
-    "GuideWidget",
-    "STNWidget",
-    "__version__",
-]
+__all__ = [*sorted(_WIDGETS), "__version__"]
