@@ -40,6 +40,8 @@ __all__ = [
     "eval_mode",
     "model_output",
     "owned",
+    "hooked",
+    "Hooks",
     "grid_transform",
     "token_grid",
     "attention_weights",
@@ -64,6 +66,45 @@ def owned(hook: Callable[..., Any]) -> Callable[..., Any]:
         return hook(*args, **kwargs)
 
     return only_owner
+
+
+class Hooks:
+    """Module hooks placed for one block of work: each acts only in the placing thread
+    (:func:`owned`) and :meth:`remove` takes them all off. Use it through :func:`hooked`, which
+    removes them in ``finally``; the one way the package places a hook on a user's model.
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+
+    def forward(self, module: nn.Module, fn: Callable[..., Any], *, with_kwargs: bool = False) -> Hooks:
+        """``fn(module, args, output)`` after ``module`` runs (in this thread); returns self."""
+        self._handles.append(module.register_forward_hook(owned(fn), with_kwargs=with_kwargs))
+        return self
+
+    def forward_pre(self, module: nn.Module, fn: Callable[..., Any], *, with_kwargs: bool = False) -> Hooks:
+        """``fn(module, args)`` before ``module`` runs (in this thread); returns self."""
+        self._handles.append(module.register_forward_pre_hook(owned(fn), with_kwargs=with_kwargs))
+        return self
+
+    def remove(self) -> None:
+        """Take every hook placed through this object off its module (safe to call twice)."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+@contextlib.contextmanager
+def hooked() -> Iterator[Hooks]:
+    """``with hooked() as h: h.forward(module, fn); model(x)``: thread-owned hooks, removed on exit
+    even when the block raises."""
+    placed = Hooks()
+    try:
+        yield placed
+    finally:
+        placed.remove()
 
 
 def layer_names(model: nn.Module) -> list[str]:
