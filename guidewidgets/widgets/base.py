@@ -29,6 +29,7 @@ import numpy as np
 import traitlets as T
 
 from .. import render
+from . import theme
 from .synced import SyncedBox
 
 ERROR_PREFIXES = ("Error", "Upload refused", "Upload failed")
@@ -51,6 +52,44 @@ class WidgetBase(SyncedBox):
 
     status = T.Unicode("", help="one line: what happened last, or 'Error: ...' with what to do")
     opacity = T.Float(0.6, help="overlay opacity in [0, 1]")
+    presenter = T.Bool(
+        help="presenter mode: 18 px text, 22 px headings, larger thumbnails (default: theme.set_presenter)"
+    )
+
+    def __init__(self, presenter: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("gw-root")
+        self._style = theme.style_widget()
+        self.observe(self._keep_style, "children")
+        self.observe(self._on_presenter, "presenter")
+        if presenter is not None:
+            self.presenter = presenter
+        self._on_presenter({"new": self.presenter})
+
+    @T.default("presenter")
+    def _presenter_default(self) -> bool:
+        return theme.presenter_default()
+
+    def _keep_style(self, change: dict) -> None:
+        # Why an observer: each widget lays out its own children; the stylesheet must stay among them.
+        style = vars(self).get("_style")
+        if style is not None and style not in change["new"]:
+            self.children = [style, *change["new"]]
+
+    def _on_presenter(self, change: dict) -> None:
+        (self.add_class if change["new"] else self.remove_class)("gw-presenter")
+
+    def _close_style(self) -> None:
+        style = vars(self).get("_style")
+        if style is not None:
+            del self._style  # the HTML widget made a layout and a style widget of its own
+            for w in (style.layout, style.style, style):
+                w.close()
+
+    def close(self) -> None:
+        """Close the widget and the stylesheet it carries."""
+        self._close_style()
+        super().close()
 
     #: shown as the export file's stem
     export_stem = "view"
@@ -70,6 +109,7 @@ class WidgetBase(SyncedBox):
                     with contextlib.suppress(Exception):
                         w.close()
             with contextlib.suppress(Exception):
+                self._close_style()
                 self.layout.close()  # made with the box itself, before the snapshot
                 super().close()
             raise
@@ -100,7 +140,7 @@ class WidgetBase(SyncedBox):
 
     def _on_status(self, change: dict) -> None:
         text = change["new"]
-        color = "#b00020" if text.startswith(ERROR_PREFIXES) else "#444"
+        color = theme.BAD if text.startswith(ERROR_PREFIXES) else theme.MUTED
         self.w_status.value = f'<span style="color:{color}">{html.escape(text)}</span>'
 
     def _clear_error(self) -> None:
@@ -186,4 +226,4 @@ class WidgetBase(SyncedBox):
         # "1-9|method": the part before | replaces the key's name; entries without text are not listed
         shown = [(t.split("|", 1) if "|" in t else (k, t)) for k, (t, _) in keys.items() if t]
         items = " &nbsp; ".join(f"<kbd>{html.escape(k)}</kbd> {html.escape(t)}" for k, t in shown)
-        return f'<div style="color:#555;font-size:90%">Keys (click the image first): {items}</div>'
+        return f'<div class="gw-muted">Keys (click the image first): {items}</div>'

@@ -50,8 +50,10 @@ class CaptionWidget(WidgetBase):
         mode: str = "soft",
         word: int = 0,
         display_size: int = 288,
+        *,
+        presenter: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(presenter=presenter)
         self.session = session if session is not None else CaptionSession(index=index, mode=mode)
         with self._building():
             self._base_controls()
@@ -62,7 +64,7 @@ class CaptionWidget(WidgetBase):
             self.view.value_fn = self._hover
             self.view.on("down", self._click)
             self.view.canvas.on_key_down(self.key_down)
-            self.w_index = W.BoundedIntText(min=0, max=n - 1, description="scene", layout=W.Layout(width="160px"))
+            self.w_index = W.BoundedIntText(min=0, max=n - 1, description="scene", layout=W.Layout(width="11em"))
             self.w_next = W.Button(description="Next image", icon="forward", tooltip="the next held-out scene")
             self.w_mode = W.ToggleButtons(
                 options=[("soft attention", "soft"), ("hard attention", "hard")],
@@ -82,11 +84,19 @@ class CaptionWidget(WidgetBase):
                 layout=W.Layout(width="14px", height=f"{h}px"),
             )
             self.w_bar_hi = W.HTML()
-            self.w_bar_lo = W.HTML("<small>0</small>")
+            self.w_bar_lo = W.HTML("<b>0</b>: none")
             bar = W.VBox(
-                [self.w_bar_hi, self.w_bar, self.w_bar_lo, W.HTML("<small>attention<br>per cell</small>")],
-                layout=W.Layout(margin="0 0 0 6px"),
+                [
+                    self.w_bar_hi,
+                    self.w_bar,
+                    self.w_bar_lo,
+                    W.HTML("<span class='gw-muted'>attention<br>per cell</span>"),
+                ],
+                layout=W.Layout(margin="0 0 0 6px", width="auto", max_width="10em"),
             )
+            bar.add_class("gw-colorbar")
+            panel = W.HBox([self.view, bar])
+            panel.add_class("gw-panel")
             W.link((self, "index"), (self.w_index, "value"))
             W.link((self, "mode"), (self.w_mode, "value"))
             self.w_next.on_click(lambda _: self.next_image())
@@ -104,7 +114,7 @@ class CaptionWidget(WidgetBase):
                 W.HBox([self.w_prev_word, self.w_words, self.w_next_word]),
                 self.w_caption,
                 self.w_heading,
-                W.HBox([self.view, bar]),
+                panel,
                 self.w_opacity,
                 self.w_status,
                 W.HBox([self.w_export, self.w_export_out]),
@@ -202,7 +212,7 @@ class CaptionWidget(WidgetBase):
         if s.truth is not None:
             ref = " ".join(s.truth["words"])
             ok = " ".join(words) == ref
-            mark = '<span style="color:#1b7f2a">matches</span>' if ok else '<span style="color:#b00020">differs</span>'
+            mark = '<span class="gw-good">matches</span>' if ok else '<span class="gw-bad">differs</span>'
             self.w_caption.value = f"<b>says</b>: {said} &nbsp; <b>reference</b>: {html.escape(ref)} ({mark})"
         else:
             self.w_caption.value = f"<b>says</b>: {said}"
@@ -247,7 +257,7 @@ class CaptionWidget(WidgetBase):
         if image:
             frames["image"] = render.to_rgba(self.session.image)
         self.view.set_layers(**frames)
-        self.w_bar_hi.value = f"<small>{m.max():.2f}</small>" if m is not None else ""
+        self.w_bar_hi.value = f"<b>{m.max():.2f}</b>: most" if m is not None else ""
         self.w_heading.value = f"<b>{html.escape(self.heading())}</b>"
         if m is not None:
             mass = self.session.mass_inside(self.word)
@@ -278,9 +288,9 @@ class CaptionWidget(WidgetBase):
             return "no words generated"
         trained = ", REINFORCE-trained decoder" if self.session.hard_trained else ""
         kind = (
-            f"hard attention (sampled cell outlined, p below it{trained})"
+            f"hard attention: the sampled cell outlined, the weights p under it{trained}"
             if self.mode == "hard"
-            else "soft attention p"
+            else "soft attention: the weight p of each cell"
         )
         return f'"{words[self.word]}" (word {self.word + 1} of {len(words)}): {kind}'
 

@@ -54,8 +54,10 @@ class ColorBar(W.VBox):
     def __init__(self, height: int) -> None:
         self.bar = W.Image(format="png", layout=W.Layout(width="16px", height=f"{height}px"))
         self.hi, self.lo = W.HTML(), W.HTML()
-        super().__init__([self.hi, self.bar, self.lo], layout=W.Layout(margin="0 0 0 6px", width="160px"))
-        self.add_class("gw-colorbar")
+        super().__init__(
+            [self.hi, self.bar, self.lo], layout=W.Layout(margin="0 0 0 6px", width="auto", max_width="10em")
+        )
+        self.add_class("gw-colorbar")  # theme.py: the bar stretches to the picture's drawn height
 
     def show(self, bar: tuple[np.ndarray, tuple[str, str], str] | None) -> None:
         """Show ``(bar RGBA, (low, high) labels, meaning)``, or hide the bar for None."""
@@ -63,7 +65,5 @@ class ColorBar(W.VBox):
         if bar is not None:
             rgba, (lo, hi), meaning = bar
             self.bar.value = render.to_png(rgba)
-            self.hi.value = f"<small>{html.escape(hi)}</small>"
-            self.lo.value = (
-                f"<small>{html.escape(lo)}</small><br><small style='color:#555'>{html.escape(meaning)}</small>"
-            )
+            self.hi.value = f"<b>{html.escape(hi)}</b>"
+            self.lo.value = f"<b>{html.escape(lo)}</b><br><span class='gw-muted'>{html.escape(meaning)}</span>"

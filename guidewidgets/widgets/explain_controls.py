@@ -142,10 +142,9 @@ class ImageList:
 
 def build_controls(self: Any) -> None:
     """Create the ExplainWidget's controls (``self.w_*``) and link them to its traitlets."""
-    px = W.Layout(width="320px")
-    self.w_image = W.Dropdown(options=list(zip(self.names, range(len(self.names)))), description="Image", layout=px)
+    self.w_image = W.Dropdown(options=list(zip(self.names, range(len(self.names)))), description="Image")
     self.w_upload = W.FileUpload(accept="image/*", multiple=True, description="Upload")
-    self.w_target = W.Dropdown(options=[], description="Target", layout=px)
+    self.w_target = W.Dropdown(options=[], description="Target")
     self.w_find = W.Combobox(placeholder="find a class ...", options=self.classes, ensure_option=True)
     labels = [
         (f"{i + 1 if i < 9 else ''} {v.title}{' (slow)' if v.slow else ''}".strip(), m)
@@ -155,12 +154,12 @@ def build_controls(self: Any) -> None:
         options=labels, tooltips=[v.summary for v in self.infos.values()], style={"button_width": "auto"}
     )
     self.w_summary = W.HTML()
-    self.w_layer = W.Dropdown(options=[("default", "")], description="Layer", layout=px)
+    self.w_layer = W.Dropdown(options=[("default", "")], description="Layer")
     cmaps = [c for c in render.colormap_names(fade=True)]
-    self.w_cmap = W.Dropdown(options=cmaps, description="Colours", layout=W.Layout(width="240px"))
+    self.w_cmap = W.Dropdown(options=cmaps, description="Colours", layout=W.Layout(width="auto"))
     self._base_controls()
-    self.w_raw = W.Checkbox(description="gradient image", indent=False, layout=W.Layout(width="140px"))
-    self.w_original = W.Checkbox(description="original beside", indent=False, layout=W.Layout(width="140px"))
+    self.w_raw = W.Checkbox(description="gradient image", indent=False)
+    self.w_original = W.Checkbox(description="original beside", indent=False)
     self.w_compare = W.ToggleButton(description="Compare", icon="th", tooltip="several methods side by side")
     self.w_box = W.ToggleButton(
         description="Box", icon="square-o", tooltip="the map's box (threshold, largest component) and the true box"
@@ -169,7 +168,8 @@ def build_controls(self: Any) -> None:
         min=0.05, max=0.95, step=0.05, description="Threshold", readout_format=".0%", layout=W.Layout(width="260px")
     )
     self.w_checks = {
-        m: W.Checkbox(description=v.title, indent=False, layout=W.Layout(width="150px")) for m, v in self.infos.items()
+        m: W.Checkbox(description=v.title, indent=False, layout=W.Layout(margin="0 12px 0 0"))
+        for m, v in self.infos.items()
     }
     self.w_shared = W.Checkbox(description="one colour scale", indent=False)
     self.w_compare_box = W.VBox(
@@ -179,8 +179,10 @@ def build_controls(self: Any) -> None:
     self.w_progress = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(visibility="hidden", width="200px"))
     self.w_heading = W.HTML()
     self.w_heading.add_class("gw-heading")
-    side = f"{self.view.height * self.view.scale}px"
-    self.w_orig_img = W.Image(format="png", layout=W.Layout(width=side, height=side, margin="0 8px 0 0"))
+    side = f"{self.view.width * self.view.scale}px"
+    self.w_orig_img = W.Image(format="png", layout=W.Layout(width=side, max_width=side, margin="0 8px 0 0"))
+    self.w_orig_img.add_class("gw-fit")
+    self.w_orig_img.add_class("gw-pixels")
     self.w_bar_box = ColorBar(self.view.height * self.view.scale)
     self.w_grid = TileGrid()
     links = {"image_index": self.w_image, "method": self.w_method, "layer": self.w_layer, "colormap": self.w_cmap}
@@ -235,6 +237,7 @@ def build_controls(self: Any) -> None:
 def layout(self: Any) -> list[W.Widget]:
     """The ExplainWidget's children, top to bottom."""
     self.w_panel = W.HBox([self.w_orig_img, self.view, self.w_bar_box])
+    self.w_panel.add_class("gw-panel")
     return [
         W.HBox([self.w_image, self.w_upload, self.w_target, self.w_find]),
         self.w_method,

@@ -71,8 +71,9 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
         display_size: int = 384,
         max_images: int = 32,
         cache_size: int = 256,
+        presenter: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(presenter=presenter)
         with self._building():
             model, items, self.size, notes = load_inputs(model, images, size, max_images)
             self.session = Explainer(model, options=options, cache_size=cache_size)

@@ -29,9 +29,10 @@ from torch import nn
 from .. import features, hooks, render
 from ..features._common import batches
 from .base import WidgetBase, error_text
+from .compare import ColorBar
 from .image_view import ImageView
 
-PATCH_PX = 48  # each top patch and neighbour is shown this many px wide
+PATCH_PX = 64  # each top patch and neighbour is shown this many px wide (readable from the back row)
 TILE_SCALE = 2
 SCATTER = 160  # the scatter's side in its own pixels (shown 2x)
 MARGIN = 6
@@ -83,8 +84,9 @@ class FeatureWidget(WidgetBase):
         k: int = 8,
         steps: int = 96,
         max_images: int = 256,
+        presenter: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(presenter=presenter)
         with self._building():
             from .. import zoo
 
@@ -116,9 +118,7 @@ class FeatureWidget(WidgetBase):
             self.w_layer = W.Dropdown(options=self.layers, description="Layer")
             self.w_channel = W.BoundedIntText(min=0, max=0, description="Channel")
             self.w_image = W.IntSlider(min=0, max=len(self.images) - 1, description="Image")
-            self.w_progress = W.FloatProgress(
-                min=0.0, max=1.0, description="Maximising", layout=W.Layout(width="320px")
-            )
+            self.w_progress = W.FloatProgress(min=0.0, max=1.0, description="Maximising", layout=W.Layout(width="auto"))
             self.w_acts, self.w_patches, self.w_max, self.w_neigh = (W.Image(format="png") for _ in range(4))
             self.w_acts_caption, self.w_patches_caption, self.w_max_caption, self.w_neigh_caption = (
                 W.HTML() for _ in range(4)
@@ -137,6 +137,8 @@ class FeatureWidget(WidgetBase):
                 (self.scatter, "scatter"), (self.w_patches_caption, "patches-caption"),
             ]:  # fmt: skip
                 w.add_class(f"gw-feat-{name}")
+            for w in (self.w_patches, self.w_neigh):
+                w.add_class("gw-thumbs")  # presenter mode enlarges them
             self._base_controls()
             with self._quiet():
                 self.layer = default if default in self.layers else self.layers[-1]
@@ -145,17 +147,21 @@ class FeatureWidget(WidgetBase):
             W.link((self, "channel"), (self.w_channel, "value"))
             W.link((self, "image_index"), (self.w_image, "value"))
             W.link((self, "projection"), (self.w_projection, "value"))
+            self.w_acts_bar = ColorBar(128)
+            acts = W.HBox([W.VBox([self.w_acts_caption, self.w_acts]), self.w_acts_bar])
+            acts.add_class("gw-panel")
+            self.w_tabs = W.Tab(
+                [
+                    W.VBox([self.w_patches_caption, self.w_patches]),
+                    W.VBox([self.w_neigh_caption, self.w_neigh]),
+                    W.HBox([W.VBox([self.w_scatter_caption, self.w_projection, self.scatter]), self.w_thumb]),
+                ],
+                titles=("Top patches", "Neighbours", "Embedding"),
+            )
             self.children = [
                 W.HBox([self.w_layer, self.w_channel, self.w_image]),
-                W.HBox(
-                    [
-                        W.VBox([self.w_acts_caption, self.w_acts]),
-                        W.VBox([self.w_max_caption, self.w_max, self.w_progress]),
-                    ]
-                ),
-                W.VBox([self.w_patches_caption, self.w_patches]),
-                W.VBox([self.w_neigh_caption, self.w_neigh]),
-                W.HBox([W.VBox([self.w_scatter_caption, self.w_projection, self.scatter]), self.w_thumb]),
+                W.HBox([acts, W.VBox([self.w_max_caption, self.w_max, self.w_progress])]),
+                self.w_tabs,
                 self.w_status,
                 W.HBox([self.w_export, self.w_export_out]),
             ]
@@ -234,9 +240,16 @@ class FeatureWidget(WidgetBase):
             tiles.append(rgba)
         self.acts_frame = render.grid(tiles, cols=16, pad=1)
         _show(self.w_acts, self.acts_frame)
+        self.w_acts_bar.show(
+            (
+                render.colorbar("viridis", 128, 14),
+                ("0: off", f"{top:.2f}: strongest"),
+                "activation (every tile, one scale)",
+            )
+        )
         self.w_acts_caption.value = (
-            f"<b>{html.escape(self.layer)}</b>: {len(maps)} channels of image {self.image_index} "
-            f"(viridis, 0 to {top:.2f}); channel {self.channel} framed red"
+            f"<b>{html.escape(self.layer)}</b>: {len(maps)} channels of image {self.image_index}; "
+            f"channel {self.channel} framed red"
         )
 
     def _draw_patches(self) -> None:

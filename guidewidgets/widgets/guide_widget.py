@@ -31,15 +31,15 @@ from torch import nn
 
 from .. import render
 from ..hooks import eval_mode, model_lock, model_output
+from . import theme
 from .base import WidgetBase, error_text
+from .charts import BarChart, LineChart
 from .image_view import ImageView
 from .inputs import as_image, fit
-from .plots import bars_png, line_png
 
 HINT_ALPHA = 170  # hints are drawn at 2/3 opacity over the segmentation
 HELD_OUT_SEED = 777  # ShapeScenes seed of the default scenes: zoo.train.TEST_SEED, never trained on
 DEFAULT_POOL = 8  # the default scene is the one of these with the largest wrong region
-READOUT_WIDTH = "300px"  # fixed: a long caption wraps instead of pushing the image aside
 IOU_EPS = 0.005  # IoU changes smaller than this are shown as unchanged
 
 
@@ -163,10 +163,11 @@ class GuideWidget(WidgetBase):
         display_size: int = 384,
         guide_options: dict[str, Any] | None = None,
         text_guide: Any = None,
+        presenter: bool | None = None,
     ) -> None:
         from ..guide import Guide
 
-        super().__init__()
+        super().__init__(presenter=presenter)
         with self._building():
             if model is None:
                 from .. import zoo
@@ -240,7 +241,6 @@ class GuideWidget(WidgetBase):
         self.w_class = W.ToggleButtons(
             options=names,
             value=None,
-            description="Brush",
             style={"button_width": "auto"},
             tooltips=[f"paint hints of class {c} (key {k})" for k, c in enumerate(self.classes)],
         )
@@ -253,15 +253,13 @@ class GuideWidget(WidgetBase):
             [("ground truth", "truth")] if self.mask is not None else []
         )
         tips = {"guided": "the guided prediction", "original": "the plain prediction", "truth": "the ground truth"}
-        self.w_show = W.ToggleButtons(
-            options=show, description="Show", style={"button_width": "auto"}, tooltips=[tips[v] for _, v in show]
-        )
+        self.w_show = W.ToggleButtons(options=show, style={"button_width": "auto"}, tooltips=[tips[v] for _, v in show])
         self.w_style = W.ToggleButtons(
             options=[("filled", "fill"), ("outlines", "outline")],
             style={"button_width": "auto"},
             tooltips=["translucent class regions", "class outlines only: the scene stays visible"],
         )
-        self.w_contrast = W.Checkbox(description="high-contrast colours", indent=False, layout=W.Layout(width="180px"))
+        self.w_contrast = W.Checkbox(description="high-contrast colours", indent=False)
         self.w_step = W.Button(description="Step", icon="step-forward", tooltip="one optimiser step (S)")
         self.w_run = W.Button(
             description="Run", icon="play", button_style="primary", tooltip="optimise until the hints hold (R)"
@@ -273,7 +271,7 @@ class GuideWidget(WidgetBase):
             description="Undo", icon="undo", tooltip="back to the state before the last action (Ctrl+Z)"
         )
         self.w_redo = W.Button(description="Redo", icon="repeat", tooltip="again what Undo took back (Ctrl+Y)")
-        self.w_auto = W.Checkbox(description="run after each hint", indent=False, layout=W.Layout(width="170px"))
+        self.w_auto = W.Checkbox(description="run after each hint", indent=False)
         self.w_ask = W.Button(
             description="Ask me", icon="question", tooltip="the network marks the pixel it is least sure about (A)"
         )
@@ -289,7 +287,7 @@ class GuideWidget(WidgetBase):
         self.w_text = W.Combobox(
             placeholder="a hint in words, e.g. there is no ellipse in this image",
             ensure_option=False,
-            layout=W.Layout(width="380px"),
+            layout=W.Layout(width="auto", flex="1 1 300px", max_width="460px"),
         )
         self.w_text.add_class("gw-text")
         self.w_apply = W.Button(
@@ -305,11 +303,11 @@ class GuideWidget(WidgetBase):
             warnings.simplefilter("ignore", DeprecationWarning)  # front end still sends "submit" on Enter
             self.w_text.on_submit(lambda _: self.apply_text())
         self.w_legend = W.HTML(self._legend_html())
-        self.w_numbers = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
-        self.w_loss = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
-        self.w_gamma = W.Image(format="png", layout=W.Layout(width="240px", height="80px"))
-        self.w_loss_caption = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
-        self.w_gamma_caption = W.HTML(layout=W.Layout(width=READOUT_WIDTH))
+        self.w_numbers = W.HTML()
+        self.loss_chart = LineChart(["loss"], title="Guide loss per step", xlabel="step", ylabel="loss (log)", log=True)
+        self.gamma_chart = BarChart(title="gamma per channel", xlabel="channel", ylabel="gamma")
+        self.w_loss_caption = W.HTML()
+        self.w_gamma_caption = W.HTML()
         for trait, ctl in [
             ("brush_class", self.w_class),
             ("negative", self.w_negative),
@@ -354,24 +352,32 @@ class GuideWidget(WidgetBase):
         return "<div>" + "".join(items) + "</div>"
 
     def _layout(self) -> list[W.Widget]:
-        buttons = W.HBox([self.w_step, self.w_run, self.w_reset, self.w_undo, self.w_redo, self.w_ask, self.w_auto])
+        def row(*children: W.Widget) -> W.HBox:
+            return W.HBox(list(children), layout=W.Layout(align_items="center"))
+
         readouts = W.VBox(
-            [self.w_answers, self.w_numbers, self.w_loss_caption, self.w_loss, self.w_gamma_caption, self.w_gamma],
-            layout=W.Layout(margin="0 0 0 12px", width=READOUT_WIDTH, min_width=READOUT_WIDTH, overflow="hidden"),
+            [self.w_legend, self.w_answers, self.w_numbers],
+            layout=W.Layout(margin="0 0 0 12px", flex="1 1 240px", min_width="220px", max_width="360px"),
         )
-        self.view.layout.flex = "0 0 auto"  # the image panel never shrinks
+        self.w_panel = W.HBox([self.view, readouts])
+        self.w_panel.add_class("gw-panel")
+        charts = W.VBox([self.w_loss_caption, self.loss_chart.figure, self.w_gamma_caption, self.gamma_chart.figure])
+        self.w_more = W.Accordion(
+            [self.w_text_help, charts], titles=("Words: what the text guide understands", "Charts: loss and gamma")
+        )
         return [
-            self.w_legend,
-            self.w_class,
-            W.HBox([self.w_negative, self.w_radius, self.w_opacity]),
-            W.HBox([self.w_show, self.w_style, self.w_contrast]),
-            buttons,
-            W.HBox([self.w_text, self.w_apply]),
-            self.w_text_help,
-            W.HBox([self.view, readouts], layout=W.Layout(align_items="flex-start")),
+            row(W.Label("Brush"), self.w_class),
+            row(self.w_negative, self.w_radius, self.w_opacity),
+            row(W.Label("Show"), self.w_show, self.w_style, self.w_contrast),
+            row(
+                self.w_step, self.w_run, self.w_reset, self.w_undo, self.w_redo, self.w_ask, self.w_auto, self.w_export
+            ),
+            row(self.w_text, self.w_apply),
+            self.w_panel,
             self.w_status,
             self.w_help,
-            W.HBox([self.w_export, self.w_export_out]),
+            self.w_more,
+            self.w_export_out,
         ]
 
     def shortcuts(self) -> dict[str, tuple[str, Any]]:
@@ -512,14 +518,14 @@ class GuideWidget(WidgetBase):
         self._sync_text_options()
         self.w_numbers.value = "<div style='overflow-wrap:anywhere'>" + "<br>".join(rows) + "</div>"
         losses = list(g.losses)
-        self.w_loss.value = line_png(losses, logy=True)
+        self.loss_chart.update(range(1, len(losses) + 1), {"loss": losses})
         self.w_loss_caption.value = (
             f"<b>loss</b> (log scale): {losses[0]:.3g} &rarr; {losses[-1]:.3g} over {len(losses)} step(s)"
             if losses
             else "<b>loss</b>: no steps yet"
         )
         gamma = render.to_numpy(p["gamma_s"]).reshape(-1) if "gamma_s" in p else np.zeros(0)
-        self.w_gamma.value = bars_png(gamma.tolist())
+        self.gamma_chart.update(gamma.tolist())
         top: list[int] = np.argsort(-np.abs(gamma))[:3].tolist() if gamma.size else []
         self.w_gamma_caption.value = (
             f"<b>gamma</b> per channel ({gamma.size} channels; red up, blue down); largest: "
@@ -541,7 +547,7 @@ class GuideWidget(WidgetBase):
             if np.isnan(now):
                 return "<td>–</td>"
             d = 0.0 if np.isnan(before) else now - before
-            color = "#1b7f1b" if d > IOU_EPS else "#b00020" if d < -IOU_EPS else "#333"
+            color = theme.GOOD if d > IOU_EPS else theme.BAD if d < -IOU_EPS else theme.TEXT
             arrow = " &#9650;" if d > IOU_EPS else " &#9660;" if d < -IOU_EPS else ""
             text = f"<b>{now:.3f}</b>" if bold else f"{now:.2f}"
             return f"<td style='color:{color}'>{text}{arrow}</td>"
@@ -560,7 +566,7 @@ class GuideWidget(WidgetBase):
         self.regression = last is not None and mean_g < last - IOU_EPS
         if self.regression:
             table += (
-                f"<div style='color:#b00020;font-weight:bold'>&#9888; worse: mean IoU {last:.3f} &rarr; "
+                f"<div class='gw-bad' style='font-weight:bold'>&#9888; worse: mean IoU {last:.3f} &rarr; "
                 f"{mean_g:.3f} after the last action. Undo (Ctrl+Z) or add a hint there.</div>"
             )
         return table
@@ -577,10 +583,10 @@ class GuideWidget(WidgetBase):
     # ---- words ----------------------------------------------------------------------------------
     def _text_help(self) -> str:
         if self.text_guide is None:
-            return f"<span style='color:#666'>Hints in words are off: {html.escape(self._text_note)}.</span>"
+            return f"<span class='gw-muted'>Hints in words are off: {html.escape(self._text_note)}.</span>"
         tok = self.text_guide.tokenizer
         return (
-            "<span style='color:#444;font-size:90%'><b>Words</b> (templates: "
+            "<span><b>Words</b> (templates: "
             + "; ".join(f"&ldquo;{html.escape(e)}&rdquo;" for e in tok.examples())
             + f"). Classes: {html.escape(', '.join(tok.named))}. Places: {html.escape(', '.join(tok.cells))}. "
             + f"Vocabulary: {html.escape(' '.join(tok.words[1:]))}.</span>"
@@ -744,7 +750,8 @@ class GuideWidget(WidgetBase):
             if self.live_every and (i + 1) % self.live_every == 0:
                 self._prediction = render.to_numpy(self.guide.prediction())
                 self._draw_overlay()
-                self.w_loss.value = line_png(self.guide.losses, logy=True)
+                losses = self.guide.losses
+                self.loss_chart.update(range(1, len(losses) + 1), {"loss": losses})
 
         try:
             n = self.guide.run(steps=self.run_steps or None, callback=live)

@@ -9,9 +9,11 @@ Why it is built this way (see NOTES.md, measured):
   ``on_client_ready`` breaks Voila. So frames are kept here as state and sent only once a client
   said it is ready; every later ``client_ready`` (a re-attached or second view) replays them.
 - RGB arrays go to the browser as lossy JPEG; RGBA as lossless PNG. Every frame here is RGBA.
-- The canvas gets a fixed pixel size (layout width/height in px) so that JupyterLab does not
-  stretch it and mouse coordinates stay canvas pixels. Small images are enlarged by an integer
-  factor in numpy (nearest neighbour, exact blocks) and mouse coordinates are divided back.
+- The canvas has a pixel size (``scale`` times the image) but is drawn at most that wide and
+  narrower when the output area is (theme.py: ``width: 100%`` of a view capped at that size,
+  ``image-rendering: pixelated``). ipycanvas reports mouse positions in canvas pixels whatever the
+  drawn size, so mouse coordinates are divided by ``scale`` back to image pixels at any width.
+  Small images are enlarged by an integer factor in numpy (nearest neighbour, exact blocks).
 """
 
 from __future__ import annotations
@@ -55,9 +57,13 @@ class ImageView(W.VBox):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         dh, dw = self.height * self.scale, self.width * self.scale
         self.canvas = MultiCanvas(len(LAYERS), width=dw, height=dh, layout=W.Layout(width=f"{dw}px", height=f"{dh}px"))
-        # fixed size: the hover text changes ~60 times a second and must never move the layout
-        self.value_label = W.Label(value=" ", layout=W.Layout(height="1.6em", width=f"{dw}px", overflow="hidden"))
-        super().__init__([self.canvas, self.value_label])
+        # fixed height (two lines): the hover text changes ~60 times a second and must never move the layout
+        self.value_label = W.Label(value=" ", layout=W.Layout(height="2.9em", width="auto", overflow="hidden"))
+        self.value_label.add_class("gw-readout")
+        super().__init__([self.canvas, self.value_label], layout=W.Layout(max_width=f"{dw}px"))
+        # The stylesheet (theme.py) lets the canvas shrink with the output area: ipycanvas scales mouse
+        # positions by the canvas' drawn size, so image pixels stay exact at any width.
+        self.add_class("gw-view")
         self.frames: dict[str, np.ndarray | None] = {name: None for name in LAYERS}
         self.sent: dict[str, np.ndarray | None] = {name: None for name in LAYERS}
         self.sent_count = 0  # number of put_image_data calls, for tests
@@ -135,7 +141,7 @@ class ImageView(W.VBox):
         dh, dw = self.height * self.scale, self.width * self.scale
         self.canvas.width, self.canvas.height = dw, dh
         self.canvas.layout.width, self.canvas.layout.height = f"{dw}px", f"{dh}px"
-        self.value_label.layout.width = f"{dw}px"
+        self.layout.max_width = f"{dw}px"
         self.frames = {name: None for name in LAYERS}
         self.cursor = None
         self.redraw()

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import hooks, render
 from ..attend import stn
+from . import theme
 from .base import WidgetBase, error_text
 
 ZOOM = 3  # the 96 px input is shown 3x (288 px); the 48 px output 6x, the same size
@@ -88,8 +89,10 @@ class STNWidget(WidgetBase):
         model: nn.Module | None = None,
         plain: nn.Module | bool | None = None,
         scenes: stn.DistortedScenes | None = None,
+        *,
+        presenter: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(presenter=presenter)
         with self._building():
             # Any: an STN classifier is duck-typed (.transform, .classify), not a class check
             self.model: Any = model if model is not None else stn.load("stn")
@@ -122,14 +125,29 @@ class STNWidget(WidgetBase):
             self.add_class("gw-stn")
             self._base_controls()
             self.w_opacity.layout.display = "none"  # nothing is blended here
-            controls = W.VBox([self.w_image, self.w_angle, self.w_scale, self.w_shift_x, self.w_shift_y, self.w_reset])
+            controls = [
+                W.HBox([self.w_image, self.w_reset]),
+                W.HBox([self.w_angle, self.w_scale]),
+                W.HBox([self.w_shift_x, self.w_shift_y]),
+            ]
+            for w in (self.w_input, self.w_output):
+                w.add_class("gw-pixels")
             panels = W.HBox(
                 [
-                    W.VBox([self.w_input_caption, self.w_input]),
-                    W.VBox([self.w_output_caption, self.w_output], layout=W.Layout(margin="0 0 0 12px")),
+                    W.VBox([self.w_input_caption, self.w_input], layout=W.Layout(flex="0 1 auto")),
+                    W.VBox(
+                        [self.w_output_caption, self.w_output], layout=W.Layout(margin="0 0 0 12px", flex="0 1 auto")
+                    ),
                 ]
             )
-            self.children = (controls, panels, self.w_prediction, self.w_status, self.w_export, self.w_export_out)
+            panels.add_class("gw-panel")
+            self.children = [
+                *controls,
+                panels,
+                self.w_prediction,
+                self.w_status,
+                W.HBox([self.w_export, self.w_export_out]),
+            ]
             with self._quiet():
                 self._set_from_scene()
             self.observe(self._on_change, names=["angle", "scale", "shift_x", "shift_y"])
@@ -217,7 +235,7 @@ class STNWidget(WidgetBase):
             return ""
         ok = r[key] == r["label"]
         mark = "✓" if ok else "✗"
-        colour = "#1b7f2a" if ok else "#b00020"
+        colour = theme.GOOD if ok else theme.BAD
         return (
             f'<span style="color:{colour}">{html.escape(self.classes[r[key]])} {100 * r[key + "_p"]:.0f}% {mark}</span>'
         )

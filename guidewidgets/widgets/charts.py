@@ -1,0 +1,111 @@
+"""Charts with axes, ticks, units and legends for the widgets' live curves (bqplot).
+
+Why bqplot: it is an ipywidgets-native chart library (d3 in the browser, the same comm as every
+other control, prebuilt for JupyterLab 4, Notebook 7 and Voila, no Node build), so a new point is
+a data-only update of two arrays: no picture is rendered in the kernel. Matplotlib figures cost
+~150 ms each here and ipympl redraws the whole figure; plotly's FigureWidget needs anywidget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import bqplot as bq
+import ipywidgets as W
+import numpy as np
+
+__all__ = ["LineChart", "BarChart", "COLOURS"]
+
+#: Tableau colours: blue, orange, green, red, purple (distinct in print and for most colour vision).
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+_MARGIN = {"top": 28, "bottom": 44, "left": 58, "right": 12}
+
+
+def _figure(title: str, marks: list, x_axis: bq.Axis, y_axis: bq.Axis, height: str, legend: bool) -> bq.Figure:
+    fig = bq.Figure(
+        marks=marks,
+        axes=[x_axis, y_axis],
+        title=title,
+        fig_margin=dict(_MARGIN),
+        legend_location="top-right",
+        animation_duration=0,  # a live curve must not lag behind its numbers
+        layout=W.Layout(width="100%", min_width="220px", height=height),
+    )
+    fig.add_class("gw-chart")
+    return fig
+
+
+class LineChart:
+    """Lines of named series against a shared x (steps), with labelled axes and a legend.
+
+    ``update(x, {"L_cl": [...], ...})`` sends only the arrays. ``log=True`` draws y on a log
+    scale (non-positive values are dropped from the picture, never from the data).
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        log: bool = False,
+        height: str = "200px",
+        colours: Sequence[str] | None = None,
+    ) -> None:
+        self.names = list(names)
+        self.log = log
+        self.x_scale = bq.LinearScale()
+        self.y_scale = bq.LogScale() if log else bq.LinearScale()
+        self.lines = bq.Lines(
+            x=np.zeros(0),
+            y=np.zeros((len(self.names), 0)) if len(self.names) > 1 else np.zeros(0),
+            scales={"x": self.x_scale, "y": self.y_scale},
+            labels=self.names,
+            colors=list(colours or COLOURS[: len(self.names)]),
+            display_legend=len(self.names) > 1,
+            stroke_width=2,
+        )
+        x_axis = bq.Axis(scale=self.x_scale, label=xlabel, num_ticks=5, tick_format="d")
+        y_axis = bq.Axis(scale=self.y_scale, label=ylabel, side="left", num_ticks=4, tick_format=".3g")
+        self.figure = _figure(title, [self.lines], x_axis, y_axis, height, len(self.names) > 1)
+
+    def update(self, x: Sequence[float], series: Mapping[str, Sequence[float]]) -> None:
+        """Replace the data: ``x`` and one sequence per name (a missing name draws nothing)."""
+        xs = np.asarray(list(x), dtype=float)
+        ys = np.full((len(self.names), xs.size), np.nan)
+        for i, name in enumerate(self.names):
+            v = np.asarray(list(series.get(name, ())), dtype=float)[: xs.size]
+            ys[i, : v.size] = v
+        if self.log:
+            ys[~(ys > 0)] = np.nan
+        with self.lines.hold_sync():
+            self.lines.x, self.lines.y = xs, (ys[0] if len(self.names) == 1 else ys)  # bqplot squeezes one row
+
+
+class BarChart:
+    """Signed bars per index (e.g. gamma per channel): positive up in red, negative down in blue."""
+
+    def __init__(self, *, title: str, xlabel: str, ylabel: str, height: str = "180px") -> None:
+        self.x_scale = bq.LinearScale()
+        self.y_scale = bq.LinearScale()
+        self.bars = bq.Bars(
+            x=np.zeros(0),
+            y=np.zeros((2, 0)),
+            scales={"x": self.x_scale, "y": self.y_scale},
+            type="stacked",
+            colors=[COLOURS[3], COLOURS[0]],
+            labels=["raises", "lowers"],
+            display_legend=True,
+            padding=0.15,
+        )
+        x_axis = bq.Axis(scale=self.x_scale, label=xlabel, num_ticks=6, tick_format="d")
+        y_axis = bq.Axis(scale=self.y_scale, label=ylabel, side="left", num_ticks=4, tick_format=".2f")
+        self.figure = _figure(title, [self.bars], x_axis, y_axis, height, True)
+
+    def update(self, values: Sequence[float]) -> None:
+        """Replace the bars with ``values`` (index i -> bar i)."""
+        v = np.asarray(list(values), dtype=float)
+        with self.bars.hold_sync():
+            self.bars.x = np.arange(v.size)
+            self.bars.y = np.stack([np.clip(v, 0, None), np.clip(v, None, 0)]) if v.size else np.zeros((2, 0))
