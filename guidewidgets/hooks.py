@@ -209,14 +209,11 @@ def capture(
         cap.activations = cap.reshape(leaf.detach()) if cap.reshape is not None else leaf
         return leaf.clone()
 
-    handles = []
     try:
-        handles.append(model.register_forward_pre_hook(owned(head_without_graph)))
-        handles.append(module.register_forward_hook(owned(hook)))
-        yield cap
+        with hooked() as h:
+            h.forward_pre(model, head_without_graph).forward(module, hook)
+            yield cap
     finally:
-        for h in handles:
-            h.remove()
         torch.set_grad_enabled(grad_mode)
 
 
@@ -498,7 +495,6 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
     choices share.
     """
     found: dict[str, tuple[torch.Tensor, tuple[int, int, int]]] = {}
-    handles = []
     size = (1, *x.shape[1:])
 
     def make(name: str):
@@ -521,15 +517,12 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
 
         return hook
 
-    try:
+    with hooked() as h:
         for name, m in model.named_modules():
             if name and not _is_attention(m) and (_has_conv(m) or _has_attention(m)):
-                handles.append(m.register_forward_hook(owned(make(name))))
+                h.forward(m, make(name))
         with torch.no_grad(), eval_mode(model):
             model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
     return [FeatureMap(name, shape) for name, (_, shape) in found.items()]
 
 
@@ -618,13 +611,8 @@ def attention_weights(model: nn.Module, average: bool = True) -> Iterator[list[t
             return (out[0], None)
         return None
 
-    handles = []
-    try:
+    with hooked() as h:
         for m in model.modules():
             if isinstance(m, nn.MultiheadAttention):
-                handles.append(m.register_forward_pre_hook(owned(ask), with_kwargs=True))
-                handles.append(m.register_forward_hook(owned(take)))
+                h.forward_pre(m, ask, with_kwargs=True).forward(m, take)
         yield found
-    finally:
-        for h in handles:
-            h.remove()

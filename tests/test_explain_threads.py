@@ -4,8 +4,10 @@ user's plain forward in another thread is never touched by explain's hooks."""
 
 import threading
 
+import pytest
 import torch
 import torchvision
+from torch import nn
 
 from guidewidgets import explain as E
 
@@ -115,3 +117,120 @@ def test_a_users_plain_forward_in_another_thread_is_not_touched():
     assert runs[0] > 0
     assert not problems, problems[:3]
     assert all(p.grad is None for p in model.parameters())
+
+
+# --- every registered method against a user's plain forward in another thread ---------------------
+
+# Options that keep the slow methods to a few forwards on 16 px images.
+FAST = {
+    "smooth-grad-cam++": {"samples": 2},
+    "smoothgrad": {"samples": 2},
+    "rise": {"masks": 8, "cells": 2},
+    "integrated-gradients": {"steps": 4},
+    "augmented-grad-cam": {"augmentations": 2, "iterations": 2},
+    "occlusion": {"window": 8, "stride": 8},
+}
+
+
+class Gate(nn.Module):
+    """Identity; in the armed (explain) thread each forward waits until the user's thread has
+    finished two more forwards. Why two: the second one started after this wait began, so it ran
+    whole while the explain call's hooks were on the model. A plain module, no hook: the signal
+    itself must not be what the test is about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cond = threading.Condition()
+        self.user_forwards = 0
+        self.armed: int | None = None  # thread ident of the explain call
+        self.waits = self.timeouts = 0
+
+    def forward(self, x):
+        if threading.get_ident() == self.armed:
+            with self.cond:
+                goal = self.user_forwards + 2
+                if not self.cond.wait_for(lambda: self.user_forwards >= goal, timeout=10):
+                    self.timeouts += 1
+                self.waits += 1
+        return x
+
+    def user_done(self) -> None:
+        with self.cond:
+            self.user_forwards += 1
+            self.cond.notify_all()
+
+
+class GatedCNN(nn.Module):
+    """Conv net with a global-average-pool + linear head (CAM applies), ReLUs for the rules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = Gate()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()
+        )
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.features(self.gate(x)).mean((2, 3)))
+
+
+class GatedViT(nn.Module):
+    """A tiny torchvision ViT (16 px, 4 px patches) behind a gate: for attention rollout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = Gate()
+        self.vit = torchvision.models.VisionTransformer(
+            image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=4
+        )
+        nn.init.normal_(self.vit.heads.head.weight, std=0.1)  # torchvision zero-initialises it
+
+    def forward(self, x):
+        return self.vit(self.gate(x))
+
+
+@pytest.mark.parametrize("method", E.methods())
+def test_every_method_leaves_a_users_forward_in_another_thread_alone(method):
+    """While a method runs (hooks placed, flags flipped), the user's own ``model(x)`` on a batch
+    of another size in another thread keeps its shape and values, and never raises."""
+    torch.manual_seed(0)
+    model = (GatedViT() if E.method_info(method).family == "attention" else GatedCNN()).eval()
+    gate = model.gate
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    xu = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(xu)
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def user() -> None:
+        torch.set_num_threads(1)
+        while not stop.is_set():
+            try:
+                with torch.no_grad():
+                    out = model(xu)
+                if out.shape != ref.shape:
+                    problems.append(f"the user's output has shape {tuple(out.shape)}, not {tuple(ref.shape)}")
+                elif not torch.allclose(out, ref, rtol=1e-5, atol=1e-6):
+                    problems.append("the user's output values changed")
+            except Exception as e:  # every failure in the user's thread is reported
+                problems.append(f"the user's forward raised {e!r}")
+            gate.user_done()
+
+    th = threading.Thread(target=user)
+    th.start()
+    first = gate.user_forwards
+    gate.armed = threading.get_ident()
+    try:
+        maps = E.explain(model, x, method, **FAST.get(method, {}))
+    finally:
+        gate.armed = None
+        during = gate.user_forwards - first
+        stop.set()
+        th.join()
+    assert maps.shape[0] == 2
+    assert gate.waits > 0 and gate.timeouts == 0, "the user's forwards did not overlap the explain call"
+    assert during >= 2 * gate.waits  # user forwards finished while the method ran
+    assert not problems, f"{len(problems)} bad user forwards, first: {problems[0]}"
+    assert hook_count(model) == 0

@@ -226,3 +226,70 @@ def test_attention_weights_are_collected_and_the_model_is_unchanged():
     assert torch.allclose(out, plain, atol=1e-6)
     assert len(found) == 1 and torch.allclose(found[0], ref, atol=1e-6)
     assert hook_count(block) == 0
+
+
+def test_hooked_places_thread_owned_hooks_and_removes_them_even_on_error(net):
+    import threading
+
+    seen: list[str] = []
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="boom"):
+        with hooks.hooked() as h:
+            h.forward_pre(net.body, lambda m, a: seen.append("pre")).forward(
+                net.body, lambda m, a, out: seen.append("post")
+            )
+            assert len(h) == 2
+            other = threading.Thread(target=lambda: net(x))
+            other.start()
+            other.join()
+            assert seen == []  # another thread's forward: both hooks did nothing
+            net(x)
+            assert seen == ["pre", "post"]
+            raise RuntimeError("boom")
+    assert hook_count(net) == 0
+
+
+def test_capture_in_one_thread_leaves_another_threads_forward_alone(net):
+    """A capture block (cut=True turns grad mode off before the layer and restarts the graph at
+    it) is open in this thread; a training-style forward in another thread keeps its graph to
+    the input and is not recorded."""
+    import threading
+
+    x = torch.rand(1, 3, 8, 8)
+    xu = torch.rand(2, 3, 8, 8, requires_grad=True)
+    results: dict = {}
+
+    def user():
+        out = net(xu)
+        results["grad"] = torch.autograd.grad(out.sum(), xu)[0]
+
+    with torch.enable_grad(), hooks.capture(net, "body", cut=True) as cap:
+        th = threading.Thread(target=user)
+        th.start()
+        th.join()
+        assert cap.activations is None  # the other thread's forward was not recorded
+        net(x)
+    assert cap.activations is not None and cap.activations.shape[0] == 1
+    assert results["grad"].shape == xu.shape and results["grad"].abs().sum() > 0
+    assert hook_count(net) == 0
+
+
+def test_every_module_hook_the_package_places_goes_through_hooked():
+    """Only ``Hooks`` registers module hooks (thread-owned, removed in ``finally``). The guide
+    session's own hooks are the guided forward every thread must see (its owner's file)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(hooks.__file__).parent
+    allowed = {root / "hooks.py", root / "guide" / "session.py"}
+    pattern = re.compile(
+        r"\.register_(forward_hook|forward_pre_hook|full_backward_hook|full_backward_pre_hook|module_)"
+    )
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for path in sorted(root.rglob("*.py"))
+        if path not in allowed
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, f"module hooks placed outside hooks.hooked(): {offenders}"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..hooks import model_output, owned
+from ..hooks import hooked, model_output
 from .batching import Progress, auto_batch_size
 from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer, upsample
 from .noise import noisy_copies
@@ -125,13 +125,12 @@ def _cam_parts(
         # Why keep only the last call: the head is the last nn.Linear the forward runs.
         store.update(linear=m, out=out, **{"in": args[0] if args else None})
 
-    handles = [m.register_forward_hook(owned(on_linear)) for m in model.modules() if isinstance(m, nn.Linear)]
-    try:
+    with hooked() as h:
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                h.forward(m, on_linear)
         with torch.no_grad(), recording(model, layer, reshape) as rec:
             out = model_output(model(x))
-    finally:
-        for h in handles:
-            h.remove()
     a = check_feature_map(rec.get("out"), layer, x.shape[0])
     weight, fmap = _gap_linear_weights(store, a, out)
     return out, weight, fmap

@@ -3,12 +3,18 @@ and Sharpen Focus.
 
 Same conventions as :mod:`guidewidgets.explain.cam`: the map at the layer's resolution, ReLU'd
 unless ``relu=False``, upsampled bilinearly to the input's size and not normalised. The two
-perturbation CAMs (Score-CAM, Ablation-CAM) run one forward per channel, batched over channels.
+perturbation CAMs (Score-CAM, Ablation-CAM) run one forward per channel, batched over channels:
+a layer of 1024 channels (DenseNet-121) or 768 (ViT, Swin) means that many forwards per image.
+They warn before more than 256 such forwards start, ``max_channels=k`` keeps only each image's k
+channels of largest mean activation, and ``progress`` counts the masked forwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import numbers
+import warnings
+from collections.abc import Callable, Generator, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -216,7 +222,7 @@ def _tail_scores(
     t: Target,
     replacements: Iterator[tuple[torch.Tensor, int]],
     state: dict,
-) -> Iterator[torch.Tensor]:
+) -> Generator[torch.Tensor, None, None]:
     """For each (feature maps (k*B, C, h, w) copy-major, k), the target scores (k, B) of the model
     with ``layer``'s output replaced by them.
 
@@ -232,27 +238,25 @@ def _tail_scores(
     def hook(_m, _args, out):
         return current["a"]
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            for a_rep, k in replacements:
-                current["a"] = a_rep
-                out = None
-                if state.get("fast", True):
-                    try:
-                        out = model_output(model(x))
-                        if out.shape[0] != k * b:
-                            out = None
-                    except (RuntimeError, ValueError):
+    # Why hooked(): a user's own model(x) in another thread must not get these replacements.
+    with hooks.hooked() as placed, torch.no_grad():
+        placed.forward(module, hook)
+        for a_rep, k in replacements:
+            current["a"] = a_rep
+            out = None
+            if state.get("fast", True):
+                try:
+                    out = model_output(model(x))
+                    if out.shape[0] != k * b:
                         out = None
-                    if out is None:
-                        state["fast"] = False
+                except (RuntimeError, ValueError):
+                    out = None
                 if out is None:
-                    xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-                    out = model_output(model(xs))
-                yield t.scores(out, k).view(k, b)
-    finally:
-        handle.remove()
+                    state["fast"] = False
+            if out is None:
+                xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+                out = model_output(model(xs))
+            yield t.scores(out, k).view(k, b)
 
 
 @register(
@@ -274,37 +278,53 @@ def ablation_cam(
     relu: bool = True,
     fill: float = 0.0,
     batch_size: int | None = None,
+    max_channels: int | None = None,
 ) -> torch.Tensor:
     """Ablation-CAM: w_k = (y - y_k) / y with y_k the score when channel k is set to ``fill``.
 
     One forward per channel, batched over channels; only the part of the model after the layer
     is run per channel when the model allows it (see the module's notes).
+
+    Args:
+        max_channels: ablate only each image's ``max_channels`` channels of largest mean activation
+            at the layer (the others get weight 0): that many forwards per image instead of one
+            per channel. The rule needs no gradient, as the method itself. None: every channel.
     """
     b = x.shape[0]
+    keep = _check_max_channels(max_channels)
     layer = resolve_layer(model, x, layer)
     a, out, t = _clean_pass(model, x, Target(target, b), layer, replaces="ablation-cam")
     base = t.scores(out)
-    c = a.shape[1]
-    done = Progress(progress, c)
-    step = auto_batch_size(x, batch_size)
+    zero = (base == 0).nonzero().flatten().tolist()
+    if zero:  # the relative drop (y - y_k) / y would be NaN or infinite
+        raise ValueError(
+            f"the target score is exactly 0 for image {zero[0]}, and Ablation-CAM divides by it; "
+            "pick another target, or use 'score-cam' or 'grad-cam' for this one"
+        )
+    chosen = _channels(a, keep)  # (B, K) channel indices of each image
+    n = chosen.shape[1]
+    _warn_many("ablation-cam", n, b, keep)
+    done = Progress(progress, n * b)
+    rows = torch.arange(b, device=a.device)
 
     def ablated() -> Iterator[tuple[torch.Tensor, int]]:
-        for start, stop in chunks(c, b, step):
+        for start, stop in chunks(n, b, auto_batch_size(x, batch_size)):
             k = stop - start
             rep = a.unsqueeze(0).repeat(k, 1, 1, 1, 1)  # (k, B, C, h, w)
             idx = torch.arange(k, device=a.device)
-            rep[idx, :, start + idx] = fill
+            rep[idx[:, None], rows[None, :], chosen[:, start:stop].t()] = fill  # copy i: image b's channel i off
             yield rep.view(k * b, *a.shape[1:]), k
 
-    drops = torch.empty(c, b, device=x.device, dtype=a.dtype)
+    drops = torch.empty(n, b, device=x.device, dtype=a.dtype)
     start = 0
-    for scores in _tail_scores(model, x, layer, t, ablated(), {}):
-        k = scores.shape[0]
-        drops[start : start + k] = base.unsqueeze(0) - scores
-        start += k
-        done.advance(k)
-    w = (drops / base.unsqueeze(0)).t()  # (B, C); the paper's relative drop
-    return _finish(torch.einsum("bc,bchw->bhw", w, a), x, relu)
+    with contextlib.closing(_tail_scores(model, x, layer, t, ablated(), {})) as tails:
+        for scores in tails:
+            k = scores.shape[0]
+            drops[start : start + k] = base.unsqueeze(0) - scores
+            start += k
+            done.advance(k * b)
+    w = (drops / base.unsqueeze(0)).t()  # (B, K); the paper's relative drop
+    return _finish(torch.einsum("bc,bchw->bhw", w, _gather(a, chosen)), x, relu)
 
 
 @register(
@@ -325,16 +345,32 @@ def score_cam(
     progress: Callable[[float], None] | None = None,
     relu: bool = True,
     batch_size: int | None = None,
+    max_channels: int | None = None,
 ) -> torch.Tensor:
     """Score-CAM: each channel, upsampled and min-max normalised, masks the image; the target
     scores (logits, as pytorch-grad-cam) of the C masked images, softmax'd over channels, weight
     the channels. Subtracting the baseline score, as the paper writes it, does not change a
-    softmax. C forwards, batched over channels."""
+    softmax. C forwards, batched over channels.
+
+    Each image is computed on its own (per-image masks, a softmax per image), so a batch gives
+    the single-image maps up to float rounding. In float32 that rounding can show: on a random
+    network the C scores are nearly equal, the weights nearly 1/C, and the signed channels cancel
+    to a near-flat map, so forwards batched differently (other kernels, other summation order)
+    move it visibly (measured: 5 % of the map's maximum on a random ConvNeXt-tiny, 1e-9 in float64).
+
+    Args:
+        max_channels: keep only each image's ``max_channels`` channels of largest mean activation
+            at the layer: that many masked forwards per image, and the softmax runs over the kept
+            channels only. None: every channel (the paper's method).
+    """
     b, _, h, w = x.shape
+    keep = _check_max_channels(max_channels)
     layer = resolve_layer(model, x, layer)
     a, _, t = _clean_pass(model, x, Target(target, b), layer)
+    a = _gather(a, _channels(a, keep))
     c = a.shape[1]
-    done = Progress(progress, c)
+    _warn_many("score-cam", c, b, keep)
+    done = Progress(progress, c * b)
     scores = torch.empty(c, b, device=x.device, dtype=x.dtype)
     with torch.no_grad():
         for start, stop in chunks(c, b, auto_batch_size(x, batch_size)):
@@ -346,6 +382,58 @@ def score_cam(
             masked = x.unsqueeze(0) * up.transpose(0, 1).unsqueeze(2)  # (k, B, 3, H, W)
             out = model_output(model(masked.reshape(k * b, *x.shape[1:])))
             scores[start:stop] = t.scores(out, k).view(k, b)
-            done.advance(k)
+            done.advance(k * b)
         weights = scores.t().softmax(1)
     return _finish(torch.einsum("bc,bchw->bhw", weights.to(a.dtype), a), x, relu)
+
+
+# Masked forwards (channels x images) above which the perturbation CAMs warn before they start.
+_MANY_FORWARDS = 256
+
+
+def _check_max_channels(max_channels: object) -> int | None:
+    """``max_channels`` as an int >= 1, or None; anything else refused with the fix."""
+    if max_channels is None:
+        return None
+    if isinstance(max_channels, bool) or not isinstance(max_channels, numbers.Integral):
+        raise TypeError(
+            "max_channels must be None (every channel) or a whole number of channels to keep per image, "
+            f"e.g. max_channels=64; got {max_channels!r} ({type(max_channels).__name__})"
+        )
+    if max_channels < 1:
+        raise ValueError(
+            f"max_channels must be at least 1 (the number of channels kept per image), got {max_channels}; "
+            "use None for every channel"
+        )
+    return int(max_channels)
+
+
+def _channels(a: torch.Tensor, keep: int | None) -> torch.Tensor:
+    """(B, K) channel indices of each image's ``keep`` channels of largest spatial mean, in
+    channel order (all C channels when ``keep`` is None or >= C). Per image, so that a batch
+    picks what each image alone would."""
+    b, c = a.shape[:2]
+    if keep is None or keep >= c:
+        return torch.arange(c, device=a.device).expand(b, c)
+    return a.mean((2, 3)).topk(keep, dim=1).indices.sort(1).values
+
+
+def _gather(a: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """The (B, K, h, w) maps of the chosen channels of each image (``a`` itself when all are chosen)."""
+    if chosen.shape[1] == a.shape[1]:
+        return a
+    return a.gather(1, chosen[:, :, None, None].expand(-1, -1, *a.shape[2:]))
+
+
+def _warn_many(method: str, channels: int, images: int, keep: int | None) -> None:
+    """Tell before a long run starts: the number of masked forwards, and ``max_channels`` as the cure."""
+    forwards = channels * images
+    if keep is not None or forwards <= _MANY_FORWARDS:
+        return
+    warnings.warn(
+        f"{method} will run {forwards} masked forwards ({channels} channels x {images} image"
+        f"{'s' if images != 1 else ''}), one per channel of the layer; pass max_channels=64 (for example) "
+        "to keep only each image's channels of largest mean activation and run that many per image",
+        UserWarning,
+        stacklevel=4,
+    )

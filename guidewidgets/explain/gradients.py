@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import hooks
-from ..hooks import ReLURule, model_output, owned
+from ..hooks import ReLURule, model_output
 from .batching import Progress, auto_batch_size
 from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, resolve_layer, upsample
 from .noise import noisy_copies
@@ -183,8 +183,8 @@ def guided_grad_cam(
         return None
 
     xg = x.detach().requires_grad_(True)
-    handle = hooks.get_layer(model, layer).register_forward_hook(owned(hook))
-    try:
+    with hooks.hooked() as placed:
+        placed.forward(hooks.get_layer(model, layer), hook)
         with torch.enable_grad():
             with relus:
                 out = model_output(model(xg))
@@ -198,8 +198,6 @@ def guided_grad_cam(
             assert isinstance(at_layer, torch.Tensor)  # else check_feature_map raised
             scores = t.scores(out)
             ga, gx = torch.autograd.grad(scores.sum(), [at_layer, xg])
-    finally:
-        handle.remove()
     if relus.calls == 0:
         warn_no_activation(model, "guided")
     a = a.detach()

@@ -37,13 +37,10 @@ def forward_to(model: nn.Module, layer: str | nn.Module, x: torch.Tensor) -> tor
         found.append(reshape(out) if reshape is not None else out)
         raise _Stop
 
-    handle = module.register_forward_hook(hooks.owned(hook))
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
+    with hooks.hooked() as h:
+        h.forward(module, hook)
+        with contextlib.suppress(_Stop):
+            model(x)
     if not found:
         raise ValueError(
             f"layer {layer!r} was not run by the model's forward; pick one of hooks.feature_maps(model, x)"

@@ -114,17 +114,15 @@ def chain_of(model: nn.Module, layer: str | nn.Module, x: torch.Tensor) -> list[
     def on_layer(_m: nn.Module, _a: Any, out: Any) -> None:
         ends.append((out, out._version))
 
-    handles = [m.register_forward_hook(hooks.owned(on_leaf)) for m in leaves if m is not target]
-    handles += [m.register_forward_pre_hook(hooks.owned(before_leaf)) for m in leaves]
-    handles.append(
-        target.register_forward_hook(hooks.owned(on_leaf if not any(True for _ in target.children()) else on_layer))
-    )
-    try:
+    with hooks.hooked() as h:
+        for m in leaves:
+            if m is not target:
+                h.forward(m, on_leaf)
+        for m in leaves:
+            h.forward_pre(m, before_leaf)
+        h.forward(target, on_leaf if not any(True for _ in target.children()) else on_layer)
         with torch.no_grad():
             forward_to(model, layer, x[:1])
-    finally:
-        for h in handles:
-            h.remove()
     if not record:
         return None
     end, end_version = ends[0] if ends else (record[-1][3], record[-1][4])

@@ -135,12 +135,9 @@ def attention(
         # Why a copy downstream: an nn.ReLU(inplace=True) after the layer would overwrite f.
         return out.clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = hooks.model_output(model(images))
-    finally:
-        handle.remove()
+    with hooks.hooked() as h, torch.enable_grad():
+        h.forward(module, hook)
+        logits = hooks.model_output(model(images))
     f = store.get("f")
     name = layer if isinstance(layer, str) else _name_of(model, module)
     check_layer_output(name, f, logits)

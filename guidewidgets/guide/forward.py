@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..hooks import hooked
+
 __all__ = ["HeadCache", "empty_batch"]
 
 
@@ -76,16 +78,11 @@ class HeadCache:
             rec[3] = tick[0]
             tick[0] += 1
 
-        handles = []
-        try:
+        with hooked() as h:
             for m in self.model.modules():
                 if m is not self.model:
-                    handles.append(m.register_forward_pre_hook(pre))
-                    handles.append(m.register_forward_hook(post))
+                    h.forward_pre(m, pre).forward(m, post)
             self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
         self.layer_calls = counts.get(self.layer, 0)
         start = next((r[2] for r in records if r[0] is self.layer), None)
         if start is None:
@@ -104,12 +101,10 @@ class HeadCache:
             if k in self.skip[m]:
                 self.outputs[(id(m), k)] = _clone(out)
 
-        handles = [m.register_forward_hook(keep) for m in self.skip]
-        try:
+        with hooked() as h:
+            for m in self.skip:
+                h.forward(m, keep)
             self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
 
     @contextlib.contextmanager
     def replaying(self) -> Iterator[None]:
@@ -130,12 +125,7 @@ class HeadCache:
                 return _clone(self.outputs[(id(m), k)])
             return None
 
-        handles = []
-        try:
+        with hooked() as h:
             for m in self.skip:
-                handles.append(m.register_forward_pre_hook(pre))
-                handles.append(m.register_forward_hook(post))
+                h.forward_pre(m, pre).forward(m, post)
             yield
-        finally:
-            for h in handles:
-                h.remove()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import eval_mode, get_layer, model_lock, model_output
+from ..hooks import eval_mode, get_layer, hooked, model_lock, model_output
 from .queries import GRID, Query, generate_queries, region_mask
 from .questions import confusion, miou
 from .text import TextGuide
@@ -109,15 +109,12 @@ class Tail:
         """Activations at the layer (N, C, h, w) and plain logits (N, K, H, W) of ``images``."""
         acts, logits = [], []
         seen: list[torch.Tensor] = []
-        handle = self.module.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
-        try:
-            with model_lock(self.model), eval_mode(self.model):
-                for i in range(0, len(images), batch):
-                    seen.clear()
-                    logits.append(model_output(self.model(images[i : i + batch])))
-                    acts.append(seen[0])
-        finally:
-            handle.remove()
+        with model_lock(self.model), eval_mode(self.model), hooked() as h:
+            h.forward(self.module, lambda _m, _a, out: seen.append(out.detach().clone()))
+            for i in range(0, len(images), batch):
+                seen.clear()
+                logits.append(model_output(self.model(images[i : i + batch])))
+                acts.append(seen[0])
         return torch.cat(acts), torch.cat(logits)
 
     @contextlib.contextmanager
@@ -128,12 +125,9 @@ class Tail:
         def post(_m, _a, _out):
             return self._inject
 
-        handles = [self.module.register_forward_pre_hook(pre), self.module.register_forward_hook(post)]
-        try:
+        with hooked() as h:
+            h.forward_pre(self.module, pre).forward(self.module, post)
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     def __call__(self, acts: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (B, K, H, W) of the tail on ``acts`` guided by batched ``params`` (B, ...)."""
