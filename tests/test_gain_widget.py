@@ -75,3 +75,45 @@ def test_full_tiny_run_gives_a_table_and_bad_knobs_are_refused():
     assert {h["phase"] for h in w.history} == {"warm-up", "training"}
     with pytest.raises(ValueError, match="alpha"):
         GainWidget(alpha=-0.5)
+
+
+def _hooks_on(model) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
+        for m in model.modules()
+    )
+
+
+def test_close_stops_training_and_leaves_the_model_alone():
+    w = GainWidget(
+        train_scenes=32,
+        test_scenes=32,
+        epochs=50,
+        warmup_epochs=0,
+        probes=2,
+        probe_every=1,
+        pixel_labels=2,
+        batch_size=8,
+    )
+    w.start()
+    assert _until(lambda: w.step >= 2), w.status  # training, not still rendering scenes
+    thread, trainer = w._thread, w.trainer
+    w.close()  # waits at most about a second: the step in flight ends, then the thread
+    assert not thread.is_alive() and not w.running, "close() left the training thread running"
+    assert trainer.stopped and w.state == "stopped"
+    assert _hooks_on(w.model) == 0
+    steps = trainer.step_count
+    time.sleep(0.3)
+    assert trainer.step_count == steps < trainer.total_steps  # no step after close
+    w.start()  # a closed widget starts nothing
+    assert not w.running and "closed" in w.status
+
+
+def test_close_before_start_and_twice_is_harmless():
+    w = GainWidget(train_scenes=32, test_scenes=32, epochs=1, warmup_epochs=0, probes=1, pixel_labels=0, batch_size=8)
+    w.omega = 0.0  # the slider reaches 0; the soft mask would then ignore the attention: refused at Start
+    w.start()
+    assert w.status.startswith("Error: omega") and not w.running
+    w.close()
+    w.close()
+    assert not w.running

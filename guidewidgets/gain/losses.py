@@ -23,6 +23,8 @@ accuracy and attention (see the README's GAIN section).
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -61,19 +63,51 @@ class GainConfig:
         self.check()
 
     def check(self) -> None:
-        """Raise ValueError on a knob outside its range."""
-        for name in ("alpha", "omega", "omega_e"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"{name} must be a number >= 0 (it weights a loss or sets a steepness), got {v!r}")
-        if not isinstance(self.sigma, (int, float)) or not 0.0 <= self.sigma <= 1.0:
+        """Raise ValueError/TypeError on a knob outside its range (NaN and inf included)."""
+        check_number("alpha", self.alpha, 0.0, why="the weight of L_am; 0 turns attention mining off")
+        check_number(
+            "omega",
+            self.omega,
+            0.0,
+            strict=True,
+            why="the soft mask's steepness, 10 in the paper; at 0 the mask is 0.5 everywhere and ignores the attention",
+        )
+        check_number("omega_e", self.omega_e, 0.0, why="the weight of L_e; 0 turns the pixel-label loss off")
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, numbers.Real) or not 0.0 <= self.sigma <= 1.0:
             raise ValueError(
-                f"sigma is a threshold on maps normalised to [0, 1]; use a value in [0, 1], got {self.sigma!r}"
+                f"sigma is a threshold on maps normalised to [0, 1]; use a value in [0, 1] (the paper: 0.5), "
+                f"got {self.sigma!r}"
             )
         if self.score not in ("auto", "softmax", "sigmoid"):
             raise ValueError(f"score must be 'auto', 'softmax' or 'sigmoid', got {self.score!r}")
         if self.masked_bn not in ("eval", "batch"):
             raise ValueError(f"masked_bn must be 'eval' or 'batch', got {self.masked_bn!r}")
+
+
+def check_number(
+    name: str, value: object, low: float, *, strict: bool = False, high: float = math.inf, why: str = ""
+) -> float:
+    """``value`` as a float if it is a finite real number >= ``low`` (> ``low`` when ``strict``) and
+    <= ``high``; otherwise a TypeError (not a number, or a bool) or ValueError naming ``name`` and ``why``."""
+    need = f"a finite number {'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+    need += f" ({why})" if why else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {need}, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v) or v < low or (strict and v == low) or v > high:
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return v
+
+
+def check_whole(name: str, value: object, low: int, why: str = "") -> int:
+    """``value`` as an int if it is a whole number (not a bool, not a float such as 2.0 or 2.5) >= ``low``."""
+    need = f"a whole number >= {low}" + (f" ({why})" if why else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fix = f"; use {int(value)}" if isinstance(value, float) and value.is_integer() else ""
+        raise TypeError(f"{name} must be {need}, got {value!r} ({type(value).__name__}){fix}")
+    if int(value) < low:
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -95,13 +129,46 @@ class GainLosses:
 
 
 def check_masks(masks: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Raise ValueError unless ``masks`` fits: (B, H, W) for (B,) labels, (B, K, H, W) for multi-hot."""
+    """Raise ValueError unless ``masks`` fits: (B, H, W) for (B,) labels, (B, K, H, W) for multi-hot,
+    bool or numbers in [0, 1] (no NaN)."""
     want = (len(images), *images.shape[-2:]) if labels.dim() == 1 else (*labels.shape, *images.shape[-2:])
     if not isinstance(masks, torch.Tensor) or tuple(masks.shape) != tuple(want):
         got = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise ValueError(
             f"pixel masks must have shape {tuple(want)} (one (H, W) map of the true class per image"
             f"{'' if labels.dim() == 1 else ' and class'}, 1 on the object), got {got}; resize them to the images"
+        )
+    if masks.dtype == torch.bool or masks.numel() == 0:
+        return
+    if masks.is_complex():
+        raise TypeError(f"masks must be bool or real numbers in [0, 1], got {masks.dtype}")
+    if masks.is_floating_point() and bool(masks.isnan().any()):
+        raise ValueError(
+            "masks contain NaN; masks must be 0/1 or probabilities in [0, 1]: fill the unknown pixels "
+            "(torch.nan_to_num(masks, nan=0.0)) or mark those images has_mask=False"
+        )
+    lo, hi = float(masks.min()), float(masks.max())
+    if hi > 1:
+        fix = ": divide by 255" if hi <= 255 else ": scale them to [0, 1]"
+        raise ValueError(f"masks must be 0/1 or probabilities in [0, 1]; got values up to {hi:g}{fix}")
+    if lo < 0:
+        raise ValueError(
+            f"masks must be 0/1 or probabilities in [0, 1]; got values down to {lo:g}: clamp or rescale them"
+        )
+
+
+def check_pixels(images: torch.Tensor, what: str = "images") -> None:
+    """Raise ValueError if float ``images`` hold NaN or inf: one such pixel makes every loss, and
+    after one step every weight, NaN."""
+    if not images.is_floating_point():
+        return
+    bad = ~torch.isfinite(images)
+    if bool(bad.any()):
+        first = int(bad.flatten(1).any(1).nonzero()[0, 0]) if images.dim() > 1 else 0
+        raise ValueError(
+            f"{what} hold {int(bad.sum())} NaN or infinite pixel value(s) (the first in image {first}); one such "
+            "pixel turns every weight into NaN: replace them (torch.nan_to_num(x, nan=0.0, posinf=1.0, "
+            "neginf=0.0)) or drop those images"
         )
 
 
@@ -177,6 +244,7 @@ def gain_losses(
     """
     cfg = config or GainConfig()
     cfg.check()
+    check_pixels(images)
     multi = labels.dim() == 2
     kind = cfg.score if cfg.score != "auto" else ("sigmoid" if multi else "softmax")
     if masks is not None:

@@ -21,9 +21,11 @@ The global batch must divide by the world size; an incomplete last batch is drop
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -31,9 +33,20 @@ from torch import nn
 
 from .. import hooks
 from .attention import _name_of, attention, check_layer_output, masked_image, soft_mask
-from .losses import GainConfig, check_masks, gain_losses
+from .losses import GainConfig, check_masks, check_number, check_pixels, check_whole, gain_losses
 
 __all__ = ["GainTrainer", "Callback", "accuracy"]
+
+_BUSY = (
+    "this trainer is already training (fit() or step() runs in another thread); call stop() and wait for it, "
+    "or build a second GainTrainer"
+)
+_TERMS = {
+    "cl": "L_cl (classification)",
+    "am": "L_am (attention mining)",
+    "e": "L_e (pixel labels)",
+    "total": "the loss",
+}
 
 #: A callback receives one event dict: ``kind`` is "step", "probe", "eval" or "end" (see GainTrainer).
 Callback = Callable[[dict[str, Any]], None]
@@ -41,6 +54,94 @@ Callback = Callable[[dict[str, Any]], None]
 
 def _float_images(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255) if x.dtype == torch.uint8 else x.float()
+
+
+def _check_images(x: object, what: str) -> None:
+    """Refuse anything but a non-empty (N, C, H, W) float or uint8 tensor without NaN or inf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a (N, C, H, W) tensor (float in [0, 1] or uint8), got {type(x).__name__}")
+    if x.dim() != 4:
+        hint = "; add the batch dimension with x[None]" if x.dim() == 3 else ""
+        raise ValueError(f"{what} must be a (N, C, H, W) tensor (float in [0, 1] or uint8), got {tuple(x.shape)}{hint}")
+    if not (x.is_floating_point() or x.dtype == torch.uint8):
+        raise TypeError(f"{what} must be float in [0, 1] or uint8 (0-255), got {x.dtype}; use x.float() / 255")
+    if len(x) == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(x.shape)}); give at least one image")
+    check_pixels(x, what)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _as_labels(labels: object, what: str) -> torch.Tensor:
+    """``labels`` as a tensor: a list of ints becomes class indices (N,), a list of equal-length
+    lists of numbers multi-hot (N, K); anything else that is not a tensor is refused."""
+    if isinstance(labels, torch.Tensor):
+        return labels
+    if type(labels).__module__ == "numpy" and hasattr(labels, "tolist"):
+        labels = labels.tolist()  # type: ignore[union-attr]
+    if isinstance(labels, Sequence) and not isinstance(labels, str):
+        items = list(labels)
+        if all(_is_int(v) for v in items):
+            return torch.tensor([int(v) for v in items], dtype=torch.long)
+        rows = [r for r in items if isinstance(r, Sequence) and not isinstance(r, str)]
+        numeric = all(isinstance(v, numbers.Real) for r in rows for v in r)  # multi-hot: 0/1 or True/False
+        if items and len(rows) == len(items) and len({len(r) for r in rows}) == 1 and numeric:
+            return torch.tensor([[float(v) for v in r] for r in rows])
+    shown = repr(labels) if len(repr(labels)) < 60 else repr(labels)[:57] + "..."
+    raise TypeError(
+        f"{what} must be a tensor or a list of class indices (ints), one per image, or multi-hot rows, got {shown}"
+    )
+
+
+def _check_labels(labels: torch.Tensor, classes: int, what: str) -> None:
+    """(N,) integer class indices in 0..classes-1, or (N, classes) multi-hot values in [0, 1]."""
+    if labels.dim() == 1:
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"{what} (N,) must hold integer class indices, got {labels.dtype}; use labels.long()")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ValueError(
+                f"{what} must lie in 0..{classes - 1} (the model has {classes} outputs), "
+                f"got {int(labels.min())}..{int(labels.max())}"
+            )
+    elif labels.dim() == 2:
+        if labels.shape[1] != classes:
+            raise ValueError(
+                f"multi-hot {what} must be (N, {classes}) to match the model's outputs, got {tuple(labels.shape)}"
+            )
+        if labels.is_complex():
+            raise TypeError(f"multi-hot {what} must be real numbers in [0, 1], got {labels.dtype}")
+        v = labels.float()
+        if labels.numel() and not (bool(torch.isfinite(v).all()) and float(v.min()) >= 0 and float(v.max()) <= 1):
+            raise ValueError(f"multi-hot {what} must be 0/1 (or probabilities in [0, 1]) with no NaN")
+    else:
+        raise ValueError(f"{what} must be (N,) class indices or (N, K) multi-hot, got shape {tuple(labels.shape)}")
+
+
+def _non_finite_term(losses: dict[str, float]) -> str | None:
+    """The first loss term that is NaN or inf, by name, or None."""
+    return next((name for key, name in _TERMS.items() if not math.isfinite(losses[key])), None)
+
+
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return not flags or bool(torch.stack(flags).all())  # one device sync, not one per tensor
+
+
+def _device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    """The training device: ``device`` checked (a typo, or CUDA where there is none), or the model's."""
+    if device is None:
+        return next(model.parameters()).device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None (the model's), got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for CUDA, which is not available here; use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+    return dev
 
 
 @torch.no_grad()
@@ -60,11 +161,18 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 class GainTrainer:
     """Train ``model`` with GAIN (``config.alpha > 0``), GAIN_ext (``masks`` given) or plainly.
 
+    Everything is checked when the trainer is built (a ValueError or TypeError naming the fix), so
+    that ``fit()`` in a widget's background thread does not fail late: NaN or inf pixels, masks
+    outside [0, 1], knobs that are not finite or out of range, non-integer counts, an empty set,
+    images, probes or eval sets the model cannot take (one image each, eval mode, no gradient).
+
     Args:
-        model: a classifier (B, 3, H, W) -> (B, K); trained in place.
+        model: a classifier (B, C, H, W) -> (B, K); trained in place.
         layer: the feature layer (dotted name or module) whose Grad-CAM is the attention.
-        images, labels: the training set; masks: (N, H, W) pixel labels of each image's class
-            (or (N, K, H, W) for multi-hot labels), used where ``has_mask`` (N,) is True.
+        images, labels: the training set: images (N, C, H, W) float in [0, 1] or uint8; labels
+            (N,) class indices (a tensor or a list of ints) or (N, K) multi-hot. masks: (N, H, W)
+            pixel labels of each image's class in [0, 1] (or (N, K, H, W) for multi-hot labels),
+            used where ``has_mask`` (N,) is True.
         config: GAIN's knobs. lr, weight_decay: AdamW's. batch_size: the global batch.
         mask_batch: pixel-labelled images added to every step. epochs: length of :meth:`fit`.
         seed: the shuffling seed. device: "cpu", "cuda" or None (the model's).
@@ -83,7 +191,7 @@ class GainTrainer:
         model: nn.Module,
         layer: str | nn.Module,
         images: torch.Tensor,
-        labels: torch.Tensor,
+        labels: torch.Tensor | Sequence[int],
         *,
         masks: torch.Tensor | None = None,
         has_mask: torch.Tensor | None = None,
@@ -96,27 +204,45 @@ class GainTrainer:
         seed: int = 0,
         device: str | torch.device | None = None,
         probes: torch.Tensor | None = None,
-        probe_labels: torch.Tensor | None = None,
+        probe_labels: torch.Tensor | Sequence[int] | None = None,
         probe_every: int = 10,
         eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         eval_every: int | None = None,
         callbacks: Sequence[Callback] = (),
         mine: bool | None = None,
     ) -> None:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise ValueError("images must be a (N, 3, H, W) tensor (float in [0, 1] or uint8)")
+        # Everything is checked here, before the first step: a widget runs fit() in a background
+        # thread, where a late error (or a silent NaN) is far from the cell that caused it.
+        if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+            raise TypeError(f"model must be a torch nn.Module with weights to train, got {type(model).__name__}")
+        _check_images(images, "images")
+        labels = _as_labels(labels, "labels")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels; give one label per image")
-        if batch_size < 1 or epochs < 0 or mask_batch < 0 or probe_every < 1:
-            raise ValueError("batch_size and probe_every must be >= 1, epochs and mask_batch >= 0")
+        self.batch_size = check_whole("batch_size", batch_size, 1, "images per step")
+        self.mask_batch = check_whole("mask_batch", mask_batch, 0, "pixel-labelled images added to every step")
+        self.epochs = check_whole("epochs", epochs, 1, "passes over the training set that fit() runs")
+        self.seed = check_whole("seed", seed, 0)
+        self.probe_every = check_whole("probe_every", probe_every, 1, "steps between probe events")
+        self.eval_every = None if eval_every is None else check_whole("eval_every", eval_every, 1, "or None")
+        # Why at most 1: AdamW moves every weight by about lr per step, and lr / (1 - beta1) must stay a float.
+        self.lr = check_number("lr", lr, 0.0, strict=True, high=1.0, why="AdamW's learning rate, e.g. 1e-3")
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0, why="AdamW's weight decay")
+        if config is not None and not isinstance(config, GainConfig):
+            raise TypeError(f"config must be a GainConfig (or None for the paper's knobs), got {type(config).__name__}")
+        if mine is not None and not isinstance(mine, bool):
+            raise TypeError(f"mine must be True, False or None (decide from alpha and masks), got {mine!r}")
+        if isinstance(callbacks, str) or not isinstance(callbacks, Sequence) or not all(map(callable, callbacks)):
+            raise TypeError("callbacks must be a list of functions, each called with one event dict")
         self.config = config or GainConfig()
         self.config.check()
         self.model = model
         self.module = hooks.get_layer(model, layer)
         self.layer = layer
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = _device(device, model)
         model.to(self.device)
-        self._check_layer(images[:1])
+        classes = self._check_layer(images[:1], "images")
+        _check_labels(labels, classes, "labels")
         self.images, self.labels = images, labels
         num_classes = getattr(model, "classes", None)
         if labels.dim() == 1 and num_classes is not None:
@@ -127,21 +253,12 @@ class GainTrainer:
                     f"class(es) {', '.join(empty)} have no training samples; add scenes of them or train a model "
                     "with fewer outputs (attention mining needs every class it predicts to be seen)"
                 )
-        self.masks, self.mask_rows = None, torch.zeros(0, dtype=torch.long)
-        if masks is not None:
-            check_masks(masks, images, labels)
-            flags = torch.ones(len(images), dtype=torch.bool) if has_mask is None else has_mask.bool()
-            if tuple(flags.shape) != (len(images),):
-                raise ValueError(f"has_mask must be (N,) bool, one flag per image, got {tuple(flags.shape)}")
-            self.masks, self.mask_rows = masks, flags.nonzero(as_tuple=True)[0]
-        self.batch_size, self.mask_batch, self.epochs, self.seed = int(batch_size), int(mask_batch), int(epochs), seed
-        self.probes, self.probe_labels, self.probe_every = probes, probe_labels, int(probe_every)
-        self.eval_sets = dict(eval_sets or {})
-        self.eval_every = eval_every
+        self.masks, self.mask_rows = self._check_masks(masks, has_mask)
+        self.probes, self.probe_labels = self._check_probes(probes, probe_labels, classes)
+        self.eval_sets = self._check_eval_sets(eval_sets, classes)
         self.callbacks = list(callbacks)
         self.mine = mine
-        self.lr, self.weight_decay = lr, weight_decay
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
         dist = torch.distributed
         self.distributed = dist.is_available() and dist.is_initialized()
@@ -149,6 +266,11 @@ class GainTrainer:
         self.world = dist.get_world_size() if self.distributed else 1
         if self.distributed and self.batch_size % self.world:
             raise ValueError(f"batch_size {self.batch_size} must divide by the world size {self.world}")
+        if self.distributed and len(images) < self.batch_size:
+            raise ValueError(
+                f"{len(images)} images make no complete batch of {self.batch_size}; under torchrun an incomplete "
+                "batch is dropped, so use a smaller batch_size or more images"
+            )
         self.net: nn.Module = model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -167,19 +289,116 @@ class GainTrainer:
         self._stop = threading.Event()
         self._waiting = threading.Event()
         self._lock = hooks.model_lock(model)
+        # Why not the model lock: fit() runs for minutes and the model lock is re-entrant, so a
+        # second fit() in the same or another thread would interleave steps instead of failing.
+        self._training = threading.Lock()
 
-    def _check_layer(self, image: torch.Tensor) -> None:
-        """Refuse a layer without a spatial map now (one image, eval mode, no gradient), not at
-        the first step of a background run."""
+    def _check_layer(self, image: torch.Tensor, what: str) -> int:
+        """Refuse a layer without a spatial map, or ``image`` the model cannot take, now (one image,
+        eval mode, no gradient), not at the first step of a background run; returns the number of
+        the model's outputs."""
         with (
             torch.no_grad(),
             hooks.model_lock(self.model),
             hooks.eval_mode(self.model),
             hooks.capture(self.model, self.module, cut=False) as cap,
         ):
-            logits = hooks.model_output(self.model(_float_images(image).to(self.device)))
+            logits = self._forward_one(image, what)
         name = self.layer if isinstance(self.layer, str) else _name_of(self.model, self.module)
         check_layer_output(name, cap.raw, logits)
+        return int(logits.shape[1])
+
+    def _forward_one(self, image: torch.Tensor, what: str) -> torch.Tensor:
+        """The model's logits for one image (the caller holds the lock, eval mode, no grad); a
+        ValueError naming ``what`` and the fix when the model cannot run on it."""
+        try:
+            return hooks.model_output(self.model(_float_images(image).to(self.device)))
+        except (RuntimeError, AssertionError, IndexError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            conv = next((m for m in self.model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+            if conv is not None and conv.in_channels != image.shape[1]:
+                fix = (
+                    f"the model's first convolution takes {conv.in_channels} channels but {what} have "
+                    f"{image.shape[1]}: convert them (grey to RGB: x.expand(-1, 3, -1, -1); RGBA to RGB: x[:, :3])"
+                )
+            else:
+                fix = "give images of the size and channel count the model was built for"
+            raise ValueError(f"the model cannot run on {what} of shape {tuple(image.shape)} ({first}); {fix}") from err
+
+    def _check_masks(
+        self, masks: torch.Tensor | None, has_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The masks and the rows that carry one, checked (see :func:`check_masks`)."""
+        none = torch.zeros(0, dtype=torch.long)
+        if masks is None:
+            if has_mask is not None:
+                raise ValueError("has_mask says which images carry a pixel mask; pass masks=... with it (or neither)")
+            return None, none
+        check_masks(masks, self.images, self.labels)
+        if has_mask is None:
+            flags = torch.ones(len(self.images), dtype=torch.bool)
+        elif not isinstance(has_mask, torch.Tensor) or has_mask.is_floating_point() or has_mask.is_complex():
+            got = has_mask.dtype if isinstance(has_mask, torch.Tensor) else type(has_mask).__name__
+            raise TypeError(f"has_mask must be a (N,) bool tensor, one flag per image, got {got}")
+        elif tuple(has_mask.shape) != (len(self.images),):
+            raise ValueError(f"has_mask must be (N,) bool, one flag per image, got {tuple(has_mask.shape)}")
+        elif has_mask.dtype != torch.bool and not bool(((has_mask == 0) | (has_mask == 1)).all()):
+            raise ValueError("has_mask must hold True/False (or 1/0), one flag per image")
+        else:
+            flags = has_mask.bool().cpu()
+        rows = flags.nonzero(as_tuple=True)[0]
+        if len(rows) == 0:
+            raise ValueError("has_mask marks no image, so the masks would never be used; mark some or drop masks")
+        if self.mask_batch == 0:
+            raise ValueError("mask_batch=0 adds no pixel-labelled image to a step, so the masks would never be used")
+        return masks, rows
+
+    def _check_probes(
+        self, probes: torch.Tensor | None, probe_labels: torch.Tensor | Sequence[int] | None, classes: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if probes is None:
+            if probe_labels is not None:
+                raise ValueError("probe_labels name the classes of the probe images; pass probes=... with them")
+            return None, None
+        _check_images(probes, "probes")
+        self._check_layer(probes[:1], "probes")
+        if probe_labels is None:
+            return probes, None
+        labels = _as_labels(probe_labels, "probe_labels")
+        if labels.dim() != 1 or len(labels) != len(probes):
+            raise ValueError(
+                f"probe_labels must be ({len(probes)},) class indices, one per probe, got shape {tuple(labels.shape)}"
+            )
+        _check_labels(labels, classes, "probe_labels")
+        return probes, labels
+
+    def _check_eval_sets(
+        self, eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None, classes: int
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if eval_sets is None:
+            return {}
+        if not isinstance(eval_sets, dict):
+            raise TypeError(f"eval_sets must be a dict {{name: (images, labels)}}, got {type(eval_sets).__name__}")
+        checked = {}
+        for name, pair in eval_sets.items():
+            what = f"eval set {name!r}"
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"{what} must be an (images, labels) pair, got {type(pair).__name__}")
+            xs, ys = pair
+            _check_images(xs, f"{what}'s images")
+            ys = _as_labels(ys, f"{what}'s labels")
+            if ys.dim() != 1 or len(ys) != len(xs):
+                raise ValueError(
+                    f"{what} needs ({len(xs)},) class indices, one per image (accuracy is top-1), got labels of "
+                    f"shape {tuple(ys.shape)}; for multi-hot labels use labels.argmax(1)"
+                )
+            _check_labels(ys, classes, f"{what}'s labels")
+            with torch.no_grad(), hooks.model_lock(self.model), hooks.eval_mode(self.model):
+                out = self._forward_one(xs[:1], f"{what}'s images")
+            if out.dim() != 2 or out.shape[1] != classes:
+                raise ValueError(f"the model gives {what} outputs of shape {tuple(out.shape)}, not (1, {classes})")
+            checked[name] = (xs, ys)
+        return checked
 
     # --- control (thread-safe) -------------------------------------------------------------------
 
@@ -245,7 +464,20 @@ class GainTrainer:
     # --- one step ---------------------------------------------------------------------------------
 
     def step(self) -> dict[str, Any]:
-        """One optimisation step on the next global batch; returns (and records) its losses."""
+        """One optimisation step on the next global batch; returns (and records) its losses.
+
+        A loss, gradient or weight that is not finite stops it with a ValueError naming the step
+        and the term; the model's weights and statistics are then those before the step.
+        """
+        if not self._training.acquire(blocking=False):
+            raise RuntimeError(_BUSY)
+        try:
+            return self._step()
+        finally:
+            self._training.release()
+
+    def _step(self) -> dict[str, Any]:
+        cursor = self._mask_cursor
         idx, extra = self._batch_indices()
         rows = torch.cat([idx, extra])
         x = _float_images(self.images[rows]).to(self.device)
@@ -256,28 +488,58 @@ class GainTrainer:
             has = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
             has[len(idx) :] = True
         with self._lock:
+            # Why a copy: the forward moves BatchNorm's statistics and the update the weights before
+            # either can be checked; a diverged step must leave the last finite model, not NaN.
+            saved = [t.detach().clone() for t in self._state()]
             self.model.train()
             losses = gain_losses(self.net, x, y, self.module, self.config, masks=masks, has_mask=has, mine=self.mine)
             self.optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            self.optimizer.step()
+            losses.total.backward()  # also when not finite: under DDP every process must join the all-reduce
+            values = losses.numbers()
+            bad = _non_finite_term(values) or self._non_finite_grads()
+            if bad is None:
+                self.optimizer.step()
+                if not _all_finite(self.model.parameters()):
+                    bad = "the weights (the update overflowed)"
+            if bad is not None:
+                with torch.no_grad():
+                    for t, old in zip(self._state(), saved):
+                        t.copy_(old)
+                self.optimizer.zero_grad(set_to_none=True)
+                self._mask_cursor = cursor
+                raise ValueError(
+                    f"training diverged at step {self.step_count + 1}: {bad} is not finite "
+                    f"({', '.join(f'{k} {v:.4g}' for k, v in values.items())}); stopped with the weights of step "
+                    f"{self.step_count}. Lower lr (now {self.lr:g})"
+                    + (f" or weight_decay (now {self.weight_decay:g})" if self.weight_decay else "")
+                    + ", or check the images and masks"
+                )
         logits = losses.attention.logits if losses.attention is not None else None
         record: dict[str, Any] = {
             "kind": "step",
             "step": self.step_count + 1,
             "epoch": self.step_count / self.steps_per_epoch,
-            "losses": losses.numbers(),
+            "losses": values,
         }
         if logits is not None and y.dim() == 1:
             record["accuracy"] = float((logits.argmax(1) == y).float().mean())
         self.step_count += 1
         self.history.append(record)
         self._emit(record)
+        if self._stop.is_set():
+            return record  # Why: a stop (a closing widget) should not wait for probes or an evaluation
         if self.probes is not None and self.step_count % self.probe_every == 0:
             self._emit({"kind": "probe", "step": self.step_count, **self.probe()})
         if self.eval_every and self.step_count % self.eval_every == 0:
             self.evaluate()
         return record
+
+    def _state(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def _non_finite_grads(self) -> str | None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return None if _all_finite(grads) else "the gradient"
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.rank != 0:
@@ -287,15 +549,22 @@ class GainTrainer:
 
     # --- looking in ------------------------------------------------------------------------------
 
-    def probe(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def probe(
+        self, images: torch.Tensor | None = None, labels: torch.Tensor | Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Attention maps (P, H, W), soft masks, masked images I* (P, 3, H, W) and predictions of the
         probe images (or ``images``), for ``labels`` (the prediction when None); eval mode, no
         weight gradients written."""
         x = self.probes if images is None else images
         if x is None:
             raise ValueError("no probe images: pass probes=... to GainTrainer or images=... here")
+        lab = self.probe_labels
+        if images is not None:
+            _check_images(images, "images")
+            lab = None if labels is None else _as_labels(labels, "labels")
+            if lab is not None and (lab.dim() != 1 or len(lab) != len(images)):
+                raise ValueError(f"labels must be ({len(images)},) class indices, one per image, or None")
         x = _float_images(x).to(self.device)
-        lab = self.probe_labels if images is None else labels
         with self._lock, hooks.eval_mode(self.model):
             with torch.no_grad():
                 predicted = hooks.model_output(self.model(x)).argmax(1)
@@ -325,12 +594,25 @@ class GainTrainer:
     def fit(self, steps: int | None = None, threads: int | None = None) -> list[dict[str, Any]]:
         """Run until ``epochs`` are done (or ``steps`` more steps), or :meth:`stop`; honours
         :meth:`pause`. ``threads`` sets torch's intra-op threads for the run; it and the model's
-        train/eval flag are restored afterwards."""
-        end = self.total_steps if steps is None else self.step_count + int(steps)
+        train/eval flag are restored afterwards. One fit at a time: a second call while one runs
+        raises RuntimeError."""
+        steps = None if steps is None else check_whole("steps", steps, 1, "how many more steps to run")
+        threads = None if threads is None else check_whole("threads", threads, 1, "torch's intra-op threads")
+        if not self._training.acquire(blocking=False):
+            raise RuntimeError(_BUSY)
+        try:
+            reason = self._fit(steps, threads)
+        finally:
+            self._training.release()
+        self._emit({"kind": "end", "step": self.step_count, "reason": reason, "time": time.time()})
+        return self.history
+
+    def _fit(self, steps: int | None, threads: int | None) -> str:
+        end = self.total_steps if steps is None else self.step_count + steps
         before = torch.get_num_threads()
         was_training = self.model.training
         if threads is not None:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         reason = "done"
         try:
             while self.step_count < end:
@@ -342,10 +624,11 @@ class GainTrainer:
                 if self._stop.is_set():
                     reason = "stopped"
                     break
-                self.step()
+                self._step()
             if (
                 self.eval_sets
                 and reason == "done"
+                and not self._stop.is_set()
                 and (not self.evaluations or self.evaluations[-1]["step"] != self.step_count)
             ):
                 self.evaluate()
@@ -353,5 +636,4 @@ class GainTrainer:
             self.model.train(was_training)  # Why: the caller's mode flag is theirs (step() trains)
             if threads is not None:
                 torch.set_num_threads(before)
-        self._emit({"kind": "end", "step": self.step_count, "reason": reason, "time": time.time()})
-        return self.history
+        return reason

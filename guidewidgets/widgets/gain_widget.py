@@ -30,6 +30,8 @@ from .plots import line_rgba
 __all__ = ["GainWidget"]
 
 _TILE = 96
+#: How long close() waits for the training thread: it ends after the step in flight.
+_CLOSE_WAIT_S = 1.0
 
 
 def _png(rgba: np.ndarray) -> bytes:
@@ -200,6 +202,9 @@ class GainWidget(WidgetBase):
 
     def start(self) -> None:
         """Start a fresh run in a background thread with the current knobs (ignored while running)."""
+        if self._closed:
+            self.status = "This widget is closed; make a new GainWidget to train again."
+            return
         if self.running:
             self.status = "Already running: pause or stop it first."
             return
@@ -229,6 +234,21 @@ class GainWidget(WidgetBase):
         if self.trainer is not None:
             self.trainer.stop()
         self.w_pause.value = False
+
+    def close(self) -> None:
+        """Stop the training run, wait (about a second at most) for its thread to end after the step
+        in flight, so that the model is left alone, and close the widget."""
+        self._closed = True
+        self._stop_asked = True
+        trainer = getattr(self, "trainer", None)  # a constructor that failed made none (close runs on __del__)
+        if trainer is not None:
+            trainer.stop()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_CLOSE_WAIT_S)
+        super().close()
+
+    _closed = False
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends (scripts, tests); True if it did within ``timeout``."""
