@@ -337,3 +337,127 @@ def test_rise_amp_is_close_to_full_precision(model, data):
         m = zoo.load("shapes-classifier").cuda()
         on_gpu = explain.explain(m, x.cuda(), "rise", masks=64, amp=True).cpu()
         assert torch.corrcoef(torch.stack([full.flatten(), on_gpu.flatten()]))[0, 1] > 0.99
+
+
+# --- the store is matched to the data, and never written over what it did not write -----------------
+
+
+def test_store_for_other_images_is_refused_not_served(model, tmp_path):
+    from guidewidgets.explain.dataset import StoreMismatchError
+
+    path = tmp_path / "s.zarr"
+    explain_dataset(model, zoo.ShapeScenes(16, seed=1), "saliency", path, chunk=8)
+    other = zoo.ShapeScenes(16, seed=2)  # same length and image shape: the old check resumed it
+    with pytest.raises(
+        StoreMismatchError, match=r"written for other images \(chunk 0's first image, item 0, differs\)"
+    ):
+        explain_dataset(model, other, "saliency", path, chunk=8)
+    # Only chunk 1 changed (its last item): named, and nothing is served from the store.
+    mixed = [zoo.ShapeScenes(16, seed=1)[i] for i in range(15)] + [other[15]]
+    with pytest.raises(StoreMismatchError, match=r"chunk 1's last image, item 15"):
+        explain_dataset(model, mixed, "saliency", path, chunk=8)
+    # Same images, other labels: the maps of target='label' would be stale too.
+    relabelled = [(item["image"], (item["label"] + 1) % 3) for item in zoo.ShapeScenes(16, seed=1)]
+    with pytest.raises(StoreMismatchError, match="other images"):
+        explain_dataset(model, relabelled, "saliency", path, chunk=8)
+    # resume=False recomputes every chunk (right maps), after which the store resumes for the new data.
+    fresh = explain_dataset(model, other, "saliency", path, chunk=8, resume=False)
+    want = explain_dataset(model, other, "saliency", None, chunk=8).tensor()
+    assert fresh.computed == [0, 1] and torch.equal(fresh.tensor(), want)
+    again = explain_dataset(model, other, "saliency", path, chunk=8)
+    assert again.skipped == [0, 1] and torch.equal(again.tensor(), want)
+
+
+class _Jittered(torch.utils.data.Dataset):
+    """A random transform: other pixels at every read."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.rand(3, 96, 96), 0
+
+
+def test_random_transform_is_refused_on_resume_with_the_reason(model, tmp_path):
+    explain_dataset(model, _Jittered(), "saliency", tmp_path / "j.zarr", chunk=2)
+    with pytest.raises(ValueError, match="random transform gives other images at every read"):
+        explain_dataset(model, _Jittered(), "saliency", tmp_path / "j.zarr", chunk=2)
+
+
+def test_store_paths_that_are_not_ours_are_refused(model, tmp_path, monkeypatch):
+    from guidewidgets.explain.dataset import StoreMismatchError
+
+    small = zoo.ShapeScenes(2, seed=3)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="empty path.*store='maps.zarr'"):
+        explain_dataset(model, small, "saliency", "")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the working folder
+    for here in (".", tmp_path):  # the working folder itself: holds files of its own
+        (tmp_path / "notes.txt").write_text("mine")
+        for overwrite in (False, True):
+            with pytest.raises(StoreMismatchError, match=r"holds other data \('notes.txt'\).*never deletes"):
+                explain_dataset(model, small, "saliency", here, overwrite=overwrite)
+        assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+            "notes.txt"
+        ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreMismatchError, match="exists but is empty.*overwrite=True"):
+        explain_dataset(model, small, "saliency", tmp_path / "empty")
+    assert explain_dataset(model, small, "saliency", tmp_path / "empty", overwrite=True).computed == [0]
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        explain_dataset(model, small, "saliency", tmp_path / "file.zarr", overwrite=True)
+    with pytest.raises(TypeError, match="store must be a folder path"):
+        explain_dataset(model, small, "saliency", 5)
+    import zarr
+
+    zarr.open_group(str(tmp_path / "x.zarr"), mode="w").create_array("theirs", shape=(2,), dtype="int8")
+    with pytest.raises(StoreMismatchError, match="holds other data"):
+        explain_dataset(model, small, "saliency", tmp_path / "x.zarr", overwrite=True)
+    with pytest.raises(StoreMismatchError, match="holds other data"):  # a zarr store object, checked as its folder
+        explain_dataset(model, small, "saliency", zarr.storage.LocalStore(str(tmp_path / "x.zarr")), overwrite=True)
+    assert "theirs" in zarr.open_group(str(tmp_path / "x.zarr"), mode="r")
+    memory = zarr.storage.MemoryStore()
+    zarr.open_group(memory, mode="w").create_array("theirs", shape=(2,), dtype="int8")
+    with pytest.raises(StoreMismatchError, match="holds other data"):  # a store without a folder
+        explain_dataset(model, small, "saliency", memory, overwrite=True)
+    assert "theirs" in zarr.open_group(memory, mode="r")
+
+
+def test_overwrite_replaces_only_our_arrays(model, tmp_path):
+    path = tmp_path / "o.zarr"
+    explain_dataset(model, zoo.ShapeScenes(4, seed=1), "saliency", path, chunk=2)
+    (path / "README.txt").write_text("kept")
+    out = explain_dataset(model, zoo.ShapeScenes(2, seed=5), "grad-cam", path, overwrite=True)
+    assert (path / "README.txt").read_text() == "kept" and out.maps.shape[0] == 2
+    assert torch.equal(out.tensor(), explain_dataset(model, zoo.ShapeScenes(2, seed=5), "grad-cam").tensor())
+
+
+def test_store_without_fingerprints_is_refused(model, tmp_path):
+    """A store from before fingerprints were recorded cannot be matched to the data."""
+    import zarr
+
+    from guidewidgets.explain.dataset import StoreMismatchError
+
+    small = zoo.ShapeScenes(2, seed=3)
+    path = tmp_path / "old.zarr"
+    explain_dataset(model, small, "saliency", path)
+    del zarr.open_group(str(path), mode="r+")["fingerprints"]
+    with pytest.raises(StoreMismatchError, match="older guidewidgets.*overwrite=True"):
+        explain_dataset(model, small, "saliency", path)
+    assert explain_dataset(model, small, "saliency", path, overwrite=True).computed == [0]
+
+
+def test_run_killed_while_creating_the_store_is_recreated(model, tmp_path):
+    """overwrite=True replaces the arrays one by one; a kill in between must not leave old done
+    flags beside new empty maps (the store is marked while it is being created)."""
+    import zarr
+
+    data = zoo.ShapeScenes(4, seed=1)
+    path = tmp_path / "k.zarr"
+    want = explain_dataset(model, data, "saliency", path, chunk=2).tensor()
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs.update({"guidewidgets_explain_dataset": {"creating": True}})  # as _create leaves it when killed
+    group.create_array("maps", shape=(4, 96, 96), chunks=(2, 96, 96), dtype="float32", fill_value=0, overwrite=True)
+    again = explain_dataset(model, data, "saliency", path, chunk=2)
+    assert again.computed == [0, 1] and torch.equal(again.tensor(), want)

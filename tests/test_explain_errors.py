@@ -132,3 +132,36 @@ def test_model_output_must_be_logits():
         E.saliency(Bad(), X)
     with pytest.raises(TypeError, match="nn.Module"):
         E.saliency(lambda x: x, X)
+
+
+# Methods that never differentiate the target's scores (forward passes only): a detaching callable works.
+NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam", "occlusion", "rise"}
+CALLABLE_METHODS = [n for n in CNN_METHODS if n != "cam"]  # CAM refuses callables (test above)
+FAST = {"smooth-grad-cam++": {"samples": 2}, "smoothgrad": {"samples": 2}, "rise": {"masks": 8}}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", CALLABLE_METHODS)
+def test_target_callable_with_non_finite_scores_is_named(model, name, bad):
+    def my_score(out):
+        return out[:, 0] + torch.tensor([0.0, bad])  # sample 1 only
+
+    with pytest.raises(
+        ValueError, match=rf"target callable .*my_score returned non-finite scores \({bad}\) for sample 1"
+    ):
+        E.explain(model, X, name, target=my_score, **FAST.get(name, {}))
+
+
+@pytest.mark.parametrize("name", CALLABLE_METHODS)
+def test_target_callable_that_detaches_is_named_where_gradients_are_needed(model, name):
+    def detached(out):
+        return out[:, 0].detach()
+
+    if name in NO_GRADIENT:
+        want = E.explain(model, X, name, target=lambda out: out[:, 0], **FAST.get(name, {}))
+        torch.testing.assert_close(E.explain(model, X, name, target=detached, **FAST.get(name, {})), want)
+        return
+    with pytest.raises(ValueError, match=r"target callable .*detached breaks the autograd graph.*\.item\(\)"):
+        E.explain(model, X, name, target=detached, **FAST.get(name, {}))
+    with pytest.raises(ValueError, match="breaks the autograd graph"):  # scores rebuilt from Python numbers
+        E.explain(model, X, name, target=lambda out: torch.tensor(out[:, 0].tolist()), **FAST.get(name, {}))

@@ -139,3 +139,12 @@ def test_box_iou():
     a = torch.tensor([[0.0, 0, 10, 10]])
     b = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
     assert torch.allclose(box_iou(a, b), torch.tensor([[1.0, 1 / 3, 0.0]]))
+
+
+def test_region_target_with_a_nan_mask_is_named_not_mapped(segmenter):
+    x = torch.rand(1, 3, 96, 96)
+    mask = torch.ones(96, 96)
+    mask[0, 0] = float("nan")
+    for name, options in (("grad-cam", {}), ("occlusion", {"window": 48})):
+        with pytest.raises(ValueError, match=r"target callable RegionTarget returned non-finite scores \(nan\)"):
+            E.explain(segmenter, x, name, target=segmentation_target(1, mask=mask), **options)

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, MutableMapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -33,7 +33,7 @@ from torch import nn
 
 from ..hooks import eval_mode, model_lock, model_output
 from .registry import explain, method_info
-from .targets import Target
+from .targets import Target, callable_name
 
 __all__ = ["DatasetMaps", "StoreMismatchError", "explain_dataset", "model_fingerprint"]
 
@@ -118,7 +118,7 @@ def _target_key(target: TargetSpec) -> str | int:
         return int(target)
     if callable(target):
         # Why the name only: a callable cannot be compared; its name catches the common mix-up.
-        return "callable:" + getattr(target, "__qualname__", type(target).__name__)
+        return "callable:" + callable_name(target)
     raise TypeError(
         f"target must be 'label', 'pred', an int class index or a callable(output) -> (B,) scores, got "
         f"{type(target).__name__}"
@@ -171,36 +171,112 @@ def _item(item: Any, i: int) -> tuple[torch.Tensor, int | None]:
     return image, (int(label) if label is not None else None)
 
 
-def _open(store: Any, mode: Literal["r+", "a", "w"]) -> Any:
+_OURS = "guidewidgets_explain_dataset"  # the group attribute that marks a store this module wrote
+_ARRAYS = ("maps", "targets", "scores", "fingerprints", "done")
+_CREATING = "creating"  # in the attributes while _create runs
+
+
+def _local_path(store: Any) -> str | None:
+    """The folder of a store given as a local path (a str without ``://`` or a PathLike), else None."""
+    if isinstance(store, os.PathLike):
+        return os.fspath(store)  # type: ignore[return-value]
+    if isinstance(store, str) and "://" not in store:
+        return store
+    if type(store).__name__ == "LocalStore":  # a zarr.storage.LocalStore: checked as the folder it is
+        return os.fspath(store.root)
+    return None
+
+
+def _group_attrs(folder: str) -> dict | None:
+    """The attributes of the zarr group in ``folder``, or None when it holds no zarr group."""
+    try:
+        with open(os.path.join(folder, "zarr.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        return None
+    return meta.get("attributes") or {}
+
+
+def _check_folder(folder: str, overwrite: bool) -> None:
+    """Refuse a folder this module must not write into: an empty path (the working folder), a
+    file, or an existing folder it did not write (an empty one is taken with ``overwrite=True``;
+    one with files never, since overwriting would delete them)."""
+    if not folder.strip():
+        raise ValueError(
+            "store is an empty path, which would scatter the store's files over the working folder; give a "
+            "new folder such as store='maps.zarr', or store=None to keep the maps in memory"
+        )
+    if not os.path.lexists(folder):
+        return
+    if not os.path.isdir(folder):
+        raise ValueError(f"the store {folder!r} is a file, not a folder; give a new folder such as store='maps.zarr'")
+    entries = sorted(os.listdir(folder))
+    attrs = _group_attrs(folder)
+    if attrs is not None and (_OURS in attrs or (entries == ["zarr.json"] and not attrs)):
+        return  # a store of ours, or the empty group that a run killed while creating one left
+    if entries:
+        shown = ", ".join(repr(e) for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise StoreMismatchError(
+            f"the folder {folder!r} holds other data ({shown}), not maps from explain_dataset; use a new path "
+            "(explain_dataset never deletes files it did not write, even with overwrite=True)"
+        )
+    if not overwrite:
+        raise StoreMismatchError(
+            f"the folder {folder!r} exists but is empty, not a store from explain_dataset; use a new path, or "
+            "pass overwrite=True to write the store into it"
+        )
+
+
+def _open(store: Any, mode: Literal["r+", "a"]) -> Any:
     try:
         import zarr  # lazily: `import guidewidgets` works without zarr
     except ImportError:
         raise ImportError("explain_dataset writes maps with zarr 3: pip install 'zarr>=3'") from None
 
     if store is None:
-        return zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+        return zarr.open_group(zarr.storage.MemoryStore(), mode="a")
+    from zarr.abc.store import Store
+    from zarr.storage import StorePath
+
+    if not isinstance(store, (str, os.PathLike, MutableMapping, Store, StorePath)):
+        raise TypeError(
+            f"store must be a folder path such as 'maps.zarr', a zarr store (or fsspec URL) or None for memory, got "
+            f"{type(store).__name__}"
+        )
     return zarr.open_group(os.fspath(store) if isinstance(store, os.PathLike) else store, mode=mode)
 
 
 def _create(group: Any, attrs: dict, n: int, shape: tuple[int, int], chunk: int, dtype: str) -> None:
     nchunks = math.ceil(n / chunk)
+    # Why mark first: a run killed while the arrays are replaced leaves a store that the next call
+    # recreates, never old done flags beside new empty maps.
+    group.attrs.update({_OURS: {_CREATING: True}})
+    # Why overwrite array by array, never the whole group: only what this module wrote is replaced.
     group.create_array("maps", shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype, fill_value=0, overwrite=True)
     group.create_array("targets", shape=(n,), chunks=(chunk,), dtype="int64", fill_value=-1, overwrite=True)
     group.create_array("scores", shape=(n,), chunks=(chunk,), dtype="float32", fill_value=float("nan"), overwrite=True)
+    # Hashes of each chunk's first and last item, so a resumed run skips a chunk only for the same images.
+    group.create_array("fingerprints", shape=(nchunks, 2), chunks=(1, 2), dtype="int64", fill_value=0, overwrite=True)
     # Why one flag per zarr chunk: ranks set their own flags without touching another's file.
     group.create_array("done", shape=(nchunks,), chunks=(1,), dtype="bool", fill_value=False, overwrite=True)
-    group.attrs.update({"guidewidgets_explain_dataset": attrs})
+    group.attrs.update({_OURS: attrs})
 
 
-def _check(group: Any, attrs: dict, where: str) -> None:
-    old = dict(group.attrs).get("guidewidgets_explain_dataset")
-    if old is None:
-        if len(list(group.keys())):
-            raise StoreMismatchError(
-                f"the store at {where} holds other data, not maps from explain_dataset; use a new path or "
-                "pass overwrite=True to replace it"
-            )
-        return
+def _stored_attrs(group: Any, where: str) -> dict | None:
+    """The attributes explain_dataset recorded in ``group``; None for an empty group; a
+    StoreMismatchError for a group with other data (it is never overwritten)."""
+    old = dict(group.attrs).get(_OURS)
+    if old is None and (len(list(group.keys())) or dict(group.attrs)):
+        raise StoreMismatchError(
+            f"the store at {where} holds other data, not maps from explain_dataset; use a new path "
+            "(explain_dataset never deletes data it did not write, even with overwrite=True)"
+        )
+    return old
+
+
+def _check(old: dict, group: Any, attrs: dict, where: str) -> None:
     diff = [k for k in _KEYS if _jsonable(old.get(k)) != _jsonable(attrs[k])]
     if diff:
         what = "; ".join(f"{k}: store has {old.get(k)!r}, this call {attrs[k]!r}" for k in diff)
@@ -208,6 +284,46 @@ def _check(group: Any, attrs: dict, where: str) -> None:
             f"the store at {where} was written by another run ({what}); resuming it would mix maps. "
             "Use a new store path, or pass overwrite=True to discard it and start again"
         )
+    if any(a not in group for a in _ARRAYS):
+        raise StoreMismatchError(
+            f"the store at {where} was written by an older guidewidgets that did not record which images it "
+            "explained, so its maps cannot be matched to this dataset; use a new path or pass overwrite=True"
+        )
+
+
+def _fingerprint(item: Any, i: int) -> int:
+    """A 64-bit hash of dataset item ``i``'s image (shape, dtype, bytes) and label."""
+    image, label = _item(item, i)
+    h = hashlib.sha256(f"{tuple(image.shape)} {image.dtype} {label}".encode())
+    h.update(image.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little", signed=True)
+
+
+def _check_data(group: Any, dataset: Any, source: Any, chunk: int, n: int, where: str) -> None:
+    """Refuse a store whose finished chunks were written for other images: each finished chunk's
+    first and last item are read again (through the loader's workers when it has some) and
+    compared with the hashes recorded when the chunk was written."""
+    finished = np.flatnonzero(np.asarray(group["done"][:], dtype=bool))
+    if not len(finished):
+        return
+    stored = np.asarray(group["fingerprints"][:])
+    plan = [sorted({int(k) * chunk, min(n, (int(k) + 1) * chunk) - 1}) for k in finished]
+    batches = _reader(dataset, source, plan)
+    try:
+        for k, (idx, items) in zip(finished, batches):
+            got = [_fingerprint(item, i) for i, item in zip(idx, items)]
+            for which, i, want, have in (
+                ("first", idx[0], stored[k, 0], got[0]),
+                ("last", idx[-1], stored[k, 1], got[-1]),
+            ):
+                if want != have:
+                    raise StoreMismatchError(
+                        f"the store at {where} was written for other images (chunk {k}'s {which} image, item {i}, "
+                        "differs); use a new path or overwrite=True. (A dataset with a random transform gives other "
+                        "images at every read: make it deterministic to resume)"
+                    )
+    finally:
+        batches.close()
 
 
 def _distributed() -> tuple[int, int]:
@@ -247,11 +363,18 @@ def explain_dataset(
     the unit of resumption and of sharding. ``dtype``: ``"float32"`` or ``"float16"`` maps.
 
     The store records the model's fingerprint (:func:`model_fingerprint`), method, layer,
-    target, options, dataset length, image shape, dtype and chunk. With ``resume`` (default) a
-    store written by the same run keeps its finished chunks and only the others are computed; a
-    store from another model, method or parameters is refused with a :class:`StoreMismatchError`
-    (a ValueError; use a new path or ``overwrite=True``). ``resume=False`` recomputes every chunk. A chunk's maps, targets and
-    scores are written before its done flag, so a run killed mid-chunk recomputes that chunk.
+    target, options, dataset length, image shape, dtype and chunk, and for each chunk a hash of
+    its first and last item (image and label). With ``resume`` (default) a store written by the
+    same run keeps its finished chunks and only the others are computed (each finished chunk's
+    first and last item are read again and must hash the same); a store from another model,
+    method, parameters or images is refused with a :class:`StoreMismatchError` (a ValueError;
+    use a new path or ``overwrite=True``). ``resume=False`` recomputes every chunk. A chunk's
+    maps, targets, scores and hashes are written before its done flag, so a run killed
+    mid-chunk recomputes that chunk.
+
+    A path ``store`` must be a new folder or one this function wrote: an empty path, a file or
+    another folder is refused (an existing empty folder is taken with ``overwrite=True``), and
+    ``overwrite=True`` replaces only this function's own arrays, so it never deletes a user's files.
 
     With a ``torch.distributed`` process group initialised, rank 0 creates (or checks) the store,
     every rank takes every world-size-th unfinished chunk (chunk-aligned, so no chunk is written
@@ -307,18 +430,23 @@ def explain_dataset(
             "(a shared file system or bucket), not an in-memory store"
         )
     where = repr(os.fspath(store)) if isinstance(store, (str, os.PathLike)) else type(store).__name__
+    folder = _local_path(store)
 
     # Rank 0 makes or checks the store; the others learn the outcome (an error stops every rank).
     error: tuple[str, str] | None = None
     if rank == 0:
         try:
-            group = _open(store, "w" if overwrite else "a")
-            if "done" not in group or overwrite:
-                _check(group, attrs, where)
+            if folder is not None:
+                _check_folder(folder, overwrite)
+            group = _open(store, "a")
+            old = _stored_attrs(group, where)
+            if old is None or overwrite or old.get(_CREATING):
                 _create(group, attrs, n, (h, w), chunk, dtype)
             else:
-                _check(group, attrs, where)
-        except ValueError as e:
+                _check(old, group, attrs, where)
+                if resume:
+                    _check_data(group, dataset, source, chunk, n, where)
+        except (ValueError, TypeError) as e:
             error = (type(e).__name__, str(e))
     if world > 1:
         box = [error]
@@ -326,10 +454,12 @@ def explain_dataset(
         torch.distributed.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
         error = box[0]
     if error is not None:
-        raise (StoreMismatchError if error[0] == "StoreMismatchError" else ValueError)(error[1])
+        kinds: dict[str, type[Exception]] = {"StoreMismatchError": StoreMismatchError, "TypeError": TypeError}
+        raise kinds.get(error[0], ValueError)(error[1])
     if rank != 0:
         group = _open(store, "r+")
     maps, targets, scores, done = group["maps"], group["targets"], group["scores"], group["done"]
+    fingerprints = group["fingerprints"]
     nchunks = done.shape[0]
     finished = np.asarray(done[:], dtype=bool) if resume else np.zeros(nchunks, dtype=bool)
     if world > 1:
@@ -352,9 +482,14 @@ def explain_dataset(
             parts: list[np.ndarray] = []
             t_parts: list[torch.Tensor] = []
             s_parts: list[torch.Tensor] = []
+            ends: list[int] = []  # hashes of the chunk's first and last item
             for b0 in range(start, stop, batch_size):
                 idx, items = next(batches)
                 assert idx[0] == b0
+                if b0 == start:
+                    ends.append(_fingerprint(items[0], idx[0]))
+                if idx[-1] == stop - 1:
+                    ends.append(_fingerprint(items[-1], idx[-1]))
                 m, t, s, dt = _explain_batch(model, items, idx, name, target, layer, opts, device, (c, h, w))
                 spent += dt
                 parts.append(m)
@@ -369,6 +504,7 @@ def explain_dataset(
             maps[start:stop] = cast
             targets[start:stop] = torch.cat(t_parts).numpy()
             scores[start:stop] = torch.cat(s_parts).numpy()
+            fingerprints[k] = ends
             done[k] = True  # last: a chunk killed before this line counts as not done
             if progress is not None:
                 progress((step + 1) / len(mine))
@@ -384,7 +520,9 @@ def _as_list(items: list) -> list:
     return items
 
 
-def _reader(dataset: Any, source: Any, plan: list[range]) -> Generator[tuple[range, list], None, None]:
+def _reader(
+    dataset: Any, source: Any, plan: Sequence[Sequence[int]]
+) -> Generator[tuple[Sequence[int], list], None, None]:
     """(indices, items) for each planned batch; through a DataLoader with the given loader's
     workers when it has some (so that decoding overlaps the model), else read here."""
     workers = dataset.num_workers if isinstance(dataset, torch.utils.data.DataLoader) else 0
@@ -406,7 +544,7 @@ def _reader(dataset: Any, source: Any, plan: list[range]) -> Generator[tuple[ran
 def _explain_batch(
     model: nn.Module,
     items: list,
-    idx: range,
+    idx: Sequence[int],
     name: str,
     target: TargetSpec,
     layer: str | nn.Module | None,

@@ -16,6 +16,7 @@ own channel count (grey for a 1-channel first conv, an opaque alpha channel adde
 from __future__ import annotations
 
 import collections
+import numbers
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..hooks import FeatureMap, eval_mode, feature_maps, get_layer, model_lock, model_output
+from ..hooks import FeatureMap, eval_mode, feature_maps, get_layer, hooked, model_lock, model_output
 from .registry import MethodInfo, method_info, methods
 from .targets_more import DetectorBoxScore, segmentation_target
 
@@ -175,10 +176,22 @@ class Explainer:
         self.boxes.append(None if b is None else (b, lab))
         return len(self.images) - 1
 
+    def _image_index(self, index: object) -> int:
+        """``index`` as an int if it names an added image, else a TypeError/ValueError naming the
+        valid range (a negative index would silently pick an image from the end)."""
+        n = len(self.images)
+        valid = f"0 to {n - 1}" if n else "none yet: add one with add_image(image)"
+        if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+            raise TypeError(f"the image index must be an int (images: {valid}), got {index!r}")
+        i = int(index)
+        if not 0 <= i < n:
+            raise ValueError(f"image index {i} is out of range: this session has {n} images, so use {valid}")
+        return i
+
     def true_boxes(self, index: int, cls: int | None = None) -> torch.Tensor | None:
         """True boxes ``(N, 4)`` of image ``index`` (those of class ``cls`` when the boxes have
         classes); None when no boxes are known for the image."""
-        known = self.boxes[index]
+        known = self.boxes[self._image_index(index)]
         if known is None:
             return None
         b, lab = known
@@ -186,7 +199,7 @@ class Explainer:
 
     def model_input(self, index: int) -> torch.Tensor:
         """Image ``index`` as the model takes it: ``(1, C, H, W)`` with the model's channel count."""
-        x = self.images[index][None]
+        x = self.images[self._image_index(index)][None]
         if self.channels == 1:  # ITU-R BT.601 luma, what PIL's "L" conversion computes
             w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
             return (x * w[None, :, None, None]).sum(1, keepdim=True)
@@ -198,14 +211,18 @@ class Explainer:
         return self.classes[k] if 0 <= k < len(self.classes) else f"class {k}"
 
     def num_classes(self, index: int = 0) -> int:
+        if not self.images:
+            return 0
+        index = self._image_index(index)
         if self.detection:  # targets are the detected boxes
             return len(self.probabilities(index))
         if self.classes:
             return len(self.classes)
-        return len(self.probabilities(index)) if self.images else 0
+        return len(self.probabilities(index))
 
     def probabilities(self, index: int) -> np.ndarray:
         """Class scores of an image: softmax for classifiers, predicted-pixel fractions for segmenters."""
+        index = self._image_index(index)
         if index not in self._probs:
             with model_lock(self.model), torch.no_grad(), eval_mode(self.model):
                 raw = self.model(self.model_input(index))
@@ -239,6 +256,7 @@ class Explainer:
 
     def target_name(self, index: int, target: int) -> str:
         """What ``target`` means on image ``index``: a class name, or a detector's ``"box j: label"``."""
+        index = self._image_index(index)
         if not self.detection or index not in self.detections:
             return self.class_name(target)
         d = self.detections[index]
@@ -278,15 +296,29 @@ class Explainer:
         ``region`` (x0, y0, x1, y1), exclusive ends, image pixels: a segmenter's class ``target``
         summed inside that box only (:func:`~guidewidgets.explain.targets_more.segmentation_target`)."""
         info = method_info(method)
+        image = self._image_index(image)
         return MapKey(
-            int(image),
+            image,
             info.name,
             (layer or None) if info.uses_layer else None,
-            int(target),
+            self._target_index(image, target),
             tuple(sorted(self.options.get(info.name, {}).items())),
             bool(raw and info.has_image),
             None if region is None else (int(region[0]), int(region[1]), int(region[2]), int(region[3])),
         )
+
+    def _target_index(self, image: int, target: object) -> int:
+        """``target`` as an int class (a box for detectors) of image ``image``; its upper bound is
+        checked once the count is known without a forward (the method checks it otherwise)."""
+        what = "box" if self.detection else "class"
+        if not isinstance(target, numbers.Integral) or isinstance(target, bool):
+            raise TypeError(f"target must be an int {what} index, got {target!r}")
+        t = int(target)
+        k = self.num_classes(image) if image in self._probs or (self.classes and not self.detection) else None
+        if t < 0 or (k is not None and t >= k):
+            bound = f"from 0 to {k - 1}" if k else "from 0 up"
+            raise ValueError(f"target {what} {t} is out of range for image {image}: use a {what} index {bound}")
+        return t
 
     def get(self, key: MapKey) -> Result | None:
         """A cached result (marked recently used), or None."""
@@ -423,6 +455,7 @@ class Explainer:
 
     def layer_options(self, index: int, default: str | None = None) -> list[tuple[str, str]]:
         """``(label, name)`` for a layer menu: ``""`` = default first, then each spatial map once."""
+        index = self._image_index(index)  # checked here: the menu below swallows errors
         try:
             maps = self.layers(index)
         except Exception:  # the menu is a convenience; the default layer still works
@@ -439,12 +472,9 @@ class Explainer:
         """``"name (h x w)"`` from one hooked forward (just ``name`` if it is no spatial map)."""
         shapes: list[tuple[int, ...]] = []
         try:
-            with model_lock(self.model), torch.no_grad(), eval_mode(self.model):
-                hook = get_layer(self.model, name).register_forward_hook(lambda _m, _a, out: shapes.append(out.shape))
-                try:
-                    self.model(self.model_input(index))
-                finally:
-                    hook.remove()
+            with model_lock(self.model), torch.no_grad(), eval_mode(self.model), hooked() as placed:
+                placed.forward(get_layer(self.model, name), lambda _m, _a, out: shapes.append(out.shape))
+                self.model(self.model_input(index))
         except Exception:
             return name
         if not shapes or len(shapes[0]) != 4:
@@ -464,6 +494,23 @@ class Explainer:
         label = self.labels[key.image]
         truth = f", true label {self.class_name(label)}" if label is not None else ""
         return f"{text}{truth} | {self.names[key.image]}"
+
+    def empty_note(self, key: MapKey, result: Result) -> str:
+        """A sentence when a map has nothing to show (flat zero) or its class is all but absent
+        (p below 1 %): a blank map must never look like a failure. "" otherwise."""
+        if "raw" in result:
+            return ""
+        p = float(self.probabilities(key.image)[key.target])
+        what = "share of pixels" if self.segmentation else "score" if self.detection else ""
+        gives = f"the model gives {self.target_name(key.image, key.target)} {what + ' ' if what else ''}{p:.1%}"
+        title = method_info(key.method).title
+        a = result["map"]
+        if not np.isfinite(a).all() or float(np.abs(a).max()) == 0.0:
+            kind = "evidence either way" if method_info(key.method).signed else "positive evidence"
+            return f"{gives}: {title} has no {kind} to show"
+        if p < 0.01 and not self.detection:
+            return f"{gives}: {title} shows the little evidence there is for a class the model all but rules out"
+        return ""
 
     def scale_text(self, key: MapKey, result: Result) -> tuple[tuple[str, str], str]:
         """``((low label, high label), meaning)`` of a map's colour scale."""

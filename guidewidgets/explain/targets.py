@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["TargetLike", "Target", "check_input", "input_channels"]
+__all__ = ["TargetLike", "Target", "callable_name", "check_input", "input_channels"]
 
 TargetLike = None | int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
@@ -99,7 +99,8 @@ class Target:
     ``None`` means each sample's predicted class; an int the same class for every sample; a
     sequence (or 1-D integer tensor) one class per sample; a callable maps the model output
     of a batch of ``batch`` samples to ``batch`` scores. Class indices are checked against the
-    number of classes once an output is seen.
+    number of classes once an output is seen; a callable's scores must be finite and, where the
+    method differentiates them, still on the autograd graph (a ValueError naming it otherwise).
     """
 
     def __init__(self, target: TargetLike, batch: int) -> None:
@@ -183,7 +184,11 @@ class Target:
         if self.fn is not None:
             # Why slice per copy: the callable may close over per-sample data of shape (B, ...).
             parts = [self._call(out[r * b : (r + 1) * b]) for r in range(repeats)]
-            return parts[0] if repeats == 1 else torch.cat(parts)
+            s = parts[0] if repeats == 1 else torch.cat(parts)
+            # Why one check on all copies: it is this call's only host sync, whatever ``repeats`` is.
+            if not bool(torch.isfinite(s).all()):
+                self._refuse_non_finite(s)
+            return s
         cls = self.classes(out[:b]).repeat(repeats)
         return class_scores(out, cls)
 
@@ -199,7 +204,28 @@ class Target:
                 f"the target callable must return one score per sample, shape ({self.batch},), "
                 f"got {tuple(s.shape)}; e.g. lambda out: (out[:, c] * mask).sum((1, 2))"
             )
+        # Why out.requires_grad: it is set exactly when the method differentiates the scores.
+        if out.requires_grad and not s.requires_grad:
+            raise ValueError(
+                f"the target callable {callable_name(self.fn)} breaks the autograd graph: its scores do not "
+                "require grad, so this method cannot differentiate them. Return a tensor computed from the "
+                "model output without .detach(), .item(), .numpy() or torch.no_grad(), e.g. lambda out: out[:, 3]"
+            )
         return s
+
+    def _refuse_non_finite(self, s: torch.Tensor) -> None:
+        row = int((~torch.isfinite(s)).nonzero()[0, 0])
+        value = float(s[row].detach())
+        raise ValueError(
+            f"the target callable {callable_name(self.fn)} returned non-finite scores ({value}) for sample "
+            f"{row % self.batch}; maps of such scores mean nothing. Make it return finite numbers, e.g. "
+            "out.log_softmax(1) instead of out.softmax(1).log(), or clamp a denominator away from 0"
+        )
+
+
+def callable_name(fn: object) -> str:
+    """A callable's name for messages and store keys: its qualified name, else its type's name."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
 
 
 def class_scores(out: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
