@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -45,10 +46,13 @@ def test_start_probe_pause_resume_stop():
         assert bytes(w.w_strip[0].value) != first  # the attention strip moved with training
     finally:
         w.stop()
+        assert w.status.startswith("Stopping") or not w.running  # said at once, before the step ends
         assert w.wait(120)
-    assert w.state == "stopped" and w.step < 50 * 4
+    assert w.state == "stopped" and w.step < 50 * 4 and w.status.startswith("Stopped at step")
     assert w.history and all(h["losses"]["e"] >= 0 for h in w.history)
-    assert w.w_curves["cl"].value
+    lines = w.loss_chart.lines  # the chart holds exactly the recorded losses, step by step
+    assert lines.x.tolist() == list(range(1, len(w.history) + 1))
+    assert np.allclose(lines.y[0], [h["losses"]["cl"] for h in w.history])
     assert w.export().endswith(".png")
 
 
@@ -73,6 +77,11 @@ def test_full_tiny_run_gives_a_table_and_bad_knobs_are_refused():
     assert w.table is not None and 0.0 <= w.table["unbiased"] <= 1.0
     assert "circle without water" in w.w_table.value
     assert {h["phase"] for h in w.history} == {"warm-up", "training"}
+    warm = sum(h["phase"] == "warm-up" for h in w.history)
+    assert (
+        f"Steps 1-{warm} are the warm-up" in w.w_curve_text.value and "L_am and L_e stay at 0" in w.w_curve_text.value
+    )
+    assert all(h["losses"]["am"] == 0 for h in w.history[:warm])  # what the note says
     with pytest.raises(ValueError, match="alpha"):
         GainWidget(alpha=-0.5)
 

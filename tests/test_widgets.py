@@ -415,11 +415,38 @@ def test_slow_method_runs_in_background_and_controls_stay_live(ew, monkeypatch):
     assert ew.opacity == 0.3 and ew.method == "occlusion"
     gate.release.set()
     assert ew.wait(10)
-    assert not ew.busy and ew.status == "" and ew.w_progress.value == 1.0
+    assert not ew.busy and ew.status == ""
+    assert ew.w_progress.layout.visibility == "hidden" and ew.w_progress.value == 0.0  # gone, and reset
     assert np.array_equal(ew.frame, _expected_overlay(ew, "occlusion"))
     ew.method = "grad-cam"
     ew.method = "occlusion"  # cached: no thread
     assert not ew.busy
+
+
+def test_the_progress_bar_shows_only_while_work_runs_and_starts_at_zero(ew, monkeypatch):
+    seen: list[tuple[str, float]] = []  # (visibility, value) after every change of either
+    bar = ew.w_progress
+    bar.observe(lambda _: seen.append((bar.layout.visibility, bar.value)), "value")
+    bar.layout.observe(lambda _: seen.append((bar.layout.visibility, bar.value)), "visibility")
+    gate = _Gate(explain.explain)
+    monkeypatch.setattr(explain, "explain", gate)
+    for step in range(2):  # two slow jobs in a row: the second must not start at 100 %
+        if step == 0:
+            ew.method = "occlusion"
+        else:
+            ew.target = 0 if ew.target else 1
+        assert gate.started.wait(5)
+        gate.release.set()
+        assert ew.wait(10)
+        gate.started.clear()
+        gate.release.clear()
+    shown = [v for vis, v in seen if vis == "visible"]
+    firsts = [
+        seen[i][1] for i in range(len(seen)) if seen[i][0] == "visible" and (i == 0 or seen[i - 1][0] != "visible")
+    ]
+    assert len(firsts) == 2 and firsts == [0.0, 0.0], seen  # each job's bar appears at 0
+    assert max(shown) > 0.5  # and moves while its job runs
+    assert seen[-1] == ("hidden", 0.0)  # hidden when done, and reset
 
 
 def test_new_request_cancels_a_running_slow_method(ew, monkeypatch):
@@ -679,7 +706,9 @@ class GreyCNN(TinyCNN):
 def test_grey_and_rgba_models_get_their_channel_count(channels):
     model = GreyCNN(channels).eval()
     w = ExplainWidget(model, torch.rand(2, 3, 16, 16))
-    assert w.status == "" and w.frame is not None and w.session.model_input(0).shape == (1, channels, 16, 16)
+    # no error (a random net's Grad-CAM may be flat: then the status says so instead of a blank map)
+    assert not w.status.startswith("Error") and w.frame is not None
+    assert w.session.model_input(0).shape == (1, channels, 16, 16)
     if channels == 1:
         x = w.session.model_input(0)
         assert torch.allclose(x[0, 0], 0.299 * w.images[0][0] + 0.587 * w.images[0][1] + 0.114 * w.images[0][2])
@@ -1254,4 +1283,22 @@ def test_words_after_a_newer_guide_took_over_say_so():
         assert "newer Guide on the same model took over" in w.status and np.array_equal(w._prediction, pred)
     finally:
         newer.close()
+        w.close()
+
+
+def test_a_class_the_model_rules_out_says_so_instead_of_a_blank_map(images):
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    with torch.no_grad():  # class 1: no weight on any feature and a bias far below the others
+        model.fc.weight[1] = 0.0
+        model.fc.bias[1] = -100.0
+    w = ExplainWidget(model, images, method="grad-cam")
+    try:
+        w.target = 1
+        assert np.abs(w.current["map"]).max() == 0  # Grad-CAM has nothing to show here
+        name = w.classes[1]
+        assert f"The model gives {name} 0.0%: Grad-CAM has no positive evidence to show" in w.status
+        w.target = 0  # a class with evidence: the note goes away
+        assert "The model gives" not in w.status
+    finally:
         w.close()

@@ -95,3 +95,12 @@ def test_close_closes_the_stylesheet_too():
     w.close()
     assert style.comm is None and style.layout.comm is None
     assert not {k for k in set(registry._instances) - before if registry._instances[k] in (style, style.layout)}
+
+
+def test_key_help_offers_only_the_keys_the_front_end_leaves(widget):
+    text = widget.w_help.value
+    everywhere, nb7 = text.split('class="gw-muted gw-keys-nb7"')
+    assert "previous image" in everywhere and "<kbd>1-9</kbd> method" in everywhere
+    assert "previous image" not in nb7 and "<kbd>1-9</kbd> method" in nb7 and "use the buttons" in nb7
+    css = theme._css()
+    assert 'body[data-notebook="notebooks"] .gw-root .gw-keys-all { display: none; }' in css

@@ -33,6 +33,7 @@ from . import theme
 from .synced import SyncedBox
 
 ERROR_PREFIXES = ("Error", "Upload refused", "Upload failed")
+NOTEBOOK7_KEYS = ("ctrl+z", "ctrl+y")  # with the arrow keys: what Notebook 7 takes before a widget sees it
 
 
 def error_text(err: BaseException | str) -> str:
@@ -224,6 +225,16 @@ class WidgetBase(SyncedBox):
         if not keys:
             return ""
         # "1-9|method": the part before | replaces the key's name; entries without text are not listed
-        shown = [(t.split("|", 1) if "|" in t else (k, t)) for k, (t, _) in keys.items() if t]
-        items = " &nbsp; ".join(f"<kbd>{html.escape(k)}</kbd> {html.escape(t)}" for k, t in shown)
-        return f'<div class="gw-muted">Keys (click the image first): {items}</div>'
+        shown = [(k, *(t.split("|", 1) if "|" in t else (k, t))) for k, (t, _) in keys.items() if t]
+
+        def line(entries: list[tuple[str, str, str]], note: str = "") -> str:
+            items = " &nbsp; ".join(f"<kbd>{html.escape(name)}</kbd> {html.escape(t)}" for _, name, t in entries)
+            return f"Keys (click the image first): {items}{note}"
+
+        # Notebook 7 keeps the arrow keys and Ctrl+Z / Ctrl+Y for itself; theme.py shows this line there.
+        free = [e for e in shown if not (e[0].startswith("Arrow") or e[0] in NOTEBOOK7_KEYS)]
+        taken = len(free) < len(shown)
+        nb7 = line(
+            free, " &nbsp; (Notebook 7 keeps the arrow keys and Ctrl+Z / Ctrl+Y: use the buttons)" if taken else ""
+        )
+        return f'<div class="gw-muted gw-keys-all">{line(shown)}</div><div class="gw-muted gw-keys-nb7">{nb7}</div>'

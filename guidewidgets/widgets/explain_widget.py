@@ -246,19 +246,32 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
         if not missing:
             return self._render()
         if any(self.infos[k.method].slow for k in missing):
-            self.busy, self.w_progress.value = True, 0.0
+            self._show_progress(True)
             self.status = f"Computing {', '.join(self.infos[k.method].title for k in missing)} in the background ..."
-            self.session.submit(missing, self._job_done, lambda f: setattr(self.w_progress, "value", f))
+            self.session.submit(missing, self._job_done, self._on_progress)
             return
         self.session.cancel()
-        self.busy = False
+        self._show_progress(False)
         self._finish(self.session.compute_many(missing))
+
+    def _show_progress(self, on: bool) -> None:
+        # Why this order: the bar is shown only at 0 and reset only once hidden, so it never
+        # appears at the last job's 100 %.
+        if on:
+            self.w_progress.value = 0.0
+            self.busy = True
+        else:
+            self.busy = False
+            self.w_progress.value = 0.0
+
+    def _on_progress(self, fraction: float) -> None:
+        if self.busy:  # a late report from a finished or cancelled job must not move the bar
+            self.w_progress.value = fraction
 
     def _job_done(self, job: Job) -> None:
         if job is not self.session.job or job.cancelled:
             return
-        self.busy = False
-        self.w_progress.value = 1.0
+        self._show_progress(False)
         self._finish(job.errors)
 
     def _finish(self, errors: list[str]) -> None:
@@ -298,6 +311,9 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
         if res is None:
             return
         self._clear_error()
+        note = self.session.empty_note(self._key(self.method), res)
+        if note or self.status.startswith("The model gives"):
+            self.status = note[:1].upper() + note[1:] + "." if note else ""
         self.current = res
         self.frame = self._with_box(self._overlay_rgba(self.method, res), res)
         self.view.set_layer("overlay", self.frame)

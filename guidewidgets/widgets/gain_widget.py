@@ -25,13 +25,16 @@ from ..gain import GainConfig, GainTrainer, reproduce
 from ..zoo.models import ShapeClassifier
 from ..zoo.scenes import BACKGROUNDS, CLASSES, ShapeScenes
 from .base import WidgetBase, error_text
-from .plots import line_rgba
+from .charts import LineChart
 
 __all__ = ["GainWidget"]
 
 _TILE = 96
 #: How long close() waits for the training thread: it ends after the step in flight.
 _CLOSE_WAIT_S = 1.0
+
+
+LOSS_NAMES = {"cl": "L_cl (classification)", "am": "L_am (attention mining)", "e": "L_e (pixel labels)"}
 
 
 def _png(rgba: np.ndarray) -> bytes:
@@ -101,11 +104,10 @@ class GainWidget(WidgetBase):
         with self._building():
             self.alpha, self.omega, self.sigma, self.pixel_labels = alpha, omega, sigma, pixel_labels
             self._base_controls()
-            style = {"description_width": "110px"}
-            self.w_alpha = W.FloatSlider(min=0, max=5, step=0.1, description="alpha (L_am)", style=style)
-            self.w_omega = W.FloatSlider(min=0, max=40, step=1, description="omega (mask)", style=style)
-            self.w_sigma = W.FloatSlider(min=0, max=1, step=0.05, description="sigma (mask)", style=style)
-            self.w_labels = W.IntSlider(min=0, max=64, description="pixel labels", style=style)
+            self.w_alpha = W.FloatSlider(min=0, max=5, step=0.1, description="alpha (L_am)")
+            self.w_omega = W.FloatSlider(min=0, max=40, step=1, description="omega (mask)")
+            self.w_sigma = W.FloatSlider(min=0, max=1, step=0.05, description="sigma (mask)")
+            self.w_labels = W.IntSlider(min=0, max=64, description="pixel labels")
             for trait, w in (
                 ("alpha", self.w_alpha),
                 ("omega", self.w_omega),
@@ -120,16 +122,24 @@ class GainWidget(WidgetBase):
             self.w_stop.on_click(lambda _: self.stop())
             self.w_pause.observe(self._on_pause, "value")
             self.w_progress = W.IntProgress(value=0, min=0, max=1, description="idle")
-            curve = W.Layout(width="240px", height="80px")
-            self.w_curves = {k: W.Image(format="png", layout=curve) for k in ("cl", "am", "e", "acc")}
-            self.w_curve_text = {k: W.HTML() for k in self.w_curves}
-            names = {"cl": "L_cl", "am": "L_am", "e": "L_e", "acc": "accuracy (unbiased)"}
+            self.loss_chart = LineChart(
+                list(LOSS_NAMES.values()), title="Losses per training step", xlabel="step (all phases)", ylabel="loss"
+            )
+            self.acc_chart = LineChart(
+                ["biased", "unbiased"], title="Accuracy on held-out scenes", xlabel="step (all phases)",
+                ylabel="accuracy (%)",
+            )  # fmt: skip
+            self.w_curve_text = W.HTML()
             curves = W.HBox(
-                [W.VBox([W.HTML(f"<b>{names[k]}</b>"), self.w_curves[k], self.w_curve_text[k]]) for k in self.w_curves]
+                [
+                    W.VBox([self.loss_chart.figure], layout=W.Layout(flex="1 1 300px")),
+                    W.VBox([self.acc_chart.figure], layout=W.Layout(flex="1 1 300px")),
+                ]
             )
             side = f"{_TILE}px"
-            self.w_strip = [W.Image(format="png", layout=W.Layout(width=side, height=side)) for _ in range(probes)]
-            self.w_masked = [W.Image(format="png", layout=W.Layout(width=side, height=side)) for _ in range(probes)]
+            blank = _png(np.full((_TILE, _TILE, 4), 235, np.uint8))  # grey until the first probe refresh
+            self.w_strip = [W.Image(value=blank, layout=W.Layout(width=side, height=side)) for _ in range(probes)]
+            self.w_masked = [W.Image(value=blank, layout=W.Layout(width=side, height=side)) for _ in range(probes)]
             for i, w in enumerate(self.w_strip):
                 w.add_class("gw-gain-probe")  # for browser tests and custom CSS
                 self.w_masked[i].add_class("gw-gain-masked")
@@ -141,7 +151,15 @@ class GainWidget(WidgetBase):
             strip = W.HBox(
                 [
                     W.VBox([W.HBox(self.w_strip), W.HBox(self.w_masked)]),
-                    W.VBox([W.HTML("<small>1</small>"), self.w_bar, W.HTML("<small>0</small>")]),
+                    W.VBox(
+                        [
+                            W.HTML("<b>1</b>: most"),
+                            self.w_bar,
+                            W.HTML("<b>0</b>: none"),
+                            W.HTML("<span class='gw-muted'>attention,<br>min-max<br>normalised</span>"),
+                        ],
+                        layout=W.Layout(margin="0 0 0 6px"),
+                    ),
                 ]
             )
             self.w_table = W.HTML()
@@ -162,6 +180,7 @@ class GainWidget(WidgetBase):
                     "erased image I*)."
                 ),
                 W.HBox([controls, W.VBox([strip, self.w_strip_text])]),
+                self.w_curve_text,
                 curves,
                 self.w_table,
                 self.w_status,
@@ -229,8 +248,11 @@ class GainWidget(WidgetBase):
         self.w_pause.value = False
 
     def stop(self) -> None:
-        """End the run after the current step."""
+        """End the run after the current step ("Stopping..." at once, "Stopped at step N" then)."""
         self._stop_asked = True
+        if self.running:
+            self.status = "Stopping after the current step..."
+            self.w_stop.disabled = True
         if self.trainer is not None:
             self.trainer.stop()
         self.w_pause.value = False
@@ -348,6 +370,7 @@ class GainWidget(WidgetBase):
             self.state = "error"
             self.status = f"Error: {error_text(err)}"
         finally:
+            self._draw_curves()  # the steps after the last redraw (curves redraw every other step)
             self.w_start.disabled, self.w_pause.disabled, self.w_stop.disabled = False, True, True
 
     def _event(self, ev: dict[str, Any]) -> None:
@@ -365,22 +388,33 @@ class GainWidget(WidgetBase):
         elif kind == "probe":
             self._draw_probes(ev)
         elif kind == "eval":
-            self.accuracies.append({**ev, "phase": "warm-up" if self._in_warmup else "training"})
+            self.accuracies.append(
+                {**ev, "phase": "warm-up" if self._in_warmup else "training", "global_step": len(self.history)}
+            )
             self._draw_curves()
 
     # ---- drawing -----------------------------------------------------------------------------------
     def _draw_curves(self) -> None:
-        for key in ("cl", "am", "e"):
-            vals = [h["losses"][key] for h in self.history]
-            self.w_curves[key].value = _png(line_rgba(vals))
-            self.w_curve_text[key].value = f"<small>last {vals[-1]:.3f}</small>" if vals else ""
-        acc = [a["accuracy"].get("unbiased", float("nan")) for a in self.accuracies]
-        self.w_curves["acc"].value = _png(line_rgba(acc))
+        steps = range(1, len(self.history) + 1)
+        self.loss_chart.update(steps, {name: [h["losses"][k] for h in self.history] for k, name in LOSS_NAMES.items()})
+        at = [a["global_step"] for a in self.accuracies]
+        self.acc_chart.update(
+            at, {k: [100 * a["accuracy"].get(k, float("nan")) for a in self.accuracies] for k in ("biased", "unbiased")}
+        )
+        warm = [i for i, h in enumerate(self.history, 1) if h["phase"] == "warm-up"]
+        note = (
+            f"Steps 1-{warm[-1]} are the warm-up: plain training, so L_am and L_e stay at 0 until attention "
+            f"mining starts at step {warm[-1] + 1}. "
+            if warm
+            else ""
+        )
+        if self.history:
+            last = self.history[-1]["losses"]
+            note += "Last step: " + ", ".join(f"{n} {last[k]:.3f}" for k, n in LOSS_NAMES.items())
         if self.accuracies:
-            last = self.accuracies[-1]["accuracy"]
-            self.w_curve_text["acc"].value = (
-                "<small>" + ", ".join(f"{html.escape(k)} {100 * v:.0f}%" for k, v in last.items()) + "</small>"
-            )
+            acc = self.accuracies[-1]["accuracy"]
+            note += "; accuracy " + ", ".join(f"{html.escape(k)} {100 * v:.0f}%" for k, v in acc.items())
+        self.w_curve_text.value = note
 
     def _draw_probes(self, ev: dict[str, Any]) -> None:
         d = self._data
@@ -392,7 +426,7 @@ class GainWidget(WidgetBase):
             w.value = _png(render.overlay(ev["images"][i], ev["maps"][i], alpha=self.opacity))
             self.w_masked[i].value = _png(render.to_rgba(ev["masked"][i].clamp(0, 1)))
         said = [CLASSES[int(p)] for p in ev["predicted"]]
-        self.w_strip_text.value = "<small>step {}: {}</small>".format(
+        self.w_strip_text.value = "step {}: {}".format(
             ev["step"], "; ".join(f"{html.escape(n)} &rarr; says {p}" for n, p in zip(d["probe_names"], said))
         )
         self.probe_refreshes += 1
@@ -430,4 +464,4 @@ class GainWidget(WidgetBase):
         return f"GAIN attention at step {self.step} ({self.state}); alpha {self.alpha}, sigma {self.sigma}, omega {self.omega}"
 
     def colorbar(self) -> tuple[np.ndarray, tuple[str, str], str] | None:
-        return render.colorbar("jet"), ("0", "1"), "attention (normalised)"
+        return render.colorbar("jet"), ("0: none", "1: most"), "attention (min-max normalised)"

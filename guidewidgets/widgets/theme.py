@@ -84,6 +84,9 @@ def _css() -> str:
 .gw-root img.gw-thumb {{ width: calc(var(--gw-thumb) * var(--gw-thumb-w, 48px)) !important; height: auto !important; }}
 .gw-root .gw-colorbar {{ flex: 0 0 auto; align-self: stretch; }}
 .gw-root .gw-colorbar img {{ flex: 1 1 0px; min-height: 48px; height: auto !important; }}
+.gw-root .gw-keys-nb7 {{ display: none; }}
+body[data-notebook="notebooks"] .gw-root .gw-keys-nb7 {{ display: block; }}
+body[data-notebook="notebooks"] .gw-root .gw-keys-all {{ display: none; }}
 .gw-root kbd {{ font-size: 0.95em; border: 1px solid #999; border-radius: 3px; padding: 0 3px; }}
 """
 
