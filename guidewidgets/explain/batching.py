@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -25,7 +26,10 @@ def auto_batch_size(x: torch.Tensor, batch_size: int | None = None) -> int:
     """Images per forward for perturbation/noise methods (at least ``x.shape[0]``): on CUDA from
     the device's free memory (``torch.cuda.mem_get_info``), elsewhere a fixed pixel budget."""
     if batch_size is not None:
-        if int(batch_size) < 1:
+        # Why not int(): 2.5 would run as 2 and True as 1 without a word.
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be a whole number of images (an int) or None, got {batch_size!r}")
+        if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size}")
         return int(batch_size)
     if x.device.type == "cuda":
