@@ -58,6 +58,19 @@ class GuidingBlock:
             "gamma_b": self.gamma_b.detach(),
         }
 
+    def frozen(self) -> GuidingBlock:
+        """A copy of the block's current values that takes no gradients.
+
+        Why: while a guide optimises its block, forwards of the model outside the guide's own
+        steps (another thread, a plain ``model(x)``) apply this copy: the block as of the last
+        completed step, never half updated, and never a graph into the live parameters.
+        """
+        copy = GuidingBlock(0, 0, 0, spatial=self.spatial, device=self.alpha.device, dtype=self.alpha.dtype)
+        copy.alpha, copy.beta, copy.gamma_s, copy.gamma_b = (
+            p.detach().clone() for p in (self.alpha, self.beta, self.gamma_s, self.gamma_b)
+        )
+        return copy
+
     @torch.no_grad()
     def zero_(self) -> None:
         for p in (self.alpha, self.beta, self.gamma_s, self.gamma_b):
@@ -89,15 +102,18 @@ class GuidingBlock:
         return total
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        """Apply the block to a (B, C, H, W) map; at zero without gradients, ``activation`` itself."""
+        """Apply the block to a (B, C, H, W) map; at zero, unless its own parameters are being
+        differentiated, ``activation`` itself."""
         c, h, w = self.shape
+        if not isinstance(activation, torch.Tensor):
+            raise TypeError(f"the guiding block scales a (B, {c}, {h}, {w}) tensor, got {type(activation).__name__}")
         if activation.dim() != 4 or tuple(activation.shape[1:]) != (c, h, w):
             raise ValueError(
                 f"the guiding block was made for feature maps of shape (B, {c}, {h}, {w}) but got "
                 f"{tuple(activation.shape)}; a Guide session only works on images of the size it "
                 "was created with: close it (or leave its `with` block) before running other images"
             )
-        if not torch.is_grad_enabled() and self.is_zero():
+        if not (torch.is_grad_enabled() and self.gamma_s.requires_grad) and self.is_zero():
             # Why: guarantees the guided model equals the plain one bit for bit at zero
             # ((1 + 0) * a + 0 also turns -0.0 into +0.0).
             return activation

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import eval_mode, feature_maps, get_layer, model_lock, model_output
+from ..hooks import eval_mode, feature_maps, get_layer, hooked, model_lock, model_output
 from .block import GuidingBlock
 from .forward import HeadCache, empty_batch
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
@@ -63,10 +65,20 @@ def active_guide(model: nn.Module) -> Guide | None:
     return guide if guide is not None and not guide.closed else None
 
 
-def _check_image(image: torch.Tensor) -> torch.Tensor:
+def _model_channels(model: nn.Module) -> int:
+    # Lazily: explain imports guide lazily too, and a Guide needs only this one helper.
+    from ..explain.targets import input_channels
+
+    c = input_channels(model)
+    return 3 if c is None else c
+
+
+def _check_image(image: torch.Tensor, channels: int = 3) -> torch.Tensor:
+    want = f"({channels}, H, W)"
+    what = "one RGB image" if channels == 3 else f"one {channels}-channel image, as the model's first conv takes"
     if not isinstance(image, torch.Tensor):
         raise TypeError(
-            f"image must be a torch.Tensor of shape (3, H, W) with values in [0, 1], got "
+            f"image must be a torch.Tensor of shape {want} with values in [0, 1], got "
             f"{type(image).__name__}; from a (H, W, 3) uint8 array use "
             "torch.as_tensor(arr).permute(2, 0, 1).float() / 255"
         )
@@ -74,11 +86,21 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}; use image.float() / 255")
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(
-            f"image must have shape (3, H, W) (one RGB image, channels first), got "
-            f"{tuple(image.shape)}; for (H, W, 3) use image.permute(2, 0, 1)"
-        )
+    if image.dim() != 3 or image.shape[0] != channels:
+        fix = "for (H, W, 3) use image.permute(2, 0, 1)"
+        if image.dim() == 3 and image.shape[0] in (1, 3, 4) and channels != image.shape[0]:
+            fix = f"the model's first conv takes {channels} channel{'s' if channels != 1 else ''}: " + (
+                "for a grey image repeat the channel: image.expand(3, -1, -1)"
+                if image.shape[0] == 1 and channels == 3
+                else "drop the alpha channel: image[:3]"
+                if image.shape[0] == 4 and channels == 3
+                else "average the colours: image.mean(0, keepdim=True)"
+                if channels == 1
+                else f"give it a {want} image"
+            )
+        raise ValueError(f"image must have shape {want} ({what}, channels first), got {tuple(image.shape)}; {fix}")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"image has no pixels (shape {tuple(image.shape)}); a guide needs an image of at least 1x1")
     if not bool(torch.isfinite(image).all()):
         bad = int((~torch.isfinite(image)).sum())
         raise ValueError(
@@ -94,6 +116,53 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
+def _check_real(name: str, value: object, *, strict: bool = False, why: str = "") -> float:
+    """``value`` as a float if it is a finite real >= 0 (> 0 when ``strict``); else TypeError/ValueError.
+
+    Why refuse instead of convert: NaN turns every comparison false and a negative weight turns a
+    penalty into a reward; either way the guide would run and silently return nonsense.
+    """
+    need = f"a finite number {'>' if strict else '>='} 0" + (f" ({why})" if why else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {need}, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (strict and v == 0):
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return v
+
+
+def _check_index(value: object, what: str) -> int:
+    """``value`` as an int if it is a Python, numpy or 0-d torch integer (not a bool, float or str).
+
+    Why: ``int(2.5)`` and ``int(True)`` would silently put a hint on another pixel or class.
+    """
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+        if value.dtype is not torch.bool and not value.is_complex():
+            return int(value)
+    elif not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral):
+        return int(value)
+    fix = "; round it yourself (round(v)) so that the one you mean is used" if isinstance(value, float) else ""
+    raise TypeError(f"{what} must be a whole number (an int), got {value!r} ({type(value).__name__}){fix}")
+
+
+def _check_steps(steps: object, what: str) -> int:
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"steps must be an int ({what}), got {steps!r}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0 ({what}), got {steps}")
+    return int(steps)
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def bottleneck_layer(model: nn.Module, x: torch.Tensor) -> str:
     """Name of the spatially smallest feature map with the most channels (the paper's advice).
 
@@ -105,6 +174,30 @@ def bottleneck_layer(model: nn.Module, x: torch.Tensor) -> str:
         raise ValueError(f"{type(model).__name__} has no layer with a (B, C, H, W) output; pass layer=...")
     best = min(range(len(maps)), key=lambda i: (maps[i].grid[0] * maps[i].grid[1], -maps[i].shape[0], -i))
     return maps[best].name
+
+
+def _options(
+    optimizer: str,
+    lr: float | None,
+    steps: int | None,
+    penalty: float | None,
+    bias_weight: float | None,
+    keep: float | None,
+    margin: float | None,
+) -> dict[str, Any]:
+    """The Guide's numeric options, defaults filled in, each checked (see :class:`Guide`)."""
+    steps = _check_steps(DEFAULTS[optimizer]["steps"] if steps is None else steps, "the default step budget of run()")
+    pick = lambda v, name: DEFAULTS[name] if v is None else v  # noqa: E731
+    return {
+        "lr": _check_real("lr", DEFAULTS[optimizer]["lr"] if lr is None else lr, strict=True, why="the step size"),
+        "steps": min(steps, LBFGS_MAX_ITER) if optimizer == "lbfgs" else steps,
+        "penalty": _check_real("penalty", pick(penalty, "penalty"), why="the weight of the L2 penalty; 0 = none"),
+        "bias_weight": _check_real("bias_weight", pick(bias_weight, "bias_weight"), why="how much dearer a bias is"),
+        "keep": _check_real("keep", pick(keep, "keep"), why="the weight of the KL term; 0 = the paper's loss"),
+        "margin": _check_real(
+            "margin", pick(margin, "margin"), why="the logit lead a hint needs; 0 = the argmax agrees"
+        ),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,26 +266,34 @@ class Guide:
     ``with`` block removes it; so does garbage collection). One guide per model at a time: a new
     Guide on a model that still carries an open one closes the older one (its methods then raise
     RuntimeError, and :attr:`closed_reason` says why); :func:`active_guide` tells whether a model
-    is guided. Forwards hold :func:`guidewidgets.hooks.model_lock`, so a background explain and a
-    guide step never interleave hooks. The model's weights never get
+    is guided. Every call holds :func:`guidewidgets.hooks.model_lock` (``run`` one step at a time),
+    so a background explain and a guide step never interleave hooks, and a call racing with a
+    takeover gets that RuntimeError, nothing else. While the guide is open the block applies to
+    every forward of the model, in any thread; a forward outside the guide's own calls (a plain
+    ``model(x)``, another thread) sees the block as of the last completed step, of any batch
+    size, and is never cut or replayed. The model's weights never get
     gradients: only the block's parameters are differentiated, with ``torch.autograd.grad``.
+    Bad options, hints and images raise ValueError/TypeError naming the fix (a float or bool
+    where an int is needed is refused, not rounded); a step whose output would turn NaN raises
+    ValueError and puts the block back at its last finite values.
 
     Args:
         model: a segmenter taking (B, 3, H, W) in [0, 1] and returning (B, K, H, W) logits (or a
             dict with ``"out"``, as torchvision's).
-        image: (3, H, W) (or (1, 3, H, W)) float tensor in [0, 1], finite (NaN/inf refused). It is
+        image: (3, H, W) (or (1, 3, H, W)) float tensor in [0, 1], finite (NaN/inf refused); a
+            model whose first conv takes C channels gets (C, H, W). It is
             copied to the model's device and cast to the dtype of the model's parameters (a
             float16 image on a float32 model runs in float32; a float64 model gets float64).
         layer: dotted module name; ``None`` = ``model.default_guide_layer`` or the bottleneck.
         spatial: optimise alpha and beta too (False = channel-only block, as f-BRS).
         optimizer: ``"adam"`` (default), ``"lbfgs"`` (one L-BFGS iteration per step, at most 40,
             as f-BRS) or ``"sgd"`` (plain gradient descent).
-        lr, steps: optimiser step size and the default step budget of :meth:`run`.
-        penalty: weight of the L2 penalty on the block (bias terms count ``bias_weight`` times).
-        keep: weight of KL(plain || guided) averaged over the image; 0 is the paper's loss. It
+        lr, steps: optimiser step size (> 0) and the default step budget of :meth:`run` (an int >= 0).
+        penalty: weight (>= 0) of the L2 penalty on the block (bias terms count ``bias_weight`` times).
+        keep: weight (>= 0) of KL(plain || guided) averaged over the image; 0 is the paper's loss. It
             makes the smallest change *in the output* that satisfies the hints, so a hint fixes
             its neighbourhood without flipping pixels far away.
-        margin: logit lead a hinted pixel needs before :meth:`run` stops (0 = the argmax agrees).
+        margin: logit lead (>= 0) a hinted pixel needs before :meth:`run` stops (0 = the argmax agrees).
         fast: reuse the head's outputs between steps (checked once; falls back to full forwards).
 
     Defaults are in :data:`DEFAULTS` (tuned on ShapeScenes seeds 5001 and 6001).
@@ -216,9 +317,11 @@ class Guide:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if optimizer not in OPTIMIZERS:
+        if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be 'adam' (default), 'lbfgs' or 'sgd', got {optimizer!r}")
-        image = _check_image(image)
+        options = _options(optimizer, lr, steps, penalty, bias_weight, keep, margin)
+        spatial, fast = _check_flag("spatial", spatial), _check_flag("fast", fast)
+        image = _check_image(image, _model_channels(model))
         self._handles: list = []
         self._closed_reason: str | None = None
         self._bypass = False  # hooks pass through (while a newer Guide on the model is being made)
@@ -232,9 +335,7 @@ class Guide:
                 # yet a failing constructor must leave the old session working as it was.
                 older._bypass = True
             try:
-                self._setup(
-                    model, image, layer, spatial, optimizer, lr, steps, penalty, bias_weight, fast, keep, margin
-                )
+                self._setup(model, image, layer, spatial, optimizer, fast, options)
             except BaseException:
                 if older is not None:
                     older._bypass = False
@@ -251,13 +352,8 @@ class Guide:
         layer: str | None,
         spatial: bool,
         optimizer: str,
-        lr: float | None,
-        steps: int | None,
-        penalty: float | None,
-        bias_weight: float | None,
         fast: bool,
-        keep: float | None,
-        margin: float | None,
+        options: dict[str, Any],
     ) -> None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else image.device
@@ -272,21 +368,35 @@ class Guide:
         self._module = get_layer(model, layer)
         self.layer: str = next(n for n, m in model.named_modules() if m is self._module)
         self.optimizer_name = optimizer
-        self.lr = float(lr if lr is not None else DEFAULTS[optimizer]["lr"])
-        self.max_steps = int(steps if steps is not None else DEFAULTS[optimizer]["steps"])
-        if optimizer == "lbfgs":
-            self.max_steps = min(self.max_steps, LBFGS_MAX_ITER)
-        self.penalty = float(penalty if penalty is not None else DEFAULTS["penalty"])
-        self.bias_weight = float(bias_weight if bias_weight is not None else DEFAULTS["bias_weight"])
-        self.keep = float(keep if keep is not None else DEFAULTS["keep"])
+        self.lr: float = options["lr"]
+        limit = torch.finfo(dtype).max / 10  # Adam's first step moves by up to 10 lr
+        if self.lr > limit:
+            raise ValueError(
+                f"lr={self.lr:g} is too large: one step would overflow the block's {dtype} values; use an "
+                f"lr of at most {limit:.3g} (the default is {DEFAULTS[optimizer]['lr']})"
+            )
+        self.max_steps: int = options["steps"]
+        self.penalty: float = options["penalty"]
+        self.bias_weight: float = options["bias_weight"]
+        self.keep: float = options["keep"]
+        self.margin: float = options["margin"]
         self._plain_logp: torch.Tensor | None = None  # what the keep term holds the output near
         self._texts: list[str] = []
         self._text_params: dict[str, torch.Tensor] | None = None
         self._text_mode = "sum"
         self._text_guide: TextGuide | None = None
-        self.margin = float(margin if margin is not None else DEFAULTS["margin"])
 
         self._activation, plain = self._plain_forward()
+        if not bool(torch.isfinite(plain).all()):
+            raise ValueError(
+                "the model's output for this image holds NaN or infinite logits, so there is nothing a "
+                "guide can steer; check the model's weights and the image (the plain model fails on it)"
+            )
+        if plain.shape[1] < 2:
+            raise ValueError(
+                f"the model returns {plain.shape[1]} class map; a guide needs a (1, K, H, W) output with "
+                "K >= 2 classes (for one foreground logit, return torch.cat([-z, z], 1))"
+            )
         self._plain = plain
         self.num_classes = plain.shape[1]
         classes = getattr(model, "classes", None)
@@ -303,8 +413,12 @@ class Guide:
         self._opt: _Adam | torch.optim.LBFGS | None = None
         self._version = 0
         self._cached: tuple[int, torch.Tensor] | None = None
-        self._replay = False  # substitute the kept activation at the layer (fast forward)
-        self._cut = False  # full forward: head without autograd graph, graph from the layer on
+        # What the hooks do in the thread running _forward (None elsewhere, and there: apply _view):
+        # "replay" substitutes the kept activation at the layer (fast forward), "cut" runs the head
+        # without an autograd graph (full forward with gradients), "live" applies the live block.
+        self._local = threading.local()
+        self._view = self.block.frozen()  # the block as of the last completed change, for other forwards
+        self._good = self.block.frozen()  # the last values known to give finite logits (zero: the plain ones)
         self._attach()
         self._finalizer = weakref.finalize(self, _detach_hooks, self._handles)
         self.fast_path = False
@@ -322,12 +436,9 @@ class Guide:
         def keep(_m, _a, out):
             seen.append(out.detach().clone() if isinstance(out, torch.Tensor) else out)
 
-        handle = self._module.register_forward_hook(keep)
-        try:
-            with model_lock(self.model), eval_mode(self.model):
-                out = self.model(self._x)
-        finally:
-            handle.remove()
+        with model_lock(self.model), eval_mode(self.model), hooked() as h:
+            h.forward(self._module, keep)
+            out = self.model(self._x)
         logits = self._as_map(model_output(out))
         if not seen:
             raise ValueError(
@@ -360,12 +471,17 @@ class Guide:
             out = F.interpolate(out, size=(self.height, self.width), mode="bilinear", align_corners=False)
         return out
 
+    def _mode(self) -> str | None:
+        return getattr(self._local, "mode", None)
+
     def _attach(self) -> None:
+        # The guiding block itself acts on every forward of the model while the guide is open (any
+        # thread: "one guide per model"); replaying and cutting act only in the thread in _forward.
         ref = weakref.ref(self)
 
         def pre(_m, args):
             g = ref()
-            if g is not None and g._replay and not g._bypass:
+            if g is not None and not g._bypass and g._mode() == "replay":
                 return empty_batch(args)
             return None
 
@@ -373,43 +489,91 @@ class Guide:
             g = ref()
             if g is None or g._bypass:
                 return None
-            if g._cut:
+            mode = g._mode()
+            if mode is None:  # not the guide's own forward: the block as of its last completed step
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError(f"layer {g.layer!r} returned {type(out).__name__}, not a tensor")
+                guided = g._view(out)
+                return None if guided is out else guided
+            if mode == "cut":
                 torch.set_grad_enabled(True)
-            src = g._activation if g._replay else out
+            src = g._activation if mode == "replay" else out
             if not isinstance(src, torch.Tensor):
                 raise ValueError(f"layer {g.layer!r} returned {type(src).__name__}, not a tensor")
             guided = g.block(src)
-            if guided is src and g._replay:
+            if guided is src and mode == "replay":
                 guided = guided.clone()  # an in-place op after the layer must not eat the cache
             return guided
 
         self._handles.append(self._module.register_forward_pre_hook(pre))
         self._handles.append(self._module.register_forward_hook(post))
 
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """Hold the model's lock and check that the guide is open.
+
+        Why under the lock: a newer Guide takes over (closing this one) under the same lock, so a
+        call racing with it either runs on an open guide or gets the documented RuntimeError.
+        """
+        with model_lock(self.model):
+            self._check_open()
+            yield
+
     def _forward(self, grad: bool, fast: bool | None = None) -> torch.Tensor:
-        """Guided logits (1, K, H, W) for the current block."""
-        self._check_open()
-        fast = self.fast_path if fast is None else fast
-        handles = []
-        try:
-            with model_lock(self.model), eval_mode(self.model, self._all_modules), torch.set_grad_enabled(grad):
-                if fast:
-                    self._replay = True
-                    with self._head.replaying():  # type: ignore[union-attr]
+        """Guided logits (1, K, H, W) for the current block; ValueError (block put back) if not finite."""
+        with self._session():
+            fast = self.fast_path if fast is None else fast
+            try:
+                with eval_mode(self.model, self._all_modules), torch.set_grad_enabled(grad), hooked() as h:
+                    if fast:
+                        assert self._head is not None
+                        self._local.mode = "replay"
+                        with self._head.replaying():
+                            out = self.model(self._x)
+                    else:
+                        if grad:
+                            self._local.mode = "cut"
+
+                            def head_without_graph(_m, _a):
+                                torch.set_grad_enabled(False)
+
+                            h.forward_pre(self.model, head_without_graph)
+                        else:
+                            self._local.mode = "live"
                         out = self.model(self._x)
-                else:
-                    if grad:
-                        self._cut = True
+            finally:
+                self._local.mode = None
+            logits = self._as_map(model_output(out))
+            # One float64 sum instead of isfinite(): a NaN or inf anywhere makes it non-finite.
+            if not _finite(float(logits.detach().sum(dtype=torch.float64))):
+                self._rollback()
+                raise ValueError(
+                    f"the guide's block made the model's output NaN or infinite (lr={self.lr:g} is too "
+                    "large for this model, or the hints pull too hard); the block is back at its last "
+                    "finite values: make the Guide with a smaller lr, or call reset()"
+                )
+            return logits
 
-                        def head_without_graph(_m, _a):
-                            torch.set_grad_enabled(False)
+    def _rollback(self) -> None:
+        with torch.no_grad():
+            for p, good in zip(self._block_tensors(), self._tensors_of(self._good)):
+                p.copy_(good)
+                p.grad = None
+        self._opt = None
+        self._block_changed()
 
-                        handles.append(self.model.register_forward_pre_hook(head_without_graph))
-                    out = self.model(self._x)
-        finally:
-            self._replay = self._cut = False
-            _detach_hooks(handles)
-        return self._as_map(model_output(out))
+    def _block_tensors(self) -> tuple[torch.Tensor, ...]:
+        return self._tensors_of(self.block)
+
+    @staticmethod
+    def _tensors_of(block: GuidingBlock) -> tuple[torch.Tensor, ...]:
+        return (block.alpha, block.beta, block.gamma_s, block.gamma_b)
+
+    def _block_changed(self) -> None:
+        """After every change of the block: new cache key, and other forwards see the new values."""
+        self._version += 1
+        self._cached = None
+        self._view = self.block.frozen()
 
     def _check_fast_path(self) -> None:
         """Use the cached head only if it reproduces full forwards, at zero and off zero."""
@@ -443,8 +607,9 @@ class Guide:
             raise RuntimeError(self._closed_reason or "this Guide is closed; make a new one")
 
     def _supersede(self) -> None:
-        self.close()
+        # Called under the model's lock by the newer Guide: the reason is set before the hooks go.
         self._closed_reason = SUPERSEDED
+        self.close()
 
     def _new_optimizer(self) -> None:
         params = self.block.parameters()
@@ -478,6 +643,9 @@ class Guide:
             self._new_optimizer()
         params = self.block.parameters()
         first = [logits]
+        # The logits were finite at these values (_forward checks), which _view holds (it is
+        # replaced, never changed, at every change of the block): the state to fall back to.
+        self._good = self._view
 
         def closure() -> torch.Tensor:
             lg = first.pop() if first else self._forward(grad=True)
@@ -487,16 +655,24 @@ class Guide:
                 p.grad = g
             return loss.detach()
 
-        if isinstance(self._opt, _Adam):
-            loss = closure()
-            self._opt.step()
-        else:
-            assert self._opt is not None
-            loss = self._opt.step(closure)
-        for p in params:
-            p.grad = None
-        self._version += 1
-        self._cached = None
+        try:
+            if isinstance(self._opt, _Adam):
+                loss = closure()
+                self._opt.step()
+            else:
+                assert self._opt is not None
+                loss = self._opt.step(closure)
+        finally:
+            for p in params:
+                p.grad = None
+        if not _finite(float(loss), *(float(p.detach().sum()) for p in params)):
+            self._rollback()
+            raise ValueError(
+                f"the optimiser step made the guide's block NaN or infinite (lr={self.lr:g} is too large "
+                "for this model); the block is back at its last finite values: make the Guide with a "
+                "smaller lr, or call reset()"
+            )
+        self._block_changed()
         value = float(loss)
         self.losses.append(value)
         return value
@@ -509,33 +685,50 @@ class Guide:
             self._targets = HintTargets(self._hints, self.num_classes, self.height, self.width, self.image.device)
         self._opt = None  # warm start: keep the block, restart the optimiser's memory
 
-    def _check_pixel(self, y: int, x: int) -> tuple[int, int]:
-        try:
-            yi, xi = int(y), int(x)
-        except (TypeError, ValueError):
-            raise TypeError(f"hint coordinates must be integers (y, x), got {y!r}, {x!r}") from None
+    def _check_pixel(self, y: object, x: object, what: str = "hint") -> tuple[int, int]:
+        yi, xi = _check_index(y, f"the {what}'s y coordinate"), _check_index(x, f"the {what}'s x coordinate")
         if not (0 <= yi < self.height and 0 <= xi < self.width):
             raise ValueError(
-                f"hint at (y={yi}, x={xi}) lies outside the {self.height}x{self.width} image; "
+                f"{what} at (y={yi}, x={xi}) lies outside the {self.height}x{self.width} image; "
                 f"y must be in [0, {self.height - 1}] and x in [0, {self.width - 1}]"
             )
         return yi, xi
 
-    def _check_class(self, cls: int | str) -> int:
+    def _check_class(self, cls: object) -> int:
         if isinstance(cls, str):
             if cls not in self.classes:
                 raise ValueError(f"unknown class {cls!r}; the model's classes are {self.classes}")
             return self.classes.index(cls)
         try:
-            k = int(cls)
-        except (TypeError, ValueError):
-            raise TypeError(f"class must be an int index or a class name, got {cls!r}") from None
+            k = _check_index(cls, "class")
+        except TypeError:
+            raise TypeError(
+                f"class must be an int index (0..{self.num_classes - 1}) or a class name "
+                f"({', '.join(map(repr, self.classes))}), got {cls!r} ({type(cls).__name__})"
+            ) from None
         if not 0 <= k < self.num_classes:
             raise ValueError(
                 f"class index {k} is outside the model's {self.num_classes} classes "
                 f"(0..{self.num_classes - 1}: {', '.join(self.classes)})"
             )
         return k
+
+    def _check_points(self, points: object) -> list[tuple[int, int]]:
+        example = "e.g. [(3, 4), (3, 10)]; for one point [(3, 4)]"
+        if isinstance(points, (str, bytes)) or not isinstance(points, Iterable):
+            raise TypeError(f"points must be a sequence of (y, x) pairs, {example}; got {type(points).__name__}")
+        pts = []
+        for p in points:
+            if isinstance(p, (np.ndarray, torch.Tensor)):
+                pair = p.ndim == 1 and p.shape[0] == 2
+            else:
+                pair = isinstance(p, Sequence) and not isinstance(p, (str, bytes)) and len(p) == 2
+            if not pair:
+                raise ValueError(f"points must be a sequence of (y, x) pairs, {example}; got the item {p!r}")
+            pts.append(self._check_pixel(p[0], p[1], "stroke point"))  # type: ignore[index]
+        if not pts:
+            raise ValueError(f"points must hold at least one (y, x) pair, {example}")
+        return pts
 
     # --- public API -----------------------------------------------------------------------------
 
@@ -546,12 +739,12 @@ class Guide:
     @torch.no_grad()
     def logits(self) -> torch.Tensor:
         """(1, K, H, W) logits with the current guide; at zero exactly the plain logits."""
-        self._check_open()
-        if self.block.is_zero():
-            return self._plain.clone()
-        if self._cached is None or self._cached[0] != self._version:
-            self._cached = (self._version, self._forward(grad=False))
-        return self._cached[1].clone()
+        with self._session():
+            if self.block.is_zero():
+                return self._plain.clone()
+            if self._cached is None or self._cached[0] != self._version:
+                self._cached = (self._version, self._forward(grad=False))
+            return self._cached[1].clone()
 
     def prediction(self) -> torch.Tensor:
         """(H, W) int64 guided class map."""
@@ -573,90 +766,115 @@ class Guide:
         return self._targets
 
     def add_hint(self, y: int, x: int, cls: int | str, negative: bool = False) -> Hint:
-        """Say "pixel (y, x) is class ``cls``" (``negative=True``: "class ``cls`` is not here")."""
-        self._check_open()
-        yi, xi = self._check_pixel(y, x)
-        k = self._check_class(cls)
-        pixels = torch.tensor([[yi, xi]], dtype=torch.long, device=self.image.device)
-        hint = Hint(points=((yi, xi),), cls=k, negative=bool(negative), radius=0, pixels=pixels)
-        self._hints.append(hint)
-        self._hints_changed(hint)
-        return hint
+        """Say "pixel (y, x) is class ``cls``" (``negative=True``: "class ``cls`` is not here").
+
+        ``y``, ``x`` and an index ``cls`` are whole numbers (Python, numpy or 0-d torch integers);
+        a float or bool is refused rather than rounded onto another pixel or class.
+        """
+        with self._session():
+            yi, xi = self._check_pixel(y, x)
+            k = self._check_class(cls)
+            neg = _check_flag("negative", negative)
+            pixels = torch.tensor([[yi, xi]], dtype=torch.long, device=self.image.device)
+            hint = Hint(points=((yi, xi),), cls=k, negative=neg, radius=0, pixels=pixels)
+            self._hints.append(hint)
+            self._hints_changed(hint)
+            return hint
 
     def add_stroke(
         self, points: Sequence[tuple[int, int]], cls: int | str, radius: int = 1, negative: bool = False
     ) -> Hint:
         """A brush stroke through ``points`` [(y, x), ...] with ``radius`` (pixels) as one hint."""
-        self._check_open()
-        raw = [tuple(p) for p in points]
-        if not raw or any(len(p) != 2 for p in raw):
-            raise ValueError("points must be a non-empty sequence of (y, x) pairs")
-        pts = [self._check_pixel(p[0], p[1]) for p in raw]
-        k = self._check_class(cls)
-        if int(radius) < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        mask = rasterize_stroke(pts, int(radius), self.height, self.width, self.image.device)
-        hint = Hint(points=tuple(pts), cls=k, negative=bool(negative), radius=int(radius), pixels=mask.nonzero())
-        self._hints.append(hint)
-        self._hints_changed(hint)
-        return hint
+        with self._session():
+            pts = self._check_points(points)
+            k = self._check_class(cls)
+            r = _check_index(radius, "radius")
+            if r < 0:
+                raise ValueError(f"radius must be >= 0 (the brush radius in pixels), got {r}")
+            neg = _check_flag("negative", negative)
+            mask = rasterize_stroke(pts, r, self.height, self.width, self.image.device)
+            hint = Hint(points=tuple(pts), cls=k, negative=neg, radius=r, pixels=mask.nonzero())
+            self._hints.append(hint)
+            self._hints_changed(hint)
+            return hint
 
     def clear_hints(self) -> None:
         """Forget every hint (the block keeps its values; call :meth:`reset` to zero it)."""
-        self._check_open()
-        self._hints.clear()
-        self._hints_changed()
+        with self._session():
+            self._hints.clear()
+            self._hints_changed()
 
     def reset(self, clear_hints: bool = False) -> None:
         """Set the block back to zero (the plain prediction) and forget the loss history and texts."""
-        self._check_open()
-        self.block.zero_()
-        self._texts, self._text_params, self._plain_logp = [], None, None
-        self._opt = None
-        self._version += 1
-        self._cached = None
-        self.losses.clear()
-        if clear_hints:
-            self.clear_hints()
+        with self._session():
+            self.block.zero_()
+            self._texts, self._text_params, self._plain_logp = [], None, None
+            self._opt = None
+            self._block_changed()
+            self.losses.clear()
+            if clear_hints:
+                self.clear_hints()
 
     def snapshot(self) -> GuideState:
         """The session's state now (block parameters, hints, loss history), for :meth:`restore`.
 
         Why: undo in a widget must bring back exactly the previous prediction, not re-optimise.
         """
-        return GuideState(
-            params={k: v.clone() for k, v in self.block.as_dict().items()},
-            hints=tuple(self._hints),
-            losses=tuple(self.losses),
-            texts=tuple(self._texts),
-            text_params=None if self._text_params is None else {k: v.clone() for k, v in self._text_params.items()},
-        )
+        with model_lock(self.model):  # a consistent copy, even while another thread steps
+            return GuideState(
+                params={k: v.clone() for k, v in self.block.as_dict().items()},
+                hints=tuple(self._hints),
+                losses=tuple(self.losses),
+                texts=tuple(self._texts),
+                text_params=None if self._text_params is None else {k: v.clone() for k, v in self._text_params.items()},
+            )
+
+    def _check_state(self, state: object) -> GuideState:
+        if not isinstance(state, GuideState):
+            raise TypeError(f"restore() takes what snapshot() returned, got {type(state).__name__}")
+        names = ("alpha", "beta", "gamma_s", "gamma_b")
+        for name, p in zip(names, self._block_tensors()):
+            value = state.params.get(name) if isinstance(state.params, dict) else None
+            if not isinstance(value, torch.Tensor) or value.shape != p.shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(
+                    f"that snapshot is of another guide: {name} has shape {got}, this block's has {tuple(p.shape)}"
+                )
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"that snapshot's {name} holds NaN or infinite values; take a new snapshot()")
+        for hint in state.hints:
+            px = getattr(hint, "pixels", None)
+            inside = (
+                isinstance(px, torch.Tensor)
+                and px.dim() == 2
+                and px.shape[1] == 2
+                and bool(((px >= 0) & (px < torch.tensor([self.height, self.width], device=px.device))).all())
+            )
+            if not (isinstance(hint, Hint) and 0 <= hint.cls < self.num_classes and inside):
+                raise ValueError(
+                    "that snapshot is of another guide: its hints do not fit this image's "
+                    f"{self.height}x{self.width} pixels and {self.num_classes} classes"
+                )
+        return state
 
     @torch.no_grad()
     def restore(self, state: GuideState) -> None:
         """Put back a :meth:`snapshot`: the same parameters, hints and losses, so the same prediction."""
-        self._check_open()
-        if not isinstance(state, GuideState):
-            raise TypeError(f"restore() takes what snapshot() returned, got {type(state).__name__}")
-        for name, p in zip(
-            ("alpha", "beta", "gamma_s", "gamma_b"),
-            (self.block.alpha, self.block.beta, self.block.gamma_s, self.block.gamma_b),
-        ):
-            value = state.params[name]
-            if value.shape != p.shape:
-                raise ValueError(
-                    f"that snapshot is of another guide: {name} has shape {tuple(value.shape)}, "
-                    f"this block's has {tuple(p.shape)}"
-                )
-            p.copy_(value)
-        self._hints = list(state.hints)
-        self._hints_changed()
-        self.losses[:] = list(state.losses)
-        self._texts = list(state.texts)
-        self._text_params = None if state.text_params is None else {k: v.clone() for k, v in state.text_params.items()}
-        self._plain_logp = None
-        self._version += 1
-        self._cached = None
+        with self._session():
+            state = self._check_state(state)  # all checked before anything changes
+            for p, value in zip(
+                self._block_tensors(), (state.params[k] for k in ("alpha", "beta", "gamma_s", "gamma_b"))
+            ):
+                p.copy_(value)
+            self._hints = list(state.hints)
+            self._hints_changed()
+            self.losses[:] = list(state.losses)
+            self._texts = list(state.texts)
+            self._text_params = (
+                None if state.text_params is None else {k: v.clone() for k, v in state.text_params.items()}
+            )
+            self._plain_logp = None
+            self._block_changed()
 
     # --- text hints (Guide Me's "Learning to Guide with Text") ---------------------------------
 
@@ -703,24 +921,20 @@ class Guide:
         from the text-guided state). Unknown words, a class the model lacks, a location outside
         the template and an empty sentence raise ValueError naming the fix.
         """
-        self._check_open()
-        tg = self._text_guide_for(text_guide)
-        query = tg.tokenizer.parse(sentence)
-        texts = [*self._texts, query.text]
-        new = {k: v.to(self.block.alpha) for k, v in tg.params(texts, mode).items()}
-        old = self._text_params
-        for name, p in zip(
-            ("alpha", "beta", "gamma_s", "gamma_b"),
-            (self.block.alpha, self.block.beta, self.block.gamma_s, self.block.gamma_b),
-        ):
-            p.add_(new[name] - (old[name] if old is not None else 0))
-        self._texts, self._text_params, self._text_mode = texts, new, mode
-        self._opt = None
-        self._version += 1
-        self._cached = None
-        # Later clicks keep close to the text-guided prediction (set lazily by the next objective).
-        self._plain_logp = None
-        return query
+        with self._session():
+            tg = self._text_guide_for(text_guide)
+            query = tg.tokenizer.parse(sentence)
+            texts = [*self._texts, query.text]
+            new = {k: v.to(self.block.alpha) for k, v in tg.params(texts, mode).items()}
+            old = self._text_params
+            for name, p in zip(("alpha", "beta", "gamma_s", "gamma_b"), self._block_tensors()):
+                p.add_(new[name] - (old[name] if old is not None else 0))
+            self._texts, self._text_params, self._text_mode = texts, new, mode
+            self._opt = None
+            self._block_changed()
+            # Later clicks keep close to the text-guided prediction (set lazily by the next objective).
+            self._plain_logp = None
+            return query
 
     @property
     def texts(self) -> list[str]:
@@ -733,14 +947,15 @@ class Guide:
         With no hints there is nothing to fit: the block does not move and None is returned (the
         penalty and the keep term alone would only pull an earlier guide back towards zero).
         """
-        self._check_open()
-        if self._targets.count == 0:
-            return None
-        return self._grad_step(self._forward(grad=True))
+        with self._session():
+            if self._targets.count == 0:
+                return None
+            return self._grad_step(self._forward(grad=True))
 
     def satisfied(self) -> bool:
         """True when the guided prediction agrees with every hint."""
-        return hints_satisfied(self.logits(), self._targets)
+        with self._session():
+            return hints_satisfied(self.logits(), self._targets)
 
     def run(self, steps: int | None = None, callback: Callable[[int, float], None] | None = None) -> int:
         """Optimise until every hint holds or ``steps`` steps are spent; returns steps taken.
@@ -749,25 +964,24 @@ class Guide:
         over the next class (``margin=0``: as soon as the argmax agrees). A margin the model
         cannot reach (e.g. a net with random weights and flat logits) spends the whole budget.
 
-        ``callback(step, loss)`` is called after each step (a widget redraws there).
+        ``callback(step, loss)`` is called after each step (a widget redraws there). The model's
+        lock is held for one step at a time, so other callers (a background explain) get in between.
         """
-        self._check_open()
-        if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-                raise TypeError(f"steps must be an int (the most optimiser steps to take), got {steps!r}")
-            if steps < 0:
-                raise ValueError(f"steps must be >= 0 (the most optimiser steps to take), got {steps}")
-        budget = self.max_steps if steps is None else int(steps)
+        budget = self.max_steps if steps is None else _check_steps(steps, "the most optimiser steps to take")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be a function callback(step, loss) or None, got {type(callback).__name__}")
         if self.optimizer_name == "lbfgs":
             budget = min(budget, LBFGS_MAX_ITER)
-        if self._targets.count == 0:
-            return 0
+        with self._session():
+            if self._targets.count == 0:
+                return 0
         for i in range(budget):
-            logits = self._forward(grad=True)
-            if hints_satisfied(logits.detach(), self._targets, self.margin):
-                self._cached = (self._version, logits.detach())
-                return i
-            loss = self._grad_step(logits)
+            with self._session():
+                logits = self._forward(grad=True)
+                if hints_satisfied(logits.detach(), self._targets, self.margin):
+                    self._cached = (self._version, logits.detach())
+                    return i
+                loss = self._grad_step(logits)
             if callback is not None:
                 callback(i, loss)
         return budget
@@ -784,27 +998,34 @@ class Guide:
         ``exclude``: optional (H, W) bool map of pixels the user cannot answer (e.g. the void
         band of a PASCAL VOC ground truth); they are never asked.
         """
-        margin = self.margins().masked_fill(self._targets.hinted, math.inf)
         if exclude is not None:
-            if not isinstance(exclude, torch.Tensor) or tuple(exclude.shape[-2:]) != (self.height, self.width):
-                got = tuple(exclude.shape) if isinstance(exclude, torch.Tensor) else type(exclude).__name__
-                raise ValueError(
-                    f"exclude must be an (H, W) bool tensor of the image's size "
-                    f"({self.height}, {self.width}), got {got}"
-                )
-            margin = margin.masked_fill(exclude.to(device=margin.device, dtype=torch.bool).view_as(margin), math.inf)
-        idx = int(margin.argmin())
-        if math.isinf(float(margin.view(-1)[idx])):
-            raise RuntimeError("every pixel already has a hint; there is nothing left to ask")
-        return idx // self.width, idx % self.width
+            self._check_exclude(exclude)
+        with self._session():
+            margin = self.margins().masked_fill(self._targets.hinted, math.inf)
+            if exclude is not None:
+                margin = margin.masked_fill(exclude.to(margin.device), math.inf)
+            idx = int(margin.argmin())
+            if math.isinf(float(margin.view(-1)[idx])):
+                raise RuntimeError("every pixel already has a hint; there is nothing left to ask")
+            return idx // self.width, idx % self.width
+
+    def _check_exclude(self, exclude: object) -> None:
+        want = f"exclude must be an (H, W) bool tensor of the image's size ({self.height}, {self.width})"
+        if not isinstance(exclude, torch.Tensor):
+            fix = "; use torch.from_numpy(exclude)" if isinstance(exclude, np.ndarray) else ""
+            raise TypeError(f"{want}, got {type(exclude).__name__}{fix}")
+        if tuple(exclude.shape) != (self.height, self.width):
+            raise ValueError(f"{want}, got shape {tuple(exclude.shape)}")
+        if exclude.dtype != torch.bool:
+            raise TypeError(f"{want}, got dtype {exclude.dtype}; for a 0/1 mask use exclude == 1")
 
     def close(self) -> None:
         """Remove the guiding block from the model (safe to call twice)."""
         with model_lock(self.model) if hasattr(self, "model") else contextlib.nullcontext():
             _detach_hooks(self._handles)
-        self._head = None
-        if self._closed_reason is None:
-            self._closed_reason = "this Guide is closed; make a new one"
+            self._head = None
+            if self._closed_reason is None:
+                self._closed_reason = "this Guide is closed; make a new one"
 
     @property
     def closed(self) -> bool:
