@@ -21,13 +21,15 @@ COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
 _MARGIN = {"top": 28, "bottom": 44, "left": 58, "right": 12}
 
 
-def _figure(title: str, marks: list, x_axis: bq.Axis, y_axis: bq.Axis, height: str, legend: bool) -> bq.Figure:
+def _figure(
+    title: str, marks: list, x_axis: bq.Axis, y_axis: bq.Axis, height: str, legend: str = "top-right"
+) -> bq.Figure:
     fig = bq.Figure(
         marks=marks,
         axes=[x_axis, y_axis],
         title=title,
         fig_margin=dict(_MARGIN),
-        legend_location="top-right",
+        legend_location=legend,
         animation_duration=0,  # a live curve must not lag behind its numbers
         layout=W.Layout(width="100%", min_width="220px", height=height),
     )
@@ -52,11 +54,14 @@ class LineChart:
         log: bool = False,
         height: str = "200px",
         colours: Sequence[str] | None = None,
+        ymin: float | None = None,
+        ymax: float | None = None,
     ) -> None:
         self.names = list(names)
         self.log = log
         self.x_scale = bq.LinearScale()
-        self.y_scale = bq.LogScale() if log else bq.LinearScale()
+        # A log scale with no data and no range fails to draw in the browser (bqplot 0.13): give it one.
+        self.y_scale = bq.LogScale(min=0.01, max=1.0) if log else bq.LinearScale(min=ymin, max=ymax)
         self.lines = bq.Lines(
             x=np.zeros(0),
             y=np.zeros((len(self.names), 0)) if len(self.names) > 1 else np.zeros(0),
@@ -66,9 +71,9 @@ class LineChart:
             display_legend=len(self.names) > 1,
             stroke_width=2,
         )
-        x_axis = bq.Axis(scale=self.x_scale, label=xlabel, num_ticks=5, tick_format="d")
-        y_axis = bq.Axis(scale=self.y_scale, label=ylabel, side="left", num_ticks=4, tick_format=".3g")
-        self.figure = _figure(title, [self.lines], x_axis, y_axis, height, len(self.names) > 1)
+        x_axis = bq.Axis(scale=self.x_scale, label=xlabel, num_ticks=5)
+        y_axis = bq.Axis(scale=self.y_scale, label=ylabel, side="left", num_ticks=4, tick_format=".2~g")
+        self.figure = _figure(title, [self.lines], x_axis, y_axis, height)
 
     def update(self, x: Sequence[float], series: Mapping[str, Sequence[float]]) -> None:
         """Replace the data: ``x`` and one sequence per name (a missing name draws nothing)."""
@@ -79,6 +84,10 @@ class LineChart:
             ys[i, : v.size] = v
         if self.log:
             ys[~(ys > 0)] = np.nan
+            shown = ys[np.isfinite(ys)]
+            if shown.size:  # a decade-aligned range around the data
+                lo, hi = np.floor(np.log10(shown.min())), np.ceil(np.log10(shown.max()))
+                self.y_scale.min, self.y_scale.max = float(10**lo), float(10 ** max(hi, lo + 1))
         with self.lines.hold_sync():
             self.lines.x, self.lines.y = xs, (ys[0] if len(self.names) == 1 else ys)  # bqplot squeezes one row
 
@@ -99,9 +108,9 @@ class BarChart:
             display_legend=True,
             padding=0.15,
         )
-        x_axis = bq.Axis(scale=self.x_scale, label=xlabel, num_ticks=6, tick_format="d")
+        x_axis = bq.Axis(scale=self.x_scale, label=xlabel, num_ticks=6)
         y_axis = bq.Axis(scale=self.y_scale, label=ylabel, side="left", num_ticks=4, tick_format=".2f")
-        self.figure = _figure(title, [self.bars], x_axis, y_axis, height, True)
+        self.figure = _figure(title, [self.bars], x_axis, y_axis, height, legend="top-left")
 
     def update(self, values: Sequence[float]) -> None:
         """Replace the bars with ``values`` (index i -> bar i)."""
