@@ -33,32 +33,53 @@ def _finish(maps: torch.Tensor, x: torch.Tensor, relu: bool) -> torch.Tensor:
 
 _NO_GAP = (
     "CAM (Zhou et al. 2016) needs the layer's feature map to reach the logits through global "
-    "average pooling and one nn.Linear, and {why}. Use method 'grad-cam': it works on any CNN "
-    "and equals CAM (up to scale) where CAM applies."
+    "average pooling and one nn.Linear (or a 1x1 nn.Conv2d on the pooled map), and {why}. Use "
+    "method 'grad-cam': it works on any CNN and equals CAM (up to scale) where CAM applies."
 )
 
 
-def _gap_linear_weights(store: dict, a: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight matrix (K, C), feature map the head averages) or a ValueError saying why not."""
-    lin, feats, lin_out = store.get("linear"), store.get("in"), store.get("out")
+def _is_head(m: nn.Module) -> bool:
+    """An nn.Linear, or a 1x1 nn.Conv2d that acts as one on a pooled (B, C, 1, 1) map (torchcam's case)."""
+    if isinstance(m, nn.Linear):
+        return True
+    return (
+        isinstance(m, nn.Conv2d)
+        and m.kernel_size == (1, 1)
+        and m.groups == 1
+        and m.stride == (1, 1)
+        and m.padding in ((0, 0), "valid")
+    )
+
+
+def _gap_linear_weights(heads: list, a: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight matrix (K, C), feature map the head averages) or a ValueError saying why not.
+
+    ``heads``: (module, input, output) of the last nn.Linear / 1x1 conv on a pooled map the
+    forward ran; it is the head if its output is the model's logits."""
     if out.dim() != 2:
         raise ValueError(_NO_GAP.format(why=f"this model outputs {tuple(out.shape)}, not (B, K) logits"))
-    if lin is None or feats is None or lin_out is None or lin_out.shape != out.shape or not torch.equal(lin_out, out):
-        raise ValueError(_NO_GAP.format(why="this model's output does not come straight from an nn.Linear"))
-    if feats.dim() != 2 or feats.shape[1] != a.shape[1]:
+    found = None
+    for m, feats, head_out in reversed(heads):
+        if feats is None or head_out.shape[0] != out.shape[0] or head_out.numel() != out.numel():
+            continue
+        if (isinstance(m, nn.Linear) and feats.dim() != 2) or not torch.equal(head_out.reshape(out.shape), out):
+            continue
+        found = (m, feats.flatten(1))
+        break
+    if found is None:
+        raise ValueError(_NO_GAP.format(why="this model's output does not come straight from one"))
+    head, feats = found
+    if feats.shape[1] != a.shape[1]:
         raise ValueError(
-            _NO_GAP.format(
-                why=f"its last nn.Linear takes {tuple(feats.shape)} features, not the "
-                f"{a.shape[1]} channels of this layer"
-            )
+            _NO_GAP.format(why=f"its head takes {feats.shape[1]} features, not the {a.shape[1]} channels of this layer")
         )
     tol = 1e-4 * float(feats.abs().max()) + 1e-6
     for fmap in (a, a.clamp_min(0)):  # DenseNet applies a ReLU between its features and the pool
         if torch.allclose(fmap.mean((2, 3)), feats, rtol=1e-4, atol=tol):
-            return lin.weight, fmap
+            return head.weight.reshape(head.weight.shape[0], -1), fmap
     raise ValueError(
         _NO_GAP.format(
-            why="here the last nn.Linear's input is not the spatial mean of this layer's output "
+            why="here the head's input is not the spatial mean of this layer's output "
             "(is there another layer between them? then pass that one as layer=...)"
         )
     )
@@ -119,20 +140,24 @@ def _cam_parts(
     """One forward: the logits, the head's weight matrix (K, C) and the feature map it averages."""
     layer = resolve_layer(model, x, layer)
     reshape = check_reshape(reshape)
-    store: dict = {}
+    heads: list = []
 
-    def on_linear(m, args, out):
-        # Why keep only the last call: the head is the last nn.Linear the forward runs.
-        store.update(linear=m, out=out, **{"in": args[0] if args else None})
+    def on_head(m, args, out):
+        feats = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if isinstance(m, nn.Conv2d) and (feats is None or feats.dim() != 4 or feats.shape[-2:] != (1, 1)):
+            return  # a 1x1 conv over a spatial map is a layer, not the head
+        # Why keep only the last call: the head is the last one the forward runs (and a model with
+        # many layers must not keep every output alive).
+        heads[:] = [(m, feats, out)]
 
     with hooked() as h:
         for m in model.modules():
-            if isinstance(m, nn.Linear):
-                h.forward(m, on_linear)
+            if _is_head(m):
+                h.forward(m, on_head)
         with torch.no_grad(), recording(model, layer, reshape) as rec:
             out = model_output(model(x))
     a = check_feature_map(rec.get("out"), layer, x.shape[0])
-    weight, fmap = _gap_linear_weights(store, a, out)
+    weight, fmap = _gap_linear_weights(heads, a, out)
     return out, weight, fmap
 
 

@@ -409,12 +409,7 @@ class _Engine:
     def run(self, spots: Sequence[tuple[int, int]], window: tuple[int, int], value: torch.Tensor) -> Any:
         """The model's output (as its forward returns it) for the occluded images of ``spots``,
         (K*B, ...) with the K positions outermost, like a batched plain forward."""
-        k = len(spots)
-        b, c = self.x.shape[:2]
-        dev = self.x.device
-        oy = torch.tensor([s[0] for s in spots], device=dev, dtype=torch.long)
-        ox = torch.tensor([s[1] for s in spots], device=dev, dtype=torch.long)
-        patch = value.expand(c, *window).to(self.x.dtype).expand(k * b, c, *window).contiguous()
+        oy, ox, patch = self._patches(spots, window, value)
         env: dict[str, Any] = {}
         windowed: list[str] = []
         for n in self.nodes:
@@ -440,6 +435,28 @@ class _Engine:
             kwargs = fx.node.map_arg(n.kwargs, lambda a: self._full(a.name, env[a.name]))
             env[n.name] = _Full(self._call(n, args, kwargs))
         raise TypeError("the traced graph has no output")
+
+    def _patches(
+        self, spots: Sequence[tuple[int, int]], window: tuple[int, int], value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Window origins (K,) and contents (K*B, C, wh, ww) of the occluded images of ``spots``.
+
+        A patch cut at the border (the last position when the stride does not tile the image) is
+        the same change as a whole window moved inside the image that keeps the image's own pixels
+        where the patch does not reach: that is how it is sent, so every layer rule sees whole windows."""
+        (b, c, h, w), (wh, ww) = self.x.shape, window
+        dev, dtype = self.x.device, self.x.dtype
+        fill = value.expand(c, wh, ww).to(dtype)
+        inside = [(min(y, h - wh), min(x0, w - ww)) for y, x0 in spots]
+        oy = torch.tensor([s[0] for s in inside], device=dev, dtype=torch.long)
+        ox = torch.tensor([s[1] for s in inside], device=dev, dtype=torch.long)
+        if all(s == t for s, t in zip(spots, inside)):
+            return oy, ox, fill.expand(len(spots) * b, c, wh, ww).contiguous()
+        patch = torch.empty(len(spots), b, c, wh, ww, device=dev, dtype=dtype)
+        for i, ((y, x0), (yc, xc)) in enumerate(zip(spots, inside)):
+            patch[i] = self.x[:, :, yc : yc + wh, xc : xc + ww]
+            patch[i, :, :, y - yc :, x0 - xc :] = fill[:, y - yc :, x0 - xc :]
+        return oy, ox, patch.view(len(spots) * b, c, wh, ww)
 
     def _full(self, name: str, state: Any) -> Any:
         if isinstance(state, _Win):

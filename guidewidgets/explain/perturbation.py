@@ -79,8 +79,10 @@ def occlusion(
     refine: float = 0.25,
 ) -> torch.Tensor:
     """Occlusion sensitivity: slide a ``window`` patch of value ``fill`` with step ``stride``
-    (defaults: a seventh of the shorter side, half of that) and record the score drop.
-    Pixels no patch covers get 0. Same definition as Captum's ``Occlusion``.
+    (defaults: a seventh of the shorter side, half of that) and record the score drop; each pixel
+    gets the mean drop of the patches that cover it. Captum's ``Occlusion`` definition:
+    ``ceil((H - window) / stride) + 1`` positions per axis, the last patch cut at the border when
+    the stride does not tile the image, so every pixel is covered.
 
     ``mode``: ``"plain"`` (the default: one forward per occluded image), ``"auto"`` (incremental
     where the model can be traced, else plain, silently; the maps are the same either way),
@@ -113,7 +115,10 @@ def occlusion(
     sh, sw = _pair(stride, "stride")
     if wh > h or ww > w:
         raise ValueError(f"window {(wh, ww)} is larger than the image {(h, w)}; use a smaller window")
-    ys, xs = range(0, h - wh + 1, sh), range(0, w - ww + 1, sw)
+    # Why ceil: the last patch is cut at the border (as Captum), so the bottom and right edges
+    # are covered even when the stride does not tile the image.
+    ys = [k * sh for k in range(math.ceil((h - wh) / sh) + 1)]
+    xs = [k * sw for k in range(math.ceil((w - ww) / sw) + 1)]
     spots = [(y, x0) for y in ys for x0 in xs]
     value = _fill(fill, x)
     t = Target(target, b)
@@ -152,8 +157,9 @@ def occlusion(
         ones = torch.ones(1, 1, wh, ww, device=x.device, dtype=x.dtype)
         total = F.conv_transpose2d(grid, ones, stride=(sh, sw))
         count = F.conv_transpose2d(torch.ones_like(grid[:1]), ones, stride=(sh, sw))
-        maps = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
-        return F.pad(maps, (0, w - maps.shape[2], 0, h - maps.shape[1]))
+        # The spread windows reach past the border where the last patch was cut: crop them back.
+        total, count = total[..., :h, :w], count[..., :h, :w]
+        return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
 
 
 def _rise_masks(
