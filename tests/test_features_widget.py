@@ -32,19 +32,19 @@ def test_panels_follow_layer_channel_and_image(widget):
     assert w.wait(60)
     assert w.w_acts.value != first[0] and w.w_patches.value != first[1] and w.w_max.value != first[3]
     assert w.w_neigh.value == first[2]  # neighbours depend on the layer and image, not the channel
-    assert ("features", 5) in w._maximized and w.w_progress.value == 1.0
+    assert w.session.cached("maximized", "features", 5) is not None and w.w_progress.value == 1.0
     w.image_index = 7
     assert w.wait(60)
-    assert w.neighbours_shown[0] == features.neighbours(w._embeddings["features"], 7, k=3)[0].tolist()
+    assert w.neighbours_shown[0] == features.neighbours(w.session.cached("embedding", "features"), 7, k=3)[0].tolist()
     w.layer = "features.block3"
     assert w.wait(60)
     assert w.w_channel.max == 63 and "features.block3" in w.w_acts_caption.value
     assert "(15, 15)" in w.w_patches_caption.value
-    before = len(w._maximized)
+    before = len(w.session._maximized)
     w.layer = "features"
     w.channel = 5
     assert w.wait(60)
-    assert len(w._maximized) == before  # cached: not computed again
+    assert len(w.session._maximized) == before  # cached: not computed again
     png = w.to_png()
     assert png.startswith(b"\x89PNG")
 
@@ -91,3 +91,20 @@ def test_model_is_left_as_it_was(widget):
         assert not m._forward_hooks and not m.training
     assert all(p.grad is None for p in widget.model.parameters())
     assert torch.equal(widget.images[0], zoo.ShapeScenes(24, seed=3)[0]["image"])
+
+
+def test_tsne_says_so_at_once_runs_in_the_background_and_a_newer_request_cancels_it():
+    w = FeatureWidget(zoo.load("shapes-classifier"), zoo.ShapeScenes(48, seed=4), k=2, steps=2)
+    try:
+        assert w.wait(60) and w.status == ""
+        w.projection = "tsne"  # returns before t-SNE is done: the status says what runs, at once
+        job = w.session.job("projection")
+        assert w.status.startswith("Computing t-SNE of features for 48 images") and w.busy
+        assert "Computing t-SNE" in w.w_scatter_caption.value
+        w.layer = "features.block3"  # a newer request: the older t-SNE is cancelled
+        assert job.cancelled and w.session.job("projection") is not job
+        assert w.wait(60) and not w.busy and w.status == ""
+        assert ("features.block3", "tsne") in w._xy and "t-SNE of features.block3" in w.w_scatter_caption.value
+        assert w.session.cached("projection", "features", "tsne") is None or job.state == "done"
+    finally:
+        w.close()

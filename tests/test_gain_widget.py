@@ -106,7 +106,7 @@ def test_close_stops_training_and_leaves_the_model_alone():
     )
     w.start()
     assert _until(lambda: w.step >= 2), w.status  # training, not still rendering scenes
-    thread, trainer = w._thread, w.trainer
+    thread, trainer = w.session.job.thread, w.trainer
     w.close()  # waits at most about a second: the step in flight ends, then the thread
     assert not thread.is_alive() and not w.running, "close() left the training thread running"
     assert trainer.stopped and w.state == "stopped"

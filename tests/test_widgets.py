@@ -994,15 +994,18 @@ def test_outline_mode_and_high_contrast_palette(gw):
 
 def test_iou_changes_coloured_and_regressions_flagged(gw):
     assert "worse" not in gw.w_numbers.value and not gw.regression
-    gw._prediction = gw.mask.copy()  # as if a run had fixed everything
+    gw.session.prediction = gw.mask.copy()  # as if a run had fixed everything
+    gw.session.score()
     gw._readouts()
     assert np.allclose(gw.iou[~np.isnan(gw.iou)], 1.0) and not gw.regression
     assert theme.GOOD in gw.w_numbers.value and "&#9650;" in gw.w_numbers.value  # green, up
-    gw._prediction = np.zeros_like(gw.mask)  # then a bad action: everything background
+    gw.session.prediction = np.zeros_like(gw.mask)  # then a bad action: everything background
+    gw.session.score()
     gw._readouts()
     assert gw.regression and "worse: mean IoU 1.000" in gw.w_numbers.value
     assert "#b00020" in gw.w_numbers.value and "&#9660;" in gw.w_numbers.value  # red, down
-    gw._readouts()  # nothing changed since: no flag
+    gw.session.score()  # nothing changed since: no flag
+    gw._readouts()
     assert not gw.regression and "worse" not in gw.w_numbers.value
 
 
@@ -1164,9 +1167,9 @@ def test_text_query_changes_prediction_readouts_and_undo_restores_it(gw_text):
     before_overlay = w.view.frames["overlay"].copy()
     query = w.w_text.options[0]  # the generated query for the largest mistake
     w.w_text.value = query
-    n_undo = len(w._undo)
+    n_undo = w.session.undo_depth
     w.w_apply.click()
-    assert w.guide.texts == [query] and "Words" in w.status and len(w._undo) == n_undo + 1
+    assert w.guide.texts == [query] and "Words" in w.status and w.session.undo_depth == n_undo + 1
     assert w.changed > 0 and not np.array_equal(w._prediction, before_pred)
     assert np.array_equal(w._prediction, render.to_numpy(w.guide.prediction()))  # what is shown is the model's
     assert not np.array_equal(w.view.frames["overlay"], before_overlay)
@@ -1192,10 +1195,10 @@ def test_text_query_changes_prediction_readouts_and_undo_restores_it(gw_text):
 def test_bad_words_say_why_and_change_nothing(gw_text, sentence, says):
     w = gw_text
     w.reset()
-    pred, params, n_undo = w._prediction.copy(), {k: v.clone() for k, v in w.guide.params.items()}, len(w._undo)
+    pred, params, n_undo = w._prediction.copy(), {k: v.clone() for k, v in w.guide.params.items()}, w.session.undo_depth
     assert not w.apply_text(sentence)
     assert w.status.startswith("Error: words not applied") and says in w.status
-    assert np.array_equal(w._prediction, pred) and len(w._undo) == n_undo and w.guide.texts == []
+    assert np.array_equal(w._prediction, pred) and w.session.undo_depth == n_undo and w.guide.texts == []
     assert all(torch.equal(v, params[k]) for k, v in w.guide.params.items())
     assert w.apply_text(w.text_guide.tokenizer.examples()[1])  # the widget keeps working
     w.reset()

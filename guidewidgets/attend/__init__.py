@@ -1,6 +1,7 @@
 """Attention in networks on ShapeScenes: show-attend-tell captioning with soft and hard attention
 (:mod:`.captions`, :mod:`.captioner`, recipe :mod:`.train_captioner`) and spatial transformer
-networks (:mod:`.stn`, imported on first use).
+networks (:mod:`.stn`, imported on first use; :class:`STNSession` is the widget-free session behind
+``STNWidget``: a distorted scene, the sampling grid, the rectified view and both predictions).
 
 >>> from guidewidgets.attend import CaptionSession
 >>> s = CaptionSession()            # the shipped captioner on held-out scenes
@@ -28,6 +29,7 @@ __all__ = [
     "describe",
     "load_captioner",
     "save_captioner",
+    "STNSession",
 ]
 
 
@@ -36,4 +38,6 @@ def __getattr__(name: str) -> Any:
     # whatever state it is in, and `attend.stn` still works.
     if name == "stn":
         return importlib.import_module(f"{__name__}.stn")
+    if name == "STNSession":
+        return importlib.import_module(f"{__name__}.stn_session").STNSession
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

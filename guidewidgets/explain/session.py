@@ -25,9 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import jobs
 from ..hooks import FeatureMap, eval_mode, feature_maps, get_layer, hooked, model_lock, model_output
 from .registry import MethodInfo, method_info, methods
 from .targets_more import DetectorBoxScore, segmentation_target
+
+Cancelled = jobs.Cancelled  # one cancellation type for the whole package (guidewidgets.jobs)
 
 __all__ = ["Explainer", "MapKey", "Job", "Cancelled", "input_channels"]
 
@@ -46,35 +49,25 @@ class MapKey(NamedTuple):
     region: tuple[int, int, int, int] | None = None  # segmenters: class ``target`` inside this box only
 
 
-class Cancelled(Exception):
-    """Raised from a progress report to stop a computation nobody waits for any more."""
+class Job(jobs.Job):
+    """The session's background job (a :class:`guidewidgets.jobs.Job`): ``keys`` to compute,
+    ``progress`` in [0, 1], ``errors`` (one line per method that failed), ``cancelled``, :meth:`wait`.
 
+    ``on_progress(fraction)`` is called at each progress report (in the job's thread).
+    """
 
-class Job:
-    """A background computation: ``progress`` in [0, 1], ``errors``, ``cancelled``, :meth:`wait`."""
-
-    def __init__(self, keys: Sequence[MapKey], on_progress: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Sequence[MapKey],
+        on_progress: Callable[[float], None] | None = None,
+        work: Callable[[jobs.Job], Any] | None = None,
+    ) -> None:
+        super().__init__(work or (lambda _job: None), name="Explainer", message="computing maps")
         self.keys = list(keys)
-        self.on_progress = on_progress
-        self.progress = 0.0
         self.errors: list[str] = []
-        self.cancelled = False
-        self.thread: threading.Thread | None = None
-
-    def cancel(self) -> None:
-        """Stop at the next progress report (the result of a finished method stays cached)."""
-        self.cancelled = True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job ends; True when it has."""
-        if self.thread is not None:
-            self.thread.join(timeout)
-            return not self.thread.is_alive()
-        return True
-
-    @property
-    def done(self) -> bool:
-        return self.thread is None or not self.thread.is_alive()
+        self.on_progress = on_progress
+        if on_progress is not None:
+            self.add_progress_callback(lambda job: on_progress(job.progress))
 
 
 def input_channels(model: nn.Module) -> int:
@@ -368,19 +361,16 @@ class Explainer:
                 self._cache.popitem(last=False)
         return res
 
-    def compute_many(self, keys: Sequence[MapKey], job: Job | None = None) -> list[str]:
-        """Compute each key; a failing method is reported (``"<title> failed: ..."``), the rest still run."""
+    def compute_many(self, keys: Sequence[MapKey], job: jobs.Job | None = None) -> list[str]:
+        """Compute each key; a failing method is reported (``"<title> failed: ..."``), the rest still run.
+        With ``job``, progress goes to ``job.report`` (which raises :class:`Cancelled` after a cancel)."""
         errors = []
         n = max(1, len(keys))
         for j, k in enumerate(keys):
 
             def progress(f: float, j: int = j) -> None:
                 if job is not None:
-                    if job.cancelled:
-                        raise Cancelled()
-                    job.progress = min(1.0, (j + float(f)) / n)
-                    if job.on_progress is not None:
-                        job.on_progress(job.progress)
+                    job.report((j + float(f)) / n)
 
             try:
                 self.compute(k, progress)
@@ -402,24 +392,23 @@ class Explainer:
         cancel or an error (``job.cancelled``, ``job.errors`` say which).
         """
         self.cancel()
-        job = Job(keys, on_progress)
 
-        def run() -> None:
-            try:
-                if not job.cancelled:
-                    job.errors = self.compute_many(keys, job)
-                    job.progress = 1.0
-            except Cancelled:
-                job.cancelled = True
-            except Exception as err:  # a bug here must not die silently in a thread
-                job.errors = [_error_text(err)]
-            finally:
-                if on_done is not None:
-                    on_done(job)
+        def work(job: jobs.Job) -> None:
+            assert isinstance(job, Job)
+            job.errors = self.compute_many(job.keys, job)
 
-        job.thread = threading.Thread(target=run, name="Explainer", daemon=True)
+        job = Job(keys, on_progress, work)
+
+        def finished(job: jobs.Job) -> None:
+            assert isinstance(job, Job)
+            if job.error is not None:  # a bug here must not die silently in a thread
+                job.errors = [job.error_text]
+
+        job.add_done_callback(finished)
+        if on_done is not None:
+            job.add_done_callback(lambda _job: on_done(job))
         self._job = job
-        job.thread.start()
+        job.start()
         return job
 
     def cancel(self) -> None:
@@ -435,6 +424,12 @@ class Explainer:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the background job is done; True if nothing runs any more."""
         return self._job.wait(timeout) if self._job is not None else True
+
+    def close(self, timeout: float | None = 1.0) -> bool:
+        """Cancel the background job and wait up to ``timeout`` s for it to let go of the model;
+        True if nothing runs any more. The session stays usable (a new request starts a new job)."""
+        self.cancel()
+        return self.wait(timeout)
 
     @staticmethod
     def methods() -> list[str]:

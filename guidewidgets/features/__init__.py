@@ -8,7 +8,9 @@
 - :mod:`.maximize`: activation maximization (channel, neuron, class score) with L2, jitter,
   blur/TV and the Fourier/decorrelated parametrisation;
 - :mod:`.space`: pooled embeddings, nearest neighbours in feature vs pixel space, PCA and t-SNE;
-- :mod:`.pv`: Perception Visualization (a decoder from a layer's latent to the image, x Grad-CAM).
+- :mod:`.pv`: Perception Visualization (a decoder from a layer's latent to the image, x Grad-CAM);
+- :class:`FeatureBrowser`: the widget-free session behind ``FeatureWidget`` (per-layer caches,
+  top patches, embeddings, PCA / t-SNE and activation maximization as background jobs).
 
 Pure torch (and scikit-learn for the projections): no widget imports.
 
@@ -22,6 +24,7 @@ Pure torch (and scikit-learn for the projections): no widget imports.
 
 from __future__ import annotations
 
+from .browser import FeatureBrowser
 from .filters import activation_maps, conv_layers, filter_grid, filters, normalize_each, tile
 from .maximize import Maximized, maximize
 from .patches import TopPatches, crop, top_patches
@@ -30,6 +33,7 @@ from .receptive import ReceptiveField, box_of, chain_of, gradient_box, receptive
 from .space import Embeddings, embed, neighbours, pixels, project, same_class_rate
 
 __all__ = [
+    "FeatureBrowser",
     "activation_maps",
     "conv_layers",
     "filter_grid",

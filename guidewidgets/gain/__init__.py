@@ -8,11 +8,14 @@ network is penalised when it still recognises the class in what is left (attenti
 - :func:`attention`, :func:`soft_mask`, :func:`masked_image`: the pieces.
 - :func:`gain_losses`, :class:`GainConfig`: L_cl, L_am, L_e and their sum.
 - :class:`GainTrainer`: fit/step, callbacks, pause/resume/stop, DDP under torchrun.
+- :class:`GainRun`: the widget-free session behind ``GainWidget``: data and probes, warm-up then
+  GAIN in a background job, pause/resume/stop, events, history and the final table.
 - ``python -m guidewidgets.gain.reproduce``: the biased-boat experiment on ShapeScenes.
 """
 
 from .attention import Attention, attention, masked_image, normalize_maps, soft_mask, target_pairs
 from .losses import GainConfig, GainLosses, check_masks, gain_losses, mining_loss
+from .run import GainRun
 from .trainer import Callback, GainTrainer, accuracy
 
 __all__ = [
@@ -29,5 +32,6 @@ __all__ = [
     "mining_loss",
     "Callback",
     "GainTrainer",
+    "GainRun",
     "accuracy",
 ]

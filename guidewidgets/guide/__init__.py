@@ -7,10 +7,13 @@ ellipse in this image")`` is the paper's text mode: a GRU maps the sentence to t
 parameters in one pass (``text.py``; trained by ``python -m guidewidgets.guide.train_text`` with
 the query generator of ``queries.py``). ``python -m
 guidewidgets.guide.reproduce`` re-runs the paper's experiments on held-out ShapeScenes.
+``GuideSession`` (``interactive.py``) is the widget-free session behind ``GuideWidget``: a Guide
+with undo/redo, the per-class IoU before and now, the network's question and the default scene.
 """
 
 from .block import GuidingBlock
 from .hints import Hint, HintTargets, hint_loss, hints_satisfied, rasterize_stroke
+from .interactive import GuideSession, IoUReadout, Question
 from .queries import Query, generate_queries
 from .questions import (
     FlipResult,
@@ -28,6 +31,9 @@ from .text import TextGuide, Tokenizer, load_text_guide
 
 __all__ = [
     "Guide",
+    "GuideSession",
+    "IoUReadout",
+    "Question",
     "GuideState",
     "active_guide",
     "GuidingBlock",

@@ -362,5 +362,5 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
 
     def close(self) -> None:
         if "session" in vars(self):  # a constructor that failed made none (ipywidgets closes on __del__ too)
-            self.session.cancel()
+            self.session.close()  # cancels the background job and waits (1 s at most) until it lets go
         super().close()

@@ -3,7 +3,8 @@
 Left: the distorted input with the STN's sampling grid drawn over it (the outline is where the
 48 x 48 output is read from; inner lines every 6 output pixels). Right: the rectified output the
 classifier sees. Below: the class the STN classifier and the plain classifier (same trunk, whole
-image) predict, with the truth. Sliders rotate, scale and move the object (the background and
+image) predict, with the truth. A thin view over :class:`guidewidgets.attend.STNSession`
+(``w.session``: the scene, its distortion and both predictions). Sliders rotate, scale and move the object (the background and
 clutter stay), and every change recomputes at once (one forward pass of two small CNNs).
 State lives in traitlets (``image_index``, ``angle``, ``scale``, ``shift_x``, ``shift_y``), linked
 to the controls, so a notebook can set it and a test can drive it without a browser.
@@ -20,8 +21,9 @@ import torch
 import traitlets as T
 from torch import nn
 
-from .. import hooks, render
+from .. import render
 from ..attend import stn
+from ..attend.stn_session import STNSession
 from . import theme
 from .base import WidgetBase, error_text
 
@@ -94,22 +96,9 @@ class STNWidget(WidgetBase):
     ) -> None:
         super().__init__(presenter=presenter)
         with self._building():
-            # Any: an STN classifier is duck-typed (.transform, .classify), not a class check
-            self.model: Any = model if model is not None else stn.load("stn")
-            if not hasattr(self.model, "transform"):
-                raise TypeError("model must be an STN classifier with a .transform(x) method (guidewidgets.attend.stn)")
-            self.plain: nn.Module | None = None
-            if isinstance(plain, nn.Module):
-                self.plain = plain
-            elif plain is None or plain is True:
-                self.plain = stn.load("plain")
-            self.scenes = scenes if scenes is not None else stn.DistortedScenes(64, seed=61_001)
-            if len(self.scenes) == 0:
-                raise ValueError("scenes is empty; pass a DistortedScenes with at least one scene")
-            self.classes = list(getattr(self.model, "classes", stn.CLASSES))
+            self.session = STNSession(model, plain, scenes)
             self.result: dict[str, Any] = {}
-
-            self.w_image = W.IntSlider(min=0, max=len(self.scenes) - 1, description="Scene")
+            self.w_image = W.IntSlider(min=0, max=len(self.session.scenes) - 1, description="Scene")
             self.w_angle = W.FloatSlider(min=-180.0, max=180.0, step=5.0, description="Rotate (°)")
             self.w_scale = W.FloatSlider(min=0.25, max=1.2, step=0.05, description="Scale")
             self.w_shift_x = W.FloatSlider(min=-0.7, max=0.7, step=0.05, description="Shift x")
@@ -154,25 +143,40 @@ class STNWidget(WidgetBase):
             self.observe(self._on_image, names=["image_index"])
             self.refresh()
 
+    # ---- the session's parts, read-only ----------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        return self.session.model
+
+    @property
+    def plain(self) -> nn.Module | None:
+        return self.session.plain
+
+    @property
+    def scenes(self) -> stn.DistortedScenes:
+        return self.session.scenes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.session.classes
+
     # ---- state ------------------------------------------------------------------------------------
+    def _check(self, name: str, proposal: dict, check: Any) -> Any:
+        try:
+            return check(proposal["value"]) if "session" in vars(self) else proposal["value"]
+        except (TypeError, ValueError) as err:
+            return self._reject(name, err)
+
     @T.validate("image_index")
     def _valid_index(self, proposal: dict) -> int:
-        i = int(proposal["value"])
-        if not 0 <= i < len(self.scenes):
-            return self._reject("image_index", f"scene {i} does not exist; pick 0..{len(self.scenes) - 1}")
-        return i
+        return self._check("image_index", proposal, lambda i: self.session.check_index(i))
 
     @T.validate("scale")
     def _valid_scale(self, proposal: dict) -> float:
-        s = float(proposal["value"])
-        if not 0.05 <= s <= 4.0:
-            return self._reject("scale", f"scale {s} is out of range; use 0.05..4 (1 = the clean scene's size)")
-        return s
+        return self._check("scale", proposal, lambda s: self.session.check_scale(s))
 
     def _set_from_scene(self) -> None:
-        item = self.scenes[self.image_index]
-        self.angle, self.scale = round(item["angle"], 1), round(item["scale"], 3)
-        self.shift_x, self.shift_y = (round(float(v), 3) for v in item["shift"])
+        self.angle, self.scale, (self.shift_x, self.shift_y) = self.session.own_distortion(self.image_index)
 
     def reset(self) -> None:
         """Back to the distortion the data set drew for this scene."""
@@ -190,55 +194,35 @@ class STNWidget(WidgetBase):
 
     # ---- compute and draw ---------------------------------------------------------------------------
     def image(self) -> torch.Tensor:
-        """The current input (3, 96, 96): the scene with the sliders' distortion."""
-        return self.scenes.render(
-            self.image_index, angle=self.angle, scale=self.scale, shift=(self.shift_x, self.shift_y)
-        )
+        """The current input (3, 96, 96): the scene with the distortion last drawn."""
+        return self.session.image()
 
     def refresh(self) -> None:
         """Recompute the grid, the output and both predictions; errors go to the status line."""
+        s = self.session
         try:
-            x = self.image()[None]
-            with torch.no_grad(), hooks.model_lock(self.model), hooks.eval_mode(self.model):
-                theta, _grid, out = self.model.transform(x)
-                p_stn = self.model.classify(out).softmax(1)[0]
-            p_plain = None
-            if self.plain is not None:
-                with torch.no_grad(), hooks.model_lock(self.plain), hooks.eval_mode(self.plain):
-                    p_plain = self.plain(x).softmax(1)[0]
+            s.index = s.check_index(self.image_index)
+            self.result = s.distort(self.angle, self.scale, (self.shift_x, self.shift_y))
         except Exception as err:
             self.status = f"Error: {error_text(err)}"
             return
-        label = self.scenes.label(self.image_index)
-        self.result = {
-            "theta": theta[0],
-            "input": x[0],
-            "output": out[0],
-            "stn": int(p_stn.argmax()),
-            "stn_p": float(p_stn.max()),
-            "plain": None if p_plain is None else int(p_plain.argmax()),
-            "plain_p": None if p_plain is None else float(p_plain.max()),
-            "label": label,
-        }
-        self.input_rgba = draw_grid(x[0], theta[0])
-        self.output_rgba = render.upscale(render.to_rgba(out[0].clamp(0, 1)), ZOOM * stn.SIZE // stn.OUT)
+        r = self.result
+        self.input_rgba = draw_grid(r["input"], r["theta"])
+        self.output_rgba = render.upscale(render.to_rgba(r["output"].clamp(0, 1)), ZOOM * stn.SIZE // stn.OUT)
         for w, rgba in ((self.w_input, self.input_rgba), (self.w_output, self.output_rgba)):
             w.value = render.to_png(rgba)
             w.layout.width, w.layout.height = f"{rgba.shape[1]}px", f"{rgba.shape[0]}px"
         self.w_prediction.value = self._prediction_html()
         self._clear_error()
-        self.status = f"scene {self.image_index}: rotate {self.angle:.0f}°, scale {self.scale:.2f}, shift ({self.shift_x:.2f}, {self.shift_y:.2f})"
+        self.status = s.describe()
 
     def _verdict(self, key: str) -> str:
-        r = self.result
-        if r.get(key) is None:
+        said = self.session.verdict(key)
+        if said is None:
             return ""
-        ok = r[key] == r["label"]
-        mark = "✓" if ok else "✗"
+        text, ok = said
         colour = theme.GOOD if ok else theme.BAD
-        return (
-            f'<span style="color:{colour}">{html.escape(self.classes[r[key]])} {100 * r[key + "_p"]:.0f}% {mark}</span>'
-        )
+        return f'<span style="color:{colour}">{html.escape(text)} {"✓" if ok else "✗"}</span>'
 
     def _prediction_html(self) -> str:
         r = self.result
@@ -254,6 +238,11 @@ class STNWidget(WidgetBase):
 
     def composite(self) -> np.ndarray:
         return render.grid([self.input_rgba, self.output_rgba], pad=12)
+
+    def close(self) -> None:
+        if "session" in vars(self):  # a constructor that failed made none
+            self.session.close()
+        super().close()
 
     def heading(self) -> str:
         r = self.result

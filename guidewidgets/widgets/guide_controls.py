@@ -1,0 +1,149 @@
+"""The GuideWidget's plain view code: its controls and their layout (kept apart, as
+explain_controls.py is for ExplainWidget, so guide_widget.py reads as the behaviour)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import ipywidgets as W
+
+from . import guide_frames as frames
+from .charts import BarChart, LineChart
+
+if TYPE_CHECKING:
+    from .guide_widget import GuideWidget
+
+
+def build_controls(w: GuideWidget) -> None:
+    """Make the widget's controls (``w.w_*``), link them to its traits and wire the buttons."""
+    names = [(f"{k}: {c}", k) for k, c in enumerate(w.classes)]
+    w.w_class = W.ToggleButtons(
+        options=names,
+        value=None,
+        style={"button_width": "auto"},
+        tooltips=[f"paint hints of class {c} (key {k})" for k, c in enumerate(w.classes)],
+    )
+    w.w_negative = W.ToggleButton(
+        description="not this class", icon="ban", tooltip="the brush says: this class is NOT here"
+    )
+    w.w_radius = W.IntSlider(min=0, max=12, description="Radius")
+    w._base_controls()
+    show = [("guided", "guided"), ("original", "original")] + (
+        [("ground truth", "truth")] if w.mask is not None else []
+    )
+    tips = {"guided": "the guided prediction", "original": "the plain prediction", "truth": "the ground truth"}
+    w.w_show = W.ToggleButtons(options=show, style={"button_width": "auto"}, tooltips=[tips[v] for _, v in show])
+    w.w_style = W.ToggleButtons(
+        options=[("filled", "fill"), ("outlines", "outline")],
+        style={"button_width": "auto"},
+        tooltips=["translucent class regions", "class outlines only: the scene stays visible"],
+    )
+    w.w_contrast = W.Checkbox(description="high-contrast colours", indent=False)
+    w.w_step = W.Button(description="Step", icon="step-forward", tooltip="one optimiser step (S)")
+    w.w_run = W.Button(
+        description="Run", icon="play", button_style="primary", tooltip="optimise until the hints hold (R)"
+    )
+    w.w_reset = W.Button(description="Reset", icon="refresh", tooltip="back to the plain prediction; hints cleared")
+    w.w_undo = W.Button(description="Undo", icon="undo", tooltip="back to the state before the last action (Ctrl+Z)")
+    w.w_redo = W.Button(description="Redo", icon="repeat", tooltip="again what Undo took back (Ctrl+Y)")
+    w.w_auto = W.Checkbox(description="run after each hint", indent=False)
+    w.w_ask = W.Button(
+        description="Ask me", icon="question", tooltip="the network marks the pixel it is least sure about (A)"
+    )
+    w.w_question = W.HTML()
+    w.w_answers = W.VBox(
+        [
+            w.w_question,
+            W.Box([answer_button(w, k) for k in range(w.num_classes)], layout=W.Layout(flex_flow="row wrap")),
+        ],
+        layout=W.Layout(display="none", border="1px solid #999", padding="4px", margin="0 0 8px 0"),
+    )
+    w.w_answers.add_class("gw-answers")
+    w.w_text = W.Combobox(
+        placeholder="a hint in words, e.g. there is no ellipse in this image",
+        ensure_option=False,
+        layout=W.Layout(width="auto", flex="1 1 300px", max_width="460px"),
+    )
+    w.w_text.add_class("gw-text")
+    w.w_apply = W.Button(
+        description="Apply words",
+        icon="comment",
+        tooltip="the text guide turns the sentence into the block's parameters (Enter)",
+    )
+    w.w_text_help = W.HTML(frames.text_help_html(w.session))
+    if w.session.text_guide is None:
+        w.w_text.disabled = w.w_apply.disabled = True
+    w.w_apply.on_click(lambda _: w.apply_text())
+    with warnings.catch_warnings():  # Enter in the box: ipywidgets 8 deprecates on_submit but the
+        warnings.simplefilter("ignore", DeprecationWarning)  # front end still sends "submit" on Enter
+        w.w_text.on_submit(lambda _: w.apply_text())
+    w.w_legend = W.HTML(frames.legend_html(w.classes, w.palette))
+    w.w_numbers = W.HTML()
+    w.loss_chart = LineChart(["loss"], title="Guide loss per step", xlabel="step", ylabel="loss (log)", log=True)
+    w.gamma_chart = BarChart(title="gamma per channel", xlabel="channel", ylabel="gamma")
+    w.w_loss_caption = W.HTML()
+    w.w_gamma_caption = W.HTML()
+    for trait, ctl in [
+        ("brush_class", w.w_class),
+        ("negative", w.w_negative),
+        ("brush_radius", w.w_radius),
+        ("show", w.w_show),
+        ("style", w.w_style),
+        ("contrast", w.w_contrast),
+        ("auto_run", w.w_auto),
+    ]:
+        W.link((w, trait), (ctl, "value"))
+    w.w_step.on_click(lambda _: w.step())
+    w.w_run.on_click(lambda _: w.run())
+    w.w_reset.on_click(lambda _: w.reset())
+    w.w_undo.on_click(lambda _: w.undo())
+    w.w_redo.on_click(lambda _: w.redo())
+    w.w_ask.on_click(lambda _: w.ask())
+    w.observe(w._on_look, ["opacity", "show", "style", "contrast"])
+    w.observe(w._on_brush, ["brush_radius"])
+    w.observe(w._on_asking, ["asking"])
+    w.w_undo.disabled, w.w_redo.disabled = not w.session.can_undo, not w.session.can_redo
+
+
+def answer_button(w: GuideWidget, k: int) -> W.Button:
+    btn = W.Button(description=w.classes[k], tooltip=f"answer: class {k}", layout=W.Layout(width="auto"))
+    btn.on_click(lambda _, k=k: w.answer(k))
+    colour_button(w, btn, k)
+    return btn
+
+
+def colour_button(w: GuideWidget, btn: W.Button, k: int) -> None:
+    r, g, b = (int(c) for c in w.palette[k, :3])
+    btn.style.button_color = f"rgb({r},{g},{b})"
+    btn.style.text_color = "white" if (0.299 * r + 0.587 * g + 0.114 * b) < 140 else "black"
+
+
+def layout(w: GuideWidget) -> list[W.Widget]:
+    """The widget's children: control rows, the image with the readout column, status, folds."""
+
+    def row(*children: W.Widget) -> W.HBox:
+        return W.HBox(list(children), layout=W.Layout(align_items="center"))
+
+    readouts = W.VBox(
+        [w.w_legend, w.w_answers, w.w_numbers],
+        layout=W.Layout(margin="0 0 0 12px", flex="1 1 240px", min_width="220px", max_width="360px"),
+    )
+    w.w_panel = W.HBox([w.view, readouts])
+    w.w_panel.add_class("gw-panel")
+    charts = W.VBox([w.w_loss_caption, w.loss_chart.figure, w.w_gamma_caption, w.gamma_chart.figure])
+    w.w_more = W.Accordion(
+        [w.w_text_help, charts], titles=("Words: what the text guide understands", "Charts: loss and gamma")
+    )
+    return [
+        row(W.Label("Brush"), w.w_class),
+        row(w.w_negative, w.w_radius, w.w_opacity),
+        row(W.Label("Show"), w.w_show, w.w_style, w.w_contrast),
+        row(w.w_step, w.w_run, w.w_reset, w.w_undo, w.w_redo, w.w_ask, w.w_auto, w.w_export),
+        row(w.w_text, w.w_apply),
+        w.w_panel,
+        w.w_status,
+        w.w_help,
+        w.w_more,
+        w.w_export_out,
+    ]
