@@ -103,11 +103,12 @@ class GainWidget(WidgetBase):
         self.w_pause.observe(self._on_pause, "value")
         self.w_progress = W.IntProgress(value=0, min=0, max=1, description="idle")
         self.loss_chart = LineChart(
-            list(LOSS_NAMES.values()), title="Losses per training step", xlabel="step (all phases)", ylabel="loss"
-        )
+            list(LOSS_NAMES.values()), title="Losses per training step", xlabel="step (all phases)", ylabel="loss",
+            ymin=0.0,
+        )  # fmt: skip
         self.acc_chart = LineChart(
             ["biased", "unbiased"], title="Accuracy on held-out scenes", xlabel="step (all phases)",
-            ylabel="accuracy (%)",
+            ylabel="accuracy (%)", ymin=0.0, ymax=100.0,
         )  # fmt: skip
         self.w_curve_text = W.HTML()
         curves = W.HBox(
