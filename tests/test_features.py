@@ -287,3 +287,79 @@ def test_projections_and_space_errors(model):
         features.same_class_rate(features.embed(model, data.batch()["images"].float() / 255), k=3)
     with pytest.raises(ValueError, match="pca"):
         features.project(e, "umap")
+
+
+# --- nothing silently wrong (issue 24) --------------------------------------------------------------
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
+
+
+def test_nan_and_8bit_images_are_refused_not_mapped():
+    net = _tiny()
+    img = torch.rand(3, 8, 8)
+    img[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        features.activation_maps(net, "0", img)  # was NaN maps
+    with pytest.raises(ValueError, match="3 channels"):
+        features.activation_maps(net, "0", torch.rand(1, 8, 8))
+    data = torch.rand(4, 3, 8, 8)
+    data[2, 1, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        features.top_patches(net, "0", data, k=2)
+    with pytest.raises(ValueError, match="NaN"):
+        features.embed(net, data, layer="0")
+    with pytest.raises(ValueError, match="NaN"):
+        features.pixels(data)
+    with pytest.raises(TypeError, match="255"):
+        features.embed(net, (torch.rand(4, 3, 8, 8) * 255).to(torch.uint8), layer="0")  # was read as 0..255
+    _untouched(net)
+
+
+def test_neighbours_refuse_nan_vectors_and_do_not_truncate_queries():
+    v = torch.rand(5, 3, generator=torch.Generator().manual_seed(0))
+    bad = v.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        features.neighbours(bad, 0, k=2)  # was an arbitrary order
+    with pytest.raises(TypeError, match="query index"):
+        features.neighbours(v, [1.7], k=2)  # was item 1
+    with pytest.raises(TypeError, match="queries"):
+        features.neighbours(v, torch.tensor([1.0]), k=2)
+    with pytest.raises(TypeError, match="k must"):
+        features.neighbours(v, 0, k=True)
+    with pytest.raises(ValueError, match="at least 2 items"):
+        features.neighbours(v[:1], 0, k=1)
+    e = features.Embeddings(v, torch.tensor([0, 1, 0, 1, 0]), "x")
+    with pytest.raises(ValueError, match="queries is empty"):
+        features.same_class_rate(e, k=1, queries=torch.zeros(0, dtype=torch.long))  # was torch.cat error
+    assert features.neighbours(v, torch.tensor([0, 4]), k=4).shape == (2, 4)
+
+
+def test_feature_settings_are_refused_not_coerced():
+    net = _tiny()
+    with pytest.raises(ValueError, match="inverted"):
+        features.crop(torch.rand(3, 8, 8), (5, 5, 2, 2))
+    with pytest.raises(ValueError, match="lr"):
+        features.maximize(net, 0, steps=1, size=(8, 8), lr=float("nan"))
+    with pytest.raises(ValueError, match="l2"):
+        features.maximize(net, 0, steps=1, size=(8, 8), l2=float("nan"))  # was silently no penalty
+    with pytest.raises(ValueError, match="size"):
+        features.maximize(net, 0, steps=1, size=(0, 8))
+    with pytest.raises(TypeError, match="position"):
+        features.maximize(net, 0, kind="neuron", layer="0", steps=1, size=(8, 8), position=(1.5, 0))
+    with pytest.raises(ValueError, match="blur_every"):
+        features.maximize(net, 0, steps=1, size=(8, 8), blur=1.0, blur_every=0)
+    with pytest.raises(ValueError, match="2 items"):
+        features.project(torch.rand(1, 3), "pca")
+    with pytest.raises(ValueError, match="perplexity"):
+        features.project(torch.rand(6, 3), "tsne", perplexity=float("nan"))
+    with pytest.raises(ValueError, match="cols"):
+        features.tile(torch.rand(4, 1, 2, 2), cols=0)
+    with pytest.raises(ValueError, match="NaN"):
+        features.normalize_each(torch.tensor([[0.0, float("nan")]]))
+    _untouched(net)

@@ -151,3 +151,71 @@ def test_box_head_learns_boxes_and_leaves_the_model_alone():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="grid"):
         head(torch.zeros(1, 128, 6, 6))
+
+
+# --- nothing silently wrong (issue 24) --------------------------------------------------------------
+
+
+def test_box_iou_refuses_inverted_and_nan_boxes_instead_of_scoring_them_zero():
+    a = torch.tensor([0, 0, 20, 20])
+    with pytest.raises(ValueError, match="inverted box"):
+        localize.box_iou([10, 10, 5, 20], a)  # x1 < x0: was IoU 0
+    with pytest.raises(ValueError, match="NaN or inf"):
+        localize.box_iou([float("nan"), 0, 5, 5], a)
+    with pytest.raises(ValueError, match="broadcast"):
+        localize.box_iou(torch.zeros(2, 4), torch.zeros(3, 4))
+    with pytest.raises(TypeError, match="boxes"):
+        localize.box_iou("box", a)
+    # Pairwise IoU the message suggests: (N, M), symmetric in the order.
+    p, q = torch.tensor([[0, 0, 10, 10], [5, 5, 15, 15]]), torch.tensor([[0, 0, 10, 10], [0, 0, 5, 5], [9, 9, 20, 20]])
+    pair = localize.box_iou(p[:, None], q[None])
+    assert pair.shape == (2, 3) and torch.equal(pair, localize.box_iou(q[:, None], p[None]).T)
+
+
+def test_corloc_refuses_no_images_and_a_nan_threshold():
+    with pytest.raises(ValueError, match="at least one image"):
+        localize.corloc(torch.zeros(0, 4), [])  # was nan
+    with pytest.raises(ValueError, match="iou"):
+        localize.corloc(torch.tensor([[0, 0, 4, 4]]), [torch.tensor([[0, 0, 4, 4]])], iou=float("nan"))
+    with pytest.raises(ValueError, match="inverted"):
+        localize.corloc(torch.tensor([[0, 0, 4, 4]]), [torch.tensor([[4, 0, 0, 4]])])
+
+
+def test_a_constant_map_says_it_has_no_peak_and_counts_as_empty():
+    flat = torch.full((6, 6), 0.7)
+    with pytest.raises(localize.boxes.EmptyMapError, match="constant .* no peak to localise"):
+        localize.map_to_box(flat)
+    with pytest.raises(ValueError, match="no positive peak"):
+        localize.map_to_box(-torch.rand(6, 6) - 0.1)
+    assert localize.boxes_from_maps(flat[None], on_empty="zero").tolist() == [[0, 0, 0, 0]]
+    assert localize.box_and_iou(flat, 0.2, [0, 0, 6, 6]) == (None, 0.0)
+    with pytest.raises(ValueError, match="NaN"):  # NaN is no "empty" map: on_empty does not hide it
+        localize.boxes_from_maps(torch.full((1, 6, 6), float("nan")), on_empty="zero")
+    with pytest.raises(ValueError, match="empty"):
+        localize.map_to_box(torch.zeros(0, 5))
+
+
+def test_grabcut_refuses_nan_8bit_and_normalised_images(scenes):
+    img, m = scenes[0]["image"], (scenes[0]["mask"] > 0).float()
+    bad = img.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        localize.grabcut_from_map(bad, m)  # was a mask cut from garbage pixels
+    with pytest.raises(TypeError, match="255"):
+        localize.grabcut_from_map((img * 255).to(torch.uint8), m)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        localize.grabcut_from_map(img - 0.5, m)
+    with pytest.raises(TypeError, match="iterations"):
+        localize.grabcut_from_map(img, m, iterations=2.5)
+    with pytest.raises(ValueError, match="constant"):
+        localize.grabcut_from_map(img, torch.ones(96, 96))
+
+
+def test_masks_must_be_masks_not_maps():
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        localize.mask_iou(torch.full((2, 2), float("nan")), torch.ones(2, 2))  # was 1.0
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        localize.largest_component(np.full((3, 3), 0.3))
+    assert localize.mask_iou(torch.ones(2, 2), np.ones((2, 2), dtype=np.int64)) == 1.0
+    with pytest.raises(ValueError, match="fractional"):
+        localize.box_mask([0.5, 0, 4, 4], (8, 8))

@@ -224,3 +224,114 @@ def test_data_randomization_refuses_bad_training_data(model, data):
         data_randomization(model, x, "grad-cam", torch.rand(4, 3, 96, 96), torch.zeros(3, dtype=torch.long))
     with pytest.raises(TypeError, match="integer class indices"):
         data_randomization(model, x, "grad-cam", torch.rand(4, 3, 96, 96), torch.zeros(4))
+
+
+# --- nothing silently wrong (issue 24) --------------------------------------------------------------
+
+
+def _tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
+
+
+def test_pointing_game_refuses_a_nan_tolerance_and_maps_passed_as_masks():
+    m = torch.zeros(1, 10, 10)
+    m[0, 2, 2] = 1
+    k = m.bool()
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.pointing_game(m, k, tolerance=float("nan"))  # was a miss for every image
+    with pytest.raises(TypeError, match="tolerance"):
+        metrics.pointing_game(m, k, tolerance="5")
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        metrics.pointing_game(m, torch.rand(1, 10, 10))
+    with pytest.raises(ValueError, match="empty"):
+        metrics.energy_pointing(torch.zeros(0, 4, 4), torch.zeros(0, 4, 4, dtype=torch.bool))
+
+
+def test_spearman_of_a_constant_or_nan_map_is_refused_and_the_sanity_checks_say_nan_explicitly():
+    a = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(0))
+    flat = a.clone()
+    flat[1] = 0.25
+    with pytest.raises(ValueError, match="constant .* undefined"):
+        metrics.spearman(flat, a)  # was a silent NaN
+    rho = metrics.spearman(flat, a, on_constant="nan")
+    assert rho[0] == 1.0 and rho[1].isnan()
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.spearman(torch.full((1, 5, 5), float("nan")), a[:1], on_constant="nan")
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        metrics.spearman(a[0], a[0])  # was one correlation per row of one map
+    # A model whose every map is flat: the cascade reports NaN (left out of means), it does not stop.
+    zero = _tiny()
+    torch.nn.init.zeros_(zero[0].weight)
+    torch.nn.init.zeros_(zero[0].bias)
+    x = torch.rand(2, 3, 8, 8)
+    _, rho = metrics.cascading_randomization(zero, x, "grad-cam", 0, steps=[1])
+    assert rho.shape == (1, 2) and rho.isnan().all()
+
+
+def test_deletion_and_road_name_the_class_count_for_a_target_out_of_range():
+    net, x, m = _tiny(), torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
+    for fn in (metrics.deletion, metrics.insertion):
+        with pytest.raises(ValueError, match="3 classes"):
+            fn(net, x, m, 99, steps=2)  # was "index 99 is out of bounds"
+    with pytest.raises(ValueError, match="3 classes"):
+        metrics.road(net, x, m, [0, -1], fractions=(0.5,))
+    with pytest.raises(TypeError, match="callable"):
+        metrics.deletion(net, x, m, lambda out: out[:, 0], steps=2)
+    with pytest.raises(TypeError, match="integer class"):
+        metrics.deletion(net, x, m, [0.5, 1.0], steps=2)
+    seg = torch.nn.Conv2d(3, 2, 1)
+    with pytest.raises(ValueError, match="classifier"):
+        metrics.deletion(seg, x, m, 0, steps=2)
+
+
+def test_faithfulness_settings_are_refused_not_coerced():
+    net, x, m = _tiny(), torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
+    with pytest.raises(TypeError, match="steps"):
+        metrics.deletion(net, x, m, 0, steps=True)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        metrics.insertion(net, x, m, 0, steps=2, blur_sigma=0.0)  # was NaN scores
+    with pytest.raises(ValueError, match="batch_size"):
+        metrics.road(net, x, m, 0, batch_size=0)
+    with pytest.raises(TypeError, match="fraction"):
+        metrics.road(net, x, m, 0, fractions=("0.5",))
+    with pytest.raises(ValueError, match="noise"):
+        metrics.road(net, x, m, 0, noise=float("nan"))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        metrics.auc(torch.rand(2, 1))  # was ZeroDivisionError
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.relevance_order(torch.full((1, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="upto"):
+        metrics.randomized_copy(net, -1)  # was: every layer but the last randomised
+    with pytest.raises(TypeError, match="steps"):
+        metrics.cascading_randomization(net, x, "grad-cam", 0, steps=[1.5])
+    with pytest.raises(ValueError, match="steps is empty"):
+        metrics.cascading_randomization(net, x, "grad-cam", 0, steps=[])
+
+
+def test_train_copy_names_the_class_count_for_labels_out_of_range():
+    from guidewidgets.metrics.sanity import train_copy
+
+    net = _tiny()
+    with pytest.raises(ValueError, match="3 classes"):
+        train_copy(net, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 7]), epochs=1)
+    with pytest.raises(ValueError, match="NaN"):
+        train_copy(net, torch.full((4, 3, 8, 8), float("nan")), torch.tensor([0, 1, 2, 0]), epochs=1)
+    with pytest.raises(TypeError, match="epochs"):
+        train_copy(net, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]), epochs=1.0)
+
+
+def test_evaluate_refuses_a_bad_count_before_explaining(model):
+    ds = zoo.ShapeScenes(2, seed=2468)
+    with pytest.raises(ValueError, match="n"):
+        metrics.evaluate(model, ds, ["grad-cam"], ["deletion"], n=-1)  # was "the dataset is empty"
+    with pytest.raises(TypeError, match="n"):
+        metrics.evaluate(model, ds, ["grad-cam"], ["deletion"], n=1.5)
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.evaluate(model, ds, ["grad-cam"], ["pointing-game"], tolerance=float("nan"))

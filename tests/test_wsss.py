@@ -152,3 +152,38 @@ def test_labels_miou_counts_only_labelled_pixels(scenes):
     assert set(wsss.MEASURED_MIOU) == set(wsss.LABEL_KINDS)
     with pytest.raises(ValueError, match="differ in size"):
         wsss.labels_miou(truth[:2], truth)
+
+
+# --- nothing silently wrong (issue 24) --------------------------------------------------------------
+
+
+def test_nan_cams_and_soft_present_labels_are_refused(scenes):
+    cams, present = _true_cams(scenes.batch()["masks"].long())
+    bad = cams.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        wsss.masks_from_cams(bad, present)  # was a silent background pixel
+    with pytest.raises(ValueError, match="bool"):
+        wsss.masks_from_cams(cams, present.float() * 0.3)
+    images = scenes.batch()["images"].float() / 255
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):  # was swallowed as "GrabCut could not cut"
+        wsss.masks_from_cams(cams, present, images=images, grabcut=True)
+
+
+def test_label_values_outside_the_classes_are_refused(scenes):
+    truth = scenes.batch()["masks"].long()
+    bad = truth.clone()
+    bad[0, 0, 0] = 9
+    with pytest.raises(ValueError, match="not a mask class"):
+        wsss.labels_miou(bad, truth)  # was a view() error
+    with pytest.raises(ValueError, match="not a mask class"):
+        wsss.train_on_labels(scenes, bad, epochs=1)  # was a loss IndexError
+    with pytest.raises(TypeError, match="integer"):
+        wsss.labels_miou(truth.float(), truth)
+    with pytest.raises(ValueError, match="nothing to score"):
+        wsss.labels_miou(torch.full_like(truth, wsss.IGNORE), truth)
+    with pytest.raises(ValueError, match="integer ids"):
+        wsss.scribbles(truth[0].float(), truth[0])
+    with pytest.raises(ValueError, match="label kinds"):
+        wsss.compare(zoo.load("shapes-classifier"), ["full", "scribbles"], train=2, test=2, epochs=1)

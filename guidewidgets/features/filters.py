@@ -3,12 +3,15 @@ for one image as a sorted grid (the lecture's "First Layer: Visualize Filters" a
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import torch
 from torch import nn
 
 from .. import hooks
+from ..explain.targets import check_input
+from ..localize.boxes import check_int
 from ._common import forward_to, locked_eval, model_device
 
 __all__ = ["conv_layers", "filters", "filter_grid", "activation_maps", "tile", "normalize_each"]
@@ -21,6 +24,11 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 def normalize_each(t: torch.Tensor) -> torch.Tensor:
     """Each t[i] mapped affinely to [0, 1] by its own min and max (a constant t[i] becomes 0.5)."""
+    if not isinstance(t, torch.Tensor) or t.dim() < 2 or t.numel() == 0 or not t.is_floating_point():
+        what = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"normalize_each needs a non-empty float tensor (N, ...) with N items, got {what}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("the values hold NaN or inf (a diverged layer?); they cannot be shown as a picture")
     flat = t.flatten(1)
     lo = flat.min(1).values.view(-1, *[1] * (t.dim() - 1))
     hi = flat.max(1).values.view(-1, *[1] * (t.dim() - 1))
@@ -57,11 +65,19 @@ def filters(
 
 
 def tile(tiles: torch.Tensor, cols: int | None = None, pad: int = 1, fill: float = 1.0) -> torch.Tensor:
-    """(N, C, h, w) tiles laid out in rows of ``cols`` with ``pad`` pixels of ``fill`` between: (C, H, W)."""
-    if tiles.dim() != 4 or tiles.shape[0] == 0:
-        raise ValueError(f"tile needs (N, C, h, w) tiles with N >= 1, got {tuple(tiles.shape)}")
+    """(N, C, h, w) tiles laid out in rows of ``cols`` with ``pad`` pixels of ``fill`` between: (C, H, W).
+
+    ``fill=float("nan")`` is allowed on purpose: matplotlib leaves NaN pixels blank."""
+    if not isinstance(tiles, torch.Tensor) or tiles.dim() != 4 or tiles.shape[0] == 0:
+        shape = tuple(tiles.shape) if isinstance(tiles, torch.Tensor) else type(tiles).__name__
+        raise ValueError(f"tile needs (N, C, h, w) tiles with N >= 1, got {shape}")
+    if tiles.is_floating_point() and not bool(torch.isfinite(tiles).all()):
+        raise ValueError("tiles hold NaN or inf values; replace them, e.g. torch.nan_to_num(tiles)")
     n, c, h, w = tiles.shape
-    cols = max(1, min(int(cols or int(n**0.5 + 0.999)), n))
+    pad = check_int(pad, "pad (pixels)", 0)
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
+        raise TypeError(f"fill must be a number (NaN shows as blank in matplotlib), got {fill!r}")
+    cols = min(n, int(n**0.5 + 0.999) if cols is None else check_int(cols, "cols", 1))
     rows = -(-n // cols)
     out = torch.full((c, rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad), fill, dtype=tiles.dtype)
     for i in range(n):
@@ -99,11 +115,15 @@ def activation_maps(
     """
     if sort not in ("mean", "max", "none", None):
         raise ValueError(f"sort must be 'mean', 'max' or None, got {sort!r}")
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a (C, H, W) tensor with values in [0, 1], got {type(image).__name__}")
     x = image[None] if image.dim() == 3 else image
     if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"activation_maps takes one image (3, H, W), got {tuple(image.shape)}")
+        raise ValueError(f"activation_maps takes one image (C, H, W), got {tuple(image.shape)}; pass x[i]")
+    # Why check: a NaN pixel spreads to every channel, and a wrong shape fails deep inside the model.
+    x = check_input(model, x.to(model_device(model)))
     with locked_eval(model), torch.no_grad():
-        a = forward_to(model, layer, x.to(model_device(model)))[0].detach().float().cpu()
+        a = forward_to(model, layer, x)[0].detach().float().cpu()
     if sort in (None, "none"):
         order = torch.arange(a.shape[0])
     else:

@@ -14,6 +14,7 @@ Seeded: the same arguments give the same bytes on the same machine.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hooks
+from ..explain.targets import input_channels
+from ..localize.boxes import check_int, check_number
 from ._common import Progress, check_channels, forward_to, locked_eval, model_device
 
 __all__ = ["Maximized", "maximize"]
@@ -34,8 +37,9 @@ _COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 @dataclass
 class Maximized:
-    """``images`` (B, 3, H, W) in [0, 1], one per target; ``history`` (steps, B): the target's value
-    at each step (on the jittered image the step saw); ``final`` (B,): its value on the result."""
+    """``images`` (B, C, H, W) in [0, 1] (C: the model's input channels), one per target; ``history``
+    (steps, B): the target's value at each step (on the jittered image the step saw); ``final`` (B,):
+    its value on the result."""
 
     images: torch.Tensor
     targets: list[int]
@@ -45,11 +49,13 @@ class Maximized:
 
 
 class _Image(nn.Module):
-    """The parametrised batch of images: ``forward()`` gives (B, 3, H, W) in [0, 1]."""
+    """The parametrised batch of images: ``forward()`` gives (B, C, H, W) in [0, 1]."""
 
     scale: torch.Tensor
 
-    def __init__(self, b: int, size: tuple[int, int], param: str, decorrelate: bool, g: torch.Generator) -> None:
+    def __init__(
+        self, b: int, size: tuple[int, int], param: str, decorrelate: bool, g: torch.Generator, channels: int = 3
+    ) -> None:
         super().__init__()
         h, w = size
         self.size, self.param, self.decorrelate = size, param, decorrelate
@@ -58,9 +64,9 @@ class _Image(nn.Module):
             fx = torch.fft.rfftfreq(w)[None, :]
             freqs = (fx * fx + fy * fy).sqrt()
             self.register_buffer("scale", 1.0 / freqs.clamp_min(1.0 / max(h, w)))
-            self.coeffs = nn.Parameter(torch.randn((b, 3, h, w // 2 + 1, 2), generator=g) * 0.01)
+            self.coeffs = nn.Parameter(torch.randn((b, channels, h, w // 2 + 1, 2), generator=g) * 0.01)
         else:
-            self.coeffs = nn.Parameter(torch.randn((b, 3, h, w), generator=g) * 0.01)
+            self.coeffs = nn.Parameter(torch.randn((b, channels, h, w), generator=g) * 0.01)
 
     def logits(self) -> torch.Tensor:
         if self.param == "fourier":
@@ -76,11 +82,30 @@ class _Image(nn.Module):
         return torch.sigmoid(self.logits())
 
 
+def _pair(value: object, name: str, low: int) -> tuple[int, int]:
+    """``value`` as a pair of ints >= ``low`` (refused, not truncated, when it is not one)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of ints (height, width) or (row, col), got {value!r}")
+    return check_int(value[0], f"{name}[0]", low), check_int(value[1], f"{name}[1]", low)
+
+
+def _targets(targets: object) -> list:
+    """``targets`` as a list (its entries are checked against the layer by ``check_channels``)."""
+    if isinstance(targets, torch.Tensor) and not targets.is_floating_point() and targets.dim() <= 1:
+        return targets.reshape(-1).tolist()
+    if isinstance(targets, numbers.Integral):
+        return [targets]
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+        raise TypeError(f"targets must be an index or a sequence of indices, got {targets!r}")
+    return list(targets)
+
+
 def _gaussian(sigma: float) -> torch.Tensor:
     r = max(1, int(math.ceil(2 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    return k / k.sum()
+    # Why float64 and t / sigma: a tiny sigma (1e-200) is 0 in float32, and 0 / 0 is NaN.
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).float()
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -132,15 +157,28 @@ def maximize(
         raise ValueError(f"param must be 'pixel' or 'fourier', got {param!r}")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = check_int(steps, "steps", 1)
     if kind != "class" and layer is None:
         raise ValueError(f"kind={kind!r} needs layer=... (a feature-map layer, see hooks.feature_maps)")
-    h, w = (int(v) for v in size)
+    h, w = _pair(size, "size", 1)
+    if position is not None:
+        position = _pair(position, "position", 0)
+    lr = check_number(lr, "lr", 0.0, low_open=True)
+    # Why refuse NaN and negatives: NaN weights are silently skipped (NaN > 0 is false), and a
+    # negative one rewards noise instead of penalising it.
+    l2, tv = check_number(l2, "l2", 0.0), check_number(tv, "tv", 0.0)
+    # Why the bound: the blur pads by reflection, which needs its radius (2 sigma) below the side.
+    blur = check_number(blur, f"blur (sigma, px) for a {h} x {w} image", 0.0, (min(h, w) - 1) / 2)
+    blur_every, jitter = check_int(blur_every, "blur_every", 1), check_int(jitter, "jitter (pixels)", 0)
+    seed = check_int(seed, "seed", 0)
     device = model_device(model)
-    g = torch.Generator().manual_seed(int(seed))
-    tlist = [targets] if isinstance(targets, int) else list(targets)
-    image = _Image(len(tlist), (h, w), param, decorrelate, g).to(device)
+    g = torch.Generator().manual_seed(seed)
+    tlist = _targets(targets)
+    # Why the model's own channel count: a grey model takes (B, 1, H, W) images.
+    channels = input_channels(model) or 3
+    if decorrelate and channels != 3:
+        raise ValueError(f"decorrelate=True mixes RGB colours, but this model takes {channels}-channel images")
+    image = _Image(len(tlist), (h, w), param, decorrelate, g, channels).to(device)
 
     with locked_eval(model):
         # Check targets and find the map size once, before any step.
@@ -195,7 +233,7 @@ def maximize(
                 params[0].grad = -grad  # ascent; the optimiser's own parameter, never the model's
                 opt.step()
                 params[0].grad = None
-                if blur > 0 and param == "pixel" and (step + 1) % max(1, blur_every) == 0:
+                if blur > 0 and param == "pixel" and (step + 1) % blur_every == 0:
                     with torch.no_grad():
                         params[0].copy_(_blur(params[0], blur))
                 if progress is not None:

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..explain.targets import check_input
+from ..localize.boxes import check_int
 from ._common import Data, Progress, batches, check_channels, data_len, forward_to, locked_eval, model_device
 from .receptive import Box, ReceptiveField, box_of, receptive_field
+from .space import check_data
 
 __all__ = ["TopPatches", "top_patches", "crop"]
 
@@ -61,7 +64,16 @@ class TopPatches:
 
 def crop(image: torch.Tensor, box: Box) -> torch.Tensor:
     """``image[:, y0:y1, x0:x1]`` of a (C, H, W) image, zero where the box leaves the image."""
-    x0, y0, x1, y1 = (int(v) for v in box)
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"crop takes one image (C, H, W), got {shape}")
+    if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+        raise ValueError("image holds NaN or inf values; replace them, e.g. torch.nan_to_num(image)")
+    if isinstance(box, (str, bytes)) or not hasattr(box, "__len__") or len(box) != 4:
+        raise ValueError(f"box must be [x0, y0, x1, y1], got {box!r}")
+    x0, y0, x1, y1 = (check_int(v, "a box coordinate") for v in box)
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"box {[x0, y0, x1, y1]} is inverted: a box is [x0, y0, x1, y1] with x1 >= x0 and y1 >= y0")
     c, H, W = image.shape
     out = torch.zeros((c, y1 - y0, x1 - x0), dtype=image.dtype)
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, H), min(x1, W)
@@ -98,23 +110,25 @@ def top_patches(
     each batch. ``data`` is a ShapeScenes, a (N, 3, H, W) tensor, or a sequence of (3, H, W)
     images or dicts with an ``"image"``.
     """
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k, batch_size = check_int(k, "k", 1), check_int(batch_size, "batch_size", 1)
+    check_data(data)
     n = data_len(data)
     device = model_device(model)
     chans: list[int] | None = None
     best_v = best_i = torch.empty(0)
     hw = (0, 0)
-    size: tuple[int, int] = (0, 0)
+    example = torch.empty(0)
     with locked_eval(model), torch.no_grad():
         for start, x, _y in batches(data, batch_size):
-            a = forward_to(model, layer, x.to(device)).float()
+            # Why check: a NaN pixel would become a NaN "top" activation and reorder the ranking.
+            a = forward_to(model, layer, check_input(model, x.to(device))).float()
             if chans is None:
                 chans = check_channels(channels, a.shape[1])
                 best_v = torch.full((len(chans), 0), float("-inf"))
                 best_i = torch.zeros((len(chans), 0), dtype=torch.long)
                 hw = (int(a.shape[2]), int(a.shape[3]))
-                size = (int(x.shape[2]), int(x.shape[3]))
+                # Why an image, not its size: the receptive field's probe needs the model's channels.
+                example = x[:1]
             a = a[:, chans].cpu()
             B = a.shape[0]
             flat = a.permute(1, 0, 2, 3).reshape(len(chans), B, -1)  # (R, B, h*w)
@@ -137,7 +151,7 @@ def top_patches(
     positions = torch.stack([cell // hw[1], cell % hw[1]], -1)
     missing = torch.isinf(best_v)
     images[missing] = -1
-    field = receptive_field(model, layer, size)
+    field = receptive_field(model, layer, example)
     boxes = torch.zeros((*best_v.shape, 4), dtype=torch.long)
     cache: dict[tuple[int, int], Box] = {}
     for r in range(best_v.shape[0]):
@@ -146,7 +160,7 @@ def top_patches(
                 continue
             p = (int(positions[r, q, 0]), int(positions[r, q, 1]))
             if p not in cache:
-                cache[p] = field.box(*p) if field is not None else box_of(model, layer, p, size, method="gradient")
+                cache[p] = field.box(*p) if field is not None else box_of(model, layer, p, example, method="gradient")
             boxes[r, q] = torch.tensor(cache[p])
     name = layer if isinstance(layer, str) else type(layer).__name__
     return TopPatches(name, chans, best_v, images, positions, boxes, field)

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..explain.targets import check_input
 from ..hooks import capture, eval_mode, model_lock
+from .boxes import check_int, check_number
 
 __all__ = ["BoxHead", "features", "train_box_head", "predict_boxes", "TRAIN_SEED"]
 
@@ -52,6 +54,8 @@ class BoxHead(nn.Module):
 
 def features(model: nn.Module, x: torch.Tensor, layer: str | None = None, batch_size: int = 64) -> torch.Tensor:
     """The feature map (B, C, h, w) of ``layer`` (default: the model's ``default_explain_layer``)."""
+    x = check_input(model, x)
+    batch_size = check_int(batch_size, "batch_size", 1)
     name = layer or getattr(model, "default_explain_layer", None)
     if name is None:
         raise ValueError("give layer=: the model has no default_explain_layer")
@@ -78,6 +82,8 @@ def train_box_head(
     frozen ``model``'s features (the model is not changed)."""
     from ..zoo import ShapeScenes
 
+    n, epochs, seed = check_int(n, "n (training scenes)", 1), check_int(epochs, "epochs", 1), check_int(seed, "seed", 0)
+    lr = check_number(lr, "lr", 0.0, low_open=True)
     data = ShapeScenes(n, seed=seed)
     b = data.batch()
     x = b["images"].float() / 255
@@ -106,11 +112,17 @@ def train_box_head(
 
 
 def predict_boxes(model: nn.Module, head: BoxHead, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-    """Boxes (B, 4) int64 ``[x0, y0, x1, y1]`` (exclusive ends) in pixels."""
+    """Boxes (B, 4) int64 ``[x0, y0, x1, y1]`` (exclusive ends) in pixels.
+
+    The head regresses the four numbers freely, so an untrained one can put x1 left of x0: such a
+    box is returned empty (x1 = x0, IoU 0 with anything), since it covers no pixel."""
+    x = check_input(model, x)
     with torch.no_grad():
         frac = head(features(model, x, layer).to(next(head.parameters()).device)).cpu()
     side = torch.tensor([x.shape[3], x.shape[2], x.shape[3], x.shape[2]], dtype=frac.dtype)
-    return (frac * side).round().long()
+    box = (frac * side).round().long()
+    box[:, 2:] = torch.maximum(box[:, 2:], box[:, :2])
+    return box
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,8 @@ from ..explain import cam_all_classes
 from ..zoo.models import ShapeSegmenter
 from ..zoo.scenes import MASK_CLASSES, ShapeScenes
 from ..zoo.train import RECIPES, TRAIN_SEED, evaluate
-from .boxes import check_threshold
-from .grabcut import grabcut_from_map
+from .boxes import EmptyMapError, check_int, check_number, check_threshold
+from .grabcut import _check_image, grabcut_from_map
 
 __all__ = [
     "ANNOTATION_SECONDS",
@@ -112,6 +112,31 @@ def _check_classes(classifier: nn.Module) -> None:
         )
 
 
+def _check_scenes(scenes: object, segmentation: bool = False) -> None:
+    if not isinstance(scenes, ShapeScenes):
+        raise TypeError(f"scenes must be a zoo.ShapeScenes, got {type(scenes).__name__}")
+    if segmentation and scenes.task != "segmentation":
+        raise ValueError("label kinds need segmentation scenes; use ShapeScenes(n, seed, task='segmentation')")
+
+
+def _check_labels(labels: object, what: str, ignore: bool = True) -> torch.Tensor:
+    """An integer tensor of mask classes (0 .. 6, and :data:`IGNORE` where ``ignore``), else an error
+    naming the classes: an out-of-range value would crash the loss or the confusion matrix."""
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"{what} must be an integer tensor of mask classes, got {kind}; e.g. labels.long()")
+    k = len(MASK_CLASSES)
+    bad = (labels < 0) | (labels >= k)
+    if ignore:
+        bad &= labels != IGNORE
+    if bool(bad.any()):
+        raise ValueError(
+            f"{what} hold {int(labels[bad][0])}, not a mask class: use 0 (background) to {k - 1}"
+            + (f", or {IGNORE} for pixels the loss ignores" if ignore else "")
+        )
+    return labels.long()
+
+
 def masks_from_cams(
     cams: torch.Tensor,
     present: torch.Tensor,
@@ -128,12 +153,30 @@ def masks_from_cams(
     refined by GrabCut seeded from its map (``fg=threshold``, ``bg=threshold / 2``).
     """
     t = check_threshold(threshold)
+    if not isinstance(cams, torch.Tensor) or not isinstance(present, torch.Tensor):
+        raise TypeError("cams and present must be torch tensors, (B, K, H, W) maps and (B, K) bool labels")
     if cams.dim() != 4 or present.shape != cams.shape[:2]:
         raise ValueError(
             f"cams must be (B, K, H, W) and present (B, K), got {tuple(cams.shape)} and {tuple(present.shape)}"
         )
-    if grabcut and (images is None or images.shape[0] != cams.shape[0] or images.shape[-2:] != cams.shape[-2:]):
-        raise ValueError("grabcut=True needs images (B, 3, H, W) of the maps' size; pass images=")
+    if cams.shape[2] * cams.shape[3] == 0:
+        raise ValueError(f"cams are empty, shape {tuple(cams.shape)}: each map needs at least one pixel")
+    if not cams.is_floating_point() or not bool(torch.isfinite(cams).all()):
+        raise ValueError("cams must be finite float maps; replace NaN or inf values, e.g. torch.nan_to_num(cams)")
+    if present.dtype != torch.bool and not bool(((present == 0) | (present == 1)).all()):
+        raise ValueError(
+            "present must be bool (or 0/1) image-level labels, one per class; threshold scores first, e.g. probs > 0.5"
+        )
+    if grabcut:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] != cams.shape[0]:
+            raise ValueError("grabcut=True needs images (B, 3, H, W) of the maps' size; pass images=")
+        if images.shape[-2:] != cams.shape[-2:]:
+            raise ValueError(
+                f"images {tuple(images.shape)} and cams {tuple(cams.shape)} differ in size; upsample the cams "
+                "(F.interpolate(cams, images.shape[-2:], mode='bilinear'))"
+            )
+        for image in images:  # refused here, not hidden below as a class that GrabCut could not cut
+            _check_image(image)
     c = cams.detach().float().cpu().clamp(min=0)
     top = c.flatten(2).amax(2)[..., None, None]
     rel = torch.where(top > 0, c / top.clamp(min=1e-12), torch.zeros_like(c))
@@ -143,8 +186,8 @@ def masks_from_cams(
         assert images is not None
         for b in range(c.shape[0]):
             for k in torch.nonzero(present[b]).flatten().tolist():
-                # Why suppress: an empty map or one-sided seeds keep the thresholded region.
-                with contextlib.suppress(ValueError):
+                # Why catch: an empty map or one-sided seeds keep the thresholded region.
+                with contextlib.suppress(EmptyMapError):
                     on[b, k] = grabcut_from_map(images[b], c[b, k], fg=t, bg=t / 2)
     score = torch.where(on, rel, torch.full_like(rel, -1.0))
     best, cls = score.max(1)
@@ -168,6 +211,9 @@ def pseudo_masks(
     """(N, H, W) int64 CAM pseudo-masks of ``scenes`` from ``classifier`` and each scene's image-level
     labels (the classes of its objects); see :func:`masks_from_cams`."""
     _check_classes(classifier)
+    _check_scenes(scenes)
+    check_threshold(threshold)
+    batch_size = check_int(batch_size, "batch_size", 1)
     k = len(MASK_CLASSES) - 1
     parts = []
     for start in range(0, len(scenes), batch_size):
@@ -196,6 +242,9 @@ def scribbles(mask: np.ndarray | torch.Tensor, instances: np.ndarray | torch.Ten
     m, inst = np.asarray(mask), np.asarray(instances)
     if m.shape != inst.shape or m.ndim != 2:
         raise ValueError(f"mask and instances must be (H, W) of one size, got {m.shape} and {inst.shape}")
+    for name, a in (("mask", m), ("instances", inst)):
+        if a.dtype.kind not in "iu" or (a.size and a.min() < 0):
+            raise ValueError(f"{name} must hold non-negative integer ids (0 = background), got dtype {a.dtype}")
     out = np.full(m.shape, IGNORE, dtype=np.int64)
     thick = np.ones((SCRIBBLE_WIDTH, SCRIBBLE_WIDTH), dtype=bool)
     # Why the background last and only on unlabelled pixels: an object's stroke must survive.
@@ -222,8 +271,7 @@ def make_labels(
     (``IGNORE`` where a point or scribble label says nothing). "image" and "point" need ``classifier``."""
     if kind not in LABEL_KINDS:
         raise ValueError(f"unknown label kind {kind!r}; use one of {list(LABEL_KINDS)}")
-    if scenes.task != "segmentation":
-        raise ValueError("label kinds need segmentation scenes; use ShapeScenes(n, seed, task='segmentation')")
+    _check_scenes(scenes, segmentation=True)
     if kind in ("image", "image+grabcut", "point") and classifier is None:
         raise ValueError(f"{kind!r} labels need the classifier's CAM; pass classifier=zoo.load('shapes-classifier')")
     full = scenes.batch()["masks"].long()
@@ -278,6 +326,13 @@ def train_on_labels(
     """A ShapeSegmenter trained on ``scenes``' images with ``labels`` (N, H, W) (``IGNORE`` pixels
     skipped) by the segmenter recipe's optimiser (AdamW + one-cycle, its lr, weight decay and
     batch). Returns it in eval mode; the same arguments and thread count give the same weights."""
+    _check_scenes(scenes)
+    labels = _check_labels(labels, "labels")
+    epochs, seed, threads = check_int(epochs, "epochs", 1), check_int(seed, "seed", 0), check_int(threads, "threads", 1)
+    if batch is not None:
+        check_int(batch, "batch", 1)
+    if lr is not None:
+        check_number(lr, "lr", 0.0, low_open=True)
     if labels.dim() != 3 or labels.shape[0] != len(scenes) or labels.shape[-1] != scenes.size:
         raise ValueError(
             f"labels must be (N, H, W) = ({len(scenes)}, {scenes.size}, {scenes.size}), got {tuple(labels.shape)}; "
@@ -330,6 +385,10 @@ def compare(
     ``seconds_per_image`` (annotation), ``miou``, ``label_miou`` (the training labels' own mIoU
     against the true masks, ignored pixels left out) and ``train_seconds``."""
     _check_classes(classifier)
+    if isinstance(kinds, str) or not all(k in LABEL_KINDS for k in kinds) or not kinds:
+        raise ValueError(f"kinds must be a non-empty list of label kinds from {list(LABEL_KINDS)}, got {kinds!r}")
+    train, test, epochs = check_int(train, "train", 1), check_int(test, "test", 1), check_int(epochs, "epochs", 1)
+    check_threshold(threshold)
     scenes = ShapeScenes(train, seed=TRAIN_SEED, task="segmentation")
     held_out = ShapeScenes(test, seed=HELD_OUT_SEED, task="segmentation")
     truth = scenes.batch()["masks"].long()
@@ -355,9 +414,12 @@ def compare(
 def labels_miou(labels: torch.Tensor, truth: torch.Tensor) -> float:
     """mIoU (fraction, over the 7 mask classes) of training ``labels`` (N, H, W) against the true masks,
     pixels labelled :data:`IGNORE` left out: how right the labels a kind gives are, not how many."""
+    labels, truth = _check_labels(labels, "labels"), _check_labels(truth, "truth", ignore=False)
     if labels.shape != truth.shape:
         raise ValueError(f"labels and truth differ in size: {tuple(labels.shape)} vs {tuple(truth.shape)}")
-    return _miou(labels.long(), truth.long())
+    if not bool((labels != IGNORE).any()):
+        raise ValueError(f"every pixel of labels is {IGNORE} (ignored): there is nothing to score")
+    return _miou(labels, truth)
 
 
 def _miou(pred: torch.Tensor, truth: torch.Tensor, k: int = len(MASK_CLASSES)) -> float:

@@ -13,7 +13,16 @@ from torch import nn
 
 from .. import explain as _explain
 from ..hooks import eval_mode
-from ..localize.boxes import box_iou, box_mask, boxes_from_maps, mask_iou
+from ..localize.boxes import (
+    EmptyMapError,
+    box_iou,
+    box_mask,
+    boxes_from_maps,
+    check_int,
+    check_number,
+    check_threshold,
+    mask_iou,
+)
 from ..localize.grabcut import grabcut_from_map
 from .faithfulness import deletion, insertion, road
 from .pointing import energy_pointing, pointing_game
@@ -41,11 +50,11 @@ def _items(dataset: Any, n: int | None) -> list[dict]:
         total = len(dataset)
     except TypeError:
         raise TypeError("dataset must be indexable with a length (e.g. zoo.ShapeScenes or a list of dicts)") from None
-    count = total if n is None else min(int(n), total)
+    count = total if n is None else min(check_int(n, "n (images to score)", 1), total)
     if count == 0:
         raise ValueError("the dataset is empty; evaluate needs at least one image")
     items = [dataset[i] for i in range(count)]
-    for it in items[:1]:
+    for it in items:
         if not isinstance(it, dict) or "image" not in it or "label" not in it:
             raise TypeError(
                 "dataset items must be dicts with 'image' (3, H, W) and 'label' (int), as zoo.ShapeScenes gives"
@@ -56,10 +65,8 @@ def _items(dataset: Any, n: int | None) -> list[dict]:
 def _grabcut_iou(image: torch.Tensor, m: torch.Tensor, truth: torch.Tensor) -> float:
     try:
         return mask_iou(grabcut_from_map(image, m), truth)
-    except ValueError as e:
-        if "empty" in str(e) or "seeds" in str(e):
-            return 0.0  # Why: a blank map segments nothing; score it, do not stop the run
-        raise
+    except EmptyMapError:
+        return 0.0  # Why: a blank map segments nothing; score it, do not stop the run
 
 
 def evaluate(
@@ -99,8 +106,16 @@ def evaluate(
     for m in chosen:
         if m not in METRICS:
             raise ValueError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size, seed = check_int(batch_size, "batch_size", 1), check_int(seed, "seed", 0)
+    # Checked before any map is made: a bad setting should not cost a whole batch of explanations.
+    check_int(steps, "steps", 1)
+    check_threshold(threshold)
+    if tolerance is not None:
+        check_number(tolerance, "tolerance (pixels)", 0.0)
+    if method_options is not None and not isinstance(method_options, Mapping):
+        raise TypeError(f"method_options must map method names to option dicts, got {type(method_options).__name__}")
+    if maps is not None and not isinstance(maps, Mapping):
+        raise TypeError(f"maps must map method names to (N, H, W) maps, got {type(maps).__name__}")
     items = _items(dataset, n)
     for m in chosen:
         need = METRICS[m][1]
@@ -187,7 +202,8 @@ def evaluate(
                 else:  # sanity
                     assert randomized is not None
                     rnd = _explain.explain(randomized, x, name, labels, **options.get(name, {}))
-                    v = spearman(emap, rnd)
+                    # Why NaN: a flat map has no rank correlation; NaN is left out of the mean (see n).
+                    v = spearman(emap, rnd, on_constant="nan")
                 metric_time[(name, mt)] += time.perf_counter() - t0
                 sums[(name, mt)].extend(float(a) for a in v.cpu())
             done += 1

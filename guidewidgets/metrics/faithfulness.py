@@ -24,8 +24,9 @@ from scipy import sparse
 from scipy.sparse import linalg as splinalg
 from torch import nn
 
-from ..explain.targets import check_input
+from ..explain.targets import Target, check_input
 from ..hooks import eval_mode, model_lock, model_output
+from ..localize.boxes import as_mask, check_int, check_number
 
 __all__ = [
     "relevance_order",
@@ -50,24 +51,31 @@ _NEIGHBOURS = [
 ]
 
 
-def _check(model: nn.Module, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    check_input(model, x)
+def _check_maps(maps: object) -> torch.Tensor:
     if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
         shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
         raise ValueError(f"maps must be a (B, H, W) tensor, got {shape}")
+    if maps.is_complex():
+        raise TypeError(f"maps must be real, got {maps.dtype}")
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps hold NaN or inf values; replace them, e.g. torch.nan_to_num(maps)")
+    return maps
+
+
+def _check(model: nn.Module, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    x = check_input(model, x)
+    maps = _check_maps(maps)
     if maps.shape[0] != x.shape[0] or maps.shape[1:] != x.shape[2:]:
         raise ValueError(
             f"maps {tuple(maps.shape)} do not match images {tuple(x.shape)}: one (H, W) map per image of its size; "
             "upsample with F.interpolate(maps[:, None], x.shape[-2:], mode='bilinear')[:, 0]"
         )
-    if not torch.isfinite(maps).all():
-        raise ValueError("maps hold NaN or inf values; replace them, e.g. torch.nan_to_num(maps)")
     return maps.detach().to(x.device, torch.float32)
 
 
 def relevance_order(maps: torch.Tensor) -> torch.Tensor:
     """(B, H*W) rank of every pixel, 0 = most relevant (a stable sort: ties keep raster order)."""
-    flat = maps.flatten(1)
+    flat = _check_maps(maps).flatten(1)
     order = torch.sort(flat, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
@@ -75,11 +83,21 @@ def relevance_order(maps: torch.Tensor) -> torch.Tensor:
 
 
 def _targets(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-    if target is None:
-        with torch.no_grad():
-            return model_output(model(x)).argmax(dim=1)
-    t = torch.as_tensor(target, device=x.device).long().reshape(-1)
-    return t.expand(len(x)) if len(t) == 1 else t
+    """One class per image: checked against the model's classes (a sentence, not an index error)."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        raise TypeError(
+            "these scores follow one class's softmax probability, so target must be None (the predicted "
+            "class), an int or one int per image, not a callable"
+        )
+    spec = Target(target, len(x))
+    with torch.no_grad():
+        out = model_output(model(x))
+    if out.dim() != 2:
+        raise ValueError(
+            f"the model returns {tuple(out.shape)}, not (B, classes) logits: deletion, insertion and ROAD "
+            "score a classifier's class probability"
+        )
+    return spec.classes(out)
 
 
 def _probabilities(
@@ -103,14 +121,22 @@ def _probabilities(
 
 def auc(curves: torch.Tensor) -> torch.Tensor:
     """Area under curves (B, steps + 1) sampled evenly on [0, 1] (trapezoid rule)."""
+    if not isinstance(curves, torch.Tensor) or curves.dim() != 2 or curves.shape[1] < 2:
+        shape = tuple(curves.shape) if isinstance(curves, torch.Tensor) else type(curves).__name__
+        raise ValueError(f"curves must be (B, steps + 1) with at least 2 points each, got {shape}")
+    if not curves.is_floating_point():
+        raise TypeError(f"curves must be float probabilities, got {curves.dtype}")
+    if not bool(torch.isfinite(curves).all()):
+        raise ValueError("curves hold NaN or inf values; an area under them is no score")
     return torch.trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), dim=1)
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    # Why float64: a tiny sigma (1e-200) is 0 in float32, and 0 / 0 is NaN.
+    t = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
+    k = (k / k.sum()).to(x.dtype)
     c = x.shape[1]
     y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
@@ -138,11 +164,11 @@ def perturbation_curves(
     maps = _check(model, x, maps)
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    steps, batch_size = check_int(steps, "steps", 1), check_int(batch_size, "batch_size", 1)
     B, _, H, W = x.shape
+    if blur_sigma is not None:
+        # Why a cap: the kernel spans 6 sigma; far past the image side it only costs memory (the blur is flat).
+        blur_sigma = check_number(blur_sigma, "blur_sigma (pixels)", 0.0, 4.0 * max(H, W), low_open=True)
     n_pix = H * W
     with model_lock(model), eval_mode(model):
         cls = _targets(model, x, target)
@@ -181,8 +207,14 @@ def noisy_linear_imputation(
     """``image`` (C, H, W) with the ``removed`` (H, W) pixels filled by Rong et al.'s noisy linear
     imputation: each removed pixel equals the weighted mean of its in-image neighbours (solved
     jointly, one sparse system for all channels), plus N(0, noise^2)."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or not image.is_floating_point():
+        what = f"{tuple(image.shape)} {image.dtype}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be one float image (C, H, W), got {what}; pass x[i]")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError("image holds NaN or inf values; replace them, e.g. torch.nan_to_num(image)")
+    noise = check_number(noise, "noise (std)", 0.0)
     C, H, W = image.shape
-    rem = removed.detach().cpu().numpy().astype(bool)
+    rem = as_mask(removed, "removed")
     if rem.shape != (H, W):
         raise ValueError(f"removed is {rem.shape} but the image is {(H, W)}")
     if rem.all():
@@ -239,9 +271,13 @@ def road(
     maps = _check(model, x, maps)
     if order not in ("morf", "lerf"):
         raise ValueError(f"order must be 'morf' (most relevant first) or 'lerf' (least relevant first), got {order!r}")
-    fr = [float(f) for f in fractions]
-    if not fr or not all(0 < f < 1 for f in fr):
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or not fractions:
+        raise TypeError(f"fractions must be a non-empty sequence of numbers in (0, 1), got {fractions!r}")
+    fr = [check_number(f, "each fraction", 0.0, 1.0) for f in fractions]
+    if not all(0 < f < 1 for f in fr):
         raise ValueError(f"fractions must lie strictly between 0 and 1, got {list(fractions)}")
+    batch_size, seed = check_int(batch_size, "batch_size", 1), check_int(seed, "seed", 0)
+    noise = check_number(noise, "noise (std)", 0.0)
     B, _, H, W = x.shape
     g = torch.Generator().manual_seed(seed)
     with model_lock(model), eval_mode(model):

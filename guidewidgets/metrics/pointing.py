@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..localize.boxes import check_int, check_number
+
 __all__ = ["pointing_game", "energy_pointing", "default_tolerance", "check_maps"]
 
 #: Zhang et al. 2016 ("Top-down neural attention by excitation backprop", ECCV), the pointing
@@ -15,7 +17,10 @@ ZHANG_TOLERANCE_PX, ZHANG_IMAGE_PX = 15, 224
 
 def default_tolerance(size: tuple[int, int]) -> float:
     """The pointing game's tolerance in pixels for an image of ``size``: 15 px at 224 px, scaled."""
-    return ZHANG_TOLERANCE_PX * min(size) / ZHANG_IMAGE_PX
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        raise TypeError(f"size must be the image's (H, W), got {size!r}")
+    h, w = check_int(size[0], "size[0] (H)", 1), check_int(size[1], "size[1] (W)", 1)
+    return ZHANG_TOLERANCE_PX * min(h, w) / ZHANG_IMAGE_PX
 
 
 def check_maps(maps: torch.Tensor, regions: torch.Tensor, what: str = "masks") -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,10 +38,18 @@ def check_maps(maps: torch.Tensor, regions: torch.Tensor, what: str = "masks") -
             f"maps {tuple(maps.shape)} and {what} {tuple(regions.shape)} differ in size; "
             "upsample the maps to the image size (F.interpolate(maps[:, None], size, mode='bilinear'))"
         )
+    if maps.numel() == 0:
+        raise ValueError(f"maps are empty, shape {tuple(maps.shape)}: give at least one map of at least one pixel")
+    if maps.is_complex() or regions.is_complex():
+        raise TypeError(f"maps and {what} must be real tensors, got {maps.dtype} and {regions.dtype}")
     maps = maps.detach().float().cpu()
     if not torch.isfinite(maps).all():
         raise ValueError("maps hold NaN or inf values; replace them, e.g. torch.nan_to_num(maps)")
-    return maps, regions.detach().cpu().bool()
+    regions = regions.detach().cpu()
+    # Why refuse: a map passed as a mask (0.3, NaN) would silently count as object everywhere it is not 0.
+    if regions.dtype != torch.bool and not bool(((regions == 0) | (regions == 1)).all()):
+        raise ValueError(f"{what} must be bool (or hold only 0 and 1); threshold a map first, e.g. mask > 0.5")
+    return maps, regions.bool()
 
 
 def pointing_game(
@@ -51,9 +64,11 @@ def pointing_game(
     maps, masks = check_maps(maps, masks)
     if on_empty not in ("raise", "miss"):
         raise ValueError(f"on_empty must be 'raise' or 'miss', got {on_empty!r}")
-    tol = default_tolerance((int(maps.shape[1]), int(maps.shape[2]))) if tolerance is None else float(tolerance)
-    if tol < 0:
-        raise ValueError(f"tolerance must be >= 0 pixels, got {tol}")
+    if tolerance is None:
+        tol = default_tolerance((int(maps.shape[1]), int(maps.shape[2])))
+    else:
+        # Why refuse NaN: every distance <= NaN is false, so every image would silently be a miss.
+        tol = check_number(tolerance, "tolerance (pixels)", 0.0)
     hits = torch.zeros(len(maps), dtype=torch.bool)
     for i, (m, k) in enumerate(zip(maps, masks)):
         if not k.any():

@@ -25,6 +25,9 @@ from scipy import stats
 from torch import nn
 
 from .. import explain as _explain
+from ..explain.targets import check_input, predicted
+from ..hooks import eval_mode, model_lock, model_output
+from ..localize.boxes import check_int, check_number
 
 __all__ = [
     "spearman",
@@ -36,18 +39,46 @@ __all__ = [
 ]
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """Per-image Spearman rank correlation (B,) of maps (B, H, W); NaN where a map is constant.
-    ``absolute`` ranks |map| (Adebayo et al. report both)."""
+def _check_pair(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError(f"maps must be torch tensors (B, H, W), got {type(a).__name__} and {type(b).__name__}")
     if a.shape != b.shape:
         raise ValueError(f"maps differ in size: {tuple(a.shape)} vs {tuple(b.shape)}")
-    a, b = a.detach().cpu().double().flatten(1), b.detach().cpu().double().flatten(1)
+    if a.dim() != 3:
+        raise ValueError(f"maps must be batches (B, H, W), got {tuple(a.shape)}; for one map use a[None], b[None]")
+    if a.numel() == 0:
+        raise ValueError(f"maps are empty, shape {tuple(a.shape)}: give at least one map of at least one pixel")
+    if a.is_complex() or b.is_complex():
+        raise TypeError("maps must be real tensors")
+    if not bool(torch.isfinite(a).all()) or not bool(torch.isfinite(b).all()):
+        raise ValueError("maps hold NaN or inf values; replace them, e.g. torch.nan_to_num(maps)")
+    return a.detach().cpu().double().flatten(1), b.detach().cpu().double().flatten(1)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False, on_constant: str = "raise") -> torch.Tensor:
+    """Per-image Spearman rank correlation (B,) of maps (B, H, W). ``absolute`` ranks |map|
+    (Adebayo et al. report both).
+
+    A constant map has no ranking, so its correlation is undefined: it raises, or with
+    ``on_constant="nan"`` is NaN (the sanity checks use that: a randomised model may give a flat
+    map, which is left out of their means rather than stopping the run). NaN or inf maps raise.
+    """
+    if on_constant not in ("raise", "nan"):
+        raise ValueError(f"on_constant must be 'raise' or 'nan', got {on_constant!r}")
+    a, b = _check_pair(a, b)
     if absolute:
         a, b = a.abs(), b.abs()
     out = torch.full((len(a),), float("nan"), dtype=torch.float64)
     for i in range(len(a)):
         if a[i].max() > a[i].min() and b[i].max() > b[i].min():
             out[i] = float(stats.spearmanr(a[i].numpy(), b[i].numpy())[0])
+        elif on_constant == "raise":
+            which, flat = ("a", a) if not a[i].max() > a[i].min() else ("b", b)
+            raise ValueError(
+                f"map {i} of {which} is constant ({float(flat[i, 0]):g} everywhere"
+                f"{' in absolute value' if absolute else ''}): a rank correlation with a constant map is "
+                "undefined; leave that image out, or pass on_constant='nan' to mark it NaN"
+            )
     return out
 
 
@@ -64,8 +95,14 @@ def randomizable_layers(model: nn.Module) -> list[str]:
 
 def randomized_copy(model: nn.Module, upto: int | None = None, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` with its top ``upto`` randomizable layers (all if None) re-initialised."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    seed = check_int(seed, "seed", 0)
     clone = copy.deepcopy(model)
     layers = randomizable_layers(clone)
+    if upto is not None:
+        # Why refuse a negative count: layers[:-1] would silently randomise all but one layer.
+        upto = check_int(upto, "upto (layers from the top)", 0, len(layers))
     mods = dict(clone.named_modules())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -90,31 +127,44 @@ def cascading_randomization(
     :func:`randomizable_layers` (default steps: 1, 2, 4, ... and all). The target defaults to the
     trained model's predicted class and is kept fixed for the randomised copies.
     """
+    x = check_input(model, x)
     layers = randomizable_layers(model)
     if not layers:
         raise ValueError("the model has no layers with reset_parameters() to randomise")
-    if target is None:
-        with torch.no_grad():
-            from ..hooks import eval_mode, model_output
-
-            with eval_mode(model):
-                target = model_output(model(x)).argmax(dim=1)
-    ref = _explain.explain(model, x, method, target, **options)
     if steps is None:
         steps = sorted({*[2**i for i in range(int(np.log2(len(layers))) + 1)], len(layers)})
+    if isinstance(steps, (str, bytes, int)) or not hasattr(steps, "__iter__"):
+        raise TypeError(f"steps must be a list of layer counts from 1 to {len(layers)}, got {steps!r}")
+    steps = [check_int(k, "each of steps (layers from the top)", 1, len(layers)) for k in steps]
+    if not steps:
+        raise ValueError(f"steps is empty; give layer counts from 1 to {len(layers)}, or None for the default")
+    seed = check_int(seed, "seed", 0)
+    target = _fixed_target(model, x, target)
+    ref = _explain.explain(model, x, method, target, **options)
     labels, rows = [], []
     for j, k in enumerate(steps):
-        if not 1 <= k <= len(layers):
-            raise ValueError(f"steps must lie in 1..{len(layers)} (layers from the top), got {k}")
         rnd = randomized_copy(model, k, seed)
-        rows.append(spearman(ref, _explain.explain(rnd, x, method, target, **options)))
+        # Why NaN, not raise: a randomised model may give a flat map; it is left out of the means.
+        rows.append(spearman(ref, _explain.explain(rnd, x, method, target, **options), on_constant="nan"))
         labels.append(f"top {k}: down to {layers[k - 1]}")
         if progress is not None:
             progress((j + 1) / len(steps))
     return labels, torch.stack(rows)
 
 
+def _fixed_target(
+    model: nn.Module, x: torch.Tensor, target: int | list[int] | torch.Tensor | None
+) -> int | list[int] | torch.Tensor:
+    """``target``, or (None) the trained model's predicted class per image, kept for the copies."""
+    if target is not None:
+        return target
+    with model_lock(model), eval_mode(model), torch.no_grad():
+        return predicted(model_output(model(x)))
+
+
 def _check_data(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError("training data must be torch tensors: images (N, C, H, W) and integer labels (N,)")
     if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels) or len(labels) < 2:
         raise ValueError(
             f"training data must be images (N, C, H, W) and integer labels (N,) with N >= 2, got "
@@ -123,6 +173,11 @@ def _check_data(images: torch.Tensor, labels: torch.Tensor) -> None:
         )
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+    if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
+        raise ValueError(
+            f"training images must be finite floats in [0, 1], got {images.dtype}"
+            + (" with NaN or inf values" if images.is_floating_point() else "; for 8-bit use images.float() / 255")
+        )
 
 
 def train_copy(
@@ -143,8 +198,13 @@ def train_copy(
     with a one-cycle schedule, on ``threads`` intra-op threads. Returns (the copy in eval mode, its
     accuracy on the labels it was trained on). The same arguments give the same weights."""
     _check_data(images, labels)
-    from ..hooks import model_output
-
+    epochs, batch, seed, threads = (
+        check_int(epochs, "epochs", 1),
+        check_int(batch, "batch", 1),
+        check_int(seed, "seed", 0),
+        check_int(threads, "threads", 1),
+    )
+    lr, weight_decay = check_number(lr, "lr", 0.0, low_open=True), check_number(weight_decay, "weight_decay", 0.0)
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     y = labels.long().cpu()
@@ -154,6 +214,11 @@ def train_copy(
     torch.set_num_threads(threads)
     try:
         clone = randomized_copy(model, None, seed).to(device)
+        with torch.no_grad():  # the copy is in eval mode: one image gives the class count
+            k = model_output(clone(images[:1].to(device))).shape[1]
+        if int(labels.min()) < 0 or int(labels.max()) >= k:
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise ValueError(f"label {bad} is out of range: the model has {k} classes, so use labels 0 to {k - 1}")
         steps = max(1, epochs * -(-len(y) // batch))
         opt = torch.optim.AdamW(clone.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
@@ -205,11 +270,9 @@ def data_randomization(
     A map that passes correlates less for the random-label model than for the control.
     ``options`` go to the method.
     """
-    from ..hooks import eval_mode, model_output
-
-    if target is None:
-        with torch.no_grad(), eval_mode(model):
-            target = model_output(model(x)).argmax(dim=1)
+    x = check_input(model, x)
+    _check_data(images, labels)
+    target = _fixed_target(model, x, target)
     ref = _explain.explain(model, x, method, target, **options)
     runs = [("random-labels", True)] + ([("true-labels", False)] if control else [])
     result: dict[str, Any] = {"accuracy": {}}
@@ -217,7 +280,8 @@ def data_randomization(
         clone, acc = train_copy(
             model, images, labels, permute_labels=permute, epochs=epochs, batch=batch, lr=lr, seed=seed, threads=threads
         )
-        result[name] = spearman(ref, _explain.explain(clone, x, method, target, **options))
+        # Why NaN, not raise: a copy trained on random labels may give a flat map; it is left out.
+        result[name] = spearman(ref, _explain.explain(clone, x, method, target, **options), on_constant="nan")
         result["accuracy"][name] = acc
         if progress is not None:
             progress((j + 1) / len(runs))
@@ -256,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'method':<22}{'random labels':>15}{'true labels':>13}")
     for method in args.methods:
         ref = _explain.explain(model, x, method, target)
-        rho = {n: spearman(ref, _explain.explain(c, x, method, target)) for n, c in copies.items()}
+        rho = {n: spearman(ref, _explain.explain(c, x, method, target), on_constant="nan") for n, c in copies.items()}
         print(f"{method:<22}" + "".join(f"{float(r.nanmean()):>{w}.3f}" for r, w in zip(rho.values(), (15, 13))))
     print(f"\n{time.time() - t0:.0f} s")
     return 0
