@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import hooks, jobs
-from ..localize.boxes import check_int
+from ..checks import check_int
 from ._common import batches
 from .maximize import maximize
 from .patches import TopPatches, top_patches

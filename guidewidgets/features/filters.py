@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .. import hooks
+from ..checks import check_int
 from ..explain.targets import check_input
-from ..localize.boxes import check_int
 from ._common import forward_to, locked_eval, model_device
 
 __all__ = ["conv_layers", "filters", "filter_grid", "activation_maps", "tile", "normalize_each"]

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hooks
+from ..checks import check_int, check_number
 from ..explain.targets import input_channels
-from ..localize.boxes import check_int, check_number
 from ._common import Progress, check_channels, forward_to, locked_eval, model_device
 
 __all__ = ["Maximized", "maximize"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..explain.targets import check_input
-from ..localize.boxes import check_int
 from ._common import Data, Progress, batches, check_channels, data_len, forward_to, locked_eval, model_device
 from .receptive import Box, ReceptiveField, box_of, receptive_field
 from .space import check_data

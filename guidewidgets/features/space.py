@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .. import hooks
+from ..checks import check_int, check_number
 from ..explain.targets import check_input
-from ..localize.boxes import check_int, check_number
 from ._common import Data, Progress, batches, data_len, forward_to, locked_eval, model_device
 
 __all__ = ["Embeddings", "embed", "pixels", "neighbours", "same_class_rate", "project"]

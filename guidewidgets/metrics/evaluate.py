@@ -12,14 +12,13 @@ import torch
 from torch import nn
 
 from .. import explain as _explain
+from ..checks import check_int, check_number
 from ..hooks import eval_mode
 from ..localize.boxes import (
     EmptyMapError,
     box_iou,
     box_mask,
     boxes_from_maps,
-    check_int,
-    check_number,
     check_threshold,
     mask_iou,
 )

@@ -24,9 +24,10 @@ from scipy import sparse
 from scipy.sparse import linalg as splinalg
 from torch import nn
 
+from ..checks import check_int, check_number
 from ..explain.targets import Target, check_input
 from ..hooks import eval_mode, model_lock, model_output
-from ..localize.boxes import as_mask, check_int, check_number
+from ..localize.boxes import as_mask
 
 __all__ = [
     "relevance_order",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..localize.boxes import check_int, check_number
+from ..checks import check_int, check_number
 
 __all__ = ["pointing_game", "energy_pointing", "default_tolerance", "check_maps"]
 

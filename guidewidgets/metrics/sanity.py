@@ -25,9 +25,9 @@ from scipy import stats
 from torch import nn
 
 from .. import explain as _explain
+from ..checks import check_int, check_number
 from ..explain.targets import check_input, predicted
 from ..hooks import eval_mode, model_lock, model_output
-from ..localize.boxes import check_int, check_number
 
 __all__ = [
     "spearman",
