@@ -94,7 +94,7 @@ class BoxInfo:
         """A heading fragment, e.g. ``"box at 20 % of max: IoU 0.71 with the true star box"``."""
         head = f"box at {self.threshold:.0%} of max"
         if self.box is None:
-            return f"{head}: none (the map has no positive peak)"
+            return f"{head}: none (the map is flat or nowhere positive: no peak to box)"
         if self.truth is None:
             return f"{head} (no true box known for this image)"
         if len(self.truth) == 0:
