@@ -5,6 +5,7 @@ arrays; outputs are always numpy ``(H, W, 4) uint8`` arrays, ready for a canvas,
 matplotlib's ``imshow``. Colormaps come from ``matplotlib.colormaps`` (no pyplot, no global state).
 
 Conventions:
+
 - an *image* is ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] (the model convention), or
   ``(H, W, 3|4)`` / ``(H, W)`` numpy, float in [0, 1] or ``uint8``;
 - a *map* is ``(H, W)`` (a batch of one ``(1, H, W)`` is accepted) of any real values;
