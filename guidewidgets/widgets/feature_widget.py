@@ -1,14 +1,13 @@
 """FeatureWidget: pick a layer and a channel; see what the channel responds to.
 
 A thin view over :class:`guidewidgets.features.FeatureBrowser` (``w.session``: the per-layer
-caches and the background jobs). Panels: the layer's activation maps for the current image (the
-chosen channel framed), the channel's top patches over the widget's images, the image that
-maximises the channel, and the current image's nearest neighbours in feature space (the layer,
-pooled) next to pixel space. What takes longer than a blink (the top patches and embedding of a
-new layer, t-SNE, the maximization) runs in the background: the status line says what is being
-computed at once, each panel is drawn when its part is ready, and a newer request cancels the
-older one. State lives in traitlets (``layer``, ``channel``, ``image_index``, ``projection``,
-``busy``, ``status``), linked to the controls, so a notebook can set it and a test can drive it.
+caches and the background jobs). The layer's activation maps for the current image (the chosen
+channel framed, with a colour bar) and, in folds, the image that maximises the channel, its top
+patches, the image's nearest neighbours in feature vs pixel space, and the embedding. What takes
+longer than a blink (a new layer's patches and embedding, t-SNE, the maximization) runs in the
+background: the status says at once what is computed, each panel is drawn when ready, and a
+newer request cancels the older one. State lives in traitlets (``layer``, ``channel``,
+``image_index``, ``projection``, ``busy``, ``status``) linked to the controls.
 
 The embedding scatter (PCA or t-SNE, coloured by class) is drawn in numpy onto the package's
 canvas view (hover a dot: its thumbnail; click: select it). Why not bqplot here: a few hundred dots
@@ -38,8 +37,7 @@ TILE_SCALE = 2
 SCATTER = 160  # the scatter's side in its own pixels (shown 2x)
 MARGIN = 6
 _SLOTS = ("layer", "projection", "maximize")
-#: What a change of each trait redraws (the rest of the view still shows the right thing).
-_REDRAWS = {
+_REDRAWS = {  # what a change of each trait redraws
     "layer": ("activations", "patches", "neighbours", "scatter", "maximized"),
     "channel": ("activations", "patches", "maximized"),
     "image_index": ("activations", "neighbours", "scatter"),
@@ -153,17 +151,21 @@ class FeatureWidget(WidgetBase):
         self.w_acts_bar = ColorBar(128)
         acts = W.HBox([W.VBox([self.w_acts_caption, self.w_acts]), self.w_acts_bar])
         acts.add_class("gw-panel")
-        self.w_tabs = W.Tab(
+        # secondary panels fold (closed at first): the main view fits 760 px at any width
+        self.w_tabs = W.Accordion(
             [
+                W.VBox([self.w_max_caption, self.w_max, self.w_progress]),
                 W.VBox([self.w_patches_caption, self.w_patches]),
                 W.VBox([self.w_neigh_caption, self.w_neigh]),
                 W.HBox([W.VBox([self.w_scatter_caption, self.w_projection, self.scatter]), self.w_thumb]),
             ],
-            titles=("Top patches", "Neighbours", "Embedding"),
+            titles=("Image that maximises the channel", "Top patches", "Neighbours", "Embedding (PCA / t-SNE)"),
+            selected_index=None,
         )
+        self.w_acts.add_class("gw-pixels")  # theme.py: at most 560 px wide (16 x 8 tiles of 35 px)
         self.children = [
             W.HBox([self.w_layer, self.w_channel, self.w_image]),
-            W.HBox([acts, W.VBox([self.w_max_caption, self.w_max, self.w_progress])]),
+            acts,
             self.w_tabs,
             self.w_status,
             W.HBox([self.w_export, self.w_export_out]),
@@ -231,7 +233,8 @@ class FeatureWidget(WidgetBase):
             if b.cached("projection", self.layer, self.projection) is None:
                 b.submit_projection(self.layer, self.projection, self._job_done, self._on_projection_progress)
             if b.cached("maximized", self.layer, self.channel) is None:
-                self.w_progress.value = 0.0
+                self.w_progress.value = 0.0  # reset before it shows: never seen at the last job's 100 %
+                self.w_progress.layout.visibility = "visible"
                 b.submit_maximize(self.layer, self.channel, self._job_done, self._on_max_progress)
             self._say()  # the status says what runs before the slower redraws below
             for name in draws:
@@ -353,6 +356,7 @@ class FeatureWidget(WidgetBase):
             return
         _show(self.w_max, _rgb(img, 192))
         self.w_progress.value = 1.0
+        self.w_progress.layout.visibility = "hidden"  # shown only while the maximization runs
         self.w_max_caption.value = (
             f"Image maximising channel {self.channel} of {html.escape(self.layer)} "
             f"({self.session.steps} steps, Fourier + jitter)"
@@ -438,7 +442,6 @@ class FeatureWidget(WidgetBase):
             self.session.close()
         super().close()
 
-    # ---- export ---------------------------------------------------------------------------------
     def composite(self) -> np.ndarray:
         return self.acts_frame
 

@@ -72,6 +72,10 @@ def _css() -> str:
   text-overflow: clip; padding: 0 0.7em; }}
 .gw-root .widget-slider {{ flex: 0 0 auto; }}
 .gw-root .widget-hslider .slider-container {{ min-width: 120px; }}
+/* a slider is never narrower than its label, track and readout (a fixed width let the readout spill
+   over the next control or out of a box); readouts grow with the text ("-120.00" in presenter mode) */
+.gw-root .widget-hslider {{ min-width: max-content; }}
+.gw-root .widget-readout {{ width: 5.2em; }}
 /* pictures shrink with the space and stay crisp */
 .gw-root canvas, .gw-root img.gw-pixels, .gw-root .gw-pixels img {{ image-rendering: pixelated; }}
 .gw-root .gw-view {{ flex: 0 1 auto; min-width: 96px; }}
@@ -80,6 +84,7 @@ def _css() -> str:
   object-fit: contain; }}
 .gw-root img.widget-image:not([src]), .gw-root img.widget-image[src=""] {{ visibility: hidden; }}
 .gw-root.gw-presenter img.gw-thumbs {{ zoom: 1.5; }}
+.gw-root img.gw-feat-acts {{ max-width: min(560px, calc(100% - 2 * var(--jp-widgets-margin))) !important; }}
 .gw-root img.gw-fit {{ flex: 0 1 auto; min-width: 64px; height: auto !important; object-fit: contain; }}
 .gw-root img.gw-thumb {{ width: calc(var(--gw-thumb) * var(--gw-thumb-w, 48px)) !important; height: auto !important; }}
 .gw-root .gw-colorbar {{ flex: 0 0 auto; align-self: stretch; }}
@@ -88,6 +93,23 @@ def _css() -> str:
 body[data-notebook="notebooks"] .gw-root .gw-keys-nb7 {{ display: block; }}
 body[data-notebook="notebooks"] .gw-root .gw-keys-all {{ display: none; }}
 .gw-root kbd {{ font-size: 0.95em; border: 1px solid #999; border-radius: 3px; padding: 0 3px; }}
+.gw-root.gw-presenter kbd, .gw-root.gw-presenter small {{ font-size: 1em; }}
+/* charts (bqplot): width 100% plus the figure's margin ran 2 px past its box; text follows the mode */
+.gw-root .bqplot.gw-chart {{ width: auto !important; }}
+.gw-root .bqplot {{ --bq-font: {body - 1}px sans-serif; --bq-axis-tick-text-font: {body - 1}px sans-serif;
+  --bq-axislabel-font: {body}px sans-serif; --bq-mainheading-font: {head}px sans-serif;
+  --bq-mainheading-font-size: {head}px; }}
+.gw-root.gw-presenter .bqplot {{ --bq-font: {pbody}px sans-serif; --bq-axis-tick-text-font: {pbody}px sans-serif;
+  --bq-axislabel-font: {pbody}px sans-serif; --bq-mainheading-font: {phead}px sans-serif;
+  --bq-mainheading-font-size: {phead}px; }}
+.gw-root .bqplot {{ --bq-axis-tick-text-fill: {MUTED}; --bq-axislabel-fill: {TEXT}; --bq-mainheading-fill: {TEXT}; }}
+/* legend text in the text colour (orange on white read 2.5:1); the line beside it keeps the series colour */
+.gw-root .bqplot > svg text.legendtext {{ font-size: var(--jp-widgets-font-size); fill: {TEXT} !important; }}
+/* contrast the measured pages lacked: inactive tab titles (4.4:1) and white on coloured buttons (4.1-5:1) */
+.gw-root .jupyter-widgets.jupyter-widget-tab > .lm-TabBar .lm-TabBar-tab {{ color: {TEXT}; }}
+.gw-root .jupyter-button.mod-primary {{ background-color: #0d47a1; }}
+.gw-root .jupyter-button.mod-success {{ background-color: {GOOD}; }}
+.gw-root .jupyter-button.mod-danger {{ background-color: {BAD}; }}
 """
 
 

@@ -42,7 +42,7 @@ def test_channel_and_layer_redraw_and_the_scatter_hover_shows_a_thumbnail(page, 
     dot = page.locator(".gw-dot")
     y, x, scale = (int(dot.get_attribute(a)) for a in ("data-y", "data-x", "data-scale"))
     index = dot.get_attribute("data-index")
-    page.locator(".gw-features .lm-TabBar-tab", has_text="Embedding").click()  # the scatter's fold
+    page.get_by_text("Embedding (PCA / t-SNE)").click()  # open the scatter's fold
     canvas = page.locator(".gw-feat-scatter canvas").first
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
