@@ -88,7 +88,8 @@ def _css() -> str:
 .gw-root img.gw-fit {{ flex: 0 1 auto; min-width: 64px; height: auto !important; object-fit: contain; }}
 .gw-root img.gw-thumb {{ width: calc(var(--gw-thumb) * var(--gw-thumb-w, 48px)) !important; height: auto !important; }}
 .gw-root .gw-colorbar {{ flex: 0 0 auto; align-self: stretch; }}
-.gw-root .gw-colorbar img {{ flex: 1 1 0px; min-height: 48px; height: auto !important; }}
+.gw-root .gw-colorbar img.widget-image {{ flex: 1 1 0px; min-height: 48px; height: auto !important;
+  object-fit: fill; }}  /* the bar stretches to the picture's height */
 .gw-root .gw-keys-nb7 {{ display: none; }}
 body[data-notebook="notebooks"] .gw-root .gw-keys-nb7 {{ display: block; }}
 body[data-notebook="notebooks"] .gw-root .gw-keys-all {{ display: none; }}
