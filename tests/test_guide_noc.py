@@ -249,3 +249,32 @@ def test_a_clicker_drives_a_guide_as_a_next_click_button_would(model, scenes):
             if guide.satisfied():  # the click holds: its pixel now says what the click said
                 assert (int(guide.prediction()[click.y, click.x]) == click.cls) == click.positive
     assert len({(c.y, c.x) for c in clicker.clicks}) == len(clicker.clicks) >= 1  # never the same pixel twice
+
+
+def test_the_session_and_widget_simulated_click_follow_the_protocol_and_undo():
+    from guidewidgets.guide import GuideSession
+    from guidewidgets.widgets import GuideWidget
+
+    w = GuideWidget()  # the embedded segmenter on a held-out scene with a large wrong region, and its mask
+    try:
+        s = w.session
+        assert isinstance(s, GuideSession)
+        expected = noc.next_click(s.prediction, s.mask)
+        depth = s.undo_depth
+        w.simulated_click()
+        h = s.guide.hints[-1]
+        assert expected is not None and h.points[0] == (expected.y, expected.x) and h.cls == expected.cls
+        assert h.negative == (not expected.positive) and "Simulated click" in w.status
+        second = noc.next_click(s.prediction, s.mask, clicked=_hinted(s))
+        assert second is None or (second.y, second.x) != (expected.y, expected.x)  # never the same pixel
+        assert s.undo_depth == depth + 1 and w.undo() and not s.guide.hints  # one action for undo
+    finally:
+        w.close()
+
+
+def _hinted(s) -> np.ndarray:
+    out = np.zeros(s.mask.shape, dtype=bool)
+    for h in s.guide.hints:
+        for y, x in h.points:
+            out[y, x] = True
+    return out

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from ..hooks import eval_mode, model_lock, model_output
+from . import noc
 from .hints import Hint
+from .noc import Click
 from .queries import Query
 from .session import Guide, GuideState
 
@@ -346,6 +348,34 @@ class GuideSession:
             del self._undo[depth:]
             self._push(state)
         return n
+
+    def next_click(
+        self, steps: int | None = None, callback: Callable[[int, float], None] | None = None
+    ) -> tuple[Click | None, int]:
+        """The interactive-segmentation protocol's simulated user (:func:`guide.noc.next_click`):
+        a hint at the deepest point of the largest error region against the mask (positive for a
+        missed region, negative for a false one), then a run; one action for :meth:`undo`.
+        Returns ``(click, steps)``; ``(None, 0)`` when nothing is left to fix. Pixels that already
+        carry a hint are never clicked again, so undo and redo need no memory of their own."""
+        if self.mask is None:
+            raise ValueError("the simulated user clicks where the prediction differs from the truth: give a mask")
+        clicked = np.zeros(self.mask.shape, dtype=bool)
+        for h in self.guide.hints:
+            for y, x in h.points:
+                clicked[y, x] = True
+        click = noc.next_click(self.prediction, self.mask, clicked=clicked)
+        if click is None:
+            return None, 0
+        state = self._state()
+        self.guide.add_hint(click.y, click.x, click.cls, negative=not click.positive)
+        self.question = None
+        depth = len(self._undo)
+        try:
+            n = self.run(steps, callback)
+        finally:
+            del self._undo[depth:]
+            self._push(state)
+        return click, n
 
     def apply_text(self, sentence: str) -> Query:
         """A hint in words: the text guide predicts the block's parameters (one forward pass)."""

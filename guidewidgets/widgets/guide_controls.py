@@ -51,6 +51,12 @@ def build_controls(w: GuideWidget) -> None:
     w.w_ask = W.Button(
         description="Ask me", icon="question", tooltip="the network marks the pixel it is least sure about (A)"
     )
+    w.w_click = W.Button(
+        description="Simulated click",
+        icon="mouse-pointer",
+        tooltip="the benchmark's user: a hint at the deepest point of the largest mistake, then Run (needs a mask)",
+        disabled=w.session.mask is None,
+    )
     w.w_question = W.HTML()
     w.w_answers = W.VBox(
         [
@@ -63,7 +69,7 @@ def build_controls(w: GuideWidget) -> None:
     w.w_text = W.Combobox(
         placeholder="a hint in words, e.g. there is no ellipse in this image",
         ensure_option=False,
-        layout=W.Layout(width="auto", flex="1 1 300px", max_width="460px"),
+        layout=W.Layout(width="auto", flex="1 1 240px", max_width="460px"),
     )
     w.w_text.add_class("gw-text")
     w.w_apply = W.Button(
@@ -100,6 +106,7 @@ def build_controls(w: GuideWidget) -> None:
     w.w_undo.on_click(lambda _: w.undo())
     w.w_redo.on_click(lambda _: w.redo())
     w.w_ask.on_click(lambda _: w.ask())
+    w.w_click.on_click(lambda _: w.simulated_click())
     w.observe(w._on_look, ["opacity", "show", "style", "contrast"])
     w.observe(w._on_brush, ["brush_radius"])
     w.observe(w._on_asking, ["asking"])
@@ -140,7 +147,7 @@ def layout(w: GuideWidget) -> list[W.Widget]:
         row(w.w_negative, w.w_radius, w.w_opacity),
         row(W.Label("Show"), w.w_show, w.w_style, w.w_contrast),
         row(w.w_step, w.w_run, w.w_reset, w.w_undo, w.w_redo, w.w_ask, w.w_auto, w.w_export),
-        row(w.w_text, w.w_apply),
+        row(w.w_text, w.w_apply, w.w_click),
         w.w_panel,
         w.w_status,
         w.w_help,

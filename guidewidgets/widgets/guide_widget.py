@@ -6,16 +6,13 @@ with undo/redo, the IoU readout, the question and the default scene): the image 
 segmentation (filled or as outlines, default or high-contrast palette); click or drag paints
 hints with the chosen brush class (or, with "not this class", says the class is absent there);
 Step / Run / Reset drive the guide; Undo / Redo restore the exact earlier guide state; a text box
-takes a hint in words ("there is no ellipse in this image", the paper's text guide), offering the
-template sentences and the queries generated for this image as completions; "Ask me" marks the
-pixel the network is least sure about and the answer buttons beside the image say its class.
-Readouts (a fixed-width column): per-class IoU against a ground-truth mask, coloured better/worse
-with a flag on regressions, the loss curve and gamma per channel (the paper's semantic analysis).
-
-All state is in traitlets (``brush_class``, ``brush_radius``, ``negative``, ``opacity``, ``show``,
-``style``, ``contrast``, ``step_count``, ``changed``, ``asking``, ``status``); Python methods
-(``step``, ``run``, ``reset``, ``ask``, ``answer``, ``undo``, ``redo``, ``apply_text``) do what the
-buttons do. Keys on the image: R run, S step, A ask, Ctrl+Z / Ctrl+Y undo / redo, 0-9 brush class.
+takes a hint in words (the paper's text guide); "Ask me" marks the pixel the network is least
+sure about; "Simulated click" is the interactive-segmentation benchmark's user (guide.noc).
+Readouts beside the image: per-class IoU against a mask (better/worse, a flag on regressions);
+the loss curve and gamma per channel fold below. State is in traitlets (``brush_class``,
+``brush_radius``, ``negative``, ``opacity``, ``show``, ``style``, ``contrast``, ``step_count``,
+``changed``, ``asking``, ``status``); methods (``step``, ``run``, ``reset``, ``ask``, ``answer``,
+``simulated_click``, ``undo``, ``redo``, ``apply_text``) do what the buttons do.
 """
 
 from __future__ import annotations
@@ -418,7 +415,15 @@ class GuideWidget(WidgetBase):
         else:
             self._readouts()
 
-    # ---- export and lifetime --------------------------------------------------------------------
+    def simulated_click(self) -> None:
+        """The interactive-segmentation benchmark's user clicks (guide.noc), then the guide runs."""
+        ok, res = self._attempt(lambda: self.session.next_click(self.run_steps or None, self._live))
+        if ok and res[0] is None:
+            self.status = "Nothing left to fix: the prediction matches the mask."
+        elif ok:
+            c, is_ = res[0], "is" if res[0].positive else "is not"
+            self._show_result(f"Simulated click at (y={c.y}, x={c.x}): {self.classes[c.cls]} {is_} here;")
+
     def composite(self) -> np.ndarray:
         """Image + overlay + hints as one RGBA image."""
         out = render.overlay(self.image, self.frames["overlay"], alpha=1.0)
