@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / "tests" / "_artifacts"
+RUN_TIMEOUT = 240_000  # ms: a cold kernel imports torch and builds the widgets on 2 shared cores
 
 # The notebook the browser opens. It uses the embedded models when the zoo has them and falls back
 # to small random-weight stand-ins otherwise, so the harness tests the widgets, not the weights.
@@ -436,3 +437,20 @@ def save_screenshot(locator, name: str) -> None:
         dest = ROOT / "docs" / "img" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dest)
+
+
+def run_all_cells(page, server: Server, path: str, ready: str) -> None:
+    """Open a notebook in JupyterLab or Notebook 7, wait for its kernel, run every cell and wait for
+    the CSS selector ``ready`` (what the last cell shows)."""
+    page.goto(server.url + path, timeout=RUN_TIMEOUT)
+    # Why the path check: JupyterLab restores the last workspace, so a notebook another test left
+    # open can be the current, idle widget for a moment; run-all would then run that one.
+    page.wait_for_function(
+        "(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+        " return w && w.context && w.context.path.endsWith(name) && k && k.status === 'idle'; }",
+        arg=path.rsplit("/", 1)[-1],
+        timeout=RUN_TIMEOUT,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_selector(ready, timeout=RUN_TIMEOUT)

@@ -20,7 +20,7 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import CANVAS_HASH, save_screenshot, stable_hash, wait_hash
+from .conftest import CANVAS_HASH, run_all_cells, save_screenshot, stable_hash, wait_hash
 
 pytestmark = pytest.mark.browser
 
@@ -243,18 +243,7 @@ def _text_flow(page) -> None:
 
 
 def _run_all(page, server, path: str) -> None:
-    page.goto(server.url + path, timeout=TIMEOUT)
-    # Why the path check: JupyterLab restores the last workspace, so a notebook another test left
-    # open can be the current, idle widget for a moment; run-all would then run that one.
-    page.wait_for_function(
-        "(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-        " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-        " return w && w.context && w.context.path.endsWith(name) && k && k.status === 'idle'; }",
-        arg=path.rsplit("/", 1)[-1],
-        timeout=TIMEOUT,
-    )
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_selector(".gw-guide canvas", timeout=TIMEOUT)
+    run_all_cells(page, server, path, ".gw-guide canvas")
 
 
 def test_voila(page, voila_server):

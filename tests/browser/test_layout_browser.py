@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ARTIFACTS, save_screenshot, voila_fixture
+from .conftest import ARTIFACTS, run_all_cells, save_screenshot, voila_fixture
 
 pytestmark = pytest.mark.browser
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
@@ -307,19 +307,7 @@ def _write_notebook(path: Path) -> None:
 
 
 def _run_all(page, server, path: str) -> None:
-    """Open the notebook in JupyterLab or Notebook 7, wait for the kernel and run every cell."""
-    page.goto(server.url + path, timeout=TIMEOUT)
-    # Why the path check: JupyterLab restores the last workspace, so a notebook another test left
-    # open can be the current, idle widget for a moment; run-all would then run that one.
-    page.wait_for_function(
-        "(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-        " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-        " return w && w.context && w.context.path.endsWith(name) && k && k.status === 'idle'; }",
-        arg=path.rsplit("/", 1)[-1],
-        timeout=TIMEOUT,
-    )
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_selector(".gw-probe-stn canvas, .gw-probe-stn img", timeout=TIMEOUT)
+    run_all_cells(page, server, path, ".gw-probe-stn canvas, .gw-probe-stn img")
 
 
 @pytest.fixture(scope="module")
