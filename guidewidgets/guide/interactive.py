@@ -338,16 +338,21 @@ class GuideSession:
         q = self.question
         if q is None:
             raise ValueError("nothing was asked; call ask() first")
+        return self._hint_then_run(q.y, q.x, cls, False, steps, callback)
+
+    def _hint_then_run(
+        self, y: int, x: int, cls: int, negative: bool, steps: int | None, callback: Callable[[int, float], None] | None
+    ) -> int:
+        """A hint and the run after it, as one action for :meth:`undo`; the steps the run took."""
         state = self._state()
-        self.guide.add_hint(q.y, q.x, cls)
+        self.guide.add_hint(y, x, cls, negative=negative)
         self.question = None
         depth = len(self._undo)
         try:
-            n = self.run(steps, callback)
+            return self.run(steps, callback)
         finally:
             del self._undo[depth:]
             self._push(state)
-        return n
 
     def next_click(
         self, steps: int | None = None, callback: Callable[[int, float], None] | None = None
@@ -366,16 +371,7 @@ class GuideSession:
         click = noc.next_click(self.prediction, self.mask, clicked=clicked)
         if click is None:
             return None, 0
-        state = self._state()
-        self.guide.add_hint(click.y, click.x, click.cls, negative=not click.positive)
-        self.question = None
-        depth = len(self._undo)
-        try:
-            n = self.run(steps, callback)
-        finally:
-            del self._undo[depth:]
-            self._push(state)
-        return click, n
+        return click, self._hint_then_run(click.y, click.x, click.cls, not click.positive, steps, callback)
 
     def apply_text(self, sentence: str) -> Query:
         """A hint in words: the text guide predicts the block's parameters (one forward pass)."""
