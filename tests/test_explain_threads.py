@@ -7,6 +7,7 @@ import threading
 import pytest
 import torch
 import torchvision
+from helpers import hook_count
 from torch import nn
 
 from guidewidgets import explain as E
@@ -28,10 +29,6 @@ THREADS, PER_THREAD = 8, 25
 def resnet():
     torch.manual_seed(0)
     return torchvision.models.resnet18(weights=None, num_classes=10).eval()
-
-
-def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 def test_eight_threads_of_mixed_calls_equal_sequential_maps():

@@ -14,6 +14,7 @@ from guidewidgets import explain as E
 from guidewidgets import hooks
 
 pgc = pytest.importorskip("pytorch_grad_cam")
+from helpers import hook_count  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 SIZE = 112  # 7 x 7 patches of 16 px: the architecture of vit_b_16 at a CI-sized input
@@ -42,10 +43,6 @@ def vit_small():
 def swin():
     torch.manual_seed(0)
     return torchvision.models.swin_t(weights=None, num_classes=10).eval()
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 def test_vit_tokens_are_maps_on_the_patch_grid(vit_small):

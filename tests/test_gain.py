@@ -1,11 +1,11 @@
 """GAIN's pieces: the soft mask, the differentiable attention, the losses, the trainer's identities."""
 
 import threading
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import until as _until
 from torch import nn
 
 from guidewidgets import zoo
@@ -180,15 +180,6 @@ def test_trainer_deterministic_and_gain_moves_weights(scenes):
     assert ha == hb
     assert any(not torch.allclose(a[k].float(), c[k].float()) for k in a)
     assert ha[0]["losses"]["e"] > 0
-
-
-def _until(cond, timeout=60.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_pause_resume_stop_and_probes(scenes):

@@ -7,16 +7,10 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
+from helpers import hook_count as _hooks_on
+from helpers import until as _until
+
 from guidewidgets.widgets.gain_widget import GainWidget
-
-
-def _until(cond, timeout=120.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_start_probe_pause_resume_stop():
@@ -84,13 +78,6 @@ def test_full_tiny_run_gives_a_table_and_bad_knobs_are_refused():
     assert all(h["losses"]["am"] == 0 for h in w.history[:warm])  # what the note says
     with pytest.raises(ValueError, match="alpha"):
         GainWidget(alpha=-0.5)
-
-
-def _hooks_on(model) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
-        for m in model.modules()
-    )
 
 
 def test_close_stops_training_and_leaves_the_model_alone():

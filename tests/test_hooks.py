@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import hook_count
 from torch import nn
 
 from guidewidgets import hooks
@@ -21,10 +22,6 @@ class Net(nn.Module):
         if self.fail_at == "forward":
             raise RuntimeError("boom")
         return self.fc(self.pool(a).flatten(1))
-
-
-def hook_count(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 @pytest.fixture

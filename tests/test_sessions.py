@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import hook_count as _hooks_on
+from helpers import until as _until
 from torch import nn
 
 from guidewidgets import features, jobs, zoo
@@ -20,19 +22,6 @@ from guidewidgets.features import FeatureBrowser
 from guidewidgets.gain import GainRun
 from guidewidgets.guide import GuideSession
 from guidewidgets.guide.interactive import iou_per_class
-
-
-def _until(cond, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _hooks_on(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 def test_sessions_need_no_widget_library():

@@ -12,6 +12,9 @@ from torch import nn
 
 pytest.importorskip("ipywidgets")
 
+from helpers import hook_count as _hooks_on
+from helpers import until as _until
+
 from guidewidgets import explain, zoo
 from guidewidgets.attend import stn
 from guidewidgets.widgets import (
@@ -24,19 +27,6 @@ from guidewidgets.widgets import (
 )
 
 BOUND_S = 1.0
-
-
-def _until(cond, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _hooks_on(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 def _close_time(widget) -> float:
