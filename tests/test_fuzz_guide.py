@@ -20,7 +20,7 @@ import collections
 import numpy as np
 import pytest
 import torch
-from test_guide import TinySeg
+from guide_models import TinySeg
 from torch import nn
 
 from guidewidgets import zoo

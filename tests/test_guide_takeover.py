@@ -12,22 +12,11 @@ import time
 
 import pytest
 import torch
-from test_guide import TinySeg, _assert_untouched, _snapshot
+from guide_models import TinySeg, assert_untouched, image_fixture, snapshot, tiny_fixture  # noqa: F401  (pytest fixtures)
 
 from guidewidgets.guide import Guide, HintTargets, active_guide
 from guidewidgets.guide import hints as hints_module
 from guidewidgets.hooks import model_lock
-
-
-@pytest.fixture
-def tiny():
-    torch.manual_seed(0)
-    return TinySeg().eval()
-
-
-@pytest.fixture
-def image():
-    return torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(1))
 
 
 def _guided(model, image) -> Guide:
@@ -40,7 +29,7 @@ def _guided(model, image) -> Guide:
 
 
 def test_rerunning_the_cell_takes_over_and_the_plain_model_stays_plain(tiny, image):
-    snap = _snapshot(tiny)
+    snap = snapshot(tiny)
     plain = tiny(image[None]).detach()
     out_cache = []  # IPython keeps displayed results alive: the old session stays reachable
     out_cache.append(_guided(tiny, image))
@@ -62,7 +51,7 @@ def test_rerunning_the_cell_takes_over_and_the_plain_model_stays_plain(tiny, ima
     assert torch.equal(tiny(image[None]), plain)
     # A later forward on another image size (what explain does) no longer meets a guiding block.
     assert tiny(torch.rand(1, 3, 64, 64)).shape == (1, 4, 64, 64)
-    _assert_untouched(tiny, snap)
+    assert_untouched(tiny, snap)
 
 
 def test_a_new_guide_at_another_size_or_layer_takes_over(tiny, image):
@@ -86,7 +75,7 @@ def test_a_failing_constructor_leaves_the_older_guide_working(tiny, image):
 
 
 def test_an_unreachable_guide_leaves_the_model_plain_after_gc(tiny, image):
-    snap = _snapshot(tiny)
+    snap = snapshot(tiny)
     plain = tiny(image[None]).detach()
     g = _guided(tiny, image)
     g.me = g  # a reference cycle (as a widget with callbacks makes): only gc can free it
@@ -94,7 +83,7 @@ def test_an_unreachable_guide_leaves_the_model_plain_after_gc(tiny, image):
     gc.collect()
     assert active_guide(tiny) is None
     assert torch.equal(tiny(image[None]), plain)
-    _assert_untouched(tiny, snap)
+    assert_untouched(tiny, snap)
 
 
 def test_guide_forwards_hold_the_model_lock(tiny, image):
@@ -200,7 +189,7 @@ def test_nan_and_inf_images_are_refused(tiny, image, bad):
     with pytest.raises(ValueError, match="NaN or infinite"):
         Guide(tiny, img)
     assert active_guide(tiny) is None
-    _assert_untouched(tiny, _snapshot(tiny))
+    assert_untouched(tiny, snapshot(tiny))
 
 
 def test_image_dtype_follows_the_model(tiny, image):
@@ -219,7 +208,7 @@ def test_image_dtype_follows_the_model(tiny, image):
 def test_a_step_racing_with_a_takeover_gets_only_the_documented_runtime_error(tiny, image):
     """Two threads each loop ``Guide(model, im); add_hint; step``: each call either runs or says
     the guide was taken over (before the fix: AttributeError in 39 of 40 tries)."""
-    snap = _snapshot(tiny)
+    snap = snapshot(tiny)
     reasons, other, ok = [], [], []
 
     def cell():
@@ -246,7 +235,7 @@ def test_a_step_racing_with_a_takeover_gets_only_the_documented_runtime_error(ti
     if last is not None:
         last.close()
     gc.collect()
-    _assert_untouched(tiny, snap)
+    assert_untouched(tiny, snap)
 
 
 @pytest.mark.parametrize("fast", [True, False])

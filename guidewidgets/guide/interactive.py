@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..hooks import eval_mode, model_lock, model_output
-from . import noc
+from ..metrics.segmentation import iou_per_class as metrics_iou_per_class
+from .clicker import Click, next_click
 from .hints import Hint
-from .noc import Click
 from .queries import Query
 from .session import Guide, GuideState
 
@@ -50,14 +50,17 @@ def _labels(t: Any) -> np.ndarray:
 
 
 def iou_per_class(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """IoU of each class (NaN where the class is in neither map)."""
-    out = np.full(num_classes, np.nan)
-    for k in range(num_classes):
-        p, t = pred == k, truth == k
-        union = np.logical_or(p, t).sum()
-        if union:
-            out[k] = np.logical_and(p, t).sum() / union
-    return out
+    """IoU of each class (NaN where the class is in neither map), as the readout's numpy array.
+
+    Args:
+        pred: (H, W) predicted class indices.
+        truth: (H, W) true class indices (255 = void, left out, as everywhere in the package).
+        num_classes: K.
+
+    Returns:
+        (K,) float64 array of :func:`guidewidgets.metrics.iou_per_class`.
+    """
+    return metrics_iou_per_class(pred, truth, num_classes).numpy()
 
 
 def largest_error_region(pred: np.ndarray, truth: np.ndarray) -> int:
@@ -357,7 +360,7 @@ class GuideSession:
     def next_click(
         self, steps: int | None = None, callback: Callable[[int, float], None] | None = None
     ) -> tuple[Click | None, int]:
-        """The interactive-segmentation protocol's simulated user (:func:`guide.noc.next_click`):
+        """The interactive-segmentation protocol's simulated user (:func:`guide.clicker.next_click`):
         a hint at the deepest point of the largest error region against the mask (positive for a
         missed region, negative for a false one), then a run; one action for :meth:`undo`.
         Returns ``(click, steps)``; ``(None, 0)`` when nothing is left to fix. Pixels that already
@@ -368,7 +371,7 @@ class GuideSession:
         for h in self.guide.hints:
             for y, x in h.points:
                 clicked[y, x] = True
-        click = noc.next_click(self.prediction, self.mask, clicked=clicked)
+        click = next_click(self.prediction, self.mask, clicked=clicked)
         if click is None:
             return None, 0
         return click, self._hint_then_run(click.y, click.x, click.cls, not click.positive, steps, callback)

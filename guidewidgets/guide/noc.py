@@ -47,84 +47,73 @@ from __future__ import annotations
 
 import argparse
 import math
-import numbers
 import statistics
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
-from ..hooks import eval_mode, hooked, model_lock, model_output
-from .hints import Hint, HintTargets, hint_loss, hints_satisfied
-from .questions import VOID
-from .session import (
-    DEFAULTS,
-    LBFGS_MAX_ITER,
-    Guide,
-    _check_image,
-    _check_index,
-    _model_channels,
-    _options,
-    active_guide,
+from ..hooks import hooked
+from .checks import LBFGS_MAX_ITER, check_index
+from .clicker import (
+    MAX_CLICKS,
+    THRESHOLDS,
+    Click,
+    Clicker,
+    check_threshold,
+    clicks_to_reach,
+    next_click,
+    simulated_click,
 )
+from .questions import VOID
+from .refiners import REFINERS, SETTINGS, GuideRefiner, InputRefiner, NoRefinement, Refiner, make_refiner
 
 __all__ = [
-    "Click",
-    "Clicker",
-    "simulated_click",
-    "next_click",
-    "clicks_to_reach",
-    "Refiner",
-    "NoRefinement",
-    "GuideRefiner",
-    "InputRefiner",
-    "REFINERS",
-    "make_refiner",
+    # the evaluation and its table (this module)
     "Target",
     "targets_of",
     "ObjectRun",
-    "Evaluation",
     "play_object",
+    "Evaluation",
     "evaluate",
     "compare",
     "format_table",
     "format_curve",
     "main",
     "EVAL_SEED",
+    "TUNING_SEED",
+    "MIN_AREA",
+    "PUBLISHED",
+    # the simulated user (clicker.py) and the refiners (refiners.py): where notebooks and tests find them
+    "Click",
+    "next_click",
+    "simulated_click",
+    "Clicker",
+    "clicks_to_reach",
     "MAX_CLICKS",
     "THRESHOLDS",
-    "PUBLISHED",
+    "Refiner",
+    "REFINERS",
+    "SETTINGS",
+    "NoRefinement",
+    "InputRefiner",
+    "GuideRefiner",
+    "make_refiner",
 ]
 
 #: Held-out scenes of the NoC table: no training recipe, tuning run or other table uses this seed.
 EVAL_SEED = 15001
 #: Scenes the one choice made here (the loss's ``keep`` weight, see ``SETTINGS``) was checked on.
 TUNING_SEED = 5001
-MAX_CLICKS = 20
-THRESHOLDS = (0.85, 0.90)
 #: Smallest object (visible pixels) that is scored. Why: the segmenter's scores are 48 x 48 (one
 #: score per 2 x 2 pixels) from a 12 x 12 bottleneck; a sliver of an occluded shape smaller than
 #: one bottleneck cell (8 x 8 px) is below what the network resolves, with or without clicks.
 MIN_AREA = 64
-#: The shared optimisation settings of the three refiners (see the module docstring).
-SETTINGS: dict[str, Any] = {
-    "steps": DEFAULTS["lbfgs"]["steps"],  # L-BFGS iterations per click (f-BRS: 20 evaluations)
-    "lr": DEFAULTS["lbfgs"]["lr"],
-    "penalty": DEFAULTS["penalty"],  # f-BRS's reg_weight 1e-3 (RGB-BRS: 1e-3 sum(delta^2))
-    "bias_weight": DEFAULTS["bias_weight"],  # f-BRS's reg_bias_weight 10
-    "margin": DEFAULTS["margin"],
-    # The package's KL term to the plain prediction (the papers' losses have none: keep=0). Checked
-    # on TUNING_SEED (44 objects, 20 clicks), mean over the three refiners: keep 0 -> 2 took NoC@85
-    # 9.3 -> 8.5 and NoC@90 13.2 -> 13.0, and the pixels a click broke outside its object 4.6 % -> 0.6 %.
-    "keep": DEFAULTS["keep"],
-}
 
 #: Published NoC of the other papers, on real photos with networks trained for clicks: NOT
 #: comparable with the table here (another data set, another network, a click-map input).
@@ -136,537 +125,6 @@ PUBLISHED: tuple[tuple[str, str, float | None, float | None, str], ...] = (
     ("f-BRS-B, ResNet-34", "Berkeley", 2.40, 4.17, "f-BRS repository README (retrained)"),
     ("RGB-BRS, ResNet-34", "Berkeley", 2.22, 4.49, "f-BRS repository README (retrained)"),
 )
-
-
-# --- the simulated user --------------------------------------------------------------------------
-
-
-class Click(NamedTuple):
-    """One simulated click: pixel (y, x), the class it is about, and whether it says "class ``cls``
-    is here" (positive) or "class ``cls`` is not here" (negative). Unpacks as ``y, x, cls, positive``;
-    ``guide.add_hint(y, x, cls, negative=not positive)`` gives it to a :class:`Guide`."""
-
-    y: int
-    x: int
-    cls: int
-    positive: bool
-
-
-def _as_array(value: object, name: str, what: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return value
-    raise TypeError(f"{name} must be {what} (a torch.Tensor or numpy array), got {type(value).__name__}")
-
-
-def _check_mask(value: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """``value`` as an (H, W) numpy bool array; refused (not converted) when it is not bool."""
-    want = "an (H, W) bool mask"
-    arr = _as_array(value, name, want)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be {want}, got shape {tuple(arr.shape)}")
-    if arr.dtype != np.bool_:
-        raise TypeError(f"{name} must be {want}, got dtype {arr.dtype}; for a 0/1 mask pass {name} == 1")
-    if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} has shape {tuple(arr.shape)} but the truth is {shape}; give both at the same size")
-    return arr
-
-
-def _check_labels(value: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """``value`` as an (H, W) integer label map (a float or bool map is refused)."""
-    want = "an (H, W) integer label map"
-    arr = _as_array(value, name, want)
-    if arr.ndim != 2:
-        fix = "; for a (1, H, W) map use map[0]" if arr.ndim == 3 and arr.shape[0] == 1 else ""
-        raise ValueError(f"{name} must be {want}, got shape {tuple(arr.shape)}{fix}")
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        fix = "; for logits use logits.argmax(1)[0]" if np.issubdtype(arr.dtype, np.floating) else ""
-        raise TypeError(f"{name} must be {want} (class indices), got dtype {arr.dtype}{fix}")
-    if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} has shape {tuple(arr.shape)} but the truth is {shape}; give both at the same size")
-    return arr
-
-
-def _depth(region: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every pixel of ``region`` to the nearest pixel outside it (0 outside).
-
-    Why the padding: as in f-BRS and RITM, the image border counts as the region's boundary, so a
-    click never lands on the edge of the picture just because the error runs off it.
-    """
-    return ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-
-
-def _binary_click(
-    pred: np.ndarray, truth: np.ndarray, void: np.ndarray | None, clicked: np.ndarray | None
-) -> tuple[int, int, bool, float] | None:
-    """(y, x, positive, depth) of the protocol's next click on a binary problem, or None."""
-    care = ~void if void is not None else np.ones_like(truth)
-    fn = truth & ~pred & care
-    fp = pred & ~truth & care
-    d_fn, d_fp = _depth(fn), _depth(fp)
-    if clicked is not None:  # f-BRS's clicker never clicks a pixel twice
-        d_fn[clicked] = 0
-        d_fp[clicked] = 0
-    m_fn, m_fp = float(d_fn.max()), float(d_fp.max())
-    if max(m_fn, m_fp) == 0:
-        return None
-    positive = m_fn > m_fp  # a tie is a negative click, as in f-BRS and RITM
-    depth = d_fn if positive else d_fp
-    y, x = divmod(int(depth.argmax()), truth.shape[1])  # first maximum in raster order: deterministic
-    return y, x, positive, float(depth[y, x])
-
-
-def simulated_click(
-    pred_mask: torch.Tensor | np.ndarray,
-    truth_mask: torch.Tensor | np.ndarray,
-    void: torch.Tensor | np.ndarray | None = None,
-    clicked: torch.Tensor | np.ndarray | None = None,
-) -> tuple[int, int, bool] | None:
-    """The next click of the NoC protocol on a binary object: ``(y, x, positive)``, or None.
-
-    The false negatives (object pixels predicted as background) and the false positives are two
-    error regions; the one with the deeper interior (larger maximum of the Euclidean distance
-    transform, the image border counting as boundary) gets the click, at its deepest pixel (the
-    first in raster order on a tie; FN must be strictly deeper to win, as in f-BRS). Positive for a
-    false negative, negative for a false positive. ``void`` pixels are neither scored nor clicked;
-    ``clicked`` pixels are not clicked again. None when no error pixel is left to click.
-
-    Args:
-        pred_mask: (H, W) bool predicted object.
-        truth_mask: (H, W) bool true object, not empty.
-        void: optional (H, W) bool pixels to ignore.
-        clicked: optional (H, W) bool pixels clicked before.
-    """
-    truth = _check_mask(truth_mask, "truth_mask")
-    pred = _check_mask(pred_mask, "pred_mask", truth.shape)
-    v = None if void is None else _check_mask(void, "void", truth.shape)
-    c = None if clicked is None else _check_mask(clicked, "clicked", truth.shape)
-    if not (truth & ~v if v is not None else truth).any():
-        raise ValueError("truth_mask has no (non-void) pixels; the protocol needs an object of at least one pixel")
-    found = _binary_click(pred, truth, v, c)
-    return None if found is None else found[:3]
-
-
-def _object_class(truth: np.ndarray, obj: np.ndarray, ignore_index: int) -> int:
-    labels = truth[obj & (truth != ignore_index)]
-    if labels.size == 0:
-        raise ValueError(
-            "object_mask covers no labelled pixel of the truth; an object needs at least one pixel "
-            "(pass the instance's mask, e.g. scene['instances'] == i + 1)"
-        )
-    values, counts = np.unique(labels, return_counts=True)
-    return int(values[counts.argmax()])  # the object's class: its most common true label
-
-
-def next_click(
-    prediction: torch.Tensor | np.ndarray,
-    truth: torch.Tensor | np.ndarray,
-    object_mask: torch.Tensor | np.ndarray | None = None,
-    *,
-    clicked: torch.Tensor | np.ndarray | None = None,
-    ignore_index: int = VOID,
-) -> Click | None:
-    """The simulated user's next click on a multi-class prediction, as a :class:`Click`, or None.
-
-    With ``object_mask`` (one object): the binary protocol of :func:`simulated_click` on "class c"
-    vs the rest, where c is the object's class in ``truth``; other pixels of class c outside the
-    object (another instance) are void. Without it (the whole label map, e.g. a widget's image):
-    every class in the truth or the prediction is an object and the click goes to the deepest
-    error region among all of them (ties: the lower class, negative before positive).
-
-    Args:
-        prediction: (H, W) integer class map (``guide.prediction()``).
-        truth: (H, W) integer label map; ``ignore_index`` pixels are void.
-        object_mask: optional (H, W) bool mask of one object.
-        clicked: optional (H, W) bool pixels clicked before (never clicked again).
-        ignore_index: the void label (255, as PASCAL VOC).
-    """
-    t = _check_labels(truth, "truth")
-    p = _check_labels(prediction, "prediction", t.shape)
-    c = None if clicked is None else _check_mask(clicked, "clicked", t.shape)
-    void = t == ignore_index
-    if object_mask is not None:
-        obj = _check_mask(object_mask, "object_mask", t.shape)
-        k = _object_class(t, obj, ignore_index)
-        found = _binary_click(p == k, obj, void | ((t == k) & ~obj), c)
-        return None if found is None else Click(found[0], found[1], k, found[2])
-    if void.all():
-        raise ValueError("truth has no labelled pixel (all void); the protocol needs a ground truth to click from")
-    best: tuple[float, int, int, int, bool] | None = None
-    for k in sorted(set(np.unique(t[~void]).tolist()) | set(np.unique(p).tolist())):
-        found = _binary_click(p == k, t == k, void, c)
-        if found is not None and (best is None or found[3] > best[0]):
-            best = (found[3], int(k), found[0], found[1], found[2])
-    return None if best is None else Click(best[2], best[3], best[1], best[4])
-
-
-class Clicker:
-    """The simulated user across the clicks on one object (or a whole label map): the protocol's state.
-
-    ``clicker.next_click(prediction)`` returns the next :class:`Click` (None when nothing is left to
-    fix) and remembers it, so a pixel is never clicked twice; ``clicker.score(prediction)`` is the
-    object's IoU (the label map's mIoU without ``object_mask``) in [0, 1].
-
-    Args:
-        truth: (H, W) integer label map (``ignore_index`` = void).
-        object_mask: optional (H, W) bool mask of the object to segment.
-        ignore_index: the void label.
-    """
-
-    def __init__(
-        self,
-        truth: torch.Tensor | np.ndarray,
-        object_mask: torch.Tensor | np.ndarray | None = None,
-        *,
-        ignore_index: int = VOID,
-    ) -> None:
-        self.truth = _check_labels(truth, "truth").copy()
-        self.ignore_index = _check_index(ignore_index, "ignore_index")
-        self.object_mask = None if object_mask is None else _check_mask(object_mask, "object_mask", self.truth.shape)
-        self.cls = None if self.object_mask is None else _object_class(self.truth, self.object_mask, self.ignore_index)
-        if self.object_mask is None and (self.truth == self.ignore_index).all():
-            raise ValueError("truth has no labelled pixel (all void); the protocol needs a ground truth to click from")
-        self.clicked = np.zeros(self.truth.shape, dtype=bool)
-        self.clicks: list[Click] = []
-
-    def next_click(self, prediction: torch.Tensor | np.ndarray) -> Click | None:
-        """The click the protocol makes on ``prediction`` (recorded), or None if no error is left."""
-        click = next_click(
-            prediction, self.truth, self.object_mask, clicked=self.clicked, ignore_index=self.ignore_index
-        )
-        if click is not None:
-            self.clicked[click.y, click.x] = True
-            self.clicks.append(click)
-        return click
-
-    def score(self, prediction: torch.Tensor | np.ndarray) -> float:
-        """IoU of the object in ``prediction`` (void pixels ignored), or the mIoU of the label map."""
-        p = _check_labels(prediction, "prediction", self.truth.shape)
-        care = self.truth != self.ignore_index
-        if self.object_mask is not None:
-            care &= ~((self.truth == self.cls) & ~self.object_mask)
-            return _iou(p == self.cls, self.object_mask, care)
-        classes = set(np.unique(self.truth[care]).tolist()) | set(np.unique(p[care]).tolist())
-        return float(np.mean([_iou(p == k, self.truth == k, care) for k in sorted(classes)]))
-
-    def undo(self) -> Click | None:
-        """Forget the last click (a widget's undo), so it can be made again; returns it (None if none)."""
-        if not self.clicks:
-            return None
-        click = self.clicks.pop()
-        self.clicked[click.y, click.x] = any((c.y, c.x) == (click.y, click.x) for c in self.clicks)
-        return click
-
-    def reset(self) -> None:
-        """Forget the clicks (a new round on the same truth)."""
-        self.clicked[:] = False
-        self.clicks.clear()
-
-
-def _iou(pred: np.ndarray, truth: np.ndarray, care: np.ndarray) -> float:
-    union = int(((pred | truth) & care).sum())
-    return 1.0 if union == 0 else int((pred & truth & care).sum()) / union
-
-
-def _check_threshold(threshold: object) -> float:
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"the IoU threshold must be a number in (0, 1], e.g. 0.9, got {threshold!r}")
-    t = float(threshold)
-    if not (0 < t <= 1):  # also refuses NaN
-        fix = f"; for {t:g} % pass {t / 100:g}" if 1 < t <= 100 else ""
-        raise ValueError(f"the IoU threshold must lie in (0, 1] (0.9 = 90 % IoU), got {threshold!r}{fix}")
-    return t
-
-
-def clicks_to_reach(ious: Sequence[float], threshold: float, max_clicks: int = MAX_CLICKS) -> tuple[int, bool]:
-    """(NoC, failed) of one object: the fewest clicks k <= ``max_clicks`` with ``ious[k] >= threshold``.
-
-    ``ious[k]`` is the IoU after k clicks (``ious[0]``: the plain prediction, which may already be
-    good enough: NoC 0, unlike the papers' networks, which need a first click to know the object).
-    An object that never reaches the threshold counts ``max_clicks`` and is a failure.
-    """
-    t = _check_threshold(threshold)
-    n = _check_index(max_clicks, "max_clicks")
-    if n < 1:
-        raise ValueError(f"max_clicks must be >= 1 (the papers use 20), got {n}")
-    for k, value in enumerate(list(ious)[: n + 1]):
-        if value >= t:
-            return k, False
-    return n, True
-
-
-# --- the refiners --------------------------------------------------------------------------------
-
-
-def _as_map(out: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if out.dim() != 4:
-        raise ValueError(f"the model's output has shape {tuple(out.shape)}; clicks need a (1, K, H, W) segmentation")
-    if tuple(out.shape[-2:]) != (height, width):
-        out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
-    return out
-
-
-class Refiner:
-    """A way to turn clicks into a new prediction of a frozen segmenter, for one image.
-
-    ``click(y, x, cls, positive)`` adds a click and refines; ``logits()`` / ``prediction()`` read
-    the result; ``reset()`` goes back to zero (the plain prediction); ``close()`` (or the end of a
-    ``with`` block) leaves the model as it was.
-    """
-
-    name = "refiner"
-    model: nn.Module
-
-    def click(self, y: int, x: int, cls: int, positive: bool = True) -> int:
-        """Add a click and refine; returns the optimiser steps taken."""
-        raise NotImplementedError
-
-    def logits(self) -> torch.Tensor:
-        """(1, K, H, W) logits after the clicks so far."""
-        raise NotImplementedError
-
-    def prediction(self) -> torch.Tensor:
-        """(H, W) int64 class map after the clicks so far."""
-        return self.logits().argmax(1)[0]
-
-    def reset(self) -> None:
-        """Forget the clicks and go back to the plain prediction."""
-
-    def close(self) -> None:
-        """Leave the model as it was (safe to call twice)."""
-
-    def __enter__(self) -> Refiner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _check_positive(positive: object) -> bool:
-    if not isinstance(positive, (bool, np.bool_)):
-        raise TypeError(f"positive must be True or False, got {positive!r} ({type(positive).__name__})")
-    return bool(positive)
-
-
-class _Plain(Refiner):
-    """Holds the model, the image and its plain logits; checks clicks like ``Guide.add_hint``."""
-
-    def __init__(self, model: nn.Module, image: torch.Tensor) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if active_guide(model) is not None:
-            raise ValueError(
-                "this model carries an open Guide, whose block would act on every forward here; "
-                "close it (guide.close() or leave its `with` block) before scoring another refiner"
-            )
-        image = _check_image(image, _model_channels(model))
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else image.device
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        self.model = model
-        self._modules = list(model.modules())
-        self._x = image.detach().to(device=device, dtype=dtype)[None]
-        self.height, self.width = int(image.shape[-2]), int(image.shape[-1])
-        with torch.no_grad():
-            self._plain = self._run(None)
-        self.num_classes = int(self._plain.shape[1])
-
-    def _run(self, delta: torch.Tensor | None) -> torch.Tensor:
-        """The model's logits on the image, plus ``delta`` added to its input by a pre-hook."""
-        with model_lock(self.model), eval_mode(self.model, self._modules), hooked() as h:
-            if delta is not None:
-                h.forward_pre(self.model, lambda _m, args: (args[0] + delta, *args[1:]))
-            out = self.model(self._x)
-        return _as_map(model_output(out), self.height, self.width)
-
-    def _check_click(self, y: object, x: object, cls: object, positive: object) -> Click:
-        yi, xi = _check_index(y, "the click's y coordinate"), _check_index(x, "the click's x coordinate")
-        if not (0 <= yi < self.height and 0 <= xi < self.width):
-            raise ValueError(
-                f"click at (y={yi}, x={xi}) lies outside the {self.height}x{self.width} image; "
-                f"y must be in [0, {self.height - 1}] and x in [0, {self.width - 1}]"
-            )
-        k = _check_index(cls, "the click's class")
-        if not 0 <= k < self.num_classes:
-            raise ValueError(
-                f"class index {k} is outside the model's {self.num_classes} classes (0..{self.num_classes - 1})"
-            )
-        return Click(yi, xi, k, _check_positive(positive))
-
-    def logits(self) -> torch.Tensor:
-        return self._plain.clone()
-
-
-class NoRefinement(_Plain):
-    """The baseline: clicks are checked (as the other refiners check them) but change nothing."""
-
-    name = "none"
-
-    def click(self, y: int, x: int, cls: int, positive: bool = True) -> int:
-        self._check_click(y, x, cls, positive)
-        return 0
-
-
-class GuideRefiner(Refiner):
-    """The guiding block through a :class:`Guide`: ``spatial=True`` is Guide Me's alpha, beta and
-    gamma; ``spatial=False`` the channel-only block, f-BRS-B's per-channel scale and bias.
-
-    Args:
-        model, image, layer: as :class:`Guide` (``layer=None``: the model's guide layer).
-        spatial: optimise alpha and beta too.
-        steps, lr, penalty, bias_weight, margin, keep: as :class:`Guide` (defaults: :data:`SETTINGS`).
-        optimizer: as :class:`Guide` (default ``"lbfgs"``, as f-BRS).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        image: torch.Tensor,
-        *,
-        spatial: bool,
-        layer: str | None = None,
-        optimizer: str = "lbfgs",
-        **options: Any,
-    ) -> None:
-        opts = {**SETTINGS, **options}
-        self.name = "guide-me" if spatial else "f-brs-b"
-        self.model = model
-        self.guide = Guide(model, image, layer, spatial=spatial, optimizer=optimizer, **opts)
-
-    def click(self, y: int, x: int, cls: int, positive: bool = True) -> int:
-        self.guide.add_hint(y, x, cls, negative=not _check_positive(positive))
-        return self.guide.run()
-
-    def logits(self) -> torch.Tensor:
-        return self.guide.logits()
-
-    def reset(self) -> None:
-        self.guide.reset(clear_hints=True)
-
-    def close(self) -> None:
-        self.guide.close()
-
-
-class InputRefiner(_Plain):
-    """BRS on the input ("RGB-BRS" in f-BRS): an additive correction ``delta`` of the image.
-
-    ``delta`` (1, C, H, W) is added to the model's input by a forward pre-hook placed through
-    :func:`guidewidgets.hooks.hooked` for each forward (so nothing stays on the model), and is
-    optimised with L-BFGS on the hint loss plus ``penalty * sum(delta^2)`` (BRS's inertia term).
-    The corrected image may leave [0, 1], as in BRS: clamping would stop the gradient there.
-    At zero no hook is placed: the prediction is the plain one, bit for bit.
-    """
-
-    name = "brs"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        image: torch.Tensor,
-        *,
-        steps: int = SETTINGS["steps"],
-        lr: float = SETTINGS["lr"],
-        penalty: float = SETTINGS["penalty"],
-        margin: float = SETTINGS["margin"],
-        keep: float = SETTINGS["keep"],
-        bias_weight: float | None = None,
-        layer: str | None = None,
-    ) -> None:
-        super().__init__(model, image)
-        # Checked as the Guide checks its own options, so both refuse the same bad values.
-        # (bias_weight and layer are the blocks' options; the input correction has neither.)
-        opts = _options("lbfgs", lr, steps, penalty, bias_weight, keep, margin)
-        self.steps, self.lr, self.penalty = opts["steps"], opts["lr"], opts["penalty"]
-        self.margin, self.keep = opts["margin"], opts["keep"]
-        self.delta = torch.zeros_like(self._x, requires_grad=True)
-        self._targets = HintTargets([], self.num_classes, self.height, self.width, self._x.device)
-        self._plain_logp = self._plain.log_softmax(1)
-        self._cached: torch.Tensor | None = None
-
-    def _forward(self, grad: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(grad):
-            if not grad and not bool(self.delta.detach().any()):
-                return self._plain.clone()
-            return self._run(self.delta)
-
-    def _objective(self, logits: torch.Tensor) -> torch.Tensor:
-        loss = hint_loss(logits, self._targets) + self.penalty * self.delta.square().sum()
-        if self.keep:
-            kl = (self._plain_logp.exp() * (self._plain_logp - logits.log_softmax(1))).sum(1).mean()
-            loss = loss + self.keep * kl
-        return loss
-
-    def click(self, y: int, x: int, cls: int, positive: bool = True) -> int:
-        c = self._check_click(y, x, cls, positive)
-        pixels = torch.tensor([[c.y, c.x]], dtype=torch.long, device=self._x.device)
-        self._targets.add(Hint(points=((c.y, c.x),), cls=c.cls, negative=not c.positive, radius=0, pixels=pixels))
-        self._cached = None
-        # Warm start: delta stays; the optimiser's memory restarts with each click (as the Guide).
-        opt = torch.optim.LBFGS(
-            [self.delta], lr=self.lr, max_iter=1, max_eval=25, history_size=10, line_search_fn="strong_wolfe"
-        )
-        for i in range(self.steps):
-            logits = self._forward(grad=True)
-            if hints_satisfied(logits.detach(), self._targets, self.margin):
-                self._cached = logits.detach()
-                return i
-            self._step(opt, logits)
-        return self.steps
-
-    def _step(self, opt: torch.optim.LBFGS, logits: torch.Tensor) -> None:
-        first = [logits]
-        good = self.delta.detach().clone()
-
-        def closure() -> torch.Tensor:
-            loss = self._objective(first.pop() if first else self._forward(grad=True))
-            (self.delta.grad,) = torch.autograd.grad(loss, [self.delta])
-            return loss.detach()
-
-        try:
-            loss = float(opt.step(closure))
-        finally:
-            self.delta.grad = None
-        if not (math.isfinite(loss) and bool(torch.isfinite(self.delta).all())):
-            with torch.no_grad():
-                self.delta.copy_(good)
-            raise ValueError(
-                f"the input correction turned NaN or infinite (lr={self.lr:g} is too large for this model); "
-                "it is back at its last finite values: use a smaller lr, or call reset()"
-            )
-
-    @torch.no_grad()
-    def logits(self) -> torch.Tensor:
-        if self._cached is None:
-            self._cached = self._forward(grad=False)
-        return self._cached.clone()
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        self.delta.zero_()
-        self._targets = HintTargets([], self.num_classes, self.height, self.width, self._x.device)
-        self._cached = None
-
-
-#: The refiners of the table, in its order: name -> one line for the table's legend.
-REFINERS: dict[str, str] = {
-    "none": "no refinement: clicks change nothing (the baseline)",
-    "brs": "BRS on the input (f-BRS's RGB-BRS): an additive correction of the image",
-    "f-brs-b": "f-BRS-B: per-channel scale and bias at the guide layer (Guide(spatial=False))",
-    "guide-me": "Guide Me: the guiding block alpha (rows), beta (columns), gamma (channels) at the same layer",
-}
-
-
-def make_refiner(name: str, model: nn.Module, image: torch.Tensor, **options: Any) -> Refiner:
-    """The refiner called ``name`` (one of :data:`REFINERS`) on ``image``; ``options`` override
-    :data:`SETTINGS` (``steps``, ``lr``, ``penalty``, ``margin``, ``keep``; ``layer`` for the blocks)."""
-    if name not in REFINERS:
-        raise ValueError(f"unknown refiner {name!r}; pick one of {', '.join(map(repr, REFINERS))}")
-    if name == "none":
-        return NoRefinement(model, image)
-    if name == "brs":
-        return InputRefiner(model, image, **{**SETTINGS, **options})
-    return GuideRefiner(model, image, spatial=name == "guide-me", **options)
 
 
 # --- the evaluation ------------------------------------------------------------------------------
@@ -686,7 +144,7 @@ class Target:
 
 def targets_of(scenes: Iterable[dict], min_area: int = MIN_AREA) -> list[Target]:
     """Every instance of ``scenes`` (ShapeScenes segmentation items) with ``min_area`` pixels or more."""
-    area_min = _check_index(min_area, "min_area")
+    area_min = check_index(min_area, "min_area")
     out = []
     for i, scene in enumerate(scenes):
         inst, truth = scene["instances"], scene["mask"]
@@ -806,7 +264,7 @@ def evaluate(
     for name in refiners:
         if name not in REFINERS:
             raise ValueError(f"unknown refiner {name!r}; pick from {', '.join(map(repr, REFINERS))}")
-    n = _check_index(max_clicks, "max_clicks")
+    n = check_index(max_clicks, "max_clicks")
     if n < 1:
         raise ValueError(f"max_clicks must be >= 1 (the papers use 20), got {n}")
     if not targets:
@@ -851,7 +309,7 @@ def format_table(results: dict[str, Evaluation], thresholds: Sequence[float] = T
     """The NoC table: per refiner NoC@85 / NoC@90, failures, seconds per click, and why."""
     any_eval = next(iter(results.values()))
     n = len(any_eval.runs)
-    ths = [_check_threshold(t) for t in thresholds]
+    ths = [check_threshold(t) for t in thresholds]
     head = "".join(f"{f'NoC@{round(100 * t)}':>8}" for t in ths) + "".join(
         f"{f'fail@{round(100 * t)}':>9}" for t in ths
     )

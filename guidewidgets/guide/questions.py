@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..metrics.segmentation import accuracy_from_confusion, confusion, miou_from_confusion
 from .session import Guide
 
 __all__ = [
@@ -123,26 +124,30 @@ def play(
     return result
 
 
-def confusion(pred: torch.Tensor, truth: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """(K, K) int64 confusion matrix, rows = truth, columns = prediction."""
-    keep = (truth != ignore_index) & (truth >= 0)
-    idx = truth[keep].long() * num_classes + pred.to(truth.device)[keep].long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
-
-
 def miou(conf: torch.Tensor) -> float:
-    """Mean IoU over classes that occur in the truth or the prediction (as PASCAL VOC), in %."""
-    conf = conf.double()
-    inter = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean() * 100)
+    """Mean IoU over classes that occur in the truth or the prediction (as PASCAL VOC), in %.
+
+    The paper's tables are in percent; the score itself is :func:`guidewidgets.metrics.miou_from_confusion`.
+
+    Args:
+        conf: (K, K) confusion matrix from :func:`confusion` (rows = truth), or a sum of several.
+
+    Returns:
+        mIoU in percent (NaN when no class is present).
+    """
+    return 100 * miou_from_confusion(conf)
 
 
 def pixel_accuracy(conf: torch.Tensor) -> float:
-    """Share of labelled pixels predicted right, in %."""
-    conf = conf.double()
-    return float(conf.diag().sum() / conf.sum().clamp_min(1) * 100)
+    """Share of labelled pixels predicted right, in %.
+
+    Args:
+        conf: (K, K) confusion matrix from :func:`confusion`.
+
+    Returns:
+        Pixel accuracy in percent (:func:`guidewidgets.metrics.accuracy_from_confusion` x 100).
+    """
+    return 100 * accuracy_from_confusion(conf)
 
 
 @dataclass

@@ -29,11 +29,25 @@ from collections.abc import Sequence
 from multiprocessing.pool import Pool
 
 import torch
-from torch import nn
 
-from ..hooks import feature_maps
 from .questions import VOID, confusion, miou, pixel_accuracy, play, single_hint_flip, void_band
 from .session import DEFAULTS, Guide
+from .tables import PAPER_HINT_KIND, PAPER_LOCATION, PAPER_QUESTIONS, location_layers, row
+from .text_tables import text_tables
+
+__all__ = [
+    "main",
+    "game_table",
+    "location_layers",
+    "TUNING_SEEDS",
+    "EVAL_SEED",
+    "QUESTIONS",
+    "NOISY",
+    "VOID_BAND",
+    "PAPER_QUESTIONS",
+    "PAPER_LOCATION",
+    "PAPER_HINT_KIND",
+]
 
 #: Scenes used to choose the defaults in ``session.DEFAULTS`` (lr, steps, penalty, loss, margin),
 #: the segmentation scenes' style and the segmenter's decoder.
@@ -49,38 +63,6 @@ NOISY = 0.25
 #: ground truth leaves a band of about 5 px void around every object on ~500 px images, and the
 #: paper's mIoU and simulated user ignore it; on 96 px scenes 1 px each side is the closest match.
 VOID_BAND = 1
-
-PAPER_QUESTIONS = {
-    "mIoU": (62.6, 65.3, 73.1, 76.9, 77.3, 81.0),
-    "p.accuracy": (91.1, 91.8, 94.1, 95.3, 96.0, 96.3),
-}
-PAPER_LOCATION = (("res3a", 32.21), ("res4a", 33.56), ("res5a", 35.97), ("res5c", 36.50))
-PAPER_HINT_KIND = {"remove": (31.53, 32.56), "find or rmv": (32.22, 33.73), "find": (33.56, 35.97)}
-
-
-def location_layers(model: nn.Module, x: torch.Tensor, last: str, count: int = 4) -> list[str]:
-    """Up to ``count`` layers from early to ``last``: the outermost module at each feature-map
-    size the forward passes through before ``last`` ends (e.g. stride 2, 4, 8, bottleneck)."""
-    seen = [(fm.name, fm.grid) for fm in feature_maps(model, x)]
-    names = [n for n, _ in seen]
-    if last not in names:
-        return [last]
-    seen = seen[: names.index(last) + 1]
-    by_size: dict[tuple[int, int], str] = {}
-    for name, size in seen:  # hooks fire inner first, so the last name per size is the outermost
-        by_size[size] = name
-    last_size = seen[-1][1]
-    del by_size[last_size]
-    # At the bottleneck's own size, also the last map before the block (e.g. the encoder's end).
-    before = [n for n, s in seen if s == last_size and n != last and not n.startswith(last + ".")]
-    layers = list(dict.fromkeys([*by_size.values(), *before[-1:]]))
-    layers = layers[-(count - 1) :] if count > 1 else []
-    return [*layers, last]
-
-
-def _row(label: str, values: Sequence[float | str], width: int = 7, fmt: str = "{:.1f}") -> str:
-    cells = [v if isinstance(v, str) else fmt.format(v) for v in values]
-    return f"{label:<34}" + "".join(f"{c:>{width}}" for c in cells)
 
 
 def _play_scenes(model, indexed, layer, questions, spatial, answers, steps, fast, guide_options):
@@ -148,7 +130,7 @@ def game_table(
     return conf
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m guidewidgets.guide.reproduce", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small version (about 15 s): 4 scenes, 2 for tables 1b-6")
     ap.add_argument("--scenes", type=int, default=None, help="held-out scenes for table 1 (default 400, quick 4)")
@@ -189,7 +171,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also print the text-guide tables 7-11 (trains a text guide per location: about 25 minutes more on one busy core)",
     )
     ap.add_argument("--text-only", action="store_true", help="print only the text-guide tables 7-11")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``python -m guidewidgets.guide.reproduce --help``): print the tables.
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0.
+    """
+    args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from .. import zoo
@@ -219,8 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with pool_cm as pool:
             _tables(args, model, scenes, scenes[:m], layer, pool, data.noise)
     if args.text or args.text_only:
-        from .text_tables import text_tables
-
         text_tables(model, args.seed, n, m, quick=args.quick)
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
     return 0
@@ -228,54 +220,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
     """Print tables 1-6: table 1 on ``scenes``, the others on ``few`` (a prefix of them)."""
-    from .. import zoo
+    _table1(model, scenes, layer, pool, args.void_band)
+    _table1b(model, few, layer, pool, args.seed, train_noise)
+    _table2(model, scenes, few, layer, pool, args.quick)
+    cmp_q = QUESTIONS if not args.quick else (0, 5, 10)
+    # In this process alone, without the pool: table 6 reports these questions' times.
+    times: list[float] = []
+    steps: list[int] = []
+    full = _table3(model, few, layer, pool, cmp_q, times, steps)
+    _table4(model, few, layer, pool, cmp_q, full)
+    _table5(model, few, layer)
+    _table6(model, scenes, few, layer, times, steps)
 
-    # 1. mIoU and pixel accuracy after 0..20 questions.
+
+def _table1(model, scenes, layer, pool, band: int) -> None:
+    """mIoU and pixel accuracy after 0..20 questions, strict and (``band`` > 0) under VOC's protocol."""
     conf = game_table(model, scenes, layer, pool=pool)
     ours_miou = [miou(conf[q]) for q in QUESTIONS]
     ours_acc = [pixel_accuracy(conf[q]) for q in QUESTIONS]
     print(f"\nTable 1. Performance after a number of questions ({len(scenes)} scenes; paper: FCN-8s, PASCAL VOC val)")
-    print(_row("#questions", [str(q) for q in QUESTIONS]))
-    print(_row("paper mIoU", PAPER_QUESTIONS["mIoU"]))
-    print(_row("ours mIoU", ours_miou))
-    print(_row("paper p.accuracy", PAPER_QUESTIONS["p.accuracy"]))
-    print(_row("ours p.accuracy", ours_acc))
+    print(row("#questions", [str(q) for q in QUESTIONS]))
+    print(row("paper mIoU", PAPER_QUESTIONS["mIoU"]))
+    print(row("ours mIoU", ours_miou))
+    print(row("paper p.accuracy", PAPER_QUESTIONS["p.accuracy"]))
+    print(row("ours p.accuracy", ours_acc))
     print(
-        _row(
+        row(
             "paper gain over 0 questions (mIoU)",
             [v - PAPER_QUESTIONS["mIoU"][0] for v in PAPER_QUESTIONS["mIoU"]],
             fmt="{:+.1f}",
         )
     )
-    print(_row("ours gain over 0 questions (mIoU)", [v - ours_miou[0] for v in ours_miou], fmt="{:+.1f}"))
-    if args.void_band:
+    print(row("ours gain over 0 questions (mIoU)", [v - ours_miou[0] for v in ours_miou], fmt="{:+.1f}"))
+    if band:
         # The paper's protocol on VOC: outline bands are void in the truth, so neither the metric
         # nor the simulated user sees them. The strict rows above stay the headline.
-        voc = [dict(item, mask=void_band(item["mask"], args.void_band)) for item in scenes]
+        voc = [dict(item, mask=void_band(item["mask"], band)) for item in scenes]
         vconf = game_table(model, voc, layer, pool=pool)
         voc_miou = [miou(vconf[q]) for q in QUESTIONS]
         share = 100 * sum(int((v["mask"] == VOID).sum()) for v in voc) / sum(v["mask"].numel() for v in voc)
         print(
-            f"VOC protocol: void band {args.void_band} px each side of every outline ({share:.1f}% of pixels), "
+            f"VOC protocol: void band {band} px each side of every outline ({share:.1f}% of pixels), "
             f"ignored by mIoU and never asked"
         )
-        print(_row("ours mIoU (VOC protocol)", voc_miou))
-        print(_row("ours p.accuracy (VOC protocol)", [pixel_accuracy(vconf[q]) for q in QUESTIONS]))
-        print(_row("ours gain over 0 q. (VOC protocol)", [v - voc_miou[0] for v in voc_miou], fmt="{:+.1f}"))
+        print(row("ours mIoU (VOC protocol)", voc_miou))
+        print(row("ours p.accuracy (VOC protocol)", [pixel_accuracy(vconf[q]) for q in QUESTIONS]))
+        print(row("ours gain over 0 q. (VOC protocol)", [v - voc_miou[0] for v in voc_miou], fmt="{:+.1f}"))
 
-    # 1b. The same game where the network is less sure: noisier scenes than it was trained on.
-    noisy_data = zoo.ShapeScenes(len(few), seed=args.seed, task="segmentation", noise=NOISY)
+
+def _table1b(model, few, layer, pool, seed: int, train_noise: float) -> None:
+    """The same game where the network is less sure: noisier scenes than it was trained on."""
+    from .. import zoo
+
+    noisy_data = zoo.ShapeScenes(len(few), seed=seed, task="segmentation", noise=NOISY)
     noisy = game_table(model, [noisy_data[i] for i in range(len(few))], layer, pool=pool)
     noisy_miou = [miou(noisy[q]) for q in QUESTIONS]
     print(
         f"\nTable 1b. The same game on {len(few)} noisier held-out scenes (pixel noise up to {NOISY}; "
         f"training saw up to {train_noise}), mIoU"
     )
-    print(_row("ours mIoU (noisy scenes)", noisy_miou))
-    print(_row("ours gain over 0 questions (mIoU)", [v - noisy_miou[0] for v in noisy_miou], fmt="{:+.1f}"))
+    print(row("ours mIoU (noisy scenes)", noisy_miou))
+    print(row("ours gain over 0 questions (mIoU)", [v - noisy_miou[0] for v in noisy_miou], fmt="{:+.1f}"))
 
-    # 2. Where to put the block.
-    loc_q = (0, 5, 20) if not args.quick else (0, 5, 10)
+
+def _table2(model, scenes, few, layer, pool, quick: bool) -> None:
+    """Where to put the block: the game at each location, early -> bottleneck."""
+    loc_q = (0, 5, 20) if not quick else (0, 5, 10)
     loc_scenes = few
     layers = location_layers(model, scenes[0]["image"][None], layer, count=4)
     print(f"\nTable 2. Location of the guiding block, early -> bottleneck ({len(loc_scenes)} scenes)")
@@ -283,41 +293,44 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
         "paper (text guide, 1 query, at its network's ResNet blocks res3a..res5c; mIoU; our text version "
         "is table 7): " + "  ".join(f"{n} {v:.2f}" for n, v in PAPER_LOCATION)
     )
-    print(_row("ours: layer (feature map)", [f"q={q}" for q in loc_q] + [f"gain@{loc_q[-1]}"], width=9))
+    print(row("ours: layer (feature map)", [f"q={q}" for q in loc_q] + [f"gain@{loc_q[-1]}"], width=9))
     for name in layers:
         c = game_table(model, loc_scenes, name, questions=loc_q, pool=pool)
         vals = [miou(c[q]) for q in loc_q]
         with Guide(model, scenes[0]["image"], name) as g:
             shape = "x".join(str(s) for s in g.block.shape)
-        print(_row(f"{name} ({shape})", [*vals, vals[-1] - vals[0]], width=9))
+        print(row(f"{name} ({shape})", [*vals, vals[-1] - vals[0]], width=9))
 
-    # 3. Full block vs channel-only block (f-BRS's choice).
-    cmp_q = QUESTIONS if not args.quick else (0, 5, 10)
+
+def _table3(model, few, layer, pool, cmp_q, times: list[float], steps: list[int]) -> dict[int, torch.Tensor]:
+    """Full block vs channel-only block (f-BRS's choice); the full games' times go to ``times``."""
     cmp_scenes = few
     print(
         f"\nTable 3. Full block (alpha, beta, gamma) vs channel-only (gamma, as f-BRS), mIoU ({len(cmp_scenes)} scenes)"
     )
-    print(_row("#questions", [str(q) for q in cmp_q]))
-    # In this process alone, without the pool: table 6 reports these questions' times.
-    times: list[float] = []
-    steps: list[int] = []
+    print(row("#questions", [str(q) for q in cmp_q]))
     full = game_table(model, cmp_scenes, layer, questions=cmp_q, times=times, step_counts=steps)
     chan = game_table(model, cmp_scenes, layer, questions=cmp_q, spatial=False, pool=pool)
-    print(_row("full block", [miou(full[q]) for q in cmp_q]))
-    print(_row("channel-only block", [miou(chan[q]) for q in cmp_q]))
+    print(row("full block", [miou(full[q]) for q in cmp_q]))
+    print(row("channel-only block", [miou(chan[q]) for q in cmp_q]))
+    return full
 
-    # 4. Find vs remove hints.
+
+def _table4(model, cmp_scenes, layer, pool, cmp_q, full: dict[int, torch.Tensor]) -> None:
+    """Find vs remove hints (the find games are table 3's full block)."""
     print(f"\nTable 4. Hint kind (paper: text-guided, res4a / res5a; ours: {layer}, {len(cmp_scenes)} scenes)")
-    print(_row("hint kind", ["paper", "paper", "ours q=0", f"q={cmp_q[-1]}"], width=9))
+    print(row("hint kind", ["paper", "paper", "ours q=0", f"q={cmp_q[-1]}"], width=9))
     for kind, answers in (("remove", "remove"), ("find or rmv", "mixed"), ("find", "find")):
         c = (
             full
             if answers == "find"
             else game_table(model, cmp_scenes, layer, questions=(0, cmp_q[-1]), answers=answers, pool=pool)
         )
-        print(_row(kind, [*PAPER_HINT_KIND[kind], miou(c[0]), miou(c[cmp_q[-1]])], width=9, fmt="{:.2f}"))
+        print(row(kind, [*PAPER_HINT_KIND[kind], miou(c[0]), miou(c[cmp_q[-1]])], width=9, fmt="{:.2f}"))
 
-    # 5. One hint on a wrong pixel.
+
+def _table5(model, few, layer) -> None:
+    """One hint on a random wrongly predicted pixel: does it flip, and how much else changes."""
     flips = []
     gen = torch.Generator().manual_seed(0)
     for item in few:
@@ -338,7 +351,9 @@ def _tables(args, model, scenes, few, layer, pool, train_noise) -> None:
         )
         print(f"optimiser steps: median {statistics.median(r.steps for r in flips)}")
 
-    # 6. Time per question: the full-block games of table 3, played in this process alone.
+
+def _table6(model, scenes, cmp_scenes, layer, times: list[float], steps: list[int]) -> None:
+    """Time per question: the full-block games of table 3, played in this process alone."""
     ms = sorted(1000 * t for t in times)
     print(
         f"\nTable 6. Time per question (ask + hint + optimise to convergence + new prediction), "

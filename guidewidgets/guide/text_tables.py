@@ -9,6 +9,7 @@ on the held-out scenes' plain predictions against their ground truth.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Sequence
@@ -16,26 +17,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..metrics import segmentation
 from .questions import confusion, miou, play
 from .session import Guide
+from .tables import PAPER_HINT_KIND, PAPER_LOCATION, PAPER_TEXT_HINTS, location_layers, row
 from .text import TextGuide, load_text_guide
 from .train_text import TRAIN_SEED, SceneSet, Tail, TrainConfig, guided_predictions, scene_set, train
 
 __all__ = ["text_tables", "PAPER_TEXT_LOCATION", "PAPER_TEXT_KIND", "PAPER_TEXT_HINTS"]
 
-#: The paper's text-guide tables (its network's ResNet blocks res3a .. res5c, PASCAL VOC, mIoU).
-PAPER_TEXT_LOCATION = (("res3a", 32.21), ("res4a", 33.56), ("res5a", 35.97), ("res5c", 36.50))
-PAPER_TEXT_KIND = {"remove": (31.53, 32.56), "find or rmv": (32.22, 33.73), "find": (33.56, 35.97)}
-PAPER_TEXT_HINTS = (30.53, 34.04, 35.01, 34.24, 31.44)
+#: The paper's text-guide tables (its network's ResNet blocks res3a .. res5c, PASCAL VOC, mIoU):
+#: the same numbers as ``reproduce``'s location and hint-kind rows, under the names used here.
+PAPER_TEXT_LOCATION = PAPER_LOCATION
+PAPER_TEXT_KIND = PAPER_HINT_KIND
 
-
-def _row(label: str, values: Sequence[float | str], width: int = 9, fmt: str = "{:.2f}") -> str:
-    cells = [v if isinstance(v, str) else fmt.format(v) for v in values]
-    return f"{label:<34}" + "".join(f"{c:>{width}}" for c in cells)
+_row = functools.partial(row, width=9, fmt="{:.2f}")
 
 
 def _miou(pred: torch.Tensor, data: SceneSet, k: int) -> float:
-    return miou(confusion(pred, data.truth, k))
+    return 100 * segmentation.miou(pred, data.truth, k)  # the tables are in percent
 
 
 def _first(data: SceneSet, kinds: Sequence[str], n: int = 1) -> list[list[str]]:
@@ -50,9 +50,16 @@ def text_tables(
     quick: bool = False,
     layers: Sequence[str] | None = None,
 ) -> None:
-    """Print tables 7-11 on ``scenes`` held-out scenes of ``seed`` (``few`` of them for 10)."""
-    from .reproduce import location_layers
+    """Print tables 7-11 on ``scenes`` held-out scenes of ``seed`` (``few`` of them for 10).
 
+    Args:
+        model: the segmenter (the embedded one: its ``classes`` and ``default_guide_layer``).
+        seed: the ShapeScenes seed of the held-out scenes.
+        scenes: how many scenes tables 7-9 and 11 use.
+        few: how many of them table 10 uses.
+        quick: train tiny text guides and use the quick one for table 9 (seconds, not minutes).
+        layers: the locations of table 7 (None: four from early to the guide layer).
+    """
     k = len(model.classes)  # type: ignore[arg-type]
     size = (96, 96)
     layer0 = str(model.default_guide_layer)
@@ -62,10 +69,21 @@ def text_tables(
         f"gamma_s, gamma_b); queries from the generator (3 x 3 grid, largest mistake first) on {scenes} "
         f"held-out scenes (seed {seed}); text guides trained on seed {TRAIN_SEED}"
     )
-
-    # 7. Location: the same recipe at each layer.
     x = torch.rand(1, 3, *size)
     layers = list(layers) if layers is not None else location_layers(model, x, layer0, count=4)
+    guides, sets = _table7(model, layers, cfg, scenes, seed, size, k)
+    _table8(model, layers[-2:], guides, sets, scenes, size, k)
+    tg = load_text_guide() if not quick else guides[layer0]
+    tail = Tail(model, layer0, size)
+    data = sets.get(layer0) or scene_set(model, tail, scenes, seed)
+    _table9(tg, tail, data, scenes, layer0, quick, k)
+    m = min(few, scenes)
+    times = _table10(model, tg, data, layer0, m, k)
+    _table11(model, tg, data, layer0, range(m, min(scenes, m + 100)), times)
+
+
+def _table7(model, layers, cfg, scenes, seed, size, k) -> tuple[dict[str, TextGuide], dict[str, SceneSet]]:
+    """Location: the same recipe at each layer; returns each layer's text guide and scene set."""
     guides: dict[str, TextGuide] = {}
     sets: dict[str, SceneSet] = {}
     print(
@@ -88,9 +106,11 @@ def text_tables(
         base, one = _miou(data.plain, data, k), _miou(pred, data, k)
         shape = "x".join(str(v) for v in data.acts.shape[1:])
         print(_row(f"{name} ({shape})", [base, one, one - base, f"{seconds:.0f}"]))
+    return guides, sets
 
-    # 8. Hint complexity at two locations.
-    pair = layers[-2:]
+
+def _table8(model, pair, guides, sets, scenes, size, k) -> None:
+    """Hint complexity at two locations (the last two of table 7)."""
     print("\nTable 8. Hint complexity, 1 query per scene (scenes without such a query stay unguided), mIoU")
     print(f"(ours at {pair[0]!r} ~ the paper's res4a and {pair[-1]!r} ~ res5a: the last two of table 7)")
     print(_row("hint kind", ["paper res4a", "paper res5a", "ours", "ours", "gain", "gain"], width=12))
@@ -109,10 +129,9 @@ def text_tables(
         f"with a remove query {sum(1 for s in _first(data, ('remove',)) if s)}, of {scenes})"
     )
 
-    # 9. Number of hints, with the shipped text guide.
-    tg = load_text_guide() if not quick else guides[layer0]
-    tail = Tail(model, layer0, size)
-    data = sets.get(layer0) or scene_set(model, tail, scenes, seed)
+
+def _table9(tg, tail, data, scenes, layer0, quick, k) -> None:
+    """Number of hints 0..4, the sentences' parameters summed or read in sequence, and a control."""
     many = sum(1 for qs in data.queries if len(qs) >= 4)
     print(
         f"\nTable 9. Number of hints ({'shipped' if not quick else 'quick'} text guide at {layer0!r}; a scene "
@@ -131,8 +150,9 @@ def text_tables(
     ctrl = _miou(guided_predictions(tg, tail, data, shifted), data, k)
     print(_row("control: 1 query of another scene", [_miou(data.plain, data, k), ctrl], width=8))
 
-    # 10. Click vs text on the same scenes (Guide API, as a user would).
-    m = min(few, scenes)
+
+def _table10(model, tg, data, layer0, m, k) -> list[float]:
+    """Click vs text on the same scenes (Guide API, as a user would); returns the text queries' times."""
     rows: dict[str, list[torch.Tensor]] = {"no hint": [], "1 click": [], "1 sentence": [], "1 sentence + 1 click": []}
     times: list[float] = []
     for i in range(m):
@@ -155,9 +175,12 @@ def text_tables(
     print(f"\nTable 10. One click (the 20-questions game's first question) vs one sentence, {m} scenes, mIoU")
     for name, preds in rows.items():
         print(_row(name, [miou(confusion(torch.stack(preds), truth, k))]))
+    return times
 
-    # 11. Time of one text query.
-    for i in range(m, min(scenes, m + 100)):  # more timings, on scenes table 10 did not use
+
+def _table11(model, tg, data, layer0, more, times: list[float]) -> None:
+    """Time of one text query, on ``more`` scenes (those table 10 did not use) besides ``times``."""
+    for i in more:
         sentence = _first(data, ("find", "remove"))[i]
         if not sentence:
             continue
