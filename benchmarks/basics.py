@@ -22,7 +22,7 @@ def main() -> None:
     logits = basics.predict(m, x)
     pred = logits.argmax(1)
     print("accuracy", f"{(pred == y).float().mean():.3f}")
-    print(basics.confusion(y, pred, 6))
+    print(basics.confusion(pred, y, 6))
     s, t = basics.binary_scores(logits, y, 0, 1)
     r = basics.roc(s, t)
     print(

@@ -15,16 +15,20 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import math
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
+
+# Why re-exported here: callers import every hook-side tool from guidewidgets.hooks.
+from .relu_rules import _ACTIVATION_FUNCS as _ACTIVATION_FUNCS
+from .relu_rules import _RELU_FUNCS as _RELU_FUNCS
+from .relu_rules import ReLURule, relu_backward
+from .relu_rules import _out_of_place as _out_of_place
+from .token_grids import Reshape, _has_attention, _is_attention, grid_transform, token_grid
 
 __all__ = [
     "layer_names",
@@ -46,8 +50,6 @@ __all__ = [
     "token_grid",
     "attention_weights",
 ]
-
-Reshape = Callable[[torch.Tensor], torch.Tensor]
 
 
 def owned(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -248,134 +250,6 @@ def model_output(out: object) -> torch.Tensor:
     return out
 
 
-# --- ReLU backward rules (guided backprop, deconvnet) -------------------------------------------
-
-
-class _DeconvReLU(torch.autograd.Function):
-    """Forward ReLU; backward rectifies the gradient itself, ignoring the forward input."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clamp_min(0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.clamp_min(0)
-
-
-class _DeconvActivation(torch.autograd.Function):
-    """Forward: the activation ``fn`` as the model asked (out of place); backward: the
-    rectified incoming gradient, whatever the forward input was (the deconvnet rule)."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        return fn(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.clamp_min(0), None
-
-
-def _positive(grad: torch.Tensor) -> torch.Tensor:
-    return grad.clamp_min(0)
-
-
-_RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-# The ReLU family and smooth ReLU-like activations, as modules call them (nn.ReLU6 calls
-# F.hardtanh; nn.SiLU F.silu; nn.GELU F.gelu ...). Their in-place flag is the last positional
-# argument or ``inplace=``; names ending in "_" are in place.
-_ACTIVATION_FUNCS = {
-    F.hardtanh,
-    F.hardtanh_,
-    F.relu6,
-    F.leaky_relu,
-    F.leaky_relu_,
-    F.elu,
-    F.elu_,
-    F.selu,
-    F.celu,
-    F.prelu,
-    F.rrelu,
-    F.silu,
-    F.gelu,
-    F.hardswish,
-    F.mish,
-}
-_ACTIVATION_FUNCS |= {f for f in (getattr(torch, n, None) for n in ("selu_", "celu_", "rrelu_")) if f is not None}
-
-
-def _out_of_place(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
-    return tuple(False if a is True else a for a in args), kwargs
-
-
-class ReLURule(TorchFunctionMode):
-    """``with ReLURule(rule) as r:`` every ReLU-family activation run in the block
-    back-propagates by ``rule``.
-
-    - ``"guided"``: only positive gradients pass, and only through positive inputs. For ReLU
-      this is the ReLU's own backward applied to the rectified incoming gradient; the model's
-      ReLU itself still runs (in place if it asked), so this costs one clamp per ReLU in the
-      backward (measured about 10 % cheaper on ResNet-18 than re-implementing the ReLU). For
-      the other activations (ReLU6/hardtanh, LeakyReLU, ELU/SELU/CELU, PReLU, and the smooth
-      ones SiLU, GELU, Hardswish, Mish) the same gating is applied around the activation's own
-      derivative: ``grad_in = f'(x) * max(grad_out, 0) * [x > 0]``; for ReLU it is the rule of
-      Springenberg et al., for the others the natural extension (documented, not from a paper);
-    - ``"deconv"``: the rectified incoming gradient, whatever the forward input was (run out of
-      place even for ``inplace=True``: every caller uses the returned tensor);
-    - ``None``: unchanged, only counted.
-
-    ``r.calls`` counts the activations run so far (``r.relus`` the plain ReLUs among them). Nothing
-    in the model is touched: the functional calls themselves are intercepted (torch function modes
-    are per thread), so functional ReLUs (torchvision's DenseNet) are reached too, and the rule is
-    gone when the block exits, even on error. Activations outside this family (sigmoid, tanh,
-    softplus) keep their plain gradient.
-    """
-
-    def __init__(self, rule: Literal["guided", "deconv"] | None) -> None:
-        super().__init__()
-        if rule not in ("guided", "deconv", None):
-            raise ValueError(f"unknown ReLU rule {rule!r}; use 'guided', 'deconv' or None")
-        self.rule = rule
-        self.calls = 0
-        self.relus = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _RELU_FUNCS:
-            self.calls += 1
-            self.relus += 1
-            if self.rule == "deconv":
-                return _DeconvReLU.apply(args[0])
-            out = func(*args, **kwargs)
-            if self.rule == "guided" and isinstance(out, torch.Tensor) and out.requires_grad:
-                out.register_hook(_positive)
-            return out
-        if func not in _ACTIVATION_FUNCS or not args or not isinstance(args[0], torch.Tensor):
-            return func(*args, **kwargs)
-        self.calls += 1
-        x = args[0]
-        if self.rule == "deconv" and x.requires_grad:
-            pos, kw = _out_of_place(args, kwargs)
-            name = getattr(func, "__name__", "")
-            plain = getattr(F, name[:-1], func) if name.endswith("_") else func
-            return _DeconvActivation.apply(x, lambda t: plain(t, *pos[1:], **kw))
-        if self.rule != "guided" or not x.requires_grad:
-            return func(*args, **kwargs)
-        gate = x.detach() > 0  # taken before an in-place activation overwrites x
-        out = func(*args, **kwargs)
-        if isinstance(out, torch.Tensor) and out.requires_grad:
-            out.register_hook(lambda g: g.clamp_min(0) * gate)
-        return out
-
-
-def relu_backward(rule: Literal["guided", "deconv"]) -> ReLURule:
-    """Context manager: within the block every ReLU back-propagates by ``rule`` (see ReLURule)."""
-    if rule not in ("guided", "deconv"):
-        raise ValueError(f"unknown ReLU rule {rule!r}; use 'guided' or 'deconv'")
-    return ReLURule(rule)
-
-
 # --- default layer --------------------------------------------------------------------------------
 
 
@@ -400,87 +274,6 @@ def _has_conv(m: nn.Module) -> bool:
     # Why: a module without a conv inside (normalisation, pooling, an activation) adds nothing
     # to explain; VGG's AdaptiveAvgPool2d after the last block is no feature map of its own.
     return any(isinstance(s, nn.modules.conv._ConvNd) for s in m.modules())
-
-
-def _is_attention(m: nn.Module) -> bool:
-    # nn.MultiheadAttention (ViT), or a custom one by name (Swin's ShiftedWindowAttention, timm's Attention)
-    return isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
-
-
-def _has_attention(m: nn.Module) -> bool:
-    return any(_is_attention(s) for s in m.modules())
-
-
-def _patch_size(model: nn.Module) -> tuple[int, int] | None:
-    """Stride of the patch embedding: the first conv whose kernel equals its stride (> 1)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            k, st = tuple(m.kernel_size), tuple(m.stride)
-            return st if k == st and st[0] > 1 else None  # type: ignore[return-value]
-    return None
-
-
-def _layer_norm_dims(model: nn.Module) -> set[int]:
-    return {m.normalized_shape[-1] for m in model.modules() if isinstance(m, nn.LayerNorm)}
-
-
-def token_grid(model: nn.Module, tokens: int, image_size: tuple[int, int] | None = None) -> tuple[int, int, int] | None:
-    """(extra, h, w): ``tokens`` = ``extra`` leading tokens (class/distillation) + an h x w grid.
-
-    The grid comes from the patch embedding's stride and the image size when both are known,
-    else from the largest square that leaves at most 2 leading tokens. None if neither fits.
-    """
-    patch = _patch_size(model)
-    if patch is not None and image_size is not None:
-        h, w = image_size[0] // patch[0], image_size[1] // patch[1]
-        if h * w and 0 <= tokens - h * w <= 8:
-            return tokens - h * w, h, w
-    for extra in range(3):
-        side = math.isqrt(max(tokens - extra, 0))
-        if side > 1 and side * side == tokens - extra:
-            return extra, side, side
-    return None
-
-
-def grid_transform(model: nn.Module, output: torch.Tensor, image_size: tuple[int, ...] | None = None) -> Reshape | None:
-    """How to read a layer's ``output`` as a (B, C, h, w) map, or None when it already is one
-    (or cannot be: then it is no feature map).
-
-    - tokens (B, N, D) of a transformer: leading class/distillation tokens dropped, the rest laid
-      on the patch grid (see :func:`token_grid`); sequence-first (N, B, D) outputs are recognised
-      when the batch size is known;
-    - channels-last maps (B, h, w, C) (Swin): recognised when the last size is the width of one
-      of the model's LayerNorms and the second is not;
-    - (B, C, h, w): None (nothing to do).
-
-    ``image_size`` is the input's shape (B, C, H, W) or its (H, W). Custom layouts: pass
-    ``reshape=`` to the method instead.
-    """
-    hw = tuple(image_size[-2:]) if image_size is not None else None
-    batch = image_size[0] if image_size is not None and len(image_size) == 4 else None
-    if output.dim() == 3:
-        seq_first = batch is not None and output.shape[0] != batch and output.shape[1] == batch
-        n = output.shape[0] if seq_first else output.shape[1]
-        found = token_grid(model, n, hw)  # type: ignore[arg-type]
-        if found is None:
-            return None
-        extra, h, w = found
-
-        def tokens_to_grid(t: torch.Tensor) -> torch.Tensor:
-            if seq_first:
-                t = t.transpose(0, 1)
-            return t[:, extra:, :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
-
-        return tokens_to_grid
-    if output.dim() == 4:
-        dims = _layer_norm_dims(model)
-        if output.shape[-1] in dims and output.shape[1] not in dims:
-            return _channels_last_to_first
-    return None
-
-
-def _channels_last_to_first(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2)
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:

@@ -151,12 +151,24 @@ def test_rates_lie_on_the_roc_curve():
         assert q["tp"] + q["fn"] == int(y.sum()) and q["fp"] + q["tn"] == int((y == 0).sum())
 
 
+@pytest.mark.parametrize("normalize", [None, "true", "pred", "all"])
+def test_confusion_matches_sklearn_including_empty_rows(normalize):
+    from sklearn.metrics import confusion_matrix
+
+    truth, pred = np.array([0, 0, 1, 3, 3, 3]), np.array([0, 1, 1, 3, 0, 3])  # class 2 never occurs
+    want = confusion_matrix(truth, pred, labels=[0, 1, 2, 3], normalize=normalize)
+    assert np.allclose(basics.confusion(pred, truth, 4, normalize=normalize), want)
+    with pytest.raises(ValueError, match="normalize"):
+        basics.confusion(pred, truth, 4, normalize="rows")
+
+
 def test_confusion_and_binary_scores_on_held_out_scenes(classifier, scenes):
     x, labels = scenes
     logits = basics.predict(classifier, x)
-    c = basics.confusion(labels, logits.argmax(1), len(classifier.classes))
+    c = basics.confusion(logits.argmax(1), labels, len(classifier.classes))
     assert c.sum() == len(labels) and c.trace() == int((logits.argmax(1) == labels).sum())
-    assert np.allclose(basics.confusion(labels, logits.argmax(1), 6, normalize="true").sum(1)[c.sum(1) > 0], 1)
+    assert np.array_equal(c.sum(1), np.bincount(labels.numpy(), minlength=6))  # rows = truth
+    assert np.allclose(basics.confusion(logits.argmax(1), labels, 6, normalize="true").sum(1)[c.sum(1) > 0], 1)
     s, y = basics.binary_scores(logits, labels, 0, 1)
     assert len(s) == int(((labels == 0) | (labels == 1)).sum()) and int(y.sum()) == int((labels == 0).sum())
     # Two-class softmax: sigmoid of the logit difference.

@@ -140,6 +140,22 @@ def test_evaluate_returns_a_tidy_table(model):
     assert (table["n"] <= 4).all()
 
 
+def test_evaluate_dispatches_through_the_metric_registry(model, monkeypatch):
+    """A metric registered once in METRICS is scored by evaluate; no elif chain to extend."""
+    for name, info in metrics.METRICS.items():
+        assert isinstance(info, metrics.MetricInfo) and callable(info.score) and info[0] is info.higher_is_better, name
+    seen = []
+
+    def peak(b, maps):
+        seen.append((b.method, tuple(maps.shape)))
+        return maps.flatten(1).amax(1).double()
+
+    monkeypatch.setitem(metrics.METRICS, "peak", metrics.MetricInfo(True, None, "the map's maximum", peak))
+    table = metrics.evaluate(model, zoo.ShapeScenes(3, seed=2468), ["grad-cam"], ["peak", "box-iou"], batch_size=2)
+    assert seen == [("grad-cam", (2, 96, 96)), ("grad-cam", (1, 96, 96))]
+    assert table.set_index("metric").loc["peak", "n"] == 3
+
+
 def test_evaluate_refuses_missing_annotations_and_unknown_names(model):
     bare = [{"image": torch.rand(3, 96, 96), "label": 0}]
     with pytest.raises(ValueError, match="needs 'mask'"):

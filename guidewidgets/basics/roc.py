@@ -1,4 +1,4 @@
-"""Confusion matrix, a binary score with a threshold, its ROC curve and AUC (scikit-learn does the counting).
+"""Confusion matrix, a binary score with a threshold, its ROC curve and AUC (scikit-learn draws the curve).
 
 The lecture's two-class view: a classifier's output for two classes is one number p, the image
 is called positive when ``p >= Gamma``, and moving Gamma trades the false-positive rate
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix as _sk_confusion
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
 from ..hooks import eval_mode, model_lock, model_output
+from ..metrics.segmentation import confusion as _confusion
 
 __all__ = ["predict", "confusion", "binary_scores", "roc", "pairwise_auc", "rates"]
 
@@ -35,12 +35,29 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> to
     return torch.cat(outs)
 
 
-def confusion(truth: torch.Tensor, pred: torch.Tensor, n_classes: int, *, normalize: str | None = None) -> np.ndarray:
-    """Confusion matrix C[i, j]: images of true class i predicted as j (sklearn). ``normalize="true"``
-    gives the lecture's percentages per row (fractions)."""
-    if normalize not in (None, "true", "pred", "all"):
+def confusion(
+    pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray, n_classes: int, *, normalize: str | None = None
+) -> np.ndarray:
+    """Confusion matrix C[i, j]: images of true class i predicted as j (:func:`metrics.confusion`).
+
+    Args:
+        pred: (B,) predicted classes.
+        truth: (B,) true classes.
+        n_classes: K.
+        normalize: None (counts), ``"true"`` (the lecture's fractions per row), ``"pred"`` (per
+            column) or ``"all"``; an empty row or column gives zeros.
+
+    Returns:
+        (K, K) numpy array, int64 counts or float64 fractions.
+    """
+    axes = {None: None, "true": 1, "pred": 0, "all": (0, 1)}
+    if normalize not in axes:
         raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
-    return _sk_confusion(_np(truth), _np(pred), labels=list(range(n_classes)), normalize=normalize)  # type: ignore[arg-type]
+    c = _confusion(pred, truth, n_classes).numpy()
+    if normalize is None:
+        return c
+    total = c.sum(axis=axes[normalize], keepdims=True)
+    return np.divide(c, total, out=np.zeros(c.shape), where=total > 0)
 
 
 def binary_scores(

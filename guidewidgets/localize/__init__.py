@@ -2,7 +2,7 @@
 
 >>> from guidewidgets import localize
 >>> box, component = localize.map_to_box(cam_map, threshold=0.2)   # [x0, y0, x1, y1], exclusive ends
->>> localize.box_iou(box, true_box)
+>>> localize.box_iou(box, true_box)                                  # (1, 1): metrics.box_iou, pairwise
 >>> localize.corloc(pred_boxes, true_boxes)                          # fraction with IoU >= 0.5
 >>> mask = localize.grabcut_from_map(image, cam_map)                 # GrabCut on saliency
 >>> head = localize.train_box_head(model)                            # supervised baseline (seconds)
@@ -13,10 +13,10 @@ Boxes follow ShapeScenes: ``[x0, y0, x1, y1]`` with exclusive ends (``mask[y0:y1
 
 from __future__ import annotations
 
+from ..metrics.boxes import box_iou
 from .box_head import BoxHead, predict_boxes, train_box_head
 from .boxes import (
     box_and_iou,
-    box_iou,
     box_mask,
     boxes_from_maps,
     corloc,

@@ -11,6 +11,7 @@ import torch
 from scipy import ndimage
 
 from ..checks import check_int, check_number
+from ..metrics.boxes import box_iou, check_boxes
 
 __all__ = [
     "largest_component",
@@ -158,46 +159,7 @@ def boxes_from_maps(
 
 
 def _as_boxes(b: torch.Tensor | Sequence | np.ndarray, what: str) -> torch.Tensor:
-    try:
-        a = _numpy(b, what)
-    except (TypeError, ValueError):  # text, None, or a ragged nested list
-        raise TypeError(f"{what} must be boxes [x0, y0, x1, y1] of numbers, got {b!r}") from None
-    t = torch.as_tensor(a, dtype=torch.float64)
-    if t.shape[-1:] != (4,):
-        raise ValueError(f"{what} must be boxes [x0, y0, x1, y1] with shape (..., 4), got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{what} holds NaN or inf coordinates; a box is four finite pixel positions [x0, y0, x1, y1]")
-    # Why refuse: an inverted box has no area, so its IoU would be a silent 0, not an answer.
-    bad = (t[..., 2] < t[..., 0]) | (t[..., 3] < t[..., 1])
-    if bool(bad.any()):
-        first = t.reshape(-1, 4)[bad.reshape(-1)][0].tolist()
-        raise ValueError(
-            f"{what} holds an inverted box {[round(v, 3) for v in first]}: a box is [x0, y0, x1, y1] with "
-            "x1 >= x0 and y1 >= y0 (exclusive ends); check the coordinate order (not [y0, x0, ...] or [x, y, w, h])"
-        )
-    return t
-
-
-def box_iou(a: torch.Tensor | Sequence, b: torch.Tensor | Sequence) -> torch.Tensor:
-    """Intersection over union of boxes ``[x0, y0, x1, y1]`` (exclusive ends), broadcast over
-    leading dims; an empty box (x1 == x0 or y1 == y0) gives IoU 0. Inverted or NaN boxes are refused."""
-    a, b = _as_boxes(a, "a"), _as_boxes(b, "b")
-    try:
-        torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    except RuntimeError:
-        raise ValueError(
-            f"boxes a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast; for every pair use "
-            "box_iou(a[:, None], b[None]), which gives (N, M)"
-        ) from None
-    w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
-    inter = w * h
-
-    def area(x: torch.Tensor) -> torch.Tensor:
-        return (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
-
-    union = area(a) + area(b) - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+    return check_boxes(b, what).detach().cpu().to(torch.float64)
 
 
 def box_mask(box: torch.Tensor | Sequence, size: tuple[int, int]) -> torch.Tensor:
