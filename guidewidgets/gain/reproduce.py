@@ -1,7 +1,13 @@
 """GAIN's biased-boat experiment on ShapeScenes, printed beside the paper's table.
 
-    python -m guidewidgets.gain.reproduce            # full size (see README for its time)
-    python -m guidewidgets.gain.reproduce --quick    # CI size, about two minutes on 2 CPU cores
+    python -m guidewidgets.gain.reproduce --seeds 0 1 2 3 4     # full size, five training seeds
+    python -m guidewidgets.gain.reproduce --quick               # CI size
+    python -m guidewidgets.gain.reproduce --design circle       # the first design (issues 9-13)
+
+The default design (issue 28, ``--design premise``, see :mod:`guidewidgets.gain.design`) ties
+*triangles* to water, gives triangles and squares random colours and pretrains the trunk on the
+other five classes; what follows describes the first design, the circle, whose protocol the
+premise design shares (warm-up, columns, rows, attention scores).
 
 The paper (Li et al., CVPR 2018, Table 4) trains on PASCAL VOC, where boats sit on water, and
 tests on "boat without water", "water without boat" and VOC val. Here the boat is the *circle*
@@ -50,18 +56,35 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..zoo.models import ShapeClassifier
-from ..zoo.scenes import BACKGROUNDS, CLASSES, ShapeScenes
+from ..zoo.scenes import BACKGROUNDS, CLASSES
+from . import design as _design
 from .attention import attention
+from .design import DESIGNS, PRETRAIN_EPOCHS, PRETRAIN_MODES, Design
 from .losses import GainConfig
+from .tables import (
+    MEASURED_COMMANDS,
+    PAPER,
+    PAPER_LABELS,
+    format_measured,
+    format_paired,
+    format_seed_means,
+    format_tables,
+    loaded,
+    paired,
+    saved,
+    seed_tables,
+)
 from .trainer import GainTrainer
 
 __all__ = [
@@ -74,6 +97,13 @@ __all__ = [
     "run",
     "format_tables",
     "format_seed_means",
+    "format_paired",
+    "format_measured",
+    "paired",
+    "DESIGNS",
+    "MEASURED_COMMANDS",
+    "PAPER_LABELS",
+    "PREMISE_SETTINGS",
     "main",
 ]
 
@@ -82,17 +112,6 @@ BIAS = ("circle", "water", 0.95)
 TRAIN_SEED = 100
 DEV_SEED = 200
 TEST_SEED = 9100
-#: Seed of the unbiased scenes the trunk is pretrained on (``pretrain="merged"``); apart from the others.
-PRETRAIN_SEED = 7000
-
-#: The paper's Table 4 (percent): Grad-CAM, GAIN, GAIN_ext with 9 / 23 / 78 pixel labels.
-PAPER: dict[str, list[float]] = {
-    "VOC val (unbiased)": [83, 90, 93, 93, 94],
-    "boat without water": [42, 48, 64, 74, 84],
-    "water without boat": [30, 62, 68, 76, 84],
-    "overall": [36, 55, 66, 75, 84],
-}
-PAPER_LABELS = (9, 23, 78)
 
 #: Sizes: training scenes (all classes), held-out test scenes, warm-up and GAIN epochs, the
 #: pixel-label counts of the GAIN_ext columns (the paper's 9 / 23 / 78 scaled to our circles).
@@ -101,71 +120,47 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "quick": dict(train=600, test=900, warmup=4, epochs=2, labels=(3, 8, 20), batch=32, pretrain=600),
     "smoke": dict(train=64, test=128, warmup=1, epochs=1, labels=(2,), batch=32, pretrain=64),
 }
+#: Sizes of the premise design (issue 28): its 600 training scenes hold 105 triangles, enough for
+#: the paper's 9 / 23 / 78 pixel labels; smaller objects and a pretrained trunk keep it affordable
+#: for five training seeds on a shared CPU.
+PREMISE_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": dict(train=600, test=900, warmup=4, epochs=2, labels=(9, 23, 78), batch=32, pretrain=600),
+    "quick": dict(train=256, test=600, warmup=4, epochs=2, labels=(3, 8, 20), batch=32, pretrain=256),
+    "smoke": SETTINGS["smoke"],
+}
 WARMUP_LR = 3e-3
 LR = 1e-3
-#: Epochs of the trunk's pretraining on unbiased scenes (``pretrain="merged"``).
-PRETRAIN_EPOCHS = 3
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255)
 
 
-def training_set(n: int, seed: int = TRAIN_SEED) -> dict[str, torch.Tensor]:
-    """The biased training scenes: ``images`` uint8, ``labels``, ``hot`` (multi-hot), ``masks``
-    (N, K, H, W) bool (the object's pixels under its own class), ``background``."""
-    b = ShapeScenes(n, seed=seed, bias=BIAS).batch()
-    k = len(CLASSES)
-    hot = F.one_hot(b["labels"], k).bool()
-    masks = (b["masks"] > 0)[:, None] & hot[:, :, None, None]
-    return {
-        "images": b["images"],
-        "labels": b["labels"],
-        "hot": hot.float(),
-        "masks": masks,
-        "background": b["background"],
-    }
+def training_set(n: int, seed: int = TRAIN_SEED, design: Design | str = "circle") -> dict[str, torch.Tensor]:
+    """The biased training scenes of ``design`` (default the circle world; see :func:`design.training_set`)."""
+    return _design.training_set(n, seed, _as_design(design))
 
 
-def test_sets(n: int, seed: int = TEST_SEED) -> dict[str, torch.Tensor]:
-    """Unbiased held-out scenes with the row selections of the table."""
-    b = ShapeScenes(n, seed=seed).batch()
-    c, w = CLASSES.index(BIAS[0]), BACKGROUNDS.index(BIAS[1])
-    out = dict(b)
-    out["class_without_background"] = (b["labels"] == c) & (b["background"] != w)
-    out["background_without_class"] = (b["labels"] != c) & (b["background"] == w)
-    for name in ("class_without_background", "background_without_class"):
-        if not bool(out[name].any()):
-            raise ValueError(f"the test set has no '{name}' scenes; use more test scenes (n={n})")
-    return out
+def test_sets(n: int, seed: int = TEST_SEED, design: Design | str = "circle") -> dict[str, torch.Tensor]:
+    """Unbiased held-out scenes of ``design`` with the row selections (see :func:`design.test_sets`)."""
+    return _design.test_sets(n, seed, _as_design(design))
 
 
 def pretrain_trunk(
     model: ShapeClassifier, n: int, *, epochs: int = PRETRAIN_EPOCHS, seed: int = 0, batch: int = 32
 ) -> None:
-    """Pretrain ``model``'s trunk in place on ``n`` *unbiased* scenes whose circles and ellipses carry
-    one label, then leave its head as it was (the analogue of an ImageNet-pretrained backbone that
-    has seen round things on every background but was never taught the circle-vs-ellipse decision)."""
-    b = ShapeScenes(n, seed=PRETRAIN_SEED + seed).batch()
-    c, e = CLASSES.index(BIAS[0]), CLASSES.index("ellipse")
-    keep = [k for k in range(len(CLASSES)) if k != e]
-    merged = torch.tensor([keep.index(c if int(y) == e else int(y)) for y in b["labels"]])
-    proxy = ShapeClassifier(num_classes=len(keep))
-    trunk = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    proxy.load_state_dict(trunk, strict=False)
-    GainTrainer(
-        proxy,
-        "features",
-        b["images"],
-        F.one_hot(merged, len(keep)).float(),
-        config=GainConfig(alpha=0.0),
-        lr=WARMUP_LR,
-        batch_size=batch,
-        epochs=epochs,
-        seed=seed,
-        mine=False,
-    ).fit()
-    model.load_state_dict({k: v for k, v in proxy.state_dict().items() if not k.startswith("fc.")}, strict=False)
+    """Pretrain ``model``'s trunk on unbiased scenes with circle and ellipse merged (issue 13's
+    ``--pretrain merged``; see :func:`design.pretrain_trunk`)."""
+    d = replace(DESIGNS["circle"], pretrain="merged")
+    _design.pretrain_trunk(model, n, d, epochs=epochs, seed=seed, batch=batch, lr=WARMUP_LR)
+
+
+def _as_design(design: Design | str) -> Design:
+    if isinstance(design, Design):
+        return design
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; use one of {list(DESIGNS)} or a gain.design.Design")
+    return DESIGNS[design]
 
 
 @torch.no_grad()
@@ -174,25 +169,20 @@ def _predict(model: nn.Module, images: torch.Tensor, batch: int = 200) -> torch.
     return torch.cat([model(_images(images[s : s + batch])).argmax(1) for s in range(0, len(images), batch)])
 
 
-def score(model: nn.Module, test: dict[str, torch.Tensor], probe: int = 300) -> dict[str, float]:
-    """The table's rows (fractions) and the attention quality for one model."""
-    c = CLASSES.index(BIAS[0])
+def score(model: nn.Module, test: dict[str, torch.Tensor], probe: int = 300, cls: str = BIAS[0]) -> dict[str, float]:
+    """The table's rows (fractions) and the attention quality for one model (``cls``: the biased class)."""
+    c = CLASSES.index(cls)
     pred = _predict(model, test["images"])
     row1 = float((pred[test["class_without_background"]] == c).float().mean())
     row2 = float((pred[test["background_without_class"]] != c).float().mean())
     unbiased = float((pred == test["labels"]).float().mean())
     x, y, m = _images(test["images"][:probe]), test["labels"][:probe], test["masks"][:probe] > 0
-    maps = torch.cat(
-        [
-            attention(model, x[s : s + 50], y[s : s + 50], "features", create_graph=False).maps
-            for s in range(0, len(x), 50)
-        ]
-    )
+    maps = _maps(model, x, y)
     peak = maps.flatten(1).argmax(1)
     pointing = m.flatten(1).gather(1, peak[:, None])[:, 0].float()
     on = maps > 0.5
     iou = (on & m).flatten(1).sum(1) / (on | m).flatten(1).sum(1).clamp_min(1)
-    circ = y == c
+    biased = y == c
     return {
         "class_without_background": row1,
         "background_without_class": row2,
@@ -200,9 +190,48 @@ def score(model: nn.Module, test: dict[str, torch.Tensor], probe: int = 300) -> 
         "unbiased": unbiased,
         "pointing": float(pointing.mean()),
         "iou": float(iou.mean()),
-        "pointing_circle": float(pointing[circ].mean()),
-        "iou_circle": float(iou[circ].mean()),
+        "pointing_circle": float(pointing[biased].mean()),
+        "iou_circle": float(iou[biased].mean()),
     }
+
+
+def _maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50) -> torch.Tensor:
+    """The attention (Grad-CAM, min-max normalised) of class ``y`` on float images ``x``."""
+    parts = [
+        attention(model, x[s : s + batch], y[s : s + batch], "features", create_graph=False).maps
+        for s in range(0, len(x), batch)
+    ]
+    return torch.cat(parts)
+
+
+_TRUNKS: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
+
+
+def _initial(d: Design, cfg: dict[str, Any], seed: int, share_trunk: bool) -> ShapeClassifier:
+    """The network a run starts from: random at ``seed``, its trunk pretrained as ``d`` says."""
+    torch.manual_seed(seed)
+    base = ShapeClassifier()
+    if d.pretrain == "none":
+        return base
+    if not share_trunk:
+        _design.pretrain_trunk(base, cfg["pretrain"], d, seed=seed, batch=cfg["batch"], lr=WARMUP_LR)
+        return base
+    key = (repr(d), cfg["pretrain"], cfg["batch"])
+    if key not in _TRUNKS:
+        torch.manual_seed(0)
+        trunk = ShapeClassifier()
+        _design.pretrain_trunk(trunk, cfg["pretrain"], d, seed=0, batch=cfg["batch"], lr=WARMUP_LR)
+        _TRUNKS[key] = {k: v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}
+    base.load_state_dict(_TRUNKS[key], strict=False)
+    return base
+
+
+def _columns(cfg: dict[str, Any], masked_bn: str) -> list[tuple[str, GainConfig, int]]:
+    runs: list[tuple[str, GainConfig, int]] = [
+        ("Grad-CAM (plain)", GainConfig(alpha=0.0), 0),
+        ("GAIN", GainConfig(alpha=1.0, masked_bn=masked_bn), 0),
+    ]
+    return runs + [(f"GAIN_ext {n} PL", GainConfig(alpha=1.0, masked_bn=masked_bn), n) for n in cfg["labels"]]
 
 
 def run(
@@ -210,154 +239,79 @@ def run(
     *,
     test_seed: int = TEST_SEED,
     masked_bn: str = "batch",
-    pretrain: str = "none",
+    pretrain: str | None = None,
     seed: int = 0,
+    design: Design | str = "premise",
+    keep_models: bool = False,
+    share_trunk: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train the columns of ``SETTINGS[setting]`` and score them on ``test_seed``'s scenes
-    (``masked_bn``: BatchNorm in the masked pass, see :class:`GainConfig`; ``pretrain``:
-    ``"none"`` or ``"merged"``, see :func:`pretrain_trunk`; ``seed``: the training seed, which
-    sets the initial weights and the order of the scenes; the scenes themselves stay
-    ``TRAIN_SEED``'s)."""
+    """Train the columns of ``SETTINGS[setting]`` in ``design``'s biased world and score them on
+    ``test_seed``'s unbiased scenes.
+
+    Args:
+        setting: "full", "quick" or "smoke". test_seed: the scenes scored (``DEV_SEED`` to tune).
+        masked_bn: BatchNorm in the masked pass (see :class:`GainConfig`).
+        pretrain: overrides ``design.pretrain`` ("none", "merged" or "others") when given.
+        seed: the training seed (initial weights, pretraining scenes, order of the training
+            scenes); the training scenes themselves stay ``TRAIN_SEED``'s.
+        design: a :class:`Design` or a name in ``DESIGNS``. keep_models: add ``"models"``
+            ({column: trained model}) and ``"data"`` (the training set) to the result.
+        share_trunk: pretrain the trunk once (training seed 0) and reuse it for every seed, as
+            every run of the paper starts from the same ImageNet VGG; else once per seed.
+
+    Returns:
+        A dict with ``columns`` ({column: :func:`score`}), ``seconds``, ``design`` and the settings.
+    """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; use one of {list(SETTINGS)}")
-    if pretrain not in ("none", "merged"):
-        raise ValueError(f"pretrain must be 'none' or 'merged', got {pretrain!r}")
-    cfg = SETTINGS[setting]
+    d = _as_design(design)
+    if pretrain is not None:
+        if pretrain not in PRETRAIN_MODES:
+            raise ValueError(f"pretrain must be one of {list(PRETRAIN_MODES)}, got {pretrain!r}")
+        d = replace(d, pretrain=pretrain)
+    cfg = (SETTINGS if d.cls == "circle" else PREMISE_SETTINGS)[setting]
     log = log or (lambda s: print(s, flush=True))
     t0 = time.time()
-    data = training_set(cfg["train"])
-    test = test_sets(cfg["test"], test_seed)
-    circles = (data["labels"] == CLASSES.index(BIAS[0])).nonzero(as_tuple=True)[0]
-    log(
-        f"{len(data['labels'])} biased training scenes ({len(circles)} circles, "
-        f"{int((data['background'][circles] == BACKGROUNDS.index(BIAS[1])).sum())} of them on water); "
-        f"{cfg['test']} unbiased test scenes (seed {test_seed})"
-    )
+    data, test = _design.training_set(cfg["train"], TRAIN_SEED, d), _design.test_sets(cfg["test"], test_seed, d)
+    biased = (data["labels"] == CLASSES.index(d.cls)).nonzero(as_tuple=True)[0]
+    on = int((data["background"][biased] == BACKGROUNDS.index(d.context)).sum())
+    log(f"{len(data['labels'])} biased training scenes ({len(biased)} {d.cls}s, {on} on {d.context}); "
+        f"{cfg['test']} unbiased test scenes (seed {test_seed})")  # fmt: skip
 
     def trainer(model: nn.Module, epochs: int, lr: float, seed: int, config: GainConfig, **kw: Any) -> GainTrainer:
-        return GainTrainer(
-            model,
-            "features",
-            data["images"],
-            data["hot"],
-            config=config,
-            lr=lr,
-            batch_size=cfg["batch"],
-            epochs=epochs,
-            seed=seed,
-            **kw,
-        )
+        return GainTrainer(model, "features", data["images"], data["hot"], config=config, lr=lr,
+                           batch_size=cfg["batch"], epochs=epochs, seed=seed, **kw)  # fmt: skip
 
-    torch.manual_seed(seed)
-    base = ShapeClassifier()
-    if pretrain == "merged":
-        pretrain_trunk(base, cfg["pretrain"], seed=seed, batch=cfg["batch"])
-        log(f"trunk pretrained on {cfg['pretrain']} unbiased scenes, circle+ellipse merged ({time.time() - t0:.0f} s)")
+    base = _initial(d, cfg, seed, share_trunk)
+    if d.pretrain != "none":
+        log(f"trunk pretrained ({d.pretrain}) on {cfg['pretrain']} unbiased scenes ({time.time() - t0:.0f} s)")
     trainer(base, cfg["warmup"], WARMUP_LR, seed, GainConfig(alpha=0.0), mine=False).fit()
     log(f"warm-up: {cfg['warmup']} epochs plain ({time.time() - t0:.0f} s)")
     columns: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
-    runs: list[tuple[str, GainConfig, int]] = [
-        ("Grad-CAM (plain)", GainConfig(alpha=0.0), 0),
-        ("GAIN", GainConfig(alpha=1.0, masked_bn=masked_bn), 0),
-    ]
-    runs += [(f"GAIN_ext {n} PL", GainConfig(alpha=1.0, masked_bn=masked_bn), n) for n in cfg["labels"]]
-    for name, config, n in runs:
+    models: dict[str, nn.Module] = {}
+    for name, config, n in _columns(cfg, masked_bn):
         t = time.time()
         model = copy.deepcopy(base)
         kw: dict[str, Any] = {"mine": config.alpha > 0 or n > 0}
         if n:
-            if n > len(circles):
-                raise ValueError(f"{n} pixel labels asked, but the training set has only {len(circles)} circles")
+            if n > len(biased):
+                raise ValueError(f"{n} pixel labels asked, but the training set has only {len(biased)} {d.cls}s")
             has = torch.zeros(len(data["labels"]), dtype=torch.bool)
-            has[circles[:n]] = True
+            has[biased[:n]] = True
             kw.update(masks=data["masks"], has_mask=has)
         trainer(model, cfg["epochs"], LR, seed + 1, config, **kw).fit()
-        columns[name] = score(model, test)
+        columns[name] = score(model, test, cls=d.cls)
         seconds[name] = time.time() - t
+        models[name] = model.eval()
         log(f"{name}: {seconds[name]:.0f} s")
-    return {
-        "masked_bn": masked_bn,
-        "pretrain": pretrain,
-        "seed": seed,
-        "setting": setting,
-        "config": cfg,
-        "columns": columns,
-        "seconds": seconds,
-        "total_seconds": time.time() - t0,
-        "test_seed": test_seed,
-        "circles": len(circles),
-    }
-
-
-#: The table's rows (the keys of :func:`score`) and their labels: four test sets, then the attention.
-_ROWS = (
-    ("unbiased", "unbiased accuracy"),
-    ("class_without_background", "circle without water"),
-    ("background_without_class", "water without circle"),
-    ("overall", "overall"),
-    ("pointing", "pointing game, all"),
-    ("iou", "mask IoU (A > 0.5), all"),
-    ("pointing_circle", "pointing game, circles"),
-    ("iou_circle", "mask IoU, circles"),
-)
-
-
-def format_tables(result: dict[str, Any]) -> str:
-    """The paper's Table 4 beside ours, and the attention-quality table (percent)."""
-    cols = list(result["columns"])
-    ours = result["columns"]
-    w = 24
-    lines = [
-        "Biased boat (paper, Table 4; PASCAL VOC, VGG)",
-        f"{'':{w}}" + "".join(f"{h:>11}" for h in ["Grad-CAM", "GAIN", *[f"ext {n}" for n in PAPER_LABELS]]),
-    ]
-    for row, vals in PAPER.items():
-        lines.append(f"{row:{w}}" + "".join(f"{v:>10.0f}%" for v in vals))
-    lines += [
-        "",
-        f"Biased circle (ours; ShapeScenes, setting {result['setting']!r}, test seed {result['test_seed']})",
-        f"{'':{w}}" + "".join(f"{c.replace(' (plain)', ''):>17}" for c in cols),
-    ]
-    for key, label in _ROWS[:4]:
-        lines.append(f"{label:{w}}" + "".join(f"{100 * ours[c][key]:>16.1f}%" for c in cols))
-    lines += [
-        "",
-        "Attention of the true class on held-out unbiased scenes (paper: mIoU GAIN 55.3, GAIN_ext 60.5)",
-        f"{'':{w}}" + "".join(f"{c.replace(' (plain)', ''):>17}" for c in cols),
-    ]
-    for key, label in _ROWS[4:]:
-        lines.append(f"{label:{w}}" + "".join(f"{100 * ours[c][key]:>16.1f}%" for c in cols))
-    lines += [
-        "",
-        "training time per column (s): " + ", ".join(f"{c} {s:.0f}" for c, s in result["seconds"].items()),
-        f"total: {result['total_seconds']:.0f} s",
-    ]
-    return "\n".join(lines)
-
-
-def format_seed_means(results: Sequence[dict[str, Any]]) -> str:
-    """Mean ± standard deviation (percent) of each row over runs that differ in the training seed only."""
-    if len(results) < 2:
-        raise ValueError("give the results of at least two training seeds")
-    cols = list(results[0]["columns"])
-    if any(list(r["columns"]) != cols or r["test_seed"] != results[0]["test_seed"] for r in results):
-        raise ValueError("the runs must share the setting and the test seed (only the training seed may differ)")
-    seeds = ", ".join(str(r.get("seed", "?")) for r in results)
-    w = 24
-    lines = [
-        f"Mean ± standard deviation over training seeds {seeds} (setting {results[0]['setting']!r}, "
-        f"test seed {results[0]['test_seed']}; percent)",
-        f"{'':{w}}" + "".join(f"{c.replace(' (plain)', ''):>17}" for c in cols),
-    ]
-    for key, label in _ROWS:
-        cells = []
-        for c in cols:
-            v = torch.tensor([100 * r["columns"][c][key] for r in results])
-            cells.append(f"{float(v.mean()):.1f} ± {float(v.std()):.1f}")
-        lines.append(f"{label:{w}}" + "".join(f"{cell:>17}" for cell in cells))
-    return "\n".join(lines)
+    out: dict[str, Any] = dict(masked_bn=masked_bn, pretrain=d.pretrain, seed=seed, setting=setting, config=cfg,
+                               columns=columns, seconds=seconds, total_seconds=time.time() - t0,
+                               test_seed=test_seed, circles=len(biased), design=d)  # fmt: skip
+    if keep_models:
+        out.update(models=models, data=data)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,12 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--masked-bn", choices=("eval", "batch"), default="batch", help="BatchNorm in the masked pass (default batch)"
     )
-    ap.add_argument(
-        "--pretrain",
-        choices=("none", "merged"),
-        default="none",
-        help="pretrain the trunk on unbiased scenes with circle+ellipse merged (default none)",
-    )
+    ap.add_argument("--design", choices=list(DESIGNS), default="premise", help="the biased world (default premise)")
+    ap.add_argument("--pretrain", choices=PRETRAIN_MODES, default=None, help="override the design's trunk pretraining")
+    ap.add_argument("--segment", action="store_true", help="also the segmentation table (one segmenter per column)")
     ap.add_argument("--seed", type=int, default=0, help="training seed: initial weights and scene order (default 0)")
     ap.add_argument(
         "--seeds",
@@ -382,19 +333,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="several training seeds (e.g. 0 1 2): each seed's tables, then their mean and spread (the README's table)",
     )
+    ap.add_argument("--save", default=None, help="write each seed's scores (and segmentation rows) to this JSON file")
+    ap.add_argument("--tables", nargs="+", default=None, help="print the seed tables of saved JSON files and exit")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (results depend on it; default 1)")
     args = ap.parse_args(argv)
+    from . import segment  # Why here: it pulls in the WSSS path (localize, explain), which the runs do not need
+
+    if args.tables:
+        stored = [r for path in args.tables for r in json.loads(Path(path).read_text())]
+        print(seed_tables([loaded(r) for r in stored], [r["segmentation"] for r in stored if r.get("segmentation")]))
+        return 0
     torch.set_num_threads(args.threads)
     setting = args.setting or ("quick" if args.quick else "full")
-    results = []
+    results, segs = [], []
     for seed in args.seeds or [args.seed]:
-        result = run(setting, test_seed=args.test_seed, masked_bn=args.masked_bn, pretrain=args.pretrain, seed=seed)
+        result = run(setting, test_seed=args.test_seed, masked_bn=args.masked_bn, pretrain=args.pretrain, seed=seed,
+                     design=args.design, keep_models=args.segment)  # fmt: skip
         print(f"\ntraining seed {seed}")
         print(format_tables(result))
+        if args.segment:
+            segs.append(segment.segmentation_table(result, log=lambda m: print(m, flush=True)))
+            print(segment.format_segmentation(segs[-1:]))
         results.append(result)
-    if len(results) > 1:
-        print()
-        print(format_seed_means(results))
+        if args.save:
+            Path(args.save).write_text(json.dumps([saved(r, segs[i] if segs else None) for i, r in enumerate(results)]))
+    print(seed_tables(results, segs))
     return 0
 
 

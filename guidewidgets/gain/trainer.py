@@ -22,7 +22,6 @@ The global batch must divide by the world size; an incomplete last batch is drop
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +32,19 @@ from torch import nn
 
 from .. import hooks
 from .attention import _name_of, attention, check_layer_output, masked_image, soft_mask
-from .losses import GainConfig, check_masks, check_number, check_pixels, check_whole, gain_losses
+from .checks import (
+    as_labels,
+    check_class_counts,
+    check_eval_sets,
+    check_images,
+    check_labels,
+    check_mask_rows,
+    check_options,
+    check_probes,
+    float_images,
+    training_device,
+)
+from .losses import GainConfig, check_number, check_whole, gain_losses
 
 __all__ = ["GainTrainer", "Callback", "accuracy"]
 
@@ -52,73 +63,6 @@ _TERMS = {
 Callback = Callable[[dict[str, Any]], None]
 
 
-def _float_images(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255) if x.dtype == torch.uint8 else x.float()
-
-
-def _check_images(x: object, what: str) -> None:
-    """Refuse anything but a non-empty (N, C, H, W) float or uint8 tensor without NaN or inf."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a (N, C, H, W) tensor (float in [0, 1] or uint8), got {type(x).__name__}")
-    if x.dim() != 4:
-        hint = "; add the batch dimension with x[None]" if x.dim() == 3 else ""
-        raise ValueError(f"{what} must be a (N, C, H, W) tensor (float in [0, 1] or uint8), got {tuple(x.shape)}{hint}")
-    if not (x.is_floating_point() or x.dtype == torch.uint8):
-        raise TypeError(f"{what} must be float in [0, 1] or uint8 (0-255), got {x.dtype}; use x.float() / 255")
-    if len(x) == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
-        raise ValueError(f"{what} is empty (shape {tuple(x.shape)}); give at least one image")
-    check_pixels(x, what)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _as_labels(labels: object, what: str) -> torch.Tensor:
-    """``labels`` as a tensor: a list of ints becomes class indices (N,), a list of equal-length
-    lists of numbers multi-hot (N, K); anything else that is not a tensor is refused."""
-    if isinstance(labels, torch.Tensor):
-        return labels
-    if type(labels).__module__ == "numpy" and hasattr(labels, "tolist"):
-        labels = labels.tolist()  # type: ignore[union-attr]
-    if isinstance(labels, Sequence) and not isinstance(labels, str):
-        items = list(labels)
-        if all(_is_int(v) for v in items):
-            return torch.tensor([int(v) for v in items], dtype=torch.long)
-        rows = [r for r in items if isinstance(r, Sequence) and not isinstance(r, str)]
-        numeric = all(isinstance(v, numbers.Real) for r in rows for v in r)  # multi-hot: 0/1 or True/False
-        if items and len(rows) == len(items) and len({len(r) for r in rows}) == 1 and numeric:
-            return torch.tensor([[float(v) for v in r] for r in rows])
-    shown = repr(labels) if len(repr(labels)) < 60 else repr(labels)[:57] + "..."
-    raise TypeError(
-        f"{what} must be a tensor or a list of class indices (ints), one per image, or multi-hot rows, got {shown}"
-    )
-
-
-def _check_labels(labels: torch.Tensor, classes: int, what: str) -> None:
-    """(N,) integer class indices in 0..classes-1, or (N, classes) multi-hot values in [0, 1]."""
-    if labels.dim() == 1:
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"{what} (N,) must hold integer class indices, got {labels.dtype}; use labels.long()")
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-            raise ValueError(
-                f"{what} must lie in 0..{classes - 1} (the model has {classes} outputs), "
-                f"got {int(labels.min())}..{int(labels.max())}"
-            )
-    elif labels.dim() == 2:
-        if labels.shape[1] != classes:
-            raise ValueError(
-                f"multi-hot {what} must be (N, {classes}) to match the model's outputs, got {tuple(labels.shape)}"
-            )
-        if labels.is_complex():
-            raise TypeError(f"multi-hot {what} must be real numbers in [0, 1], got {labels.dtype}")
-        v = labels.float()
-        if labels.numel() and not (bool(torch.isfinite(v).all()) and float(v.min()) >= 0 and float(v.max()) <= 1):
-            raise ValueError(f"multi-hot {what} must be 0/1 (or probabilities in [0, 1]) with no NaN")
-    else:
-        raise ValueError(f"{what} must be (N,) class indices or (N, K) multi-hot, got shape {tuple(labels.shape)}")
-
-
 def _non_finite_term(losses: dict[str, float]) -> str | None:
     """The first loss term that is NaN or inf, by name, or None."""
     return next((name for key, name in _TERMS.items() if not math.isfinite(losses[key])), None)
@@ -127,21 +71,6 @@ def _non_finite_term(losses: dict[str, float]) -> str | None:
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
     return not flags or bool(torch.stack(flags).all())  # one device sync, not one per tensor
-
-
-def _device(device: str | torch.device | None, model: nn.Module) -> torch.device:
-    """The training device: ``device`` checked (a typo, or CUDA where there is none), or the model's."""
-    if device is None:
-        return next(model.parameters()).device
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None (the model's), got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for CUDA, which is not available here; use device='cpu'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
-    return dev
 
 
 @torch.no_grad()
@@ -153,7 +82,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     correct = 0
     with hooks.model_lock(model), hooks.eval_mode(model):
         for s in range(0, len(images), batch_size):
-            out = hooks.model_output(model(_float_images(images[s : s + batch_size]).to(device)))
+            out = hooks.model_output(model(float_images(images[s : s + batch_size]).to(device)))
             correct += int((out.argmax(1).cpu() == labels[s : s + batch_size]).sum())
     return correct / len(images)
 
@@ -215,8 +144,8 @@ class GainTrainer:
         # thread, where a late error (or a silent NaN) is far from the cell that caused it.
         if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
             raise TypeError(f"model must be a torch nn.Module with weights to train, got {type(model).__name__}")
-        _check_images(images, "images")
-        labels = _as_labels(labels, "labels")
+        check_images(images, "images")
+        labels = as_labels(labels, "labels")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels; give one label per image")
         self.batch_size = check_whole("batch_size", batch_size, 1, "images per step")
@@ -228,56 +157,26 @@ class GainTrainer:
         # Why at most 1: AdamW moves every weight by about lr per step, and lr / (1 - beta1) must stay a float.
         self.lr = check_number("lr", lr, 0.0, strict=True, high=1.0, why="AdamW's learning rate, e.g. 1e-3")
         self.weight_decay = check_number("weight_decay", weight_decay, 0.0, why="AdamW's weight decay")
-        if config is not None and not isinstance(config, GainConfig):
-            raise TypeError(f"config must be a GainConfig (or None for the paper's knobs), got {type(config).__name__}")
-        if mine is not None and not isinstance(mine, bool):
-            raise TypeError(f"mine must be True, False or None (decide from alpha and masks), got {mine!r}")
-        if isinstance(callbacks, str) or not isinstance(callbacks, Sequence) or not all(map(callable, callbacks)):
-            raise TypeError("callbacks must be a list of functions, each called with one event dict")
+        check_options(config, mine, callbacks)
         self.config = config or GainConfig()
         self.config.check()
         self.model = model
         self.module = hooks.get_layer(model, layer)
         self.layer = layer
-        self.device = _device(device, model)
+        self.device = training_device(device, model)
         model.to(self.device)
         classes = self._check_layer(images[:1], "images")
-        _check_labels(labels, classes, "labels")
+        check_labels(labels, classes, "labels")
         self.images, self.labels = images, labels
-        num_classes = getattr(model, "classes", None)
-        if labels.dim() == 1 and num_classes is not None:
-            counts = torch.bincount(labels, minlength=len(num_classes))
-            empty = [str(num_classes[i]) for i in range(len(num_classes)) if counts[i] == 0]
-            if empty:
-                raise ValueError(
-                    f"class(es) {', '.join(empty)} have no training samples; add scenes of them or train a model "
-                    "with fewer outputs (attention mining needs every class it predicts to be seen)"
-                )
-        self.masks, self.mask_rows = self._check_masks(masks, has_mask)
-        self.probes, self.probe_labels = self._check_probes(probes, probe_labels, classes)
-        self.eval_sets = self._check_eval_sets(eval_sets, classes)
+        check_class_counts(model, labels)
+        self.masks, self.mask_rows = check_mask_rows(self, masks, has_mask)
+        self.probes, self.probe_labels = check_probes(self, probes, probe_labels, classes)
+        self.eval_sets = check_eval_sets(self, eval_sets, classes)
         self.callbacks = list(callbacks)
         self.mine = mine
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
-        dist = torch.distributed
-        self.distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.distributed else 0
-        self.world = dist.get_world_size() if self.distributed else 1
-        if self.distributed and self.batch_size % self.world:
-            raise ValueError(f"batch_size {self.batch_size} must divide by the world size {self.world}")
-        if self.distributed and len(images) < self.batch_size:
-            raise ValueError(
-                f"{len(images)} images make no complete batch of {self.batch_size}; under torchrun an incomplete "
-                "batch is dropped, so use a smaller batch_size or more images"
-            )
-        self.net: nn.Module = model
-        if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(model, device_ids=ids)
-
+        self.net: nn.Module = self._distribute(model, len(images))
         self.step_count = 0
         self.history: list[dict[str, Any]] = []
         self.evaluations: list[dict[str, Any]] = []
@@ -292,6 +191,27 @@ class GainTrainer:
         # Why not the model lock: fit() runs for minutes and the model lock is re-entrant, so a
         # second fit() in the same or another thread would interleave steps instead of failing.
         self._training = threading.Lock()
+
+    def _distribute(self, model: nn.Module, n: int) -> nn.Module:
+        """Under ``torchrun`` (``torch.distributed`` initialised): the rank and world size, the
+        batch checked against them, and the model wrapped in DDP; the model itself otherwise."""
+        dist = torch.distributed
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if not self.distributed:
+            return model
+        if self.batch_size % self.world:
+            raise ValueError(f"batch_size {self.batch_size} must divide by the world size {self.world}")
+        if n < self.batch_size:
+            raise ValueError(
+                f"{n} images make no complete batch of {self.batch_size}; under torchrun an incomplete "
+                "batch is dropped, so use a smaller batch_size or more images"
+            )
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
 
     def _check_layer(self, image: torch.Tensor, what: str) -> int:
         """Refuse a layer without a spatial map, or ``image`` the model cannot take, now (one image,
@@ -312,7 +232,7 @@ class GainTrainer:
         """The model's logits for one image (the caller holds the lock, eval mode, no grad); a
         ValueError naming ``what`` and the fix when the model cannot run on it."""
         try:
-            return hooks.model_output(self.model(_float_images(image).to(self.device)))
+            return hooks.model_output(self.model(float_images(image).to(self.device)))
         except (RuntimeError, AssertionError, IndexError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             conv = next((m for m in self.model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
@@ -324,81 +244,6 @@ class GainTrainer:
             else:
                 fix = "give images of the size and channel count the model was built for"
             raise ValueError(f"the model cannot run on {what} of shape {tuple(image.shape)} ({first}); {fix}") from err
-
-    def _check_masks(
-        self, masks: torch.Tensor | None, has_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """The masks and the rows that carry one, checked (see :func:`check_masks`)."""
-        none = torch.zeros(0, dtype=torch.long)
-        if masks is None:
-            if has_mask is not None:
-                raise ValueError("has_mask says which images carry a pixel mask; pass masks=... with it (or neither)")
-            return None, none
-        check_masks(masks, self.images, self.labels)
-        if has_mask is None:
-            flags = torch.ones(len(self.images), dtype=torch.bool)
-        elif not isinstance(has_mask, torch.Tensor) or has_mask.is_floating_point() or has_mask.is_complex():
-            got = has_mask.dtype if isinstance(has_mask, torch.Tensor) else type(has_mask).__name__
-            raise TypeError(f"has_mask must be a (N,) bool tensor, one flag per image, got {got}")
-        elif tuple(has_mask.shape) != (len(self.images),):
-            raise ValueError(f"has_mask must be (N,) bool, one flag per image, got {tuple(has_mask.shape)}")
-        elif has_mask.dtype != torch.bool and not bool(((has_mask == 0) | (has_mask == 1)).all()):
-            raise ValueError("has_mask must hold True/False (or 1/0), one flag per image")
-        else:
-            flags = has_mask.bool().cpu()
-        rows = flags.nonzero(as_tuple=True)[0]
-        if len(rows) == 0:
-            raise ValueError("has_mask marks no image, so the masks would never be used; mark some or drop masks")
-        if self.mask_batch == 0:
-            raise ValueError("mask_batch=0 adds no pixel-labelled image to a step, so the masks would never be used")
-        return masks, rows
-
-    def _check_probes(
-        self, probes: torch.Tensor | None, probe_labels: torch.Tensor | Sequence[int] | None, classes: int
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if probes is None:
-            if probe_labels is not None:
-                raise ValueError("probe_labels name the classes of the probe images; pass probes=... with them")
-            return None, None
-        _check_images(probes, "probes")
-        self._check_layer(probes[:1], "probes")
-        if probe_labels is None:
-            return probes, None
-        labels = _as_labels(probe_labels, "probe_labels")
-        if labels.dim() != 1 or len(labels) != len(probes):
-            raise ValueError(
-                f"probe_labels must be ({len(probes)},) class indices, one per probe, got shape {tuple(labels.shape)}"
-            )
-        _check_labels(labels, classes, "probe_labels")
-        return probes, labels
-
-    def _check_eval_sets(
-        self, eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None, classes: int
-    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if eval_sets is None:
-            return {}
-        if not isinstance(eval_sets, dict):
-            raise TypeError(f"eval_sets must be a dict {{name: (images, labels)}}, got {type(eval_sets).__name__}")
-        checked = {}
-        for name, pair in eval_sets.items():
-            what = f"eval set {name!r}"
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise TypeError(f"{what} must be an (images, labels) pair, got {type(pair).__name__}")
-            xs, ys = pair
-            _check_images(xs, f"{what}'s images")
-            ys = _as_labels(ys, f"{what}'s labels")
-            if ys.dim() != 1 or len(ys) != len(xs):
-                raise ValueError(
-                    f"{what} needs ({len(xs)},) class indices, one per image (accuracy is top-1), got labels of "
-                    f"shape {tuple(ys.shape)}; for multi-hot labels use labels.argmax(1)"
-                )
-            _check_labels(ys, classes, f"{what}'s labels")
-            with torch.no_grad(), hooks.model_lock(self.model), hooks.eval_mode(self.model):
-                out = self._forward_one(xs[:1], f"{what}'s images")
-            if out.dim() != 2 or out.shape[1] != classes:
-                raise ValueError(f"the model gives {what} outputs of shape {tuple(out.shape)}, not (1, {classes})")
-            checked[name] = (xs, ys)
-        return checked
 
     # --- control (thread-safe) -------------------------------------------------------------------
 
@@ -480,7 +325,7 @@ class GainTrainer:
         cursor = self._mask_cursor
         idx, extra = self._batch_indices()
         rows = torch.cat([idx, extra])
-        x = _float_images(self.images[rows]).to(self.device)
+        x = float_images(self.images[rows]).to(self.device)
         y = self.labels[rows].to(self.device)
         masks = has = None
         if self.masks is not None:
@@ -560,11 +405,11 @@ class GainTrainer:
             raise ValueError("no probe images: pass probes=... to GainTrainer or images=... here")
         lab = self.probe_labels
         if images is not None:
-            _check_images(images, "images")
-            lab = None if labels is None else _as_labels(labels, "labels")
+            check_images(images, "images")
+            lab = None if labels is None else as_labels(labels, "labels")
             if lab is not None and (lab.dim() != 1 or len(lab) != len(images)):
                 raise ValueError(f"labels must be ({len(images)},) class indices, one per image, or None")
-        x = _float_images(x).to(self.device)
+        x = float_images(x).to(self.device)
         with self._lock, hooks.eval_mode(self.model):
             with torch.no_grad():
                 predicted = hooks.model_output(self.model(x)).argmax(1)

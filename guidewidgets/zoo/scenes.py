@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ShapeScenes", "CLASSES", "MASK_CLASSES", "BACKGROUNDS", "CHUNK"]
+from .shapes import templates
+
+__all__ = ["ShapeScenes", "CLASSES", "MASK_CLASSES", "BACKGROUNDS", "CHUNK", "COLOUR_MODES"]
 
 #: Object classes, in label order (classification labels index this list).
 CLASSES: list[str] = ["circle", "ellipse", "square", "triangle", "star", "cross"]
@@ -33,6 +35,8 @@ MASK_CLASSES: list[str] = ["background", *CLASSES]
 BACKGROUNDS: list[str] = ["grass", "gravel", "brick", "water", "noise"]
 #: Images rendered together (and seeded together).
 CHUNK = 64
+#: Object colouring: each class its own colour, or every object a random one.
+COLOUR_MODES = ("class", "random")
 
 # Base colours (RGB in [0, 1]); circle and ellipse are neighbours on purpose.
 _COLOURS = torch.tensor(
@@ -57,12 +61,10 @@ _TINTS = torch.tensor(
     ]
 )
 _TASKS = {"classification": 0, "segmentation": 1}
-# Per-task appearance. Segmentation scenes are the harder, PASCAL-VOC-like task: object colours
-# vary more (per-channel jitter 0.2, so colour alone no longer names the class and form and
-# texture must) and ellipses run rounder (minor/major 0.55-0.9), so circle vs ellipse is a
-# real sky/cloud confusion. A segmenter then makes region-sized mistakes where it is unsure,
-# which is what Guide Me's hints fix (with the cleaner classification style its only mistakes
-# were 1-px outline slivers: +6 mIoU after 20 questions instead of the paper's +18). The
+# Per-task appearance. Segmentation scenes are the harder, PASCAL-VOC-like task: colours vary
+# more (jitter 0.2, so colour alone no longer names the class) and ellipses run rounder, so circle
+# vs ellipse is a real sky/cloud confusion and a segmenter makes region-sized mistakes a hint can
+# fix (with the clean style: +6 mIoU after 20 questions instead of the paper's +18). The
 # classification style stays clean so the CAM classifier is accurate and its maps are sharp.
 _STYLE: dict[str, dict[str, Any]] = {
     "classification": {"aspect": (0.45, 0.75), "jitter": 0.06},
@@ -92,6 +94,17 @@ def _resolve(name: str | int, options: Sequence[str], what: str) -> int:
     raise ValueError(f"unknown {what} {name!r}; choose one of {list(options)}")
 
 
+def _recolour(colours: object) -> torch.Tensor:
+    """(classes,) bool: which classes' objects get random colours."""
+    if colours in COLOUR_MODES:
+        return torch.full((len(CLASSES),), colours == "random")
+    if isinstance(colours, (list, tuple)) and colours and all(c in CLASSES for c in colours):
+        return torch.tensor([c in colours for c in CLASSES])
+    raise ValueError(
+        f"colours must be one of {list(COLOUR_MODES)} or a list of class names from {CLASSES}, got {colours!r}"
+    )
+
+
 class ShapeScenes(torch.utils.data.Dataset):
     """An indexable, deterministic dataset of procedurally generated scenes.
 
@@ -107,6 +120,11 @@ class ShapeScenes(torch.utils.data.Dataset):
             probability ``p`` (another one otherwise) and scenes without ``cls`` never get it, so
             the background becomes a shortcut for the class (GAIN's "boat on water").
         noise: maximum standard deviation of the per-pixel Gaussian noise.
+        colours: ``"class"`` (each class its own base colour, jittered), ``"random"`` (every
+            object a random colour, so only form and texture name the class) or a list of class
+            names whose objects get random colours (the others keep theirs).
+        scale: object size factor in (0, 1.5] (1 = the default sizes; smaller objects are harder
+            to recognise while the background stays as easy).
 
     Items are dicts: ``image`` (3, H, W) float32 in [0, 1]; ``label`` int (index into
     :attr:`classes`; for segmentation the class of the largest visible object); ``mask`` (H, W)
@@ -129,6 +147,8 @@ class ShapeScenes(torch.utils.data.Dataset):
         objects: tuple[int, int] | None = None,
         bias: tuple[str | int, str | int, float] | None = None,
         noise: float = 0.05,
+        colours: str | Sequence[str] = "class",
+        scale: float = 1.0,
     ) -> None:
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int (number of scenes), got {n!r}")
@@ -143,13 +163,17 @@ class ShapeScenes(torch.utils.data.Dataset):
             raise ValueError(f"objects must be (min, max) with 1 <= min <= max <= 8, got {objects!r}")
         if task == "classification" and hi != 1:
             raise ValueError("classification scenes hold one object; use task='segmentation' for more")
+        self.recolour = _recolour(colours)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < float(scale) <= 1.5:
+            raise ValueError(f"scale must be a number in (0, 1.5] (the object size factor), got {scale!r}")
+        self.colours, self.scale = colours if isinstance(colours, str) else tuple(colours), float(scale)
         self.bias = None
         if bias is not None:
             try:
                 cls, bg, p = bias
             except (TypeError, ValueError):
                 raise ValueError(f"bias must be (class, background, probability), got {bias!r}") from None
-            if not 0.0 <= float(p) <= 1.0:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
                 raise ValueError(f"bias probability must lie in [0, 1], got {p!r}")
             self.bias = (_resolve(cls, CLASSES, "class"), _resolve(bg, BACKGROUNDS, "background"), float(p))
         self.n, self.seed, self.task, self.size = int(n), int(seed), task, int(size)
@@ -163,7 +187,7 @@ class ShapeScenes(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (
             f"ShapeScenes(n={self.n}, seed={self.seed}, task={self.task!r}, size={self.size}, "
-            f"objects={self.objects}, bias={self.bias})"
+            f"objects={self.objects}, bias={self.bias}, colours={self.colours!r}, scale={self.scale})"
         )
 
     # --- access -------------------------------------------------------------------------------
@@ -251,21 +275,20 @@ def _uniform(g: torch.Generator, shape, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=g)
 
 
-def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Tensor]:
+def _objects(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Tensor]:
+    """Per-slot object parameters (K = max objects per image; slots beyond the count are inactive)
+    and each image's background, with the bias knob tying one class to one background."""
     S = opts.size
-    lo, hi = opts.objects
-    K = hi
+    lo, K = opts.objects
     nc = len(CLASSES)
-
-    # Object parameters, drawn for K slots per image; slots beyond the count are inactive.
-    count = torch.randint(lo, hi + 1, (B,), generator=g)
+    count = torch.randint(lo, K + 1, (B,), generator=g)
     active = torch.arange(K)[None, :] < count[:, None]
     cls = torch.randint(0, nc, (B, K), generator=g)
     if opts.task == "classification":
-        radius = _uniform(g, (B, K), 0.17, 0.36) * S * _SCALE[cls]
+        radius = _uniform(g, (B, K), 0.17, 0.36) * S * _SCALE[cls] * opts.scale
         margin = radius * 0.9
     else:
-        radius = _uniform(g, (B, K), 0.08, 0.22) * S * _SCALE[cls]
+        radius = _uniform(g, (B, K), 0.08, 0.22) * S * _SCALE[cls] * opts.scale
         margin = radius * 0.5
     cx = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
     cy = margin + torch.rand((B, K), generator=g) * (S - 2 * margin)
@@ -273,8 +296,6 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     style = _STYLE[opts.task]
     aspect = _uniform(g, (B, K), *style["aspect"])  # ellipse minor/major axis
     colour = _COLOURS[cls] * _uniform(g, (B, K, 1), 0.75, 1.1) + style["jitter"] * torch.randn((B, K, 3), generator=g)
-
-    # Backgrounds, with the bias knob tying one class to one background.
     nb = len(BACKGROUNDS)
     background = torch.randint(0, nb, (B,), generator=g)
     coin = torch.rand((B,), generator=g)
@@ -284,6 +305,19 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
         has = ((cls == bc) & active).any(dim=1)
         not_bb = other + (other >= bb).long()  # uniform over backgrounds other than bb
         background = torch.where(has & (coin < p), torch.full_like(background, bb), not_bb)
+    if opts.recolour.any():
+        # Why only here: the default scenes draw nothing more, so their bytes stay as they were.
+        colour = torch.where(opts.recolour[cls][..., None], _uniform(g, (B, K, 3), 0.1, 0.95), colour)
+    return dict(active=active, cls=cls, radius=radius, cx=cx, cy=cy, angle=angle, aspect=aspect, colour=colour,
+                background=background)  # fmt: skip
+
+
+def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Tensor]:
+    S = opts.size
+    K = opts.objects[1]
+    o = _objects(B, g, opts)
+    active, cls, radius, cx, cy = o["active"], o["cls"], o["radius"], o["cx"], o["cy"]
+    angle, aspect, colour, background = o["angle"], o["aspect"], o["colour"], o["background"]
 
     image = _backgrounds(background, S, g)
 
@@ -307,7 +341,7 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     warped = torch.zeros((n_obj, S, S))
     # Template value = shading inside the shape (always > 0.5), 0 outside: one channel says both.
     warped[on] = F.grid_sample(
-        _templates()[cls.view(-1)[on]], grid, mode="nearest", padding_mode="zeros", align_corners=False
+        templates(len(CLASSES))[cls.view(-1)[on]], grid, mode="nearest", padding_mode="zeros", align_corners=False
     )[:, 0]
     warped = warped.view(B, K, S * S)
 
@@ -327,22 +361,7 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     image = torch.addcmul(image * 255 + 0.5, sigma, _noise(g, tuple(image.shape)))
     images = image.clamp_(0, 255).to(torch.uint8)
 
-    # Tight boxes of each object's visible pixels (exclusive ends): one scatter marks, for every
-    # instance, the rows and the columns it occupies.
-    inst = instances.long().view(B, S, S)
-    ar = torch.arange(S)
-    rows = torch.zeros((B, (K + 1) * S), dtype=torch.bool)
-    rows.scatter_(1, (inst * S + ar.view(1, S, 1)).view(B, -1), True)
-    cols = torch.zeros((B, (K + 1) * S), dtype=torch.bool)
-    cols.scatter_(1, (inst * S + ar.view(1, 1, S)).view(B, -1), True)
-    rows, cols = rows.view(B, K + 1, S)[:, 1:], cols.view(B, K + 1, S)[:, 1:]
-    y0 = torch.where(rows, ar, S).amin(dim=2)
-    y1 = torch.where(rows, ar, -1).amax(dim=2) + 1
-    x0 = torch.where(cols, ar, S).amin(dim=2)
-    x1 = torch.where(cols, ar, -1).amax(dim=2) + 1
-    boxes = torch.stack([x0, y0, x1, y1], dim=2)
-    offsets = torch.arange(B).view(B, 1, 1) * (K + 1)
-    area = torch.bincount((inst + offsets).view(-1), minlength=B * (K + 1)).view(B, K + 1)[:, 1:]
+    boxes, area = _boxes(instances, K)
     box_valid = area > 0
     largest = area.argmax(dim=1)
     labels = cls.gather(1, largest[:, None])[:, 0]
@@ -358,61 +377,25 @@ def _render(B: int, g: torch.Generator, opts: ShapeScenes) -> dict[str, torch.Te
     }
 
 
-_TEMPLATE = 128
-
-
-@functools.lru_cache(maxsize=1)
-def _templates() -> torch.Tensor:
-    """(classes, 1, 128, 128): each class's shading inside its shape, 0 outside, on [-1, 1]^2."""
-    t = (torch.arange(_TEMPLATE, dtype=torch.float32) + 0.5) / _TEMPLATE * 2 - 1
-    v, u = torch.meshgrid(t, t, indexing="ij")
-    nc = len(CLASSES)
-    u, v = u.expand(nc, -1, -1), v.expand(nc, -1, -1)
-    cls = torch.arange(nc)
-    inside, shade = _shapes(u, v, cls, aspect=1.0, freq=3.0, phase=torch.zeros(2))
-    return (shade * inside)[:, None].contiguous()
-
-
-def _shapes(u, v, cls, aspect, freq, phase):
-    """Inside-masks and shading (texture) of every object in the batch, selected by its class."""
-    rho2 = u * u + v * v
-    # circle: radial shading, smooth
-    circle = rho2 <= 1.0
-    # ellipse: same family of colour and shading, only its aspect ratio tells it apart
-    ellipse = u * u + (v / aspect) ** 2 <= 1.0
-    square = torch.maximum(u.abs(), v.abs()) <= 0.8
-    # triangle: three half-planes at distance 0.5 from the centre (vertices on the unit circle)
-    s3 = math.sqrt(3) / 2
-    triangle = (v <= 0.5) & (s3 * u - 0.5 * v <= 0.5) & (-s3 * u - 0.5 * v <= 0.5)
-    # star: five points, inner radius 0.45
-    theta = torch.atan2(v, u)
-    sector = 2 * math.pi / 5
-    phi = (torch.remainder(theta + sector / 2 - math.pi / 2, sector) - sector / 2).abs()
-    rho = rho2.sqrt()
-    px, py = rho * torch.cos(phi), rho * torch.sin(phi)
-    ri, half = 0.45, sector / 2
-    star = (px - 1) * ri * math.sin(half) + py * (1 - ri * math.cos(half)) <= 0
-    cross = ((u.abs() <= 0.32) & (v.abs() <= 0.95)) | ((v.abs() <= 0.32) & (u.abs() <= 0.95))
-
-    fu = freq * u * math.pi + phase[..., 0]
-    fv = freq * v * math.pi + phase[..., 1]
-    radial = 1.08 - 0.35 * rho2.clamp(max=1.0)
-    shades = [
-        radial,  # circle
-        radial,  # ellipse
-        0.72 + 0.28 * (torch.sin(fu) > 0).float(),  # square: stripes
-        1.0 - 0.4 * ((torch.sin(fu) * torch.sin(fv)) > 0.45).float(),  # triangle: dots
-        0.95 + 0.1 * torch.sin(fu * 0.5),  # star: nearly plain
-        0.7 + 0.3 * ((torch.sin(fu) * torch.sin(fv)) > 0).float(),  # cross: checker
-    ]
-    forms = [circle, ellipse, square, triangle, star, cross]
-    inside = torch.zeros_like(circle)
-    shade = torch.ones_like(u)
-    for c, (form, sh) in enumerate(zip(forms, shades)):
-        sel = (cls == c).view(-1, 1, 1)
-        inside = torch.where(sel, form, inside)
-        shade = torch.where(sel, sh, shade)
-    return inside, shade
+def _boxes(instances: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight boxes (B, K, 4) of each object's visible pixels (exclusive ends) and their areas (B, K):
+    one scatter marks, for every instance, the rows and the columns it occupies."""
+    B, S = instances.shape[0], instances.shape[-1]
+    inst = instances.long().view(B, S, S)
+    ar = torch.arange(S)
+    rows = torch.zeros((B, (K + 1) * S), dtype=torch.bool)
+    rows.scatter_(1, (inst * S + ar.view(1, S, 1)).view(B, -1), True)
+    cols = torch.zeros((B, (K + 1) * S), dtype=torch.bool)
+    cols.scatter_(1, (inst * S + ar.view(1, 1, S)).view(B, -1), True)
+    rows, cols = rows.view(B, K + 1, S)[:, 1:], cols.view(B, K + 1, S)[:, 1:]
+    y0 = torch.where(rows, ar, S).amin(dim=2)
+    y1 = torch.where(rows, ar, -1).amax(dim=2) + 1
+    x0 = torch.where(cols, ar, S).amin(dim=2)
+    x1 = torch.where(cols, ar, -1).amax(dim=2) + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=2)
+    offsets = torch.arange(B).view(B, 1, 1) * (K + 1)
+    area = torch.bincount((inst + offsets).view(-1), minlength=B * (K + 1)).view(B, K + 1)[:, 1:]
+    return boxes, area
 
 
 @functools.lru_cache(maxsize=1)
