@@ -117,7 +117,7 @@ def test_scribbles_are_thin_strokes_on_the_true_classes(scenes):
 
     truth = scenes.batch()["masks"].long()
     scribble = wsss.make_labels("scribble", scenes)
-    assert scribble.shape == truth.shape and wsss.ANNOTATION_SECONDS["scribble"] == 10.0
+    assert scribble.shape == truth.shape and wsss.ANNOTATION_SECONDS["scribble"] == 17.0
     labelled = scribble != wsss.IGNORE
     assert torch.equal(scribble[labelled], truth[labelled])  # every stroke on its own class
     for i in range(len(scenes)):

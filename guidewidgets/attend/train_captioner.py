@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..zoo import load as load_zoo
 from ..zoo.models import ShapeSegmenter
+from ..zoo.training import printer, recipe, step, torch_threads
 from .captioner import GRID, HELD_OUT_SEED, IMAGE_SIZE, Captioner, load_captioner, save_captioner, weights_path
 from .captions import VOCAB, caption_dataset, caption_scenes, describe
 
@@ -49,15 +50,10 @@ def _features(model: Captioner, images: torch.Tensor, batch: int = 250) -> torch
 def train(*, threads: int = 1, log: Any = None, **overrides: Any) -> tuple[Captioner, dict[str, Any]]:
     """Train the captioner from the recipe (``overrides`` replace its entries); returns the model
     (eval mode) and :func:`evaluate` on held-out scenes, with ``train_seconds`` and ``recipe``."""
-    unknown = set(overrides) - set(RECIPE)
-    if unknown:
-        raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(RECIPE)}")
-    cfg = {**RECIPE, **overrides}
-    log = log or (lambda msg: print(msg, flush=True))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
+    cfg = recipe(RECIPE, overrides)
+    log = printer(log)
     t0 = time.time()
-    try:
+    with torch_threads(threads):
         torch.manual_seed(0)
         model = Captioner()
         seg = cast(ShapeSegmenter, load_zoo("shapes-segmenter"))
@@ -87,16 +83,10 @@ def train(*, threads: int = 1, log: Any = None, **overrides: Any) -> tuple[Capti
                 tok = tok[:, :n]
                 logits, _ = model.forward_features(feats[idx], tok)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1), ignore_index=VOCAB.pad)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
-                sched.step()
+                step(opt, loss, sched, clip=(params, 5.0))
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
             log(f"epoch {epoch + 1}/{cfg['epochs']}: loss {total / count:.4f}  ({time.time() - t0:.0f} s)")
-    finally:
-        torch.set_num_threads(previous)
     model.eval()
     seconds = time.time() - t0
     result = evaluate(model, caption_scenes(cfg["test"], seed=HELD_OUT_SEED))
@@ -117,16 +107,11 @@ def train_hard(
     log-likelihood (the variance-reducing baseline of Show, Attend and Tell). Deterministic for a
     given thread count.
     """
-    unknown = set(overrides) - set(RECIPE_HARD)
-    if unknown:
-        raise ValueError(f"unknown recipe entries {sorted(unknown)}; known: {sorted(RECIPE_HARD)}")
-    cfg = {**RECIPE_HARD, **overrides}
-    log = log or (lambda msg: print(msg, flush=True))
+    cfg = recipe(RECIPE_HARD, overrides)
+    log = printer(log)
     model = copy.deepcopy(init) if init is not None else load_captioner()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
     t0 = time.time()
-    try:
+    with torch_threads(threads):
         torch.manual_seed(0)
         data = caption_dataset(caption_scenes(cfg["train"], seed=TRAIN_SEED + 1), length=cfg["length"])
         feats = _features(model.eval(), data["images"])
@@ -155,14 +140,9 @@ def train_hard(
                 baseline = mean_reward if baseline is None else m * baseline + (1 - m) * mean_reward
                 reinforce = ((reward - baseline) * (logp * keep).sum(1)).mean()
                 loss = nll.mean() - reinforce
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
+                step(opt, loss, clip=(params, 5.0))
                 total += float(nll.detach().sum())
             log(f"epoch {epoch + 1}/{cfg['epochs']}: caption NLL {total / len(order):.4f}  ({time.time() - t0:.0f} s)")
-    finally:
-        torch.set_num_threads(previous)
     model.eval()
     seconds = time.time() - t0
     result = evaluate(model, caption_scenes(cfg["test"], seed=HELD_OUT_SEED))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..zoo.training import printer, recipe, step, torch_threads
 from .stn import FORMAT, MODELS, DistortedScenes, PlainClassifier, STNClassifier, weights_path
 
 __all__ = ["RECIPE", "TRAIN_SEED", "TEST_SEED", "build", "evaluate", "train", "save", "main"]
@@ -62,15 +63,10 @@ def train(
     """Train ``name`` ("stn" or "plain") from scratch by :data:`RECIPE` (``overrides`` replace its
     entries); returns the model (eval mode) and its held-out :func:`evaluate` result.
     Deterministic for a given thread count."""
-    unknown = set(overrides) - set(RECIPE)
-    if unknown:
-        raise ValueError(f"unknown recipe keys {sorted(unknown)}; use some of {list(RECIPE)}")
-    cfg = {**RECIPE, **overrides}
-    say = log or (lambda msg: print(msg, flush=True))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
+    cfg = recipe(RECIPE, overrides, word="keys")
+    say = printer(log)
     t0 = time.time()
-    try:
+    with torch_threads(threads):
         torch.manual_seed(0)
         model = build(name)
         loc = [p for n, p in model.named_parameters() if n.startswith("localisation.")]
@@ -91,10 +87,7 @@ def train(
                 b = scenes.batch(start, start + cfg["batch"])
                 out = model(b["images"])
                 loss = F.cross_entropy(out, b["labels"])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+                step(opt, loss, sched)
                 total += float(loss.detach()) * len(b["labels"])
                 count += len(b["labels"])
                 right += int((out.argmax(1) == b["labels"]).sum())
@@ -102,8 +95,6 @@ def train(
                 f"{name} epoch {epoch + 1}/{cfg['epochs']}: loss {total / count:.4f}  "
                 f"train acc {100 * right / count:.1f}  ({time.time() - t0:.0f} s)"
             )
-    finally:
-        torch.set_num_threads(previous)
     seconds = time.time() - t0
     model.eval()
     result = evaluate(model, DistortedScenes(cfg["test"], seed=TEST_SEED))

@@ -81,6 +81,40 @@ def _reset(module: nn.Module) -> None:
             m.reset_running_stats()
 
 
+def _train_tail(
+    head: PooledClassifier,
+    retrain: int,
+    prefix: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
+    """Re-initialises the last ``retrain`` feature blocks of ``head`` and trains them with its linear
+    layer on ``prefix`` (the frozen blocks' output) in seeded mini-batches; returns the loss per step."""
+    tail = head.features[-retrain:]  # type: ignore[index]
+    _reset(tail)
+    for p in tail.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": tail.parameters(), "lr": lr}, {"params": head.fc.parameters(), "lr": lr}])
+    g = torch.Generator().manual_seed(seed)
+    n, losses = len(prefix), []
+    tail.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g)
+        for s in range(0, n, batch):
+            idx = order[s : s + batch]
+            loss = F.cross_entropy(head.fc(head.pool(tail(prefix[idx])).flatten(1)), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    for p in tail.parameters():
+        p.requires_grad_(False)
+    return losses
+
+
 def train_pooled_heads(
     classifier: nn.Module,
     *,
@@ -142,26 +176,7 @@ def train_pooled_heads(
                     opt.step()
                     losses[pool].append(float(loss.detach()))
             else:
-                tail = head.features[-retrain:]  # type: ignore[index]
-                _reset(tail)
-                for p in tail.parameters():
-                    p.requires_grad_(True)
-                opt = torch.optim.Adam(
-                    [{"params": tail.parameters(), "lr": block_lr}, {"params": head.fc.parameters(), "lr": block_lr}]
-                )
-                g = torch.Generator().manual_seed(seed)
-                tail.train()
-                for _ in range(epochs):
-                    order = torch.randperm(n, generator=g)
-                    for s in range(0, n, batch):
-                        idx = order[s : s + batch]
-                        loss = F.cross_entropy(head.fc(head.pool(tail(prefix[idx])).flatten(1)), labels[idx])
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        losses[pool].append(float(loss.detach()))
-                for p in tail.parameters():
-                    p.requires_grad_(False)
+                losses[pool] = _train_tail(head, retrain, prefix, labels, epochs, batch, block_lr, seed)
             head.eval()
     finally:
         torch.set_num_threads(previous)

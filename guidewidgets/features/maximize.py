@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,6 +122,124 @@ def _tv(x: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
+@dataclass(frozen=True)
+class _Ascent:
+    """The checked knobs of one gradient ascent (their meaning: ``maximize``)."""
+
+    steps: int
+    lr: float
+    optimizer: str
+    l2: float
+    tv: float
+    blur: float
+    blur_every: int
+    jitter: int
+    param: str
+
+
+def _check_ascent(size: object, **knobs: object) -> tuple[tuple[int, int], _Ascent]:
+    """``size`` as (h, w) and the ascent's knobs, each checked with a sentence that names it."""
+    param, optimizer = knobs["param"], knobs["optimizer"]
+    if param not in ("pixel", "fourier"):
+        raise ValueError(f"param must be 'pixel' or 'fourier', got {param!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    steps = check_int(knobs["steps"], "steps", 1)
+    h, w = _pair(size, "size", 1)
+    lr = check_number(knobs["lr"], "lr", 0.0, low_open=True)
+    # Why refuse NaN and negatives: NaN weights are silently skipped (NaN > 0 is false), and a
+    # negative one rewards noise instead of penalising it.
+    l2, tv = check_number(knobs["l2"], "l2", 0.0), check_number(knobs["tv"], "tv", 0.0)
+    # Why the bound: the blur pads by reflection, which needs its radius (2 sigma) below the side.
+    blur = check_number(knobs["blur"], f"blur (sigma, px) for a {h} x {w} image", 0.0, (min(h, w) - 1) / 2)
+    blur_every = check_int(knobs["blur_every"], "blur_every", 1)
+    jitter = check_int(knobs["jitter"], "jitter (pixels)", 0)
+    return (h, w), _Ascent(steps, lr, str(optimizer), l2, tv, blur, blur_every, jitter, str(param))
+
+
+def _probe(
+    model: nn.Module, probe: torch.Tensor, kind: str, layer: str | nn.Module | None, position: tuple[int, int] | None
+) -> tuple[int, tuple[int, int] | None]:
+    """How many targets there are (classes or channels) and the neuron's position, checked on one image."""
+    with torch.no_grad():
+        if kind == "class":
+            return hooks.model_output(model(probe)).shape[1], position
+        assert layer is not None
+        a = forward_to(model, layer, probe)
+        if position is None:
+            position = (a.shape[2] // 2, a.shape[3] // 2)
+        if not (0 <= position[0] < a.shape[2] and 0 <= position[1] < a.shape[3]):
+            raise ValueError(f"position {position} is outside the layer's {a.shape[2]} x {a.shape[3]} map")
+        return a.shape[1], position
+
+
+def _scorer(
+    model: nn.Module,
+    kind: str,
+    layer: str | nn.Module | None,
+    position: tuple[int, int] | None,
+    chans: list[int],
+    device: torch.device,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score of each image's own target, (B,): a class logit, a channel's mean or one unit."""
+    index = torch.tensor(chans, device=device)
+    rows = torch.arange(len(chans), device=device)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        if kind == "class":
+            out = hooks.model_output(model(x))
+            out = out.flatten(2).mean(2) if out.dim() > 2 else out
+            return out[rows, index]
+        assert layer is not None
+        a = forward_to(model, layer, x)
+        if kind == "channel":
+            return a[rows, index].mean((1, 2))
+        assert position is not None
+        return a[rows, index, position[0], position[1]]
+
+    return score
+
+
+def _ascend(
+    image: _Image,
+    score: Callable[[torch.Tensor], torch.Tensor],
+    knobs: _Ascent,
+    g: torch.Generator,
+    progress: Progress | None,
+) -> torch.Tensor:
+    """Steps ``image``'s parameters up the regularised objective; returns the history (steps, B)."""
+    params = list(image.parameters())
+    opt: torch.optim.Optimizer = (
+        torch.optim.Adam(params, lr=knobs.lr) if knobs.optimizer == "adam" else torch.optim.SGD(params, lr=knobs.lr)
+    )
+    history = torch.zeros((knobs.steps, params[0].shape[0]))
+    jitter = knobs.jitter
+    with torch.enable_grad():
+        for step in range(knobs.steps):
+            x = image()
+            seen = x
+            if jitter > 0:
+                dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
+                seen = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            s = score(seen)
+            objective = s.sum()
+            if knobs.l2 > 0:
+                objective = objective - knobs.l2 * (x - 0.5).pow(2).sum()
+            if knobs.tv > 0:
+                objective = objective - knobs.tv * _tv(x).sum()
+            history[step] = s.detach().float().cpu()
+            (grad,) = torch.autograd.grad(objective, params)
+            params[0].grad = -grad  # ascent; the optimiser's own parameter, never the model's
+            opt.step()
+            params[0].grad = None
+            if knobs.blur > 0 and knobs.param == "pixel" and (step + 1) % knobs.blur_every == 0:
+                with torch.no_grad():
+                    params[0].copy_(_blur(params[0], knobs.blur))
+            if progress is not None:
+                progress(step + 1, knobs.steps)
+    return history
+
+
 def maximize(
     model: nn.Module,
     targets: int | Sequence[int],
@@ -153,23 +271,12 @@ def maximize(
     """
     if kind not in ("class", "channel", "neuron"):
         raise ValueError(f"kind must be 'class', 'channel' or 'neuron', got {kind!r}")
-    if param not in ("pixel", "fourier"):
-        raise ValueError(f"param must be 'pixel' or 'fourier', got {param!r}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    steps = check_int(steps, "steps", 1)
+    knobs = dict(steps=steps, lr=lr, optimizer=optimizer, l2=l2, tv=tv, blur=blur, blur_every=blur_every)
+    (h, w), ascent = _check_ascent(size, jitter=jitter, param=param, **knobs)
     if kind != "class" and layer is None:
         raise ValueError(f"kind={kind!r} needs layer=... (a feature-map layer, see hooks.feature_maps)")
-    h, w = _pair(size, "size", 1)
     if position is not None:
         position = _pair(position, "position", 0)
-    lr = check_number(lr, "lr", 0.0, low_open=True)
-    # Why refuse NaN and negatives: NaN weights are silently skipped (NaN > 0 is false), and a
-    # negative one rewards noise instead of penalising it.
-    l2, tv = check_number(l2, "l2", 0.0), check_number(tv, "tv", 0.0)
-    # Why the bound: the blur pads by reflection, which needs its radius (2 sigma) below the side.
-    blur = check_number(blur, f"blur (sigma, px) for a {h} x {w} image", 0.0, (min(h, w) - 1) / 2)
-    blur_every, jitter = check_int(blur_every, "blur_every", 1), check_int(jitter, "jitter (pixels)", 0)
     seed = check_int(seed, "seed", 0)
     device = model_device(model)
     g = torch.Generator().manual_seed(seed)
@@ -182,62 +289,10 @@ def maximize(
 
     with locked_eval(model):
         # Check targets and find the map size once, before any step.
-        with torch.no_grad():
-            probe = image()[:1]
-            if kind == "class":
-                count = hooks.model_output(model(probe)).shape[1]
-            else:
-                assert layer is not None
-                a = forward_to(model, layer, probe)
-                count = a.shape[1]
-                if position is None:
-                    position = (a.shape[2] // 2, a.shape[3] // 2)
-                if not (0 <= position[0] < a.shape[2] and 0 <= position[1] < a.shape[3]):
-                    raise ValueError(f"position {position} is outside the layer's {a.shape[2]} x {a.shape[3]} map")
+        count, position = _probe(model, image()[:1].detach(), kind, layer, position)
         chans = check_channels(tlist, count, "class" if kind == "class" else "channel")
-        index = torch.tensor(chans, device=device)
-        rows = torch.arange(len(chans), device=device)
-
-        def score(x: torch.Tensor) -> torch.Tensor:
-            if kind == "class":
-                out = hooks.model_output(model(x))
-                out = out.flatten(2).mean(2) if out.dim() > 2 else out
-                return out[rows, index]
-            assert layer is not None
-            a = forward_to(model, layer, x)
-            if kind == "channel":
-                return a[rows, index].mean((1, 2))
-            assert position is not None
-            return a[rows, index, position[0], position[1]]
-
-        params = list(image.parameters())
-        opt: torch.optim.Optimizer = (
-            torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
-        )
-        history = torch.zeros((steps, len(chans)))
-        with torch.enable_grad():
-            for step in range(steps):
-                x = image()
-                seen = x
-                if jitter > 0:
-                    dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
-                    seen = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-                s = score(seen)
-                objective = s.sum()
-                if l2 > 0:
-                    objective = objective - l2 * (x - 0.5).pow(2).sum()
-                if tv > 0:
-                    objective = objective - tv * _tv(x).sum()
-                history[step] = s.detach().float().cpu()
-                (grad,) = torch.autograd.grad(objective, params)
-                params[0].grad = -grad  # ascent; the optimiser's own parameter, never the model's
-                opt.step()
-                params[0].grad = None
-                if blur > 0 and param == "pixel" and (step + 1) % blur_every == 0:
-                    with torch.no_grad():
-                        params[0].copy_(_blur(params[0], blur))
-                if progress is not None:
-                    progress(step + 1, steps)
+        score = _scorer(model, kind, layer, position, chans, device)
+        history = _ascend(image, score, ascent, g, progress)
         with torch.no_grad():
             final_images = image().detach()
             final = score(final_images).float().cpu()

@@ -67,6 +67,22 @@ def _check_input(x: torch.Tensor) -> None:
         raise TypeError(f"expected a float tensor in [0, 1], got {x.dtype}; use x.float() / 255 for uint8 images")
 
 
+def _encoder(out: int, dilation: int = 1) -> nn.Sequential:
+    """The blocks both shapes models start with (96 px -> 12 x 12), the fifth with ``out`` channels.
+
+    Built in block order, so a seeded model gets the weights the recipes have always given it.
+    """
+    return nn.Sequential(
+        OrderedDict(
+            block1=_conv(3, 16, stride=2),  # 48
+            block2=_conv(16, 32, stride=2),  # 24
+            block3=_conv(32, 64),
+            block4=_conv(64, 64, stride=2),  # 12
+            block5=_conv(64, out, dilation=dilation),
+        )
+    )
+
+
 class ShapeClassifier(nn.Module):
     """Five conv blocks (96 px -> 12 x 12 x 128, receptive field 39 px), global average pool, one linear layer.
 
@@ -85,15 +101,7 @@ class ShapeClassifier(nn.Module):
         super().__init__()
         self.classes = list(CLASSES)
         self.normalize = _Normalize()
-        self.features = nn.Sequential(
-            OrderedDict(
-                block1=_conv(3, 16, stride=2),  # 48
-                block2=_conv(16, 32, stride=2),  # 24
-                block3=_conv(32, 64),
-                block4=_conv(64, 64, stride=2),  # 12
-                block5=_conv(64, 128),
-            )
-        )
+        self.features = _encoder(128)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(128, num_classes)
 
@@ -125,15 +133,7 @@ class ShapeSegmenter(nn.Module):
         super().__init__()
         self.classes = list(MASK_CLASSES)
         self.normalize = _Normalize()
-        self.encoder = nn.Sequential(
-            OrderedDict(
-                block1=_conv(3, 16, stride=2),  # 48
-                block2=_conv(16, 32, stride=2),  # 24
-                block3=_conv(32, 64),
-                block4=_conv(64, 64, stride=2),  # 12
-                block5=_conv(64, 64, dilation=2),  # wider context at 12 x 12
-            )
-        )
+        self.encoder = _encoder(64, dilation=2)  # block5 dilated: wider context at 12 x 12
         self.bottleneck = nn.Sequential(nn.Conv2d(64, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
         self.decoder = nn.Sequential(
             OrderedDict(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .models import ShapeClassifier, ShapeSegmenter, ShapesModel
 from .registry import FORMAT, weights_path
 from .scenes import ShapeScenes
+from .training import printer, step, torch_threads
 
 __all__ = ["RECIPES", "TRAIN_SEED", "TEST_SEED", "evaluate", "train", "format_report", "main"]
 
@@ -125,12 +126,10 @@ def train(
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; use one of {list(RECIPES)}")
     cfg = {**RECIPES[recipe], **overrides}
-    log = log or (lambda msg: print(msg, flush=True))
+    log = printer(log)
     if epochs is not None:
         cfg["epochs"] = int(epochs)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         torch.manual_seed(0)
         model = ShapeClassifier() if cfg["task"] == "classification" else ShapeSegmenter()
         steps_per_epoch = -(-cfg["train"] // cfg["batch"])
@@ -148,15 +147,10 @@ def train(
                 out = model(_images(b))
                 target = b["labels"] if cfg["task"] == "classification" else b["masks"].long()
                 loss = F.cross_entropy(out, target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+                step(opt, loss, sched)
                 total += float(loss.detach()) * len(target)
                 count += len(target)
             log(f"epoch {epoch + 1}/{cfg['epochs']}: loss {total / count:.4f}  ({time.time() - t0:.0f} s)")
-    finally:
-        torch.set_num_threads(previous_threads)
     model.eval()
     seconds = time.time() - t0
     result = evaluate(model, ShapeScenes(cfg["test"], seed=TEST_SEED, task=cfg["task"]))
