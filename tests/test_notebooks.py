@@ -30,6 +30,9 @@ EXPECTED = [
     "08_training_basics.ipynb",
     "09_segmentation_networks.ipynb",
     "10_attention_and_transformers.ipynb",
+    "11_localization_and_segmentation_beyond.ipynb",
+    "12_attention_and_guidance_beyond.ipynb",
+    "13_concepts_tcav.ipynb",
 ]
 CHECK = "# NBVAL_CHECK_OUTPUT"
 # A path that only exists on one machine: /home/..., /work/..., C:\..., file:///...
