@@ -119,15 +119,25 @@ class WidgetBase(SyncedBox):
 
     def _base_controls(self, opacity_label: str = "Opacity") -> None:
         self.w_status = W.HTML(layout=W.Layout(min_height="1.6em"))
+        self.w_status.add_class("gw-status")
         self.w_opacity = W.FloatSlider(
             min=0.0, max=1.0, step=0.05, description=opacity_label, readout_format=".2f", value=self.opacity
         )
+        self.w_opacity.add_class("gw-short")  # "0.60": a narrow readout keeps the row from wrapping
         self.w_export = W.Button(description="Export PNG", icon="download", tooltip="download what is shown, titled")
         self.w_export_out = W.HTML()
         self.w_help = W.HTML(self._help_html())
         W.link((self, "opacity"), (self.w_opacity, "value"))
-        self.w_export.on_click(lambda _: self.export())
+        self.w_export.on_click(lambda _: self._export_cued())
         self.observe(self._on_status, "status")
+
+    def _status_row(self, progress: W.Widget | None = None) -> W.HBox:
+        """Status line, a progress bar and Export in one row: kept out of the control rows, where
+        they made a row wrap at 800 px."""
+        self.w_status.layout.flex = "1 1 240px"
+        keys = [self.w_help] if self.w_help.value else []  # a folded "Keys" list, when there are keys
+        parts = [self.w_status, *([progress] if progress is not None else []), *keys, self.w_export]
+        return W.HBox(parts, layout=W.Layout(align_items="center"))
 
     @T.validate("opacity")
     def _valid_opacity(self, proposal: dict) -> float:
@@ -143,6 +153,25 @@ class WidgetBase(SyncedBox):
         text = change["new"]
         color = theme.BAD if text.startswith(ERROR_PREFIXES) else theme.MUTED
         self.w_status.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Mark the widget busy (progress cursor, "working ..." after the status line) while a
+        handler computes in the kernel, then unmark it.
+
+        Why a CSS class: the class change is one small message that leaves the kernel before the
+        work starts, so a click shows feedback within a round trip (the issue 25 goal: 100 ms)
+        even when the answer takes longer; the status line keeps its own text. Nested calls
+        mark once.
+        """
+        outer = "gw-working" not in self._dom_classes
+        if outer:
+            self.add_class("gw-working")
+        try:
+            yield
+        finally:
+            if outer:
+                self.remove_class("gw-working")
 
     def _clear_error(self) -> None:
         # a new picture on screen means the last error no longer describes what the user sees
@@ -202,6 +231,10 @@ class WidgetBase(SyncedBox):
 
     exported: str | None = None
 
+    def _export_cued(self) -> None:
+        with self._working():  # drawing and encoding the picture takes a moment: say so at once
+            self.export()
+
     # ---- keyboard -------------------------------------------------------------------------------
     def shortcuts(self) -> dict[str, tuple[str, Callable[[], Any]]]:
         """Key -> (help text, action). Keys: ``"r"``, ``"ArrowLeft"``, ``"ctrl+z"``, ``"1"`` ...; help
@@ -237,4 +270,6 @@ class WidgetBase(SyncedBox):
         nb7 = line(
             free, " &nbsp; (Notebook 7 keeps the arrow keys and Ctrl+Z / Ctrl+Y: use the buttons)" if taken else ""
         )
-        return f'<div class="gw-muted gw-keys-all">{line(shown)}</div><div class="gw-muted gw-keys-nb7">{nb7}</div>'
+        both = f'<div class="gw-muted gw-keys-all">{line(shown)}</div><div class="gw-muted gw-keys-nb7">{nb7}</div>'
+        # folded: one word in the status row until opened (the full line cost a row of height)
+        return f'<details class="gw-keys"><summary>Keys</summary>{both}</details>'

@@ -116,9 +116,8 @@ class CaptionWidget(WidgetBase):
                 self.w_heading,
                 panel,
                 self.w_opacity,
-                self.w_status,
-                W.HBox([self.w_export, self.w_export_out]),
-                self.w_help,
+                self._status_row(),
+                self.w_export_out,
             ]
             with self._quiet():
                 self.index, self.mode = self.session.index, self.session.mode

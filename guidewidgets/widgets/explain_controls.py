@@ -141,11 +141,22 @@ class ImageList:
 
 
 def build_controls(self: Any) -> None:
-    """Create the ExplainWidget's controls (``self.w_*``) and link them to its traitlets."""
+    """Create the ExplainWidget's controls (``self.w_*``) and link them to its traitlets.
+
+    Args:
+        self: the ExplainWidget being built (its session, ``infos`` and ``view`` exist).
+    """
+    _make_controls(self)
+    _wire_controls(self)
+
+
+def _make_controls(self: Any) -> None:
     self.w_image = W.Dropdown(options=list(zip(self.names, range(len(self.names)))), description="Image")
     self.w_upload = W.FileUpload(accept="image/*", multiple=True, description="Upload")
     self.w_target = W.Dropdown(options=[], description="Target")
-    self.w_find = W.Combobox(placeholder="find a class ...", options=self.classes, ensure_option=True)
+    self.w_find = W.Combobox(
+        placeholder="find a class ...", options=self.classes, ensure_option=True, layout=W.Layout(width="11em")
+    )
     labels = [
         (f"{i + 1 if i < 9 else ''} {v.title}{' (slow)' if v.slow else ''}".strip(), m)
         for i, (m, v) in enumerate(self.infos.items())
@@ -153,6 +164,7 @@ def build_controls(self: Any) -> None:
     self.w_method = W.ToggleButtons(
         options=labels, tooltips=[v.summary for v in self.infos.values()], style={"button_width": "auto"}
     )
+    self.w_method.add_class("gw-compact")  # 23 methods: tighter buttons save a row or two of height
     self.w_summary = W.HTML()
     self.w_layer = W.Dropdown(options=[("default", "")], description="Layer")
     cmaps = [c for c in render.colormap_names(fade=True)]
@@ -176,7 +188,7 @@ def build_controls(self: Any) -> None:
         [W.Box(list(self.w_checks.values()), layout=W.Layout(flex_flow="row wrap")), self.w_shared],
         layout=W.Layout(display="none"),
     )
-    self.w_progress = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(visibility="hidden", width="200px"))
+    self.w_progress = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(visibility="hidden", width="160px"))
     self.w_heading = W.HTML()
     self.w_heading.add_class("gw-heading")
     side = f"{self.view.width * self.view.scale}px"
@@ -185,6 +197,9 @@ def build_controls(self: Any) -> None:
     self.w_orig_img.add_class("gw-pixels")
     self.w_bar_box = ColorBar(self.view.height * self.view.scale)
     self.w_grid = TileGrid()
+
+
+def _wire_controls(self: Any) -> None:
     links = {"image_index": self.w_image, "method": self.w_method, "layer": self.w_layer, "colormap": self.w_cmap}
     links.update(compare=self.w_compare, show_raw=self.w_raw, show_original=self.w_original, shared_scale=self.w_shared)
     links.update(box=self.w_box, box_threshold=self.w_box_threshold)
@@ -227,8 +242,13 @@ def build_controls(self: Any) -> None:
         ["image_index", "method", "layer", "target", "compare", "compare_methods", "show_raw", "shared_scale"],
     )
     self.observe(lambda _: self._syncing or self.update(), ["opacity", "colormap", "box", "box_threshold"])
-    self.w_box_threshold.disabled = not self.box
-    self.observe(lambda c: setattr(self.w_box_threshold, "disabled", not c["new"]), "box")
+
+    def on_box(change: dict) -> None:  # the threshold only matters with a box: out of the row without one
+        self.w_box_threshold.disabled = not change["new"]
+        self.w_box_threshold.layout.display = None if change["new"] else "none"
+
+    on_box({"new": self.box})
+    self.observe(on_box, "box")
     self.observe(lambda c: setattr(self.w_orig_img.layout, "display", None if c["new"] else "none"), "show_original")
     self.observe(lambda c: setattr(self.w_progress.layout, "visibility", "visible" if c["new"] else "hidden"), "busy")
     self._build_region_controls()
@@ -242,14 +262,13 @@ def layout(self: Any) -> list[W.Widget]:
         W.HBox([self.w_image, self.w_upload, self.w_target, self.w_find]),
         self.w_method,
         self.w_summary,
-        W.HBox([self.w_layer, self.w_cmap, self.w_opacity, self.w_raw, self.w_original]),
-        W.HBox([self.w_compare, self.w_box, self.w_box_threshold, self.w_export, self.w_progress]),
+        W.HBox([self.w_layer, self.w_cmap, self.w_opacity]),
+        W.HBox([self.w_compare, self.w_box, self.w_box_threshold, self.w_raw, self.w_original]),
         self.w_compare_box,
         self.w_region_bar,
         self.w_heading,
         self.w_panel,
         self.w_grid,
-        self.w_status,
-        self.w_help,
+        self._status_row(self.w_progress),
         self.w_export_out,
     ]

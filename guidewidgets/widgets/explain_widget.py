@@ -35,28 +35,33 @@ CAMS = ("cam", "grad-cam")
 class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
     """Explanation maps of a classifier over images, every registered method one click away.
 
-    Parameters
-    ----------
-    model: a classifier (default: the embedded ``zoo.load("shapes-classifier")``), CPU or CUDA; a
-        segmenter explains class k through the sum of its logits over the image.
-    images: a ``(B, C, H, W)`` tensor, an image, a list, a dict name -> image or a dataset (labels
-        shown as the true class); grey/RGBA converted for the model, floats in 0..255 rescaled.
-    size: square size for the model (default ``model.input_size``, else the images' own, else 224).
-    options: per-method keyword options, e.g. ``{"occlusion": {"window": 16, "stride": 8}}``.
+    Args:
+        model: a classifier (default: the embedded ``zoo.load("shapes-classifier")``), CPU or CUDA;
+            a segmenter explains class k through the sum of its logits over the image.
+        images: a ``(B, C, H, W)`` tensor, an image, a list, a dict name -> image or a dataset
+            (labels shown as the true class); grey/RGBA converted for the model, floats in 0..255
+            rescaled.
+        size: square size for the model (default ``model.input_size``, else the images' own, else 224).
+        method: the method shown first (default Grad-CAM).
+        top_k: classes listed first in the target menu.
+        options: per-method keyword options, e.g. ``{"occlusion": {"window": 16, "stride": 8}}``.
+        display_size: about how many px wide the image is shown.
+        max_images: images kept from ``images``. cache_size: maps kept.
+        presenter: larger text for a projector (default: ``theme.set_presenter``).
     """
 
-    image_index = T.Int(0)
-    method = T.Unicode("grad-cam")
+    image_index = T.Int(0, help="which image is shown (index into ``images``)")
+    method = T.Unicode("grad-cam", help="the explanation method shown (a name from ``explain.methods()``)")
     layer = T.Unicode("", help="'' = the method's default layer")
-    target = T.Int(0)
-    opacity = T.Float(0.6)
-    colormap = T.Unicode("turbo" + render.FADE)
-    compare = T.Bool(False)
-    compare_methods = T.List(T.Unicode())
+    target = T.Int(0, help="the class explained (index into ``classes``)")
+    opacity = T.Float(0.6, help="overlay opacity in [0, 1]")
+    colormap = T.Unicode("turbo" + render.FADE, help="colour map of the map (``render.colormap_names()``)")
+    compare = T.Bool(False, help="show the methods in ``compare_methods`` side by side")
+    compare_methods = T.List(T.Unicode(), help="the methods compare mode shows")
     shared_scale = T.Bool(False, help="compare tiles on one colour scale (unsigned maps)")
-    show_raw = T.Bool(False)
-    show_original = T.Bool(True)
-    busy = T.Bool(False)
+    show_raw = T.Bool(False, help="show the gradient image (RGB) instead of a heat map where a method has one")
+    show_original = T.Bool(True, help="show the plain image beside the map")
+    busy = T.Bool(False, help="True while a slow method computes in the background (read-only)")
     _deferred_status = ""  # an error found by a validator, shown after the redraw that follows
 
     def __init__(
@@ -164,16 +169,17 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
     def _on_compute_change(self, change: dict) -> None:
         if self._syncing:
             return
-        name = change["name"]
-        if name == "image_index":
-            return self._select_image(change["new"])
-        if name == "method":
-            self._sync_method_controls()
-        elif name == "target":
-            self._sync_target_control()
-        self.update()
-        if self._deferred_status:
-            self.status, self._deferred_status = self._deferred_status, ""
+        with self._working():
+            name = change["name"]
+            if name == "image_index":
+                return self._select_image(change["new"])
+            if name == "method":
+                self._sync_method_controls()
+            elif name == "target":
+                self._sync_target_control()
+            self.update()
+            if self._deferred_status:
+                self.status, self._deferred_status = self._deferred_status, ""
 
     def _sync_method_controls(self) -> None:
         info = self.infos[self.method]

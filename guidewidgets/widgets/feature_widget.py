@@ -72,18 +72,18 @@ def _framed(rgba: np.ndarray) -> np.ndarray:
 class FeatureWidget(WidgetBase):
     """Activation maps, top patches, activation maximization and neighbours of one layer's channels.
 
-    Parameters
-    ----------
-    model: a CNN (default: the embedded ``zoo.load("shapes-classifier")``).
-    data: images to search: a ShapeScenes, a (N, 3, H, W) tensor or a sequence of images / dicts
-        with "image" (default: 256 ShapeScenes); at most ``max_images`` are used.
-    k: top patches and neighbours shown; steps: activation-maximization steps.
-    session: a :class:`FeatureBrowser` to show instead (``model``, ``data`` and the sizes are then its own).
+    Args:
+        model: a CNN (default: the embedded ``zoo.load("shapes-classifier")``).
+        data: images to search: a ShapeScenes, a (N, 3, H, W) tensor or a sequence of images / dicts
+            with "image" (default: 256 ShapeScenes); at most ``max_images`` are used.
+        k: top patches and neighbours shown. steps: activation-maximization steps.
+        session: a :class:`FeatureBrowser` to show (``model``, ``data`` and the sizes are then its own).
+        presenter: larger text for a projector (default: ``theme.set_presenter``).
     """
 
-    layer = T.Unicode("")
-    channel = T.Int(0)
-    image_index = T.Int(0)
+    layer = T.Unicode("", help="the layer browsed (a module name; '' until set)")
+    channel = T.Int(0, help="the channel of ``layer`` shown")
+    image_index = T.Int(0, help="the image whose activations are shown")
     projection = T.Unicode("pca", help="'pca' or 'tsne': the embedding scatter's map")
     busy = T.Bool(False, help="True while something is computed in the background")
     export_stem = "features"
@@ -167,8 +167,8 @@ class FeatureWidget(WidgetBase):
             W.HBox([self.w_layer, self.w_channel, self.w_image]),
             acts,
             self.w_tabs,
-            self.w_status,
-            W.HBox([self.w_export, self.w_export_out]),
+            self._status_row(),
+            self.w_export_out,
         ]
 
     # ---- validation -----------------------------------------------------------------------------
@@ -201,13 +201,14 @@ class FeatureWidget(WidgetBase):
     def _on_change(self, change: dict) -> None:
         if self._syncing:
             return
-        if change["name"] == "layer":
-            n = self.session.channels[self.layer]
-            with self._quiet():
-                self.w_channel.max = n - 1
-                if self.channel >= n:
-                    self.channel = 0
-        self._refresh(change["name"])
+        with self._working():
+            if change["name"] == "layer":
+                n = self.session.channels[self.layer]
+                with self._quiet():
+                    self.w_channel.max = n - 1
+                    if self.channel >= n:
+                        self.channel = 0
+            self._refresh(change["name"])
 
     def _wanted(self) -> dict[str, Any]:
         """What each background slot should be computing for what is shown now."""

@@ -101,10 +101,11 @@ class GainWidget(WidgetBase):
         self.w_start.on_click(lambda _: self.start())
         self.w_stop.on_click(lambda _: self.stop())
         self.w_pause.observe(self._on_pause, "value")
-        self.w_progress = W.IntProgress(value=0, min=0, max=1, description="idle")
+        # shown only while a run works, from 0 (issue 25): hidden when idle, done or stopped
+        self.w_progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(visibility="hidden"))
         self.loss_chart = LineChart(
             list(LOSS_NAMES.values()), title="Losses per training step", xlabel="step (all phases)", ylabel="loss",
-            ymin=0.0,
+            ymin=0.0, labels=[n.split(" ", 1)[0] for n in LOSS_NAMES.values()],
         )  # fmt: skip
         self.acc_chart = LineChart(
             ["biased", "unbiased"], title="Accuracy on held-out scenes", xlabel="step (all phases)",
@@ -127,37 +128,35 @@ class GainWidget(WidgetBase):
         self.w_start.add_class("gw-gain-start")
         self.w_stop.add_class("gw-gain-stop")
         self.w_strip_text = W.HTML()
-        bar = render.colorbar("jet", length=2 * _TILE, thickness=12)
-        self.w_bar = W.Image(value=_png(bar), format="png", layout=W.Layout(width="12px", height=f"{2 * _TILE}px"))
-        strip = W.HBox(
-            [
-                W.VBox([W.HBox(self.w_strip), W.HBox(self.w_masked)]),
-                W.VBox(
-                    [
-                        W.HTML("<b>1</b>: most"),
-                        self.w_bar,
-                        W.HTML("<b>0</b>: none"),
-                        W.HTML("<span class='gw-muted'>attention,<br>min-max<br>normalised</span>"),
-                    ],
-                    layout=W.Layout(margin="0 0 0 6px"),
-                ),
-            ]
+        # the bar belongs to the attention row only (the row below is the erased image): as tall as one tile
+        bar = render.colorbar("jet", length=_TILE - 40, thickness=12)
+        self.w_bar = W.Image(value=_png(bar), format="png", layout=W.Layout(width="12px", height=f"{_TILE - 40}px"))
+        scale = W.VBox(
+            [W.HTML("<b>1</b>: most", layout=W.Layout(height="20px")), self.w_bar, W.HTML("<b>0</b>: none")],
+            layout=W.Layout(margin="0 0 0 6px"),
         )
-        self.w_table = W.HTML()
+        strip = W.HBox([W.VBox([W.HBox([*self.w_strip, scale]), W.HBox(self.w_masked)])])
+        self.w_table = W.HTML("The table of held-out scenes appears here when a run is done.")
+        # secondary: folded, so the main view (strip, curves, controls) fits 760 px; its title says the headline
+        self.w_more = W.Accordion([self.w_table], titles=("Held-out table (after a run)",), selected_index=None)
         knobs = [self.w_alpha, self.w_omega, self.w_sigma, self.w_labels]
+        for w in knobs:
+            w.add_class("gw-short")
         controls = W.VBox([*knobs, W.HBox([self.w_start, self.w_pause, self.w_stop]), self.w_progress])
+        # the strip's caption wraps beside the knobs instead of pushing the strip below them
+        right = W.VBox([strip, self.w_strip_text], layout=W.Layout(flex="1 1 240px", min_width="0"))
         self.children = [
             W.HTML(
                 "<b>GAIN training</b>: circles sit on water in the training scenes; watch where the "
-                "network looks (top: attention of its prediction, colour bar at the right; bottom: the "
-                "erased image I*)."
+                "network looks (top: attention of its prediction, min-max normalised, colour bar beside "
+                "it; bottom: the erased image I*)."
             ),
-            W.HBox([controls, W.VBox([strip, self.w_strip_text])]),
+            W.HBox([controls, right]),
             self.w_curve_text,
             curves,
-            self.w_table,
-            self.w_status,
-            W.HBox([self.w_export, self.w_export_out]),
+            self.w_more,
+            self._status_row(),
+            self.w_export_out,
         ]
 
     # ---- the session's state, read-only (scripts and tests) -------------------------------------
@@ -189,7 +188,8 @@ class GainWidget(WidgetBase):
         except (ValueError, TypeError) as err:
             self.status = f"Error: {err}"
             return
-        self.w_table.value = ""
+        self.w_table.value = "The table of held-out scenes appears here when a run is done."
+        self.w_more.set_title(0, "Held-out table (after a run)")
         self.w_start.disabled, self.w_pause.disabled, self.w_stop.disabled = True, False, False
 
     def pause(self) -> None:
@@ -227,10 +227,11 @@ class GainWidget(WidgetBase):
         kind = ev["kind"]
         if kind == "state":
             self.state, self.status = ev["state"], ev["status"]
-        elif kind == "phase":
+        elif kind == "phase":  # value first: the bar must never show the last phase's 100 %
             self.step = 0
-            self.w_progress.max, self.w_progress.value = ev["total"], 0
+            self.w_progress.value, self.w_progress.max = 0, ev["total"]
             self.w_progress.description = ev["phase"]
+            self.w_progress.layout.visibility = "visible"
         elif kind == "step":
             self.step = ev["step"]
             self.w_progress.value = ev["step"]
@@ -241,6 +242,8 @@ class GainWidget(WidgetBase):
         elif kind == "eval":
             self._draw_curves()
         elif kind == "finished":
+            self.w_progress.layout.visibility = "hidden"  # hidden first, then reset: no empty bar flashes
+            self.w_progress.value = 0
             self._draw_curves()  # the steps after the last redraw (curves redraw every other step)
             if self.session.table is not None:
                 self._show_table()
@@ -288,6 +291,8 @@ class GainWidget(WidgetBase):
             f"<b>Held-out unbiased scenes</b> ({knobs}, {self.session.used_pixel_labels} pixel labels)"
             f"<table>{body}</table>"
         )
+        head = ", ".join(f"{name} {100 * v:.0f}%" for name, v in self.session.table_rows()[:2])
+        self.w_more.set_title(0, f"Held-out table: {head}")
 
     # ---- export --------------------------------------------------------------------------------------
     def composite(self) -> np.ndarray:

@@ -4,7 +4,7 @@ explain_controls.py is for ExplainWidget, so guide_widget.py reads as the behavi
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
@@ -16,7 +16,18 @@ if TYPE_CHECKING:
 
 
 def build_controls(w: GuideWidget) -> None:
-    """Make the widget's controls (``w.w_*``), link them to its traits and wire the buttons."""
+    """Make the widget's controls (``w.w_*``), link them to its traits and wire the buttons.
+
+    Args:
+        w: the GuideWidget being built (its session and image view exist).
+    """
+    _make_brush_and_look(w)
+    _make_actions(w)
+    _make_words_and_readouts(w)
+    _wire(w)
+
+
+def _make_brush_and_look(w: GuideWidget) -> None:
     names = [(f"{k}: {c}", k) for k, c in enumerate(w.classes)]
     w.w_class = W.ToggleButtons(
         options=names,
@@ -28,6 +39,7 @@ def build_controls(w: GuideWidget) -> None:
         description="not this class", icon="ban", tooltip="the brush says: this class is NOT here"
     )
     w.w_radius = W.IntSlider(min=0, max=12, description="Radius")
+    w.w_radius.add_class("gw-short")
     w._base_controls()
     show = [("guided", "guided"), ("original", "original")] + (
         [("ground truth", "truth")] if w.mask is not None else []
@@ -40,6 +52,9 @@ def build_controls(w: GuideWidget) -> None:
         tooltips=["translucent class regions", "class outlines only: the scene stays visible"],
     )
     w.w_contrast = W.Checkbox(description="high-contrast colours", indent=False)
+
+
+def _make_actions(w: GuideWidget) -> None:
     w.w_step = W.Button(description="Step", icon="step-forward", tooltip="one optimiser step (S)")
     w.w_run = W.Button(
         description="Run", icon="play", button_style="primary", tooltip="optimise until the hints hold (R)"
@@ -66,6 +81,9 @@ def build_controls(w: GuideWidget) -> None:
         layout=W.Layout(display="none", border="1px solid #999", padding="4px", margin="0 0 8px 0"),
     )
     w.w_answers.add_class("gw-answers")
+
+
+def _make_words_and_readouts(w: GuideWidget) -> None:
     w.w_text = W.Combobox(
         placeholder="a hint in words, e.g. there is no ellipse in this image",
         ensure_option=False,
@@ -90,6 +108,9 @@ def build_controls(w: GuideWidget) -> None:
     w.gamma_chart = BarChart(title="gamma per channel", xlabel="channel", ylabel="gamma")
     w.w_loss_caption = W.HTML()
     w.w_gamma_caption = W.HTML()
+
+
+def _wire(w: GuideWidget) -> None:
     for trait, ctl in [
         ("brush_class", w.w_class),
         ("negative", w.w_negative),
@@ -111,6 +132,27 @@ def build_controls(w: GuideWidget) -> None:
     w.observe(w._on_brush, ["brush_radius"])
     w.observe(w._on_asking, ["asking"])
     w.w_undo.disabled, w.w_redo.disabled = not w.session.can_undo, not w.session.can_redo
+
+
+def shortcuts(w: GuideWidget) -> dict[str, tuple[str, Any]]:
+    """The GuideWidget's keys: run, step, ask, undo, redo and the brush class (0-9).
+
+    Args:
+        w: the widget.
+
+    Returns:
+        Key -> (help text, action), as :meth:`WidgetBase.shortcuts` asks.
+    """
+    keys: dict[str, tuple[str, Any]] = {
+        "r": ("run", w.run),
+        "s": ("step", w.step),
+        "a": ("ask", w.ask),
+        "ctrl+z": ("Ctrl+Z|undo", w.undo),
+        "ctrl+y": ("Ctrl+Y|redo", w.redo),
+    }
+    for k in range(min(10, getattr(w, "num_classes", 0))):
+        keys[str(k)] = ("" if k else "0-9|brush class", lambda k=k: setattr(w, "brush_class", k))
+    return keys
 
 
 def answer_button(w: GuideWidget, k: int) -> W.Button:
@@ -139,18 +181,19 @@ def layout(w: GuideWidget) -> list[W.Widget]:
     w.w_panel = W.HBox([w.view, readouts])
     w.w_panel.add_class("gw-panel")
     charts = W.VBox([w.w_loss_caption, w.loss_chart.figure, w.w_gamma_caption, w.gamma_chart.figure])
-    w.w_more = W.Accordion(
-        [w.w_text_help, charts], titles=("Words: what the text guide understands", "Charts: loss and gamma")
+    # one fold (a header is 40 px): the two secondary panels are tabs inside it
+    w.w_more_tabs = W.Tab(
+        [charts, w.w_text_help], titles=("Charts: loss and gamma", "Words the text guide understands")
     )
+    w.w_more = W.Accordion([w.w_more_tabs], titles=("More: charts (loss, gamma) and words",))
     return [
         row(W.Label("Brush"), w.w_class),
         row(w.w_negative, w.w_radius, w.w_opacity),
         row(W.Label("Show"), w.w_show, w.w_style, w.w_contrast),
-        row(w.w_step, w.w_run, w.w_reset, w.w_undo, w.w_redo, w.w_ask, w.w_auto, w.w_export),
+        row(w.w_step, w.w_run, w.w_reset, w.w_undo, w.w_redo, w.w_ask, w.w_auto),
         row(w.w_text, w.w_apply, w.w_click),
         w.w_panel,
-        w.w_status,
-        w.w_help,
+        w._status_row(),
         w.w_more,
         w.w_export_out,
     ]

@@ -1,23 +1,22 @@
 """GuideWidget: paint hints on a segmentation and watch the guided network change its mind.
 
-Guide Me (Rupprecht et al., CVPR 2018) as a thin view over
-:class:`guidewidgets.guide.GuideSession` (``w.session``: a :class:`~guidewidgets.guide.Guide`
-with undo/redo, the IoU readout, the question and the default scene): the image with the
+Guide Me (Rupprecht et al., CVPR 2018) as a thin view over :class:`guidewidgets.guide.GuideSession`
+(``w.session``: a Guide with undo/redo, the IoU readout, the question and the default scene): the image with the
 segmentation (filled or as outlines, default or high-contrast palette); click or drag paints
 hints with the chosen brush class (or, with "not this class", says the class is absent there);
 Step / Run / Reset drive the guide; Undo / Redo restore the exact earlier guide state; a text box
 takes a hint in words (the paper's text guide); "Ask me" marks the pixel the network is least
 sure about; "Simulated click" is the interactive-segmentation benchmark's user (guide.noc).
 Readouts beside the image: per-class IoU against a mask (better/worse, a flag on regressions);
-the loss curve and gamma per channel fold below. State is in traitlets (``brush_class``,
-``brush_radius``, ``negative``, ``opacity``, ``show``, ``style``, ``contrast``, ``step_count``,
-``changed``, ``asking``, ``status``); methods (``step``, ``run``, ``reset``, ``ask``, ``answer``,
-``simulated_click``, ``undo``, ``redo``, ``apply_text``) do what the buttons do.
+the loss curve and gamma per channel fold below. State is in traitlets (each with its ``help``);
+methods (``step``, ``run``, ``reset``, ``ask``, ``answer``, ``simulated_click``, ``undo``, ``redo``,
+``apply_text``) do what the buttons do.
 """
 
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,36 +45,39 @@ from .inputs import as_image, fit
 class GuideWidget(WidgetBase):
     """Guide a segmenter with hints, live.
 
-    Parameters
-    ----------
-    model: a segmenter (default: the embedded ``zoo.load("shapes-segmenter")``; any torchvision
-        segmenter wrapped by ``zoo.torchvision_model`` works, on CPU or CUDA).
-    image: ``(3, H, W)`` in [0, 1] (or anything ``widgets.inputs.as_image`` takes). Default: a
-        held-out ShapeScenes segmentation scene with a large wrong region, with its ``mask``.
-    mask: optional ``(H, W)`` ground-truth labels; enables the per-class IoU readout.
-    layer: where the guiding block goes (default ``model.default_guide_layer``).
-    size: resize the image to ``size`` x ``size`` first (default: keep it).
-    guide_options: keyword arguments for :class:`guidewidgets.guide.Guide` (``spatial``,
-        ``optimizer``, ``lr``, ``steps``, ...).
-    text_guide: the :class:`guidewidgets.guide.text.TextGuide` behind the text box (default: the
-        shipped one for the embedded segmenter; for other models the text box says how to get one).
+    Args:
+        model: a segmenter (default: the embedded ``zoo.load("shapes-segmenter")``; any torchvision
+            segmenter wrapped by ``zoo.torchvision_model`` works, on CPU or CUDA).
+        image: ``(3, H, W)`` in [0, 1] (or anything ``widgets.inputs.as_image`` takes). Default: a
+            held-out ShapeScenes segmentation scene with a large wrong region, with its ``mask``.
+        mask: optional ``(H, W)`` ground-truth labels; enables the per-class IoU readout.
+        layer: where the guiding block goes (default ``model.default_guide_layer``).
+        size: resize the image to ``size`` x ``size`` first (default: keep it).
+        display_size: about how many px wide the image is shown.
+        guide_options: keyword arguments for :class:`guidewidgets.guide.Guide` (``spatial``,
+            ``optimizer``, ``lr``, ``steps``, ...).
+        text_guide: the :class:`guidewidgets.guide.text.TextGuide` behind the text box (default: the
+            shipped one for the embedded segmenter; for other models the text box says how to get one).
+        presenter: larger text for a projector (default: ``theme.set_presenter``).
     """
 
     brush_class = T.Int(None, allow_none=True, help="class the brush paints; None until one is picked")
-    brush_radius = T.Int(2)
-    negative = T.Bool(False)
-    opacity = T.Float(0.6)
-    show = T.Unicode("guided")  # "guided" | "original" | "truth"
+    brush_radius = T.Int(2, help="brush radius in image pixels (0: one pixel)")
+    negative = T.Bool(False, help="the brush says the class is NOT there")
+    opacity = T.Float(0.6, help="segmentation overlay opacity in [0, 1]")
+    show = T.Unicode("guided", help="'guided', 'original' (plain prediction) or 'truth' (needs a mask)")
     style = T.Unicode("fill", help="'fill' (translucent regions) or 'outline' (contours only)")
     contrast = T.Bool(False, help="high-contrast palette, readable over any scene")
-    run_steps = T.Int(0)  # 0 = the guide's own default budget
-    auto_run = T.Bool(False)  # run the guide after every stroke / answer
-    live_every = T.Int(5)  # redraw the segmentation every n steps of a Run (0: only at the end)
-    step_count = T.Int(0)
-    changed = T.Int(0)  # pixels whose class changed at the last Step/Run
-    hint_count = T.Int(0)
-    asking = T.Any(None)  # (y, x) the network asked about, or None
+    run_steps = T.Int(0, help="step budget of a Run; 0: the guide's own default")
+    auto_run = T.Bool(False, help="run the guide after every stroke or answer")
+    live_every = T.Int(5, help="redraw the segmentation every n steps of a Run (0: only at the end)")
+    live_seconds = T.Float(0.25, help="and at most this often (s): a fast Run spends its time stepping")
+    step_count = T.Int(0, help="optimiser steps since the last reset (read-only)")
+    changed = T.Int(0, help="pixels whose class changed at the last Step or Run (read-only)")
+    hint_count = T.Int(0, help="hints in effect (read-only)")
+    asking = T.Any(None, help="(y, x) the network asked about, or None")
     export_stem = "guide"
+    _next_live = 0.0  # time.monotonic() from which a Run may redraw live again
 
     def __init__(
         self,
@@ -142,16 +144,7 @@ class GuideWidget(WidgetBase):
 
     # ---- keys, validation and observers ---------------------------------------------------------
     def shortcuts(self) -> dict[str, tuple[str, Any]]:
-        keys: dict[str, tuple[str, Any]] = {
-            "r": ("run", self.run),
-            "s": ("step", self.step),
-            "a": ("ask", self.ask),
-            "ctrl+z": ("Ctrl+Z|undo", self.undo),
-            "ctrl+y": ("Ctrl+Y|redo", self.redo),
-        }
-        for k in range(min(10, getattr(self, "num_classes", 0))):
-            keys[str(k)] = ("" if k else "0-9|brush class", lambda k=k: setattr(self, "brush_class", k))
-        return keys
+        return controls.shortcuts(self)
 
     @T.validate("brush_class")
     def _valid_class(self, proposal):
@@ -258,9 +251,10 @@ class GuideWidget(WidgetBase):
         self.status = f"{note} {self.changed} pixel(s) changed; hints {sat}."
 
     def _attempt(self, action: Callable[[], Any], what: str = "") -> tuple[bool, Any]:
-        """Run a session action; on an error say why in the status line (nothing changed)."""
+        """Run a session action (the widget marked busy); on an error say why in the status line."""
         try:
-            return True, action()
+            with self._working():
+                return True, action()
         except Exception as err:
             g = self.session.guide
             reason = g.closed_reason if getattr(g, "closed", False) else None
@@ -345,7 +339,8 @@ class GuideWidget(WidgetBase):
 
     def _live(self, i: int, loss: float) -> None:
         # every few steps: show the segmentation as it moves (the kernel is busy, messages still go out)
-        if self.live_every and (i + 1) % self.live_every == 0:
+        if self.live_every and (i + 1) % self.live_every == 0 and time.monotonic() >= self._next_live:
+            self._next_live = time.monotonic() + self.live_seconds
             self.session.refresh_prediction()
             self._draw_overlay()
             losses = self.guide.losses

@@ -3,7 +3,7 @@ this box") and a detected box for torchvision detectors.
 
 A segmenter's class k is explained by default through the sum of its logits over the whole image.
 In Region mode a rectangle dragged on the image (mouse down, move, up) makes the target
-:func:`~guidewidgets.explain.targets_more.segmentation_target` ``(k, box=region)`` instead: the
+:func:`~guidewidgets.explain.task_targets.segmentation_target` ``(k, box=region)`` instead: the
 map answers "why does the model call *these* pixels class k". The region is part of the map's cache
 key (``MapKey.region``), drawn on the view's ``hints`` layer (white on a black rim) and cleared
 with "Whole image" (``clear_region()``). ``set_region((x0, y0, x1, y1))`` does the same from
@@ -13,7 +13,7 @@ classifier is refused with a status message and changes nothing.
 For a detector (a model returning ``[{"boxes", "labels", "scores"}]``) the session's targets are
 the detected boxes: the Target menu (then called "Box") lists them as "label score", every box is
 drawn on the map (grey; the chosen one white on a black rim) and the chosen one is explained
-through :class:`~guidewidgets.explain.targets_more.DetectorBoxScore` with target 0.
+through :class:`~guidewidgets.explain.task_targets.DetectorBoxScore` with target 0.
 """
 
 from __future__ import annotations

@@ -72,14 +72,14 @@ def draw_grid(
 class STNWidget(WidgetBase):
     """Pick a distorted scene, distort it further with sliders, see the STN's grid and rectified view.
 
-    Parameters
-    ----------
-    model: an :class:`~guidewidgets.attend.stn.STNClassifier` (default: the shipped one).
-    plain: the baseline classifier to compare with (default: the shipped one; ``False`` for none).
-    scenes: a :class:`~guidewidgets.attend.stn.DistortedScenes` (default: 64 held-out scenes).
+    Args:
+        model: an :class:`~guidewidgets.attend.stn.STNClassifier` (default: the shipped one).
+        plain: the baseline classifier to compare with (default: the shipped one; ``False`` for none).
+        scenes: a :class:`~guidewidgets.attend.stn.DistortedScenes` (default: 64 held-out scenes).
+        presenter: larger text for a projector (default: ``theme.set_presenter``).
     """
 
-    image_index = T.Int(0)
+    image_index = T.Int(0, help="the scene shown (index into ``scenes``)")
     angle = T.Float(0.0, help="rotation of the object in degrees")
     scale = T.Float(1.0, help="object size relative to the clean scene")
     shift_x = T.Float(0.0, help="object centre, x (normalised: -1 left edge, +1 right edge)")
@@ -134,8 +134,8 @@ class STNWidget(WidgetBase):
                 *controls,
                 panels,
                 self.w_prediction,
-                self.w_status,
-                W.HBox([self.w_export, self.w_export_out]),
+                self._status_row(),
+                self.w_export_out,
             ]
             with self._quiet():
                 self._set_from_scene()
@@ -186,11 +186,13 @@ class STNWidget(WidgetBase):
 
     def _on_image(self, change: dict) -> None:
         if not self._syncing:
-            self.reset()
+            with self._working():
+                self.reset()
 
     def _on_change(self, change: dict) -> None:
         if not self._syncing:
-            self.refresh()
+            with self._working():  # a slider drag: feedback before the two forward passes
+                self.refresh()
 
     # ---- compute and draw ---------------------------------------------------------------------------
     def image(self) -> torch.Tensor:

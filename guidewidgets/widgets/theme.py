@@ -40,6 +40,10 @@ def presenter_default() -> bool:
 
 
 def _css() -> str:
+    return _text_css() + _control_css() + _picture_css() + _chart_css()
+
+
+def _text_css() -> str:
     (body, head), (pbody, phead) = SIZES[False], SIZES[True]
     return f"""
 .gw-root {{ --jp-widgets-font-size: {body}px; --jp-widgets-inline-height: 30px; --gw-head: {head}px;
@@ -59,23 +63,40 @@ def _css() -> str:
 .gw-root small {{ font-size: 0.95em; color: {MUTED}; }}
 .gw-root table {{ font-size: var(--jp-widgets-font-size) !important; }}
 .gw-root .gw-heading, .gw-root .gw-heading .widget-html-content {{ font-size: var(--gw-head); font-weight: 600; }}
+"""
+
+
+def _control_css() -> str:
+    return """
 /* rows of controls wrap instead of running off the output area */
-.gw-root .widget-hbox {{ flex-wrap: wrap; max-width: 100%; row-gap: 2px; }}
-.gw-root .widget-hbox.gw-panel {{ flex-wrap: nowrap; align-items: flex-start; }}
+.gw-root .widget-hbox { flex-wrap: wrap; max-width: 100%; row-gap: 2px; }
+.gw-root .widget-hbox.gw-panel { flex-wrap: nowrap; align-items: flex-start; }
 /* labels never truncate: descriptions take the width their text needs */
-.gw-root .widget-inline-hbox > .widget-label {{ width: auto; min-width: 0; max-width: none; overflow: visible;
-  padding-right: 6px; }}
-.gw-root .widget-label-basic, .gw-root .widget-checkbox label {{ overflow: visible; text-overflow: clip; }}
-.gw-root .widget-checkbox, .gw-root .widget-dropdown, .gw-root .widget-text {{ width: auto; }}
-.gw-root .widget-dropdown > select {{ min-width: 10em; }}
-.gw-root .widget-button, .gw-root .widget-toggle-button {{ width: auto; min-width: 4em; overflow: visible;
-  text-overflow: clip; padding: 0 0.7em; }}
-.gw-root .widget-slider {{ flex: 0 0 auto; }}
-.gw-root .widget-hslider .slider-container {{ min-width: 120px; }}
+.gw-root .widget-inline-hbox > .widget-label { width: auto; min-width: 0; max-width: none; overflow: visible;
+  padding-right: 6px; }
+.gw-root .widget-label-basic, .gw-root .widget-checkbox label { overflow: visible; text-overflow: clip; }
+.gw-root .widget-checkbox, .gw-root .widget-dropdown, .gw-root .widget-text, .gw-root .widget-upload { width: auto; }
+.gw-root .widget-dropdown > select { min-width: 10em; }
+.gw-root .widget-button, .gw-root .widget-toggle-button { width: auto; min-width: 4em; overflow: visible;
+  text-overflow: clip; padding: 0 0.7em; }
+/* many options (23 methods): lower rows (the group's line-height sets a row's height) and tighter buttons */
+.gw-root .gw-compact { --jp-widgets-inline-height: 26px; }
+.gw-root.gw-presenter .gw-compact { --jp-widgets-inline-height: 34px; }
+.gw-root .gw-compact .widget-toggle-button { padding: 0 0.45em; }
+/* sliders of short values ("0.60", "12"): a narrower readout and box, so a row of them does not wrap */
+.gw-root .gw-short .widget-readout { width: 3.2em; }
+.gw-root .widget-hslider.gw-short { width: 15em; }
+.gw-root .widget-slider { flex: 0 0 auto; }
+.gw-root .widget-hslider .slider-container { min-width: 120px; }
 /* a slider is never narrower than its label, track and readout (a fixed width let the readout spill
    over the next control or out of a box); readouts grow with the text ("-120.00" in presenter mode) */
-.gw-root .widget-hslider {{ min-width: max-content; }}
-.gw-root .widget-readout {{ width: 5.2em; }}
+.gw-root .widget-hslider { min-width: max-content; }
+.gw-root .widget-readout { width: 5.2em; }
+"""
+
+
+def _picture_css() -> str:
+    return f"""
 /* pictures shrink with the space and stay crisp */
 .gw-root canvas, .gw-root img.gw-pixels, .gw-root .gw-pixels img {{ image-rendering: pixelated; }}
 .gw-root .gw-view {{ flex: 0 1 auto; min-width: 96px; }}
@@ -90,11 +111,23 @@ def _css() -> str:
 .gw-root .gw-colorbar {{ flex: 0 0 auto; align-self: stretch; }}
 .gw-root .gw-colorbar img.widget-image {{ flex: 1 1 0px; min-height: 48px; height: auto !important;
   object-fit: fill; }}  /* the bar stretches to the picture's height */
+/* work in the kernel (WidgetBase._working): shown at once, before the answer arrives */
+.gw-root.gw-working, .gw-root.gw-working canvas {{ cursor: progress; }}
+.gw-root.gw-working .gw-status::after {{ content: "working ..."; color: {MUTED}; padding-left: 0.5em; }}
+/* the keys line folds into the status row (a <details>: one word until opened) */
+.gw-root details.gw-keys > summary {{ cursor: pointer; color: {MUTED}; }}
+.gw-root details.gw-keys:not([open]) > div {{ display: none; }}  /* Chromium lays a closed one's content out */
 .gw-root .gw-keys-nb7 {{ display: none; }}
 body[data-notebook="notebooks"] .gw-root .gw-keys-nb7 {{ display: block; }}
 body[data-notebook="notebooks"] .gw-root .gw-keys-all {{ display: none; }}
 .gw-root kbd {{ font-size: 0.95em; border: 1px solid #999; border-radius: 3px; padding: 0 3px; }}
 .gw-root.gw-presenter kbd, .gw-root.gw-presenter small {{ font-size: 1em; }}
+"""
+
+
+def _chart_css() -> str:
+    (body, head), (pbody, phead) = SIZES[False], SIZES[True]
+    return f"""
 /* charts (bqplot): width 100% plus the figure's margin ran 2 px past its box; text follows the mode */
 .gw-root .bqplot.gw-chart {{ width: auto !important; }}
 .gw-root .bqplot {{ --bq-font: {body - 1}px sans-serif; --bq-axis-tick-text-font: {body - 1}px sans-serif;

@@ -1,0 +1,103 @@
+"""Stand-in models, fixtures and helpers the widget test files share (``from widget_fixtures import ...``).
+
+PYTEST_DONT_REWRITE (no asserts here; the test files also load it as a plugin for its fixtures).
+
+Small models keep the widget tests fast and independent of the zoo's weights; pytest puts tests/ on
+sys.path, so the test files import the fixtures from here by name.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from guidewidgets import explain, render
+from guidewidgets.widgets import ExplainWidget
+
+
+class TinyCNN(nn.Module):
+    """A GAP-linear classifier (CAM works) with an inplace ReLU."""
+
+    classes = ["red", "green", "blue", "grey"]
+    task = "classification"
+    default_explain_layer = "features.2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+class TinySeg(nn.Module):
+    classes = ["background", "disc", "bar"]
+    task = "segmentation"
+    default_guide_layer = "enc.2"
+    default_explain_layer = "enc.2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()
+        )
+        self.head = nn.Conv2d(16, 3, 1)
+
+    def forward(self, x):
+        y = self.head(self.enc(x))
+        return nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.fixture
+def clf():
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, 3, 32, 32, generator=g)
+
+
+@pytest.fixture
+def ew(clf, images):
+    w = ExplainWidget(clf, images, options={"occlusion": {"window": 8, "stride": 4}, "rise": {"masks": 64}})
+    yield w
+    w.wait(10)
+    w.close()
+
+
+def expected_overlay(w: ExplainWidget, method: str) -> np.ndarray:
+    info = explain.method_info(method)
+    kw = dict(w.session.options.get(method, {}))
+    m = explain.explain(w.model, w.images[w.image_index][None], method, target=w.target, layer=w.layer or None, **kw)
+    return render.heatmap_rgba(m[0], w.colormap, signed=info.signed, opacity=w.opacity)
+
+
+def encode_png(mode: str, size=(20, 30)) -> bytes:
+    from PIL import Image
+
+    arr = np.random.default_rng(0).integers(
+        0, 255, size + ((len(mode),) if mode in ("RGB", "RGBA") else ()), dtype=np.uint8
+    )
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=None).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def zoo_ready(name: str) -> bool:
+    try:
+        from guidewidgets import zoo
+
+        zoo.load(name)
+        return True
+    except Exception:
+        return False
