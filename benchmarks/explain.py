@@ -230,6 +230,13 @@ PEER_NOTE = {
 }
 
 
+def medians(impls: dict[str, list[float]]) -> tuple[dict[str, float], str]:
+    """The median time of each implementation, and ours / the fastest peer ("n/a" without one)."""
+    med = {i: statistics.median(v) for i, v in impls.items()}
+    peers = [med[p] for p in ("pytorch-grad-cam", "captum") if p in med]
+    return med, f"{med['ours'] / min(peers):.2f}" if peers else "n/a"
+
+
 def fmt(v: float | None) -> str:
     return "-" if v is None else (f"{v * 1000:.0f}" if v >= 0.1 else f"{v * 1000:.1f}")
 
@@ -258,10 +265,7 @@ def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
         print(f"  {model_name} B={batch} {device}: round {r}/{cfg.repeats} done", file=sys.stderr, flush=True)
     lines = []
     for m, impls in times.items():
-        med = {i: statistics.median(v) for i, v in impls.items()}
-        peers = [med[p] for p in ("pytorch-grad-cam", "captum") if p in med]
-        best = min(peers) if peers else None
-        ratio_peer = f"{med['ours'] / best:.2f}" if best else "n/a"
+        med, ratio_peer = medians(impls)
         note = PEER_NOTE.get(m, "")
         lines.append(
             f"| {model_name} | {device} | {batch} | {m} | {fmt(med['ours'])} | {fmt(med.get('pytorch-grad-cam'))} "

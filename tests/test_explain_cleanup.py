@@ -15,13 +15,6 @@ from guidewidgets import explain as E
 # Methods for any CNN (attention rollout needs a transformer: tests/test_explain_transformers.py).
 CNN_METHODS = [m for m in E.methods() if E.method_info(m).family != "attention"]
 
-FAST = {
-    "smooth-grad-cam++": {"samples": 2},
-    "smoothgrad": {"samples": 2},
-    "occlusion": {"window": 8, "stride": 8},
-    "rise": {"masks": 4, "cells": 2},
-}
-
 
 class Boom(Exception):
     pass
@@ -98,7 +91,7 @@ def test_thousand_calls_some_raising_leave_no_trace():
     def calls():
         for i, name in zip(range(1000), itertools.cycle(CNN_METHODS)):
             kind = i % 5
-            opts = dict(FAST.get(name, {}))
+            opts = dict(E.method_info(name).quick)
             if kind == 3:  # a target callable that raises mid-way
                 yield name, (bad_target if name != "cam" else 99), opts, False
             elif kind == 4:  # a forward that raises mid-way
@@ -148,7 +141,7 @@ def test_error_inside_forward_restores_everything(name):
     before = state(model)
     with torch.no_grad():
         with pytest.raises(Boom):
-            E.explain(model, torch.rand(1, 3, 16, 16), name, layer="features", **FAST.get(name, {}))
+            E.explain(model, torch.rand(1, 3, 16, 16), name, layer="features", **E.method_info(name).quick)
         assert not torch.is_grad_enabled()
     model.fail = False
     assert_same(before, state(model))

@@ -43,8 +43,8 @@ X = torch.rand(2, 3, 8, 8)
 def test_unknown_method_suggests_close_names(model):
     with pytest.raises(ValueError, match=r"Did you mean 'grad-cam'.*methods\(\)"):
         E.explain(model, X, "gradcam")
-    with pytest.raises(ValueError, match="Unknown explanation method 'lime'"):
-        E.method_info("lime")
+    with pytest.raises(ValueError, match="Unknown explanation method 'no-such-method'"):
+        E.method_info("no-such-method")  # (not 'lime': the superpixel methods registered it)
     with pytest.raises(TypeError, match="name"):
         E.explain(model, X, 3)
 
@@ -135,9 +135,9 @@ def test_model_output_must_be_logits():
 
 
 # Methods that never differentiate the target's scores (forward passes only): a detaching callable works.
-NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam", "occlusion", "rise"}
+# forward-only methods: every perturbation method and the gradient-free CAMs
+NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam"} | {n for n in E.methods() if E.method_info(n).family == "perturbation"}
 CALLABLE_METHODS = [n for n in CNN_METHODS if n != "cam"]  # CAM refuses callables (test above)
-FAST = {"smooth-grad-cam++": {"samples": 2}, "smoothgrad": {"samples": 2}, "rise": {"masks": 8}}
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -149,7 +149,7 @@ def test_target_callable_with_non_finite_scores_is_named(model, name, bad):
     with pytest.raises(
         ValueError, match=rf"target callable .*my_score returned non-finite scores \({bad}\) for sample 1"
     ):
-        E.explain(model, X, name, target=my_score, **FAST.get(name, {}))
+        E.explain(model, X, name, target=my_score, **E.method_info(name).quick)
 
 
 @pytest.mark.parametrize("name", CALLABLE_METHODS)
@@ -158,10 +158,10 @@ def test_target_callable_that_detaches_is_named_where_gradients_are_needed(model
         return out[:, 0].detach()
 
     if name in NO_GRADIENT:
-        want = E.explain(model, X, name, target=lambda out: out[:, 0], **FAST.get(name, {}))
-        torch.testing.assert_close(E.explain(model, X, name, target=detached, **FAST.get(name, {})), want)
+        want = E.explain(model, X, name, target=lambda out: out[:, 0], **E.method_info(name).quick)
+        torch.testing.assert_close(E.explain(model, X, name, target=detached, **E.method_info(name).quick), want)
         return
     with pytest.raises(ValueError, match=r"target callable .*detached breaks the autograd graph.*\.item\(\)"):
-        E.explain(model, X, name, target=detached, **FAST.get(name, {}))
+        E.explain(model, X, name, target=detached, **E.method_info(name).quick)
     with pytest.raises(ValueError, match="breaks the autograd graph"):  # scores rebuilt from Python numbers
-        E.explain(model, X, name, target=lambda out: torch.tensor(out[:, 0].tolist()), **FAST.get(name, {}))
+        E.explain(model, X, name, target=lambda out: torch.tensor(out[:, 0].tolist()), **E.method_info(name).quick)

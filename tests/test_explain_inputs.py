@@ -11,13 +11,6 @@ from guidewidgets import explain as E
 from guidewidgets.explain import layers
 
 CNN_METHODS = [m for m in E.methods() if E.method_info(m).family != "attention"]
-FAST = {
-    "smooth-grad-cam++": {"samples": 3},
-    "smoothgrad": {"samples": 3},
-    "occlusion": {"window": 4, "stride": 2},
-    "rise": {"masks": 16},
-    "integrated-gradients": {"steps": 4},
-}
 
 
 class Net(nn.Module):
@@ -35,10 +28,7 @@ class Net(nn.Module):
 
 
 def options(name):
-    from inspect import signature
-
-    allowed = signature(E.method_function(name)).parameters
-    return {k: v for k, v in FAST.get(name, {}).items() if k in allowed}
+    return dict(E.method_info(name).quick)
 
 
 @pytest.mark.parametrize("c", [1, 4])
@@ -167,9 +157,9 @@ def test_default_layer_is_chosen_for_each_input_size():
 
 
 def test_explain_on_a_guided_model_says_so(monkeypatch):
-    import guidewidgets.guide.session as session
+    import guidewidgets.owners as owners
 
     model = Net(3).eval()
-    monkeypatch.setattr(session, "active_guide", lambda m: object() if m is model else None)
+    monkeypatch.setattr(owners, "owner_of", lambda m: object() if m is model else None)
     with pytest.warns(UserWarning, match=r"carries an open Guide.*guide.close\(\)"):
         E.grad_cam(model, torch.rand(1, 3, 8, 8))

@@ -10,14 +10,6 @@ from guidewidgets import explain as E
 # Methods for any CNN (attention rollout needs a transformer: tests/test_explain_transformers.py).
 CNN_METHODS = [m for m in E.methods() if E.method_info(m).family != "attention"]
 
-# Cheap settings for the slow methods; the properties do not depend on them.
-FAST = {
-    "smooth-grad-cam++": {"samples": 3},
-    "smoothgrad": {"samples": 3},
-    "occlusion": {"window": 8, "stride": 4},
-    "rise": {"masks": 24, "cells": 4},
-}
-
 
 class Block(nn.Module):
     def __init__(self) -> None:
@@ -70,7 +62,7 @@ def x():
 
 
 def run(model, x, name, **kw):
-    return E.explain(model, x, name, **{**FAST.get(name, {}), **kw})
+    return E.explain(model, x, name, **{**E.method_info(name).quick, **kw})
 
 
 def test_registry_lists_every_method_with_info():
@@ -88,14 +80,14 @@ def test_registry_lists_every_method_with_info():
         "rise",
         "attention-rollout",
     ]
-    # Other method modules (explain/cam_more.py ...) register more; these keep their order.
+    # Other method modules (explain/cam_gradient_free.py ...) register more; these keep their order.
     assert [m for m in E.methods() if m in expected] == expected
     for name in expected:
         info = E.method_info(name)
         assert info.name == name and info.title and info.reference and info.summary
         assert info.family in ("cam", "gradient", "perturbation", "attention")
         assert info.uses_layer == (info.family == "cam" or name == "guided-grad-cam")
-        assert info.slow == (name in FAST)
+        assert info.slow == bool(info.quick)  # the cheap options tests use
         with pytest.raises(Exception):
             info.name = "x"  # frozen
     assert E.method_info("Grad_CAM").name == "grad-cam"

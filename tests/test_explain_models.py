@@ -12,12 +12,6 @@ from guidewidgets import explain as E
 # Methods for any CNN (attention rollout needs a transformer: tests/test_explain_transformers.py).
 CNN_METHODS = [m for m in E.methods() if E.method_info(m).family != "attention"]
 
-FAST = {
-    "smooth-grad-cam++": {"samples": 2},
-    "smoothgrad": {"samples": 2},
-    "occlusion": {"window": 32, "stride": 32},
-    "rise": {"masks": 4, "cells": 4},
-}
 # Which architectures end in global average pooling + one nn.Linear (CAM applies).
 ARCHS = {
     "resnet18": True,
@@ -61,14 +55,14 @@ def test_all_methods_on_torchvision_classifiers(arch):
             with pytest.raises(ValueError, match="grad-cam"):
                 E.cam(model, x)
             continue
-        maps = E.explain(model, x, name, **FAST.get(name, {}))
+        maps = E.explain(model, x, name, **E.method_info(name).quick)
         assert maps.shape == (2, 64, 64), name
         assert torch.isfinite(maps).all(), name
         nonzero = maps.abs().amax((1, 2)).gt(0)
         if not nonzero.all() and "relu" in inspect.signature(E.method_function(name)).parameters:
             # A rectified CAM is all zero when a random net's evidence for the class is all
             # negative; the map before the ReLU must still carry something.
-            nonzero = E.explain(model, x, name, relu=False, **FAST.get(name, {})).abs().amax((1, 2)).gt(0)
+            nonzero = E.explain(model, x, name, relu=False, **E.method_info(name).quick).abs().amax((1, 2)).gt(0)
         assert nonzero.all(), name
         if not E.method_info(name).signed:
             assert (maps >= 0).all(), name

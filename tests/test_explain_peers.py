@@ -18,10 +18,13 @@ SIZE = 96
 TARGETS = [3, 7]
 
 
-@pytest.fixture(scope="module")
-def resnet():
+def random_resnet18() -> torch.nn.Module:
+    """The model every peer test uses: a torchvision ResNet-18 with seeded random weights."""
     torch.manual_seed(0)
     return torchvision.models.resnet18(weights=None).eval()
+
+
+resnet = pytest.fixture(scope="module", name="resnet")(random_resnet18)
 
 
 @pytest.fixture(scope="module")

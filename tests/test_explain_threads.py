@@ -118,15 +118,7 @@ def test_a_users_plain_forward_in_another_thread_is_not_touched():
 
 # --- every registered method against a user's plain forward in another thread ---------------------
 
-# Options that keep the slow methods to a few forwards on 16 px images.
-FAST = {
-    "smooth-grad-cam++": {"samples": 2},
-    "smoothgrad": {"samples": 2},
-    "rise": {"masks": 8, "cells": 2},
-    "integrated-gradients": {"steps": 4},
-    "augmented-grad-cam": {"augmentations": 2, "iterations": 2},
-    "occlusion": {"window": 8, "stride": 8},
-}
+# The slow methods run with their registry's quick options (a few forwards on 16 px images).
 
 
 class Gate(nn.Module):
@@ -220,7 +212,7 @@ def test_every_method_leaves_a_users_forward_in_another_thread_alone(method):
     first = gate.user_forwards
     gate.armed = threading.get_ident()
     try:
-        maps = E.explain(model, x, method, **FAST.get(method, {}))
+        maps = E.explain(model, x, method, **E.method_info(method).quick)
     finally:
         gate.armed = None
         during = gate.user_forwards - first

@@ -32,13 +32,6 @@ COUNTS: collections.Counter[str] = collections.Counter()
 KNOWN: dict[tuple[str, str], str] = {}
 
 # Options that keep slow methods fast on these tiny models.
-FAST = {
-    "smooth-grad-cam++": {"samples": 2},
-    "smoothgrad": {"samples": 2},
-    "rise": {"masks": 8, "cells": 2},
-    "integrated-gradients": {"steps": 4},
-    "augmented-grad-cam": {"augmentations": 2, "iterations": 2},
-}
 # Valid and invalid values per option name (whatever method has it).
 OPTION_VALUES = {
     "relu": [True, False, 1],
@@ -173,7 +166,7 @@ def calls(draw):
     layer = sometimes(draw, st.none(), st.one_of(st.sampled_from(names), st.just("no_such_layer")), one_in=3)
     params = inspect.signature(E.method_function(method)).parameters
     own = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p != "progress"]
-    options = dict(FAST.get(method, {}))
+    options = dict(E.method_info(method).quick)
     if own and draw(st.integers(1, 3)) == 1:
         for name in draw(st.lists(st.sampled_from([*own, "bogus"]), min_size=1, max_size=2, unique=True)):
             options[name] = draw(st.sampled_from(OPTION_VALUES.get(name, [None, 1, "x"])))

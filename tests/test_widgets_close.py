@@ -72,7 +72,7 @@ def test_explain_widget_close_cancels_its_slow_method(monkeypatch):
                 progress and progress(min(0.99, i / 1000))
         return real(model, x, method, **kw)
 
-    monkeypatch.setattr(explain, "explain", endless)
+    monkeypatch.setattr(explain.registry, "explain", endless)
     model = TinyCNN().eval()
     w = ExplainWidget(model, torch.rand(2, 3, 16, 16))
     w.method = "occlusion"

@@ -13,7 +13,7 @@ pytest.importorskip("ipycanvas")
 
 from guidewidgets import explain, zoo
 from guidewidgets.explain.session import Explainer
-from guidewidgets.explain.targets_more import segmentation_target
+from guidewidgets.explain.task_targets import segmentation_target
 from guidewidgets.widgets import ExplainWidget
 from guidewidgets.widgets.region_targets import check_region
 
@@ -163,7 +163,7 @@ def _detector(thresh: float = 0.0) -> nn.Module:
 
 
 def test_detector_boxes_listed_drawn_and_explained():
-    from guidewidgets.explain.targets_more import DetectorBoxScore
+    from guidewidgets.explain.task_targets import DetectorBoxScore
     from guidewidgets.widgets.box_overlay import BOX
     from guidewidgets.widgets.region_targets import OTHER
 

@@ -12,16 +12,32 @@ not normalised.
 
 from __future__ import annotations
 
-# Importing the method modules registers them, in the order methods() lists them.
-from .cam import cam, cam_all_classes, grad_cam, grad_cam_pp, smooth_grad_cam_pp
+# Importing the method modules registers them; methods() lists them by MethodInfo.order.
+from .attention import attention_rollout
+from .cam import (
+    cam,
+    cam_all_classes,
+    grad_cam,
+    grad_cam_pp,
+    hires_cam,
+    layer_cam,
+    sharpen_focus,
+    smooth_grad_cam_pp,
+    xgrad_cam,
+)
 from .cam_augmented import augmented_grad_cam
-from .cam_more import ablation_cam, eigen_cam, hires_cam, layer_cam, score_cam, sharpen_focus, xgrad_cam
+from .cam_gradient_free import ablation_cam, eigen_cam, score_cam
+from .deeplift import deeplift, deeplift_shap
+from .gradient_shap import gradient_shap
 from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
 from .input_attribution import gradient_x_input, integrated_gradients
+from .lrp import LRPRule, lrp
+from .noise_moments import smoothgrad_sq, vargrad
 from .perturbation import occlusion, rise
 from .registry import MethodInfo, explain, method_function, method_info, methods
 from .session import Explainer as Explainer
-from .targets_more import DetectorBoxScore, detections, multilabel_target, segmentation_target
+from .superpixel_methods import feature_ablation, kernel_shap, lime, shapley_sampling
+from .task_targets import DetectorBoxScore, detections, multilabel_target, segmentation_target
 
 __all__ = [
     "MethodInfo",
@@ -55,14 +71,21 @@ __all__ = [
     "multilabel_target",
     "DetectorBoxScore",
     "detections",
+    "attention_rollout",
+    "smoothgrad_sq",
+    "vargrad",
+    "gradient_shap",
+    "deeplift",
+    "deeplift_shap",
+    "lrp",
+    "LRPRule",
+    "feature_ablation",
+    "shapley_sampling",
+    "kernel_shap",
+    "lime",
 ]
 
-# Registered last, so that methods() lists it after the methods for any CNN.
-from .attention import attention_rollout
-
-__all__ += ["attention_rollout"]
-
 # Whole datasets to a chunked on-disk store (zarr is imported only when a store is used).
-from .dataset import DatasetMaps, StoreMismatchError, explain_dataset  # noqa: E402
+from .dataset import DatasetMaps, StoreMismatchError, explain_dataset
 
 __all__ += ["DatasetMaps", "StoreMismatchError", "explain_dataset"]

@@ -19,16 +19,13 @@ __all__ = ["attention_rollout"]
 
 @register(
     MethodInfo(
-        name="attention-rollout",
-        title="Attention rollout",
-        family="attention",
-        uses_layer=False,
-        signed=False,
-        slow=False,
-        has_image=False,
-        reference="Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020",
-        summary="Attention of the class token to each patch, multiplied through all layers (with the residual "
+        "attention-rollout",
+        "Attention rollout",
+        "attention",
+        "Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020",
+        "Attention of the class token to each patch, multiplied through all layers (with the residual "
         "as 0.5 I); class-agnostic: the same map for every target. Needs nn.MultiheadAttention layers (ViT, DeiT).",
+        order=220,
     )
 )
 def attention_rollout(

@@ -1,4 +1,5 @@
-"""Class activation maps: CAM, Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++.
+"""Class activation maps: CAM and the gradient CAMs (Grad-CAM, Grad-CAM++, Smooth Grad-CAM++,
+LayerCAM, XGrad-CAM, HiResCAM, Sharpen Focus), built on :mod:`guidewidgets.explain.cam_base`.
 
 All return the map at the layer's resolution upsampled bilinearly to the input's, ReLU'd unless
 ``relu=False``, and not normalised (so scales can be compared; render.normalize does display).
@@ -10,26 +11,26 @@ handles any other layout.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from ..hooks import hooked, model_output
 from .batching import Progress, auto_batch_size
-from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer, upsample
+from .cam_base import CamCall, cam_method, clean_pass, finish, gradient_cam, weighted
+from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer
 from .noise import noisy_copies
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
 
-__all__ = ["cam", "cam_all_classes", "grad_cam", "grad_cam_pp", "smooth_grad_cam_pp"]
-
-
-def _finish(maps: torch.Tensor, x: torch.Tensor, relu: bool) -> torch.Tensor:
-    if relu:
-        maps = maps.clamp_min(0)
-    return upsample(maps, x)
-
+__all__ = [
+    "cam",
+    "cam_all_classes",
+    "grad_cam",
+    "grad_cam_pp",
+    "smooth_grad_cam_pp",
+    "layer_cam",
+    "xgrad_cam",
+    "hires_cam",
+    "sharpen_focus",
+]
 
 _NO_GAP = (
     "CAM (Zhou et al. 2016) needs the layer's feature map to reach the logits through global "
@@ -85,36 +86,19 @@ def _gap_linear_weights(heads: list, a: torch.Tensor, out: torch.Tensor) -> tupl
     )
 
 
-@register(
-    MethodInfo(
-        name="cam",
-        title="CAM",
-        family="cam",
-        uses_layer=True,
-        signed=False,
-        slow=False,
-        has_image=False,
-        reference="Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
-        summary="Feature maps weighted by the classifier weights of the class (needs a global-average-pool + linear head).",
-    )
+@cam_method(
+    "cam",
+    "CAM",
+    "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
+    "Feature maps weighted by the classifier weights of the class (needs a global-average-pool + linear head).",
+    order=10,
 )
-def cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    relu: bool = True,
-    reshape: Reshape | None = None,
-) -> torch.Tensor:
+def cam(c: CamCall) -> torch.Tensor:
     """CAM: sum_k w[c, k] A_k with w the final linear layer's weights (one forward, no backward)."""
-    t = Target(target, x.shape[0])
-    out, weight, fmap = _cam_parts(model, x, layer, reshape)
-    cls = t.classes(out) if out.dim() == 2 else None
+    out, weight, fmap = _cam_parts(c.model, c.x, c.layer, c.reshape)
+    cls = c.target.classes(out) if out.dim() == 2 else None
     with torch.no_grad():
-        maps = torch.einsum("bc,bchw->bhw", weight[cls].to(fmap.dtype), fmap)
-    return _finish(maps, x, relu)
+        return weighted(weight[cls], fmap)
 
 
 def cam_all_classes(
@@ -131,7 +115,7 @@ def cam_all_classes(
     with torch.no_grad():
         maps = torch.einsum("kc,bchw->bkhw", weight.to(fmap.dtype), fmap)
     b, k = maps.shape[:2]
-    return _finish(maps.flatten(0, 1), x, relu).view(b, k, *x.shape[-2:])
+    return finish(maps.flatten(0, 1), x, relu).view(b, k, *x.shape[-2:])
 
 
 def _cam_parts(
@@ -161,125 +145,112 @@ def _cam_parts(
     return out, weight, fmap
 
 
-@register(
-    MethodInfo(
-        name="grad-cam",
-        title="Grad-CAM",
-        family="cam",
-        uses_layer=True,
-        signed=False,
-        slow=False,
-        has_image=False,
-        reference="Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
-        summary="Feature maps weighted by the spatial mean of the class score's gradient, then ReLU.",
-    )
+@gradient_cam(
+    "grad-cam",
+    "Grad-CAM",
+    "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
+    "Feature maps weighted by the spatial mean of the class score's gradient, then ReLU.",
+    order=20,
 )
-def grad_cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    relu: bool = True,
-    reshape: Reshape | None = None,
-) -> torch.Tensor:
+def grad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Grad-CAM: ReLU(sum_k mean_ij(dy/dA_k) A_k); one forward and a backward to the layer only."""
-    t = Target(target, x.shape[0])
-    layer = resolve_layer(model, x, layer)
-    reshape = check_reshape(reshape)
-    a, g, _ = layer_gradients(model, x, t, layer, reshape=reshape)
-    maps = torch.einsum("bc,bchw->bhw", g.mean((2, 3)), a)
-    return _finish(maps, x, relu)
+    return g.mean((2, 3))
 
 
-def _grad_cam_pp_maps(a: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3: torch.Tensor) -> torch.Tensor:
+def _grad_cam_pp_weights(a: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3: torch.Tensor) -> torch.Tensor:
     # Eq. 19 of Chattopadhyay et al. (exponential score): alpha = g^2 / (2 g^2 + sum(A) g^3).
     denom = 2 * g2 + a.sum((2, 3), keepdim=True) * g3 + 1e-6
     alpha = torch.where(g2 > 0, g2 / denom, torch.zeros_like(g2))
-    weights = (alpha * g1.clamp_min(0)).sum((2, 3))
-    return torch.einsum("bc,bchw->bhw", weights, a)
+    return (alpha * g1.clamp_min(0)).sum((2, 3))
 
 
-@register(
-    MethodInfo(
-        name="grad-cam++",
-        title="Grad-CAM++",
-        family="cam",
-        uses_layer=True,
-        signed=False,
-        slow=False,
-        has_image=False,
-        reference="Chattopadhyay et al., Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks, WACV 2018",
-        summary="Grad-CAM with per-pixel weights from higher-order derivatives; better for several instances of a class.",
-    )
+@gradient_cam(
+    "grad-cam++",
+    "Grad-CAM++",
+    "Chattopadhyay et al., Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks, WACV 2018",
+    "Grad-CAM with per-pixel weights from higher-order derivatives; better for several instances of a class.",
+    order=30,
 )
-def grad_cam_pp(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    relu: bool = True,
-    reshape: Reshape | None = None,
-) -> torch.Tensor:
+def grad_cam_pp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ (same cost as Grad-CAM)."""
-    t = Target(target, x.shape[0])
-    layer = resolve_layer(model, x, layer)
-    reshape = check_reshape(reshape)
-    a, g, _ = layer_gradients(model, x, t, layer, reshape=reshape)
     g2 = g * g
-    maps = _grad_cam_pp_maps(a, g, g2, g2 * g)
-    return _finish(maps, x, relu)
+    return _grad_cam_pp_weights(a, g, g2, g2 * g)
 
 
-@register(
-    MethodInfo(
-        name="smooth-grad-cam++",
-        title="Smooth Grad-CAM++",
-        family="cam",
-        uses_layer=True,
-        signed=False,
-        slow=True,
-        has_image=False,
-        reference="Omeiza et al., Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for Deep Convolutional Neural Network Models, 2019",
-        summary="Grad-CAM++ with its gradients averaged over noisy copies of the image.",
-    )
+@cam_method(
+    "smooth-grad-cam++",
+    "Smooth Grad-CAM++",
+    "Omeiza et al., Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for Deep Convolutional Neural Network Models, 2019",
+    "Grad-CAM++ with its gradients averaged over noisy copies of the image.",
+    order=40,
+    slow=True,
+    quick={"samples": 2},
 )
 def smooth_grad_cam_pp(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    relu: bool = True,
-    reshape: Reshape | None = None,
-    samples: int = 25,
-    noise: float = 0.15,
-    seed: int = 0,
-    batch_size: int | None = None,
+    c: CamCall, *, samples: int = 25, noise: float = 0.15, seed: int = 0, batch_size: int | None = None
 ) -> torch.Tensor:
     """Smooth Grad-CAM++: 1st/2nd/3rd-order gradients averaged over ``samples`` noisy copies
     (Gaussian, std ``noise`` x the image's value range), applied to the clean image's features."""
-    b = x.shape[0]
-    t = Target(target, b)
-    layer = resolve_layer(model, x, layer)
-    reshape = check_reshape(reshape)
-    with torch.no_grad(), recording(model, layer, reshape) as rec:
-        out = model_output(model(x))
-    a = check_feature_map(rec.get("out"), layer, x.shape[0])
-    t = t.fix(out)
+    b = c.x.shape[0]
+    a, _, t = clean_pass(c)
     g1 = g2 = g3 = torch.zeros_like(a)
-    done = Progress(progress, samples)
-    bs = auto_batch_size(x, batch_size)
-    for xn, k in noisy_copies(x, samples, noise, seed, bs):
-        _, g, _ = layer_gradients(model, xn, t, layer, repeats=k, reshape=reshape)
+    done = Progress(c.progress, samples)
+    for xn, k in noisy_copies(c.x, samples, noise, seed, auto_batch_size(c.x, batch_size)):
+        _, g, _ = layer_gradients(c.model, xn, t, c.layer, repeats=k, reshape=c.reshape)
         g = g.view(k, b, *g.shape[1:])
-        s1, sq = g.sum(0), g * g
-        s2, s3 = sq.sum(0), (sq * g).sum(0)
-        g1, g2, g3 = g1 + s1, g2 + s2, g3 + s3
+        sq = g * g
+        g1, g2, g3 = g1 + g.sum(0), g2 + sq.sum(0), g3 + (sq * g).sum(0)
         done.advance(k)
-    maps = _grad_cam_pp_maps(a, g1 / samples, g2 / samples, g3 / samples)
-    return _finish(maps, x, relu)
+    return weighted(_grad_cam_pp_weights(a, g1 / samples, g2 / samples, g3 / samples), a)
+
+
+@gradient_cam(
+    "layer-cam",
+    "LayerCAM",
+    "Jiang et al., LayerCAM: Exploring Hierarchical Class Activation Maps for Localization, IEEE TIP 2021",
+    "Each activation weighted by its own positive gradient (no spatial averaging): usable at shallow layers.",
+    order=60,
+    pixelwise=True,
+)
+def layer_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """LayerCAM: ReLU(sum_k ReLU(dy/dA_k) * A_k), element-wise weights; one forward, one backward."""
+    return (g.clamp_min(0) * a).sum(1)
+
+
+@gradient_cam(
+    "xgrad-cam",
+    "XGrad-CAM",
+    "Fu et al., Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs, BMVC 2020",
+    "Grad-CAM with the gradient averaged under the activation's own weights (sensitivity and conservation axioms).",
+    order=70,
+)
+def xgrad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM: weights w_k = sum_ij A_k(i,j) dy/dA_k(i,j) / sum_ij A_k(i,j)."""
+    # Why 1e-7: pytorch-grad-cam's epsilon; all-zero channels then get weight 0.
+    return (g * a).sum((2, 3)) / (a.sum((2, 3)) + 1e-7)
+
+
+@gradient_cam(
+    "hires-cam",
+    "HiResCAM",
+    "Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional neural networks, arXiv:2011.08891, 2020",
+    "Element-wise gradient x activation summed over channels: faithful to the score for GAP-linear heads.",
+    order=80,
+    pixelwise=True,
+)
+def hires_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """HiResCAM: ReLU(sum_k dy/dA_k * A_k) element-wise (equals Grad-CAM when the head is GAP + linear)."""
+    return (g * a).sum(1)
+
+
+@gradient_cam(
+    "sharpen-focus",
+    "Sharpen Focus",
+    "Wang et al., Sharpen Focus: Learning with Attention Separability and Consistency, ICCV 2019 "
+    "(as taught in the localization lecture: w_k = 1/(nm) sum_ij ReLU(dy/dA_k(i,j)))",
+    "Grad-CAM whose channel weights average only the positive gradients.",
+    order=90,
+)
+def sharpen_focus(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Sharpen Focus attention: ReLU(sum_k mean_ij(ReLU(dy/dA_k)) A_k); Grad-CAM's cost."""
+    return g.clamp_min(0).mean((2, 3))

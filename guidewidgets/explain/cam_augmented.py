@@ -22,13 +22,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..hooks import model_output
 from .batching import Progress, auto_batch_size, chunks
-from .layers import layer_gradients, resolve_layer
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .cam_base import CamCall, cam_method, weighted
+from .layers import layer_gradients
 
 __all__ = ["augmented_grad_cam", "random_transforms", "check_transforms", "warp", "observation_matrix", "super_resolve"]
 
@@ -140,6 +138,42 @@ def observation_matrix(grids: torch.Tensor, small: tuple[int, int]) -> torch.Ten
     return torch.sparse_coo_tensor(torch.stack([idx_r, idx_c]), vals, shape, check_invariants=True).coalesce()
 
 
+def _tv_normal(vm: torch.Tensor, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
+    """grad^T W grad applied to maps (B, H, W), W the weights ``wx``, ``wy`` of the differences."""
+    vx, vy = _tv_diffs(vm)
+    px, py = wx * vx, wy * vy
+    tv = torch.zeros_like(vm)
+    tv[..., :, 1:] += px
+    tv[..., :, :-1] -= px
+    tv[..., 1:, :] += py
+    tv[..., :-1, :] -= py
+    return tv
+
+
+def _conjugate_gradients(
+    normal: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, h: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """``steps`` of conjugate gradients on normal(h) = rhs, each column (image) on its own.
+
+    Warm-started at ``h``: every step lowers the quadratic, which lies above the objective and
+    touches it at ``h`` (so the majorize-minimize objective goes down too).
+    """
+    r = rhs - normal(h)
+    p = r.clone()
+    rr = (r * r).sum(0)
+    for _ in range(steps):
+        q = normal(p)
+        pq = (p * q).sum(0)
+        alpha = torch.where(pq > 0, rr / pq.clamp_min(1e-30), torch.zeros_like(pq))
+        h = h + alpha * p
+        r = r - alpha * q
+        rr_new = (r * r).sum(0)
+        beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr))
+        p = r + beta * p
+        rr = rr_new
+    return h
+
+
 def super_resolve(
     g: torch.Tensor,
     grids: torch.Tensor,
@@ -208,57 +242,26 @@ def super_resolve(
 
             def normal(v: torch.Tensor, wx: torch.Tensor = wx, wy: torch.Tensor = wy) -> torch.Tensor:
                 # (K^T K + lam grad^T W grad + mu) v: the Hessian of the majorizing quadratic
-                vm = as_maps(v)
-                vx, vy = _tv_diffs(vm)
-                px, py = wx * vx, wy * vy
-                tv = torch.zeros_like(vm)
-                tv[..., :, 1:] += px
-                tv[..., :, :-1] -= px
-                tv[..., 1:, :] += py
-                tv[..., :-1, :] -= py
-                return kt @ (k @ v) + mu * v + as_cols(tv)
+                return kt @ (k @ v) + mu * v + as_cols(_tv_normal(as_maps(v), wx, wy))
 
-            # Conjugate gradients on the quadratic, each image (column) on its own, warm-started
-            # at h: every step lowers the quadratic, which lies above the objective and touches it at h.
-            r = rhs - normal(h)
-            p = r.clone()
-            rr = (r * r).sum(0)
-            for _ in range(cg_steps):
-                q = normal(p)
-                pq = (p * q).sum(0)
-                alpha = torch.where(pq > 0, rr / pq.clamp_min(1e-30), torch.zeros_like(pq))
-                h = h + alpha * p
-                r = r - alpha * q
-                rr_new = (r * r).sum(0)
-                beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr))
-                p = r + beta * p
-                rr = rr_new
+            h = _conjugate_gradients(normal, rhs, h, cg_steps)
             if history:
                 trace.append(objective(h))
     return as_maps(h) * scale.view(b, 1, 1), trace
 
 
-@register(
-    MethodInfo(
-        name="augmented-grad-cam",
-        title="Augmented Grad-CAM",
-        family="cam",
-        uses_layer=True,
-        signed=False,
-        slow=True,
-        has_image=False,
-        reference="Morbidelli et al., Augmented Grad-CAM: Heat-Maps Super Resolution Through Augmentation, ICASSP 2020",
-        summary="A sharper Grad-CAM: one map at the image's resolution that explains the Grad-CAMs of shifted and rotated copies.",
-    )
+@cam_method(
+    "augmented-grad-cam",
+    "Augmented Grad-CAM",
+    "Morbidelli et al., Augmented Grad-CAM: Heat-Maps Super Resolution Through Augmentation, ICASSP 2020",
+    "A sharper Grad-CAM: one map at the image's resolution that explains the Grad-CAMs of shifted and rotated copies.",
+    order=50,
+    slow=True,
+    quick={"augmentations": 2, "iterations": 2},
 )
 def augmented_grad_cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: CamCall,
     *,
-    progress: Callable[[float], None] | None = None,
-    relu: bool = True,
     augmentations: int = 16,
     max_shift: float | None = None,
     max_rotation: float = 10.0,
@@ -277,9 +280,8 @@ def augmented_grad_cam(
     the ridge term (on maps scaled to a peak of 1); ``iterations`` majorize-minimize steps. The
     class explained is the clean image's (predicted or given) in every copy.
     """
+    model, x, t, layer, reshape = c.model, c.x, c.target, c.layer, c.reshape
     b, _, hh, ww = x.shape
-    t = Target(target, b)
-    layer = resolve_layer(model, x, layer)
     if t.needs_prediction:
         with torch.no_grad():
             t = t.fix(model_output(model(x)))
@@ -289,12 +291,12 @@ def augmented_grad_cam(
         tf = None
     else:
         tf = check_transforms(transforms, (hh, ww))
-    done = Progress(progress, augmentations if tf is None else len(tf))
+    done = Progress(c.progress, augmentations if tf is None else len(tf))
     cams: list[torch.Tensor] = []
     if tf is None:
         # the identity first: its grid gives the cell size for the default shift range
-        a, g, _ = layer_gradients(model, x.detach(), t, layer)
-        cams.append(torch.einsum("bc,bchw->bhw", g.mean((2, 3)), a).clamp_min(0))
+        a, g, _ = layer_gradients(model, x.detach(), t, layer, reshape=reshape)
+        cams.append(weighted(g.mean((2, 3)), a).clamp_min(0))
         cell = max(hh / a.shape[2], ww / a.shape[3])
         shift = cell if max_shift is None else float(max_shift)
         tf = check_transforms(random_transforms(augmentations, shift, float(max_rotation), seed), (hh, ww))
@@ -308,9 +310,9 @@ def augmented_grad_cam(
         lo, hi = start0 + start, start0 + stop
         k = hi - lo
         xa = warp(x.detach(), grids[lo:hi])
-        a, g, _ = layer_gradients(model, xa, t, layer, repeats=k)
-        cams.append(torch.einsum("bc,bchw->bhw", g.mean((2, 3)), a).clamp_min(0))
+        a, g, _ = layer_gradients(model, xa, t, layer, repeats=k, reshape=reshape)
+        cams.append(weighted(g.mean((2, 3)), a).clamp_min(0))
         done.advance(k)
     low = torch.cat(cams)
     h, _ = super_resolve(low, grids, (hh, ww), lam=lam, mu=mu, iterations=iterations)
-    return h.clamp_min(0) if relu else h
+    return h  # already at the input's resolution: the base's finish only applies relu

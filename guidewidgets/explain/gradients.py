@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -59,45 +59,42 @@ def _image_or_map(g: torch.Tensor, raw: bool) -> torch.Tensor:
     return g if raw else g.abs().amax(1)
 
 
-def _info(
-    name: str, title: str, reference: str, summary: str, uses_layer: bool = False, slow: bool = False
-) -> MethodInfo:
-    return MethodInfo(
-        name=name,
-        title=title,
-        family="gradient",
-        uses_layer=uses_layer,
-        signed=False,
-        slow=slow,
-        has_image=True,
-        reference=reference,
-        summary=summary,
-    )
+def _info(name: str, title: str, reference: str, summary: str, order: float, **more: Any) -> MethodInfo:
+    """A gradient image's :class:`MethodInfo` (unsigned map, ``raw=True`` gives the image)."""
+    return MethodInfo(name, title, "gradient", reference, summary, order=order, has_image=True, **more)
 
 
-@register(
+def _rule_method(name: str, rule: Rule, doc: str) -> Callable[..., torch.Tensor]:
+    """A gradient-image method whose own part is the ReLU backward ``rule`` (None: plain)."""
+
+    def method(
+        model: nn.Module,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        layer: str | nn.Module | None = None,
+        *,
+        progress: Callable[[float], None] | None = None,
+        raw: bool = False,
+    ) -> torch.Tensor:
+        g, _ = input_gradient(model, x, Target(target, x.shape[0]), rule)
+        return _image_or_map(g, raw)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = doc
+    return method
+
+
+saliency = register(
     _info(
         "saliency",
         "Saliency (gradient)",
         "Simonyan et al., Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps, ICLR 2014 workshop",
         "Absolute gradient of the class score with respect to the pixels, largest over colour channels.",
+        130,
     )
-)
-def saliency(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    raw: bool = False,
-) -> torch.Tensor:
-    """Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, C, H, W)."""
-    g, _ = input_gradient(model, x, Target(target, x.shape[0]))
-    return _image_or_map(g, raw)
+)(_rule_method("saliency", None, "Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, C, H, W)."))
 
-
-@register(
+guided_backprop = register(
     _info(
         "guided-backprop",
         "Guided backprop",
@@ -105,23 +102,15 @@ def saliency(
         "Gradient where every ReLU passes back only positive gradients through positive inputs; ReLU6, "
         "LeakyReLU, ELU and the smooth ReLUs (SiLU, GELU, Hardswish, Mish) are gated the same way "
         "(f'(x) * max(grad, 0) * [x > 0]); a net without any of them gets the plain gradient and a warning.",
+        140,
+    )
+)(
+    _rule_method(
+        "guided_backprop", "guided", "Guided backpropagation (all ReLUs, including inplace and functional ones)."
     )
 )
-def guided_backprop(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    raw: bool = False,
-) -> torch.Tensor:
-    """Guided backpropagation (all ReLUs, including inplace and functional ones)."""
-    g, _ = input_gradient(model, x, Target(target, x.shape[0]), "guided")
-    return _image_or_map(g, raw)
 
-
-@register(
+deconvnet = register(
     _info(
         "deconvnet",
         "Deconvnet",
@@ -129,20 +118,9 @@ def guided_backprop(
         "Gradient where every ReLU-family activation (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, "
         "Mish) passes back the rectified gradient itself, whatever its forward input was; without any, "
         "the plain gradient and a warning.",
+        150,
     )
-)
-def deconvnet(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    raw: bool = False,
-) -> torch.Tensor:
-    """Deconvnet-style backward (Zeiler & Fergus) through every ReLU."""
-    g, _ = input_gradient(model, x, Target(target, x.shape[0]), "deconv")
-    return _image_or_map(g, raw)
+)(_rule_method("deconvnet", "deconv", "Deconvnet-style backward (Zeiler & Fergus) through every ReLU."))
 
 
 @register(
@@ -151,6 +129,7 @@ def deconvnet(
         "Guided Grad-CAM",
         "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
         "Guided backprop multiplied by the upsampled Grad-CAM map: fine detail, class-discriminative.",
+        160,
         uses_layer=True,
     )
 )
@@ -214,7 +193,9 @@ def guided_grad_cam(
         "SmoothGrad",
         "Smilkov et al., SmoothGrad: removing noise by adding noise, ICML 2017 workshop",
         "Gradient averaged over noisy copies of the image: a less noisy saliency map.",
+        170,
         slow=True,
+        quick={"samples": 2},
     )
 )
 def smoothgrad(

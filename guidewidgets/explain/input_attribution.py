@@ -84,27 +84,16 @@ def _map(attr: torch.Tensor, raw: bool) -> torch.Tensor:
     return attr if raw else attr.sum(1)
 
 
-def _info(name: str, title: str, reference: str, summary: str, slow: bool) -> MethodInfo:
-    return MethodInfo(
-        name=name,
-        title=title,
-        family="gradient",
-        uses_layer=False,
-        signed=True,
-        slow=slow,
-        has_image=True,
-        reference=reference,
-        summary=summary,
-    )
-
-
 @register(
-    _info(
+    MethodInfo(
         "gradient-x-input",
         "Gradient x input",
+        "gradient",
         "Shrikumar et al., Not Just a Black Box: Learning Important Features Through Propagating Activation Differences, arXiv:1605.01713, 2016",
         "Input gradient times the input, summed over colour channels: signed, one backward.",
-        slow=False,
+        order=180,
+        signed=True,
+        has_image=True,
     )
 )
 def gradient_x_input(
@@ -122,12 +111,17 @@ def gradient_x_input(
 
 
 @register(
-    _info(
+    MethodInfo(
         "integrated-gradients",
         "Integrated Gradients",
+        "gradient",
         "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
         "Gradients averaged along the straight path from a baseline image, times (x - baseline); sums to the score difference.",
+        order=190,
+        signed=True,
         slow=True,
+        has_image=True,
+        quick={"steps": 4},
     )
 )
 def integrated_gradients(

@@ -50,17 +50,64 @@ def _fill(fill: float | Sequence[float], x: torch.Tensor) -> torch.Tensor:
     return f.view(1, 1, 1)
 
 
+def _check_mode(mode: str, tau: float, refine: float) -> None:
+    if mode not in ("auto", "plain", "incremental", "approximate"):
+        raise ValueError(f"mode must be 'auto', 'plain', 'incremental' or 'approximate', got {mode!r}")
+    for name, v in (("tau", tau), ("refine", refine)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+            raise ValueError(f"{name} must be a number in (0, 1] (1 switches the approximation off), got {v!r}")
+
+
+def _positions(
+    x: torch.Tensor, window: int | Sequence[int] | None, stride: int | Sequence[int] | None
+) -> tuple[list[int], list[int], tuple[int, int], tuple[int, int]]:
+    """Occlusion's patch rows, patch columns, window and stride (defaults filled in, checked)."""
+    h, w = x.shape[-2:]
+    if window is None:
+        window = max(1, round(min(h, w) / 7))
+    wh, ww = _pair(window, "window")
+    if stride is None:
+        stride = (max(1, wh // 2), max(1, ww // 2))
+    sh, sw = _pair(stride, "stride")
+    if wh > h or ww > w:
+        raise ValueError(f"window {(wh, ww)} is larger than the image {(h, w)}; use a smaller window")
+    # Why ceil: the last patch is cut at the border (as Captum), so the bottom and right edges
+    # are covered even when the stride does not tile the image.
+    ys = [k * sh for k in range(math.ceil((h - wh) / sh) + 1)]
+    xs = [k * sw for k in range(math.ceil((w - ww) / sw) + 1)]
+    return ys, xs, (wh, ww), (sh, sw)
+
+
+def _spread(
+    drops: torch.Tensor,
+    grid_shape: tuple[int, int],
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    size: Sequence[int],
+) -> torch.Tensor:
+    """(B, H, W) map from (positions, B) drops: each drop is spread over its window; overlapping
+    windows are averaged."""
+    h, w = size
+    grid = drops.t().reshape(drops.shape[1], 1, *grid_shape)
+    ones = torch.ones(1, 1, *window, device=drops.device, dtype=drops.dtype)
+    total = F.conv_transpose2d(grid, ones, stride=stride)
+    count = F.conv_transpose2d(torch.ones_like(grid[:1]), ones, stride=stride)
+    # The spread windows reach past the border where the last patch was cut: crop them back.
+    total, count = total[..., :h, :w], count[..., :h, :w]
+    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
+
+
 @register(
     MethodInfo(
-        name="occlusion",
-        title="Occlusion",
-        family="perturbation",
-        uses_layer=False,
+        "occlusion",
+        "Occlusion",
+        "perturbation",
+        "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+        "Drop of the class score when a grey patch hides each region, averaged over the patches covering a pixel.",
+        order=200,
         signed=True,
         slow=True,
-        has_image=False,
-        reference="Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
-        summary="Drop of the class score when a grey patch hides each region, averaged over the patches covering a pixel.",
+        quick={"window": 8, "stride": 8},
     )
 )
 def occlusion(
@@ -101,24 +148,9 @@ def occlusion(
     ``nn.Module.__call__`` for the whole process while it traces (a few milliseconds per call). A
     model called from another thread in that moment (a widget's background job, your own cell)
     would be caught by the tracer, which is why they are opt-in and plain stays the default."""
-    if mode not in ("auto", "plain", "incremental", "approximate"):
-        raise ValueError(f"mode must be 'auto', 'plain', 'incremental' or 'approximate', got {mode!r}")
-    for name, v in (("tau", tau), ("refine", refine)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
-            raise ValueError(f"{name} must be a number in (0, 1] (1 switches the approximation off), got {v!r}")
-    b, _, h, w = x.shape
-    if window is None:
-        window = max(1, round(min(h, w) / 7))
-    wh, ww = _pair(window, "window")
-    if stride is None:
-        stride = (max(1, wh // 2), max(1, ww // 2))
-    sh, sw = _pair(stride, "stride")
-    if wh > h or ww > w:
-        raise ValueError(f"window {(wh, ww)} is larger than the image {(h, w)}; use a smaller window")
-    # Why ceil: the last patch is cut at the border (as Captum), so the bottom and right edges
-    # are covered even when the stride does not tile the image.
-    ys = [k * sh for k in range(math.ceil((h - wh) / sh) + 1)]
-    xs = [k * sw for k in range(math.ceil((w - ww) / sw) + 1)]
+    _check_mode(mode, tau, refine)
+    b = x.shape[0]
+    ys, xs, (wh, ww), (sh, sw) = _positions(x, window, stride)
     spots = [(y, x0) for y in ys for x0 in xs]
     value = _fill(fill, x)
     t = Target(target, b)
@@ -152,14 +184,7 @@ def occlusion(
             )  # fmt: skip
             if not info.traced and mode != "auto":
                 warnings.warn(f"occlusion mode={mode!r} ran plain occlusion: {info.reason}", UserWarning, stacklevel=3)
-        # Each drop is spread over its window; overlapping windows are averaged.
-        grid = drops.t().reshape(b, 1, len(ys), len(xs))
-        ones = torch.ones(1, 1, wh, ww, device=x.device, dtype=x.dtype)
-        total = F.conv_transpose2d(grid, ones, stride=(sh, sw))
-        count = F.conv_transpose2d(torch.ones_like(grid[:1]), ones, stride=(sh, sw))
-        # The spread windows reach past the border where the last patch was cut: crop them back.
-        total, count = total[..., :h, :w], count[..., :h, :w]
-        return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
+        return _spread(drops, (len(ys), len(xs)), (wh, ww), (sh, sw), x.shape[-2:])
 
 
 def _rise_masks(
@@ -184,15 +209,14 @@ def _crop_upsampled(grids: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: 
 
 @register(
     MethodInfo(
-        name="rise",
-        title="RISE",
-        family="perturbation",
-        uses_layer=False,
-        signed=False,
+        "rise",
+        "RISE",
+        "perturbation",
+        "Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
+        "Average of random smooth masks weighted by the class probability each masked image gets.",
+        order=210,
         slow=True,
-        has_image=False,
-        reference="Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
-        summary="Average of random smooth masks weighted by the class probability each masked image gets.",
+        quick={"masks": 8, "cells": 2},
     )
 )
 def rise(

@@ -1,5 +1,23 @@
 """The one registry of explanation methods that widgets, notebooks and :func:`explain` read.
 
+Adding a method (it then appears in every widget, notebook and test that lists methods):
+
+- a gradient CAM that differs only in its channel weights (or its own pixel-wise map) is one
+  decorated function on the CAM base, :func:`guidewidgets.explain.cam_base.gradient_cam`::
+
+      @gradient_cam("my-cam", "My-CAM", "Me et al. 2027", "Grad-CAM with squared gradients.", order=95)
+      def my_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+          '''My-CAM: w_k = mean_ij (dy/dA_k)^2.'''
+          return (g * g).mean((2, 3))  # (B, C) weights of the feature maps a (B, C, h, w)
+
+- a CAM with passes of its own: ``@cam_method(name, title, reference, summary, order=...)`` on
+  ``fn(c: CamCall, *, <its options>) -> (B, h, w)`` (same module; the base adds the call shape).
+- any other method: ``@register(MethodInfo(name, title, family, reference, summary, order=...))``
+  on ``fn(model, x, target=None, layer=None, *, progress=None, <its options>) -> (B, H, W)``. ``order`` places it in :func:`methods` (the
+  widget's number keys follow it; the shipped methods use multiples of 10). A slow method gives
+  ``slow=True`` and ``quick={...}``, the cheap options every test runs it with.
+- import its module in ``guidewidgets/explain/__init__.py``.
+
 A method is registered once with :func:`register`; that also wraps it so that every method
 checks its input the same way, runs the model in eval mode (restoring it afterwards) and holds
 the model's lock (:func:`guidewidgets.hooks.model_lock`) while it runs.
@@ -23,9 +41,10 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import types
 import warnings
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,17 +57,39 @@ __all__ = ["MethodInfo", "register", "methods", "method_info", "method_function"
 
 @dataclasses.dataclass(frozen=True)
 class MethodInfo:
-    """What a widget or a notebook needs to know about a method without running it."""
+    """What a widget or a notebook needs to know about a method without running it.
+
+    Args:
+        name: the registry key (lower case, dashes), e.g. ``"grad-cam"``.
+        title: what a menu shows.
+        family: ``"cam"``, ``"gradient"``, ``"perturbation"`` or ``"attention"``.
+        reference: the paper.
+        summary: one sentence on what the map shows.
+        order: place in :func:`methods` (ascending; the widget's number keys follow it).
+        uses_layer: whether ``layer=`` matters.
+        signed: whether maps have both signs (a diverging colour scale).
+        slow: whether a widget should run it in a background job with progress.
+        has_image: whether ``raw=True`` gives a (B, C, H, W) gradient image.
+        quick: cheap options (fewer samples, masks, steps ...) under which the method keeps its
+            properties: what tests and quick demos pass. Every slow method has some.
+    """
 
     name: str
     title: str
     family: Literal["cam", "gradient", "perturbation", "attention"]
-    uses_layer: bool
-    signed: bool
-    slow: bool
-    has_image: bool
     reference: str
     summary: str
+    order: float = 1000.0
+    uses_layer: bool = False
+    signed: bool = False
+    slow: bool = False
+    has_image: bool = False
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Why a read-only view: one MethodInfo is shared by every caller, so a test that edits
+        # its options must not change them for the next one.
+        object.__setattr__(self, "quick", types.MappingProxyType(dict(self.quick)))
 
 
 _INFO: dict[str, MethodInfo] = {}
@@ -69,11 +110,9 @@ def check_model(model: nn.Module, info: MethodInfo) -> None:
             "that needs only the model's output and input gradient ('saliency', 'smoothgrad', "
             "'occlusion', 'rise')"
         )
-    try:
-        from ..guide.session import active_guide  # lazily: guide imports explain's modules
-    except ImportError:  # pragma: no cover - the guide package is part of the wheel
-        return
-    if active_guide(model) is not None:
+    from ..owners import owner_of  # a Guide claims its model there: no import of the guide package
+
+    if owner_of(model) is not None:
         warnings.warn(
             f"{type(model).__name__} carries an open Guide, so its forward is the guided one and "
             f"{info.name!r} explains the guided prediction. For the plain model close the guide "
@@ -119,8 +158,8 @@ def register(info: MethodInfo) -> Callable[[Callable[..., torch.Tensor]], Callab
 
 
 def methods() -> list[str]:
-    """Names of all registered methods, in registration order."""
-    return list(_INFO)
+    """Names of all registered methods by their ``order`` (ties: registration order)."""
+    return sorted(_INFO, key=lambda name: _INFO[name].order)
 
 
 def _lookup(name: str) -> str:
@@ -134,7 +173,7 @@ def _lookup(name: str) -> str:
     close = difflib.get_close_matches(key, list(_INFO), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
-        f"Unknown explanation method {name!r}.{hint} guidewidgets.explain.methods() lists all: {', '.join(_INFO)}."
+        f"Unknown explanation method {name!r}.{hint} guidewidgets.explain.methods() lists all: {', '.join(methods())}."
     )
 
 

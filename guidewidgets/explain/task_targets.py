@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hooks
+from ..metrics.boxes import box_iou  # re-exported: the package's one box IoU, pairwise (N, M)
 
 __all__ = ["segmentation_target", "RegionTarget", "multilabel_target", "DetectorBoxScore", "detections", "box_iou"]
 
@@ -138,16 +139,6 @@ def multilabel_target(classes: int | Sequence[int]) -> Callable[[torch.Tensor], 
         return torch.sigmoid(out[:, idx]).sum(1)
 
     return target
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes a (N, 4) with b (M, 4), (x0, y0, x1, y1): (N, M)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-12)
 
 
 def _check_detections(out: object, model: nn.Module) -> list[Mapping[str, torch.Tensor]]:

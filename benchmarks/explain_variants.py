@@ -1,8 +1,8 @@
 """Time the newer guidewidgets.explain methods against pytorch-grad-cam and Captum in one run.
 
-    python benchmarks/explain_more.py                      # resnet18, 224 px, batch 1 and 8, CPU (+ CUDA)
-    python benchmarks/explain_more.py --quick              # resnet18, 64 px, batch 2, CPU, 2 repeats
-    python benchmarks/explain_more.py --methods score-cam,ablation-cam --size 96 --batches 4
+    python benchmarks/explain_variants.py                      # resnet18, 224 px, batch 1 and 8, CPU (+ CUDA)
+    python benchmarks/explain_variants.py --quick              # resnet18, 64 px, batch 2, CPU, 2 repeats
+    python benchmarks/explain_variants.py --methods score-cam,ablation-cam --size 96 --batches 4
 
 Models are torchvision ResNets with random weights (weights=None). Every implementation gets its
 own copy of the model and the same explicit targets, layer and settings (pytorch-grad-cam's
@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,19 +30,8 @@ from guidewidgets import explain as E
 from guidewidgets.explain.batching import auto_batch_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from explain import fmt, timed  # the same CPU-time clock and number format as benchmarks/explain.py
-
-try:
-    import pytorch_grad_cam as pgc
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-except ImportError:  # pragma: no cover
-    pgc = None
-try:
-    import captum.attr as ca
-except ImportError:  # pragma: no cover
-    ca = None
-
-warnings.filterwarnings("ignore")
+# The same CPU-time clock, number format and peer imports (None where not installed) as benchmarks/explain.py.
+from explain import ca, fmt, medians, pgc, timed
 
 METHODS = [
     "layer-cam",
@@ -90,7 +77,7 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
     rows["sharpen-focus"]["grad-cam (ours)"] = grad_cam
     rows["augmented-grad-cam"]["grad-cam (ours)"] = grad_cam
     if pgc is not None:
-        targets = [ClassifierOutputTarget(c) for c in tl]
+        targets = [pgc.utils.model_targets.ClassifierOutputTarget(c) for c in tl]
         for m, cls_name in PGC.items():
             peer_model = copy.deepcopy(model)
             cls = getattr(pgc, cls_name)
@@ -131,10 +118,7 @@ def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
         print(f"  {model_name} B={batch} {device}: round {r}/{cfg.repeats} done", file=sys.stderr, flush=True)
     lines = []
     for m, impls in times.items():
-        med = {i: statistics.median(v) for i, v in impls.items()}
-        peers = [med[p] for p in ("pytorch-grad-cam", "captum") if p in med]
-        best = min(peers) if peers else None
-        ratio = f"{med['ours'] / best:.2f}" if best else "n/a"
+        med, ratio = medians(impls)
         floor = med.get("grad-cam (ours)")
         lines.append(
             f"| {model_name} | {device} | {batch} | {m} | {fmt(med['ours'])} | {fmt(med.get('pytorch-grad-cam'))} "

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-import torchvision
 
 from guidewidgets import explain as E
 from guidewidgets import zoo
@@ -15,16 +14,13 @@ pgc = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
-from test_explain_peers import corr  # noqa: E402  (one correlation for every peer test)
+from test_explain_peers import corr, random_resnet18  # noqa: E402  (one model and correlation for every peer test)
 
 SIZE = 64
 TARGETS = [3, 7]
 
 
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
+resnet = pytest.fixture(scope="module", name="resnet")(random_resnet18)
 
 
 @pytest.fixture(scope="module")

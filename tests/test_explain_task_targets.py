@@ -7,7 +7,7 @@ import torchvision
 
 from guidewidgets import explain as E
 from guidewidgets import zoo
-from guidewidgets.explain.targets_more import (
+from guidewidgets.explain.task_targets import (
     DetectorBoxScore,
     box_iou,
     detections,

@@ -1,0 +1,140 @@
+"""GradientSHAP: expected gradients between the image and baselines drawn from a distribution.
+
+Lundberg & Lee (2017) approximate SHAP values by Integrated Gradients averaged over a
+distribution of baselines; GradientSHAP (Captum's name; "expected gradients", Erion et al.)
+estimates that expectation by sampling: per sample, a baseline ``r`` from the set, a point
+``alpha ~ U(0, 1)`` on the path, optional Gaussian noise on the image, and the attribution
+``grad(r + alpha (x' - r)) * (x' - r)`` with ``x' = x + noise``; the mean over samples.
+In expectation its sum is ``score(x) - E[score(r)]`` (with noise 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..hooks import model_output
+from .batching import Progress, auto_batch_size
+from .gradients import input_gradient
+from .noise import noisy_copies
+from .registry import MethodInfo, register
+from .targets import Target, TargetLike
+
+__all__ = ["gradient_shap", "resolve_baselines", "shap_draws", "fixed_target"]
+
+BaselinesLike = torch.Tensor | Sequence[float] | float | None
+
+
+def resolve_baselines(baselines: BaselinesLike, x: torch.Tensor) -> torch.Tensor:
+    """A set of baseline images (N, C, H, W) for ``x`` (B, C, H, W).
+
+    Args:
+        baselines: None (the black, mid-grey and white images), one number or a list of numbers
+            (one constant image each), an image (C, H, W) or a stack of images (N, C, H, W).
+        x: the images explained.
+
+    Returns:
+        The baselines on ``x``'s device and dtype.
+    """
+    shape = tuple(x.shape[1:])
+    if baselines is None:
+        baselines = [0.0, 0.5, 1.0]
+    if not isinstance(baselines, torch.Tensor):
+        try:
+            values = torch.as_tensor(baselines, dtype=x.dtype, device=x.device).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"baselines must be a number, a list of numbers or a tensor of images, got {type(baselines).__name__}"
+            ) from None
+        if values.numel() == 0:
+            raise ValueError("baselines is empty; give at least one baseline image or value")
+        return values.view(-1, 1, 1, 1).expand(-1, *shape).clone()
+    if baselines.dim() == len(shape):
+        baselines = baselines.unsqueeze(0)
+    if baselines.dim() != len(shape) + 1 or tuple(baselines.shape[1:]) != shape or baselines.shape[0] == 0:
+        raise ValueError(
+            f"baselines must be an image of shape {shape} or a stack (N, {', '.join(map(str, shape))}) of them "
+            f"(the images' own shape), got {tuple(baselines.shape)}"
+        )
+    return baselines.detach().to(device=x.device, dtype=x.dtype)
+
+
+def fixed_target(model: nn.Module, x: torch.Tensor, target: TargetLike) -> Target:
+    """``target`` with its classes fixed (the predicted ones for None), so that every sample,
+    noisy copy or reference is scored for the class of the clean image."""
+    t = Target(target, x.shape[0])
+    if t.needs_prediction:
+        with torch.no_grad():
+            t = t.fix(model_output(model(x)))
+    return t
+
+
+def shap_draws(samples: int, baselines: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded random choices of :func:`gradient_shap`: ``alpha`` (samples,) in [0, 1) and the
+    baseline index (samples,). Sample ``s`` uses the same pair for every image of the batch (as
+    SmoothGrad's copies share their noise), so an image gets the same map alone or in a batch."""
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    alphas = torch.rand(samples, generator=g, dtype=torch.float64)
+    index = torch.randint(baselines, (samples,), generator=g)
+    return alphas, index
+
+
+@register(
+    MethodInfo(
+        "gradient-shap",
+        "GradientSHAP",
+        "gradient",
+        "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
+        "Gradients at random points between the image and random baselines, times (image - baseline), "
+        "averaged: an estimate of SHAP values whose sum is the score's gain over the baselines.",
+        order=250,
+        signed=True,
+        slow=True,
+        has_image=True,
+        quick={"samples": 4},
+    )
+)
+def gradient_shap(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    layer: str | nn.Module | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    raw: bool = False,
+    baselines: BaselinesLike = None,
+    samples: int = 20,
+    noise: float = 0.0,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Mean over ``samples`` of ``grad(r + alpha (x' - r)) * (x' - r)``, summed over channels.
+
+    ``baselines``: see :func:`resolve_baselines`; ``noise``: the std of Gaussian noise on the
+    image as a fraction of its value range (Captum's ``stdevs``, 0 by default); the draws are
+    :func:`shap_draws` (``seed``). The class is the clean image's for every sample.
+    """
+    b = x.shape[0]
+    x = x.detach()
+    refs = resolve_baselines(baselines, x)
+    alphas, index = shap_draws(samples, refs.shape[0], seed)
+    alphas = alphas.to(device=x.device, dtype=x.dtype)
+    index = index.to(x.device)
+    t = fixed_target(model, x, target)
+    total = torch.zeros_like(x)
+    done = Progress(progress, samples)
+    start = 0
+    for xn, k in noisy_copies(x, samples, noise, seed, auto_batch_size(x, batch_size)):
+        r = refs[index[start : start + k]].unsqueeze(1)  # (k, 1, C, H, W): one per copy
+        diff = xn.view(k, b, *x.shape[1:]) - r
+        a = alphas[start : start + k].view(k, 1, 1, 1, 1)
+        g, _ = input_gradient(model, (r + a * diff).reshape(k * b, *x.shape[1:]), t, repeats=k)
+        total += (g.view(k, b, *x.shape[1:]) * diff).sum(0)
+        start += k
+        done.advance(k)
+    attr = total / samples
+    return attr if raw else attr.sum(1)
