@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "docs" / "site"
 LESSONS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 MODULES = ("explain", "guide", "gain", "features", "localize", "metrics", "attend", "basics", "segnets", "zoo")
-MODULES += ("widgets", "hooks", "render")
+MODULES += ("widgets", "hooks", "render", "jobs", "owners", "guide.noc")
 
 
 class Page(HTMLParser):

@@ -136,7 +136,9 @@ def test_model_output_must_be_logits():
 
 # Methods that never differentiate the target's scores (forward passes only): a detaching callable works.
 # forward-only methods: every perturbation method and the gradient-free CAMs
-NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam"} | {n for n in E.methods() if E.method_info(n).family == "perturbation"}
+NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam"} | {
+    n for n in E.methods() if E.method_info(n).family == "perturbation"
+}
 CALLABLE_METHODS = [n for n in CNN_METHODS if n != "cam"]  # CAM refuses callables (test above)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from guidewidgets.widgets import WIDGETS
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = [
@@ -104,9 +106,8 @@ def test_story_shape_title_widget_and_exercises_with_hidden_solutions(nb):
     first = book.cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# "), f"{path.name}: start with a title"
     code = "\n".join(c.source for c in book.cells if c.cell_type == "code")
-    assert re.search(r"\b(Explain|Guide|Gain|Feature|Caption|STN)Widget\(", code), (
-        f"{path.name}: every tutorial shows a live widget"
-    )
+    live = "|".join(entry.name for entry in WIDGETS)
+    assert re.search(rf"\b({live})\(", code), f"{path.name}: every tutorial shows a live widget"
     # Markdown headings only: a "# comment" inside a fenced solution is code, not a heading.
     headings = [
         (i, line)

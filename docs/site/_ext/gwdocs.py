@@ -30,6 +30,8 @@ from typing import Any
 import nbcache
 import nbformat
 
+from guidewidgets.widgets import WIDGETS
+
 #: the public modules documented in the API reference, in the order of the package's layers
 MODULES = (
     "explain",
@@ -45,16 +47,12 @@ MODULES = (
     "widgets",
     "hooks",
     "render",
+    "jobs",
+    "owners",
+    "guide.noc",
 )
 #: the screenshot of each widget, shown when a lesson's run left no PNG export of it
-WIDGET_SCREENSHOTS = {
-    "ExplainWidget": "explain_widget.png",
-    "GuideWidget": "guide_widget.png",
-    "GainWidget": "gain_widget.png",
-    "FeatureWidget": "feature_widget.png",
-    "CaptionWidget": "caption_widget.png",
-    "STNWidget": "stn_widget.png",
-}
+WIDGET_SCREENSHOTS = {entry.name: entry.screenshot for entry in WIDGETS}
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # lessons other than the tour come first when looking for the lesson that teaches a method
 TOUR = "00_quickstart"
@@ -250,8 +248,13 @@ def uses_of(nb: Any, documented: dict[int, str], method_funcs: dict[str, Any]) -
 
 def uses_markdown(found: dict[str, list[str]]) -> str:
     lines = []
-    for mod in sorted(found, key=lambda m: MODULES.index(m.split(".")[1])):
-        short = mod.split(".")[1]
+
+    def place(mod: str) -> int:
+        short = mod.removeprefix("guidewidgets.")
+        return MODULES.index(short if short in MODULES else short.split(".")[0])
+
+    for mod in sorted(found, key=place):
+        short = mod.removeprefix("guidewidgets.")
         items = []
         for name in found[mod]:
             obj = getattr(importlib.import_module(mod), name.rsplit(".", 1)[1])
