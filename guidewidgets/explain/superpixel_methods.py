@@ -72,9 +72,9 @@ def _orders(count: int, most: int, n: int, gen: torch.Generator) -> torch.Tensor
 @register(
     MethodInfo(
         name="feature-ablation",
-        title="Feature ablation (superpixels)",
+        title="Feature ablation",
         reference="Captum FeatureAblation; Zeiler & Fergus, ECCV 2014 (occlusion by regions)",
-        summary="Drop of the class score when one superpixel is replaced by the baseline.",
+        summary="Drop of the class score when one superpixel (SLIC) is replaced by the baseline.",
         family="perturbation",
         order=290,
         signed=True,
@@ -106,9 +106,9 @@ def feature_ablation(
 @register(
     MethodInfo(
         name="shapley-sampling",
-        title="Shapley value sampling (superpixels)",
+        title="Shapley sampling",
         reference="Castro et al., Polynomial calculation of the Shapley value based on sampling, Computers & OR 2009",
-        summary="Mean gain of the class score when a superpixel joins, over random orders of the superpixels.",
+        summary="Mean gain of the class score when a superpixel (SLIC) joins, over random orders of the superpixels.",
         family="perturbation",
         order=300,
         signed=True,
@@ -180,9 +180,9 @@ def _constrained_wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, total: t
 @register(
     MethodInfo(
         name="kernel-shap",
-        title="KernelSHAP (superpixels)",
+        title="KernelSHAP",
         reference="Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-        summary="Shapley values of the superpixels from a weighted linear fit of coalition scores.",
+        summary="Shapley values of the superpixels (SLIC) from a weighted linear fit of coalition scores.",
         family="perturbation",
         order=310,
         signed=True,
@@ -239,9 +239,9 @@ def _weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: fl
 @register(
     MethodInfo(
         name="lime",
-        title="LIME (superpixels)",
+        title="LIME",
         reference="Ribeiro et al., 'Why Should I Trust You?': Explaining the Predictions of Any Classifier, KDD 2016",
-        summary="Weights of a local linear model that predicts the class score from which superpixels are kept.",
+        summary="Weights of a local linear model that predicts the class score from which superpixels (SLIC) are kept.",
         family="perturbation",
         order=320,
         signed=True,

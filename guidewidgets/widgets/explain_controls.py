@@ -150,6 +150,10 @@ def build_controls(self: Any) -> None:
     _wire_controls(self)
 
 
+# Why a stopwatch, not "(slow)": with 32 methods a shorter label keeps the buttons to fewer rows.
+SLOW = " \u23f1"
+
+
 def _make_controls(self: Any) -> None:
     self.w_image = W.Dropdown(options=list(zip(self.names, range(len(self.names)))), description="Image")
     self.w_upload = W.FileUpload(accept="image/*", multiple=True, description="Upload")
@@ -158,11 +162,13 @@ def _make_controls(self: Any) -> None:
         placeholder="find a class ...", options=self.classes, ensure_option=True, layout=W.Layout(width="11em")
     )
     labels = [
-        (f"{i + 1 if i < 9 else ''} {v.title}{' (slow)' if v.slow else ''}".strip(), m)
+        (f"{i + 1 if i < 9 else ''} {v.title}{SLOW if v.slow else ''}".strip(), m)
         for i, (m, v) in enumerate(self.infos.items())
     ]
     self.w_method = W.ToggleButtons(
-        options=labels, tooltips=[v.summary for v in self.infos.values()], style={"button_width": "auto"}
+        options=labels,
+        tooltips=[v.summary + (" (slow: runs in the background)" if v.slow else "") for v in self.infos.values()],
+        style={"button_width": "auto"},
     )
     self.w_method.add_class("gw-compact")  # 23 methods: tighter buttons save a row or two of height
     self.w_summary = W.HTML()
