@@ -20,7 +20,7 @@ from guidewidgets.widgets.charts import LineChart, integer_ticks
 pytest_plugins = ["widget_fixtures"]  # its fixtures: clf, images, ew
 
 # every widget the package exports (ImageView is a part, with no traits of its own)
-WIDGETS = tuple(getattr(widgets, n) for n in widgets.__all__ if n != "ImageView")
+WIDGETS = tuple(entry.cls for entry in widgets.WIDGETS)  # the registry: a new widget is checked too
 
 
 def _own_traits(cls: type) -> dict[str, object]:
