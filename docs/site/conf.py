@@ -51,7 +51,9 @@ autodoc_member_order = "bysource"
 autoclass_content = "both"
 autodoc_typehints = "description"  # long union types read better beside each argument
 autodoc_typehints_description_target = "documented_params"
-autodoc_preserve_defaults = True
+# Not preserve_defaults: it re-parses each function's source, and the CAM methods' public
+# signatures are built by explain/cam_base.py (their source has fewer defaults than they show).
+autodoc_preserve_defaults = False
 autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = True

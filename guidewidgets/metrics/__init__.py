@@ -9,8 +9,9 @@ Segmentation and box scores live here too, all in ``(pred, truth)`` order:
 :func:`confusion` (rows = truth, columns = prediction), :func:`iou_per_class`, :func:`miou`,
 :func:`box_iou` (pairwise, (N, M)).
 
-They import nothing of the package but ``checks``, and the map scores (which import explain) load
-on first use, so guide/ and explain/ can use them without loading the whole explanation layer.
+Inside the package import them from their modules (``from ..metrics.boxes import box_iou``): those
+import nothing of the package but ``checks``. (Not lazily from here: ``evaluate`` is both a module and
+a function of this package, and a lazy attribute would be shadowed by the submodule once imported.)
 
 Pure torch / numpy / scipy (pandas for the table); every map comes from :mod:`guidewidgets.explain`.
 ``python -m guidewidgets.metrics.scoreboard`` prints every method x every metric.
@@ -18,10 +19,18 @@ Pure torch / numpy / scipy (pandas for the table); every map comes from :mod:`gu
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from .boxes import box_iou, check_boxes
+from .evaluate import METRICS, MetricInfo, evaluate
+from .faithfulness import auc, deletion, insertion, noisy_linear_imputation, perturbation_curves, relevance_order, road
+from .pointing import default_tolerance, energy_pointing, pointing_game
+from .sanity import (
+    cascading_randomization,
+    data_randomization,
+    randomizable_layers,
+    randomized_copy,
+    spearman,
+    train_copy,
+)
 from .segmentation import (
     accuracy_from_confusion,
     confusion,
@@ -30,43 +39,6 @@ from .segmentation import (
     miou,
     miou_from_confusion,
 )
-
-# Why lazy: the map scores import explain (and localize), while guide/ and explain/ need only the
-# segmentation and box scores; importing those must not load the whole explanation layer.
-_LAZY = {
-    "METRICS": "evaluate",
-    "MetricInfo": "evaluate",
-    "evaluate": "evaluate",
-    "auc": "faithfulness",
-    "deletion": "faithfulness",
-    "insertion": "faithfulness",
-    "noisy_linear_imputation": "faithfulness",
-    "perturbation_curves": "faithfulness",
-    "relevance_order": "faithfulness",
-    "road": "faithfulness",
-    "default_tolerance": "pointing",
-    "energy_pointing": "pointing",
-    "pointing_game": "pointing",
-    "cascading_randomization": "sanity",
-    "data_randomization": "sanity",
-    "randomizable_layers": "sanity",
-    "randomized_copy": "sanity",
-    "spearman": "sanity",
-    "train_copy": "sanity",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
 
 __all__ = [
     "confusion",

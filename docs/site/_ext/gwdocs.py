@@ -21,6 +21,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import types
 import urllib.parse
 from dataclasses import dataclass, field
@@ -341,6 +342,24 @@ def lesson_of_methods(
 
 
 # ---- API pages and the methods table ------------------------------------------------------------
+def attribute_doc(package: str, name: str, obj: Any) -> list[str] | None:
+    """The ``#:`` doc comment of ``name`` in the submodule of ``package`` that defines it, when the
+    name is re-exported (autodoc looks only in ``package`` and would fall back to the value's type's
+    docstring, e.g. numpy's)."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    for modname, module in sorted(sys.modules.items()):
+        if not modname.startswith(package + ".") or getattr(module, name, None) is not obj:
+            continue
+        try:
+            docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+        except Exception:  # a module without source (compiled, generated): not this one
+            continue
+        if ("", name) in docs:
+            return [line for line in docs[("", name)] if line.strip()]
+    return None
+
+
 def api_page(mod: str) -> str:
     module = importlib.import_module(f"guidewidgets.{mod}")
     full = f"guidewidgets.{mod}"
@@ -354,7 +373,11 @@ def api_page(mod: str) -> str:
         elif inspect.isfunction(obj) or inspect.isbuiltin(obj) or isinstance(obj, types.FunctionType):
             out += [f".. autofunction:: {name}", ""]
         else:
-            out += [f".. autodata:: {name}", "   :no-value:", ""]
+            doc = attribute_doc(full, name, obj)
+            if doc is None:
+                out += [f".. autodata:: {name}", "   :no-value:", ""]
+            else:  # a constant re-exported from a submodule: its ``#:`` comment lives there
+                out += [f".. py:data:: {name}", "", *(f"   {line}" for line in doc), ""]
     return "\n".join(out)
 
 
