@@ -20,7 +20,7 @@ input event, (a) the first visible change of the widget outside the control itse
 or canvas pixels hashed every animation frame; "own state only" when nothing but the control
 changed) and (b) the final frame (nothing changed for 300 ms). Median and 90th percentile of
 ``--reps`` inputs; goals: first <= 100 ms for every control, final <= 300 ms for non-slow ones
-(slow: the methods marked with a stopwatch, t-SNE, GAIN Start: first feedback only). Options and tabs are switched to
+(slow: the methods marked with an asterisk, t-SNE, GAIN Start: first feedback only). Options and tabs are switched to
 from another option, so the first input to an ExplainWidget method computes its map and later ones
 find it cached. Also the bqplot chart's data-only update (a LineChart of 2 x 200 points) in the
 kernel: 50 updates, median / p90 / max (goal < 50 ms). Not asserted anywhere: timings depend on the
@@ -231,7 +231,7 @@ display(box)
 WIDGETS = ("explain", "guide", "gain", "feature", "caption", "stn")
 CLICKS = ("guide", "caption", "feature")  # widgets whose canvas takes clicks (hints, cells, dots)
 SKIP = ("Upload",)  # opens the system's file chooser
-SLOW = ("\u23f1", "t-SNE", "Start")  # background work (the stopwatch marks slow methods): first feedback only
+SLOW = (" *", "t-SNE", "Start")  # background work (an asterisk marks slow methods): first feedback only
 QUIET_MS = 300  # the final frame: nothing changed for this long
 GRACE_MS = 3000  # a control whose only feedback is its own state: how long to wait for more
 
