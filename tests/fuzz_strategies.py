@@ -1,5 +1,5 @@
 """Shared strategies and the runner of the property-based fuzz of ``metrics``, ``localize`` and
-``features`` (tests/test_fuzz_metrics.py, tests/test_fuzz_features.py): tiny models that must be
+``features`` (tests/metrics/test_fuzz.py, tests/features/test_fuzz.py): tiny models that must be
 left exactly as they were, values that are mostly good and sometimes wild, and one runner that
 calls a drawn case and checks that it returns a good result or refuses with a clear message.
 """

@@ -1,4 +1,4 @@
-"""Small random segmenters and helpers the Guide tests share (``from guide_models import ...``).
+"""Small random segmenters and helpers the Guide tests share (``from tests.guide_models import ...``).
 
 The fixtures ``tiny`` and ``image`` are imported by the test files that use them as
 ``tiny_fixture`` and ``image_fixture`` (pytest finds a fixture imported into a test module as if it

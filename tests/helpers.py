@@ -1,4 +1,4 @@
-"""Small helpers several test files share (pytest puts tests/ on sys.path: ``from helpers import ...``)."""
+"""Small helpers several test files share (``from tests.helpers import ...``; tests/ is a package)."""
 
 from __future__ import annotations
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import hook_count
 from torch import nn
 
 from guidewidgets import hooks
+from tests.helpers import hook_count
 
 
 class Net(nn.Module):

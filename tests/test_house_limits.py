@@ -56,6 +56,54 @@ def test_no_test_file_over_600_lines() -> None:
     assert not found, "test files over 600 lines; split them by what they test:\n" + "\n".join(found)
 
 
+# Test files at the top of tests/ that check the repository (README, notebooks, docs, Binder, these
+# limits) or the sessions across packages, rather than one module of the package.
+REPOSITORY_CHECKS = {
+    "test_binder",
+    "test_docs",
+    "test_house_limits",
+    "test_notebook_numbers",
+    "test_notebooks",
+    "test_readme",
+    "test_sessions",
+}
+
+
+def misplaced_tests(tests: Path, package: Path) -> list[str]:
+    """Test files that do not mirror the package: ``tests/<sub>/`` must name a subpackage of
+    ``package`` (or ``browser``), and a top-level ``tests/test_<name>.py`` a top-level module or a
+    repository check."""
+    subpackages = {p.parent.name for p in package.glob("*/__init__.py")} | {"browser"}
+    modules = {f"test_{p.stem}" for p in package.glob("*.py")}
+    found = []
+    for path in sorted(tests.rglob("test_*.py")):
+        parts = path.relative_to(tests).parts
+        if len(parts) == 1 and path.stem not in modules | REPOSITORY_CHECKS:
+            found.append(f"{path.relative_to(tests.parent)}: no module guidewidgets/{path.stem[5:]}.py")
+        elif len(parts) > 1 and parts[0] not in subpackages:
+            found.append(f"{path.relative_to(tests.parent)}: no subpackage guidewidgets/{parts[0]}/")
+    return found
+
+
+def test_tests_mirror_the_package_tree() -> None:
+    found = misplaced_tests(ROOT / "tests", PACKAGE)
+    assert not found, "tests/ mirrors guidewidgets/ (CONTRIBUTING.md):\n" + "\n".join(found)
+
+
+def test_the_mirror_check_catches_a_stray_file(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "mod.py").write_text("")
+    tests = tmp_path / "tests"
+    for name in ("sub/test_a.py", "test_mod.py", "test_docs.py", "other/test_b.py", "test_sub_c.py"):
+        (tests / name).parent.mkdir(parents=True, exist_ok=True)
+        (tests / name).write_text("")
+    assert misplaced_tests(tests, tmp_path / "pkg") == [
+        "tests/other/test_b.py: no subpackage guidewidgets/other/",
+        "tests/test_sub_c.py: no module guidewidgets/sub_c.py",
+    ]
+
+
 def test_the_limits_catch_a_long_function(tmp_path: Path) -> None:
     """The check itself can fail: a planted 81-line function is found, an 80-line one is not."""
     body = "\n".join(f"    x{i} = {i}" for i in range(79))

@@ -10,12 +10,12 @@ import weakref
 
 import pytest
 import torch
-from guide_models import TinySeg, image_fixture, tiny_fixture  # noqa: F401  (pytest fixtures)
 from torch import nn
 
 from guidewidgets import owners
 from guidewidgets.explain import registry
 from guidewidgets.guide import Guide, active_guide
+from tests.guide_models import TinySeg, image_fixture, tiny_fixture  # noqa: F401  (pytest fixtures)
 
 
 class Owner:

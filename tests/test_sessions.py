@@ -11,8 +11,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import hook_count as _hooks_on
-from helpers import until as _until
 from torch import nn
 
 from guidewidgets import features, jobs, zoo
@@ -22,6 +20,8 @@ from guidewidgets.features import FeatureBrowser
 from guidewidgets.gain import GainRun
 from guidewidgets.guide import GuideSession
 from guidewidgets.guide.interactive import iou_per_class
+from tests.helpers import hook_count as _hooks_on
+from tests.helpers import until as _until
 
 
 def test_sessions_need_no_widget_library():

@@ -1,9 +1,9 @@
-"""Stand-in models, fixtures and helpers the widget test files share (``from widget_fixtures import ...``).
+"""Stand-in models, fixtures and helpers the widget test files share (``from tests.widget_fixtures import ...``).
 
 PYTEST_DONT_REWRITE (no asserts here; the test files also load it as a plugin for its fixtures).
 
-Small models keep the widget tests fast and independent of the zoo's weights; pytest puts tests/ on
-sys.path, so the test files import the fixtures from here by name.
+Small models keep the widget tests fast and independent of the zoo's weights; the test files
+import the fixtures from here by name (tests/ is a package).
 """
 
 from __future__ import annotations
