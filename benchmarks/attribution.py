@@ -13,30 +13,21 @@ on CPU (run with OMP_NUM_THREADS=1 on a shared machine) or synchronised wall tim
 
 from __future__ import annotations
 
-import argparse
-import copy
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guidewidgets import explain as E
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The clock, the interleaved rounds and the options every benchmark shares.
+from timing import captum_main, out_of_place
+
 warnings.filterwarnings("ignore")
-
-
-def out_of_place(model: torch.nn.Module) -> torch.nn.Module:
-    m = copy.deepcopy(model)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
-    return m
 
 
 def cases(model: torch.nn.Module, x: torch.Tensor, targets: list[int], samples: int) -> dict[str, dict[str, Callable]]:
@@ -74,63 +65,17 @@ def cases(model: torch.nn.Module, x: torch.Tensor, targets: list[int], samples: 
     }
 
 
-def timed(fn: Callable, device: str) -> float:
-    """Milliseconds of one call: process CPU time on CPU, synchronised wall time on CUDA."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        return 1000 * (time.perf_counter() - t0)
-    t0 = time.process_time()
-    fn()
-    return 1000 * (time.process_time() - t0)
-
-
-def bench(name: str, cfg: argparse.Namespace, device: str) -> list[str]:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None).eval().to(device)
-    x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1)).to(device)
-    targets = [(7 * i + 3) % 1000 for i in range(cfg.batch)]
-    rows = []
-    for method, impls in cases(model, x, targets, cfg.samples).items():
-        if cfg.methods and method not in cfg.methods:
-            continue
-        for fn in impls.values():
-            fn()  # warm-up: allocations, lazy imports
-        times: dict[str, list[float]] = {k: [] for k in impls}
-        for _ in range(cfg.repeats):
-            for k, fn in impls.items():
-                times[k].append(timed(fn, device))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        rows.append(
-            f"| {name} | {method} | {med['ours']:.0f} | {med['captum']:.0f} | {med['ours'] / med['captum']:.2f} |"
-        )
-        print(rows[-1], flush=True)
-    return rows
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="vgg11,mnasnet0_5", help="torchvision names, comma separated")
-    p.add_argument("--methods", default="", help="comma separated subset (default: all five)")
-    p.add_argument("--size", type=int, default=160, help="image side in pixels (default 160)")
-    p.add_argument("--batch", type=int, default=2, help="images per call (default 2)")
-    p.add_argument("--samples", type=int, default=10, help="samples of the sampled methods (default 10)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds, median reported (default 5)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="mnasnet0_5, 96 px, 3 repeats")
-    cfg = p.parse_args(argv)
-    if cfg.quick:
-        cfg.models, cfg.size, cfg.repeats = "mnasnet0_5", 96, 3
-    cfg.methods = [m for m in cfg.methods.split(",") if m]
-    print(
-        f"{cfg.device}, {torch.get_num_threads()} threads, {cfg.size} px, batch {cfg.batch}, "
-        f"{cfg.samples} samples, median of {cfg.repeats}; ms (ratio < 1: ours faster)"
+    """Parse the options and print the table."""
+    captum_main(
+        argv,
+        __doc__,
+        lambda name, model, x, targets, cfg: cases(model, x, targets, cfg.samples),
+        models="vgg11,mnasnet0_5",
+        models_help="torchvision names, comma separated",
+        quick_models="mnasnet0_5",
+        option=("samples", 10, "samples of the sampled methods"),
     )
-    print("| model | method | ours | Captum | ours / Captum |\n| --- | --- | --- | --- | --- |")
-    for name in cfg.models.split(","):
-        bench(name, cfg, cfg.device)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,10 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guidewidgets import explain as E
 from guidewidgets.explain.batching import auto_batch_size
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The clock, the rounds and the number format every benchmark shares.
+from timing import devices, environment, fmt, medians, predicted_input, print_grid, rounds, timed
 
 try:
     import pytorch_grad_cam as pgc
@@ -202,20 +205,6 @@ def cases(model, x, t, cfg, device):
     return {k: v for k, v in rows.items() if k in cfg.methods}
 
 
-def timed(fn: Callable, device: str) -> float:
-    """Seconds of CPU time of this process on CPU (robust on a shared machine: time spent
-    waiting for a core is not counted), wall time on CUDA."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
-
-
 PEER_NOTE = {
     "cam": "no peer has CAM",
     "grad-cam++": "Captum has no Grad-CAM++",
@@ -230,39 +219,10 @@ PEER_NOTE = {
 }
 
 
-def medians(impls: dict[str, list[float]]) -> tuple[dict[str, float], str]:
-    """The median time of each implementation, and ours / the fastest peer ("n/a" without one)."""
-    med = {i: statistics.median(v) for i, v in impls.items()}
-    peers = [med[p] for p in ("pytorch-grad-cam", "captum") if p in med]
-    return med, f"{med['ours'] / min(peers):.2f}" if peers else "n/a"
-
-
-def fmt(v: float | None) -> str:
-    return "-" if v is None else (f"{v * 1000:.0f}" if v >= 0.1 else f"{v * 1000:.1f}")
-
-
 def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)(weights=None).eval().to(device)
-    x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
-    with torch.no_grad():
-        t = model(x).argmax(1)
+    model, x, t = predicted_input(model_name, batch, 224, device)
     table = cases(model, x, t, cfg, device)
-    times: dict[str, dict[str, list[float]]] = {m: {i: [] for i in impls} for m, impls in table.items()}
-    for r in range(cfg.repeats + 1):  # round 0 warms up (lazy init, allocator, cudnn autotune)
-        floors: dict[str, float] = {}
-        for m, impls in table.items():
-            for impl, fn in impls.items():
-                if isinstance(fn, tuple):
-                    key, fn = fn
-                    if key not in floors:
-                        floors[key] = timed(fn, device)
-                    took = floors[key]
-                else:
-                    took = timed(fn, device)
-                if r:
-                    times[m][impl].append(took)
-        print(f"  {model_name} B={batch} {device}: round {r}/{cfg.repeats} done", file=sys.stderr, flush=True)
+    times = rounds(table, cfg.repeats, device, f"{model_name} B={batch} {device}")
     lines = []
     for m, impls in times.items():
         med, ratio_peer = medians(impls)
@@ -394,13 +354,11 @@ def main(argv=None) -> None:
         cfg.repeats = cfg.repeats or 3
         cfg.window, cfg.stride, cfg.masks, cfg.samples = 112, 56, 16, 4
     cfg.repeats = cfg.repeats or 5
-    devices = cfg.devices.split(",") if cfg.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devs = devices(cfg.devices)
     cfg.methods = [E.method_info(m).name for m in cfg.methods.split(",")]
     positions = ((224 - cfg.window) // cfg.stride + 1) ** 2
     print(
-        f"# torch {torch.__version__}, torchvision {torchvision.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} CPU threads; "
-        + (f"GPU {torch.cuda.get_device_name()}; " if "cuda" in devices else "")
+        environment(devs)
         + "cpu rows: process CPU time, cuda rows: wall time; "
         + f"repeats {cfg.repeats} (median); occlusion window {cfg.window} stride {cfg.stride} ({positions} positions), "
         f"RISE {cfg.masks} masks, {cfg.samples} noisy samples; times in ms"
@@ -409,11 +367,7 @@ def main(argv=None) -> None:
         "| model | device | B | method | ours | pytorch-grad-cam | captum | floor | ours / fastest peer | ours / floor | note |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for device in devices:
-        for model_name in cfg.models.split(","):
-            for batch in (int(b) for b in cfg.batches.split(",")):
-                for line in bench(model_name, batch, device, cfg):
-                    print(line, flush=True)
+    print_grid(bench, cfg, devs)
 
 
 if __name__ == "__main__":

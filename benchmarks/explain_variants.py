@@ -1,8 +1,9 @@
-"""Time the newer guidewidgets.explain methods against pytorch-grad-cam and Captum in one run.
+"""Time the newer guidewidgets.explain methods against pytorch-grad-cam, Captum and torchcam in one run.
 
     python benchmarks/explain_variants.py                      # resnet18, 224 px, batch 1 and 8, CPU (+ CUDA)
     python benchmarks/explain_variants.py --quick              # resnet18, 64 px, batch 2, CPU, 2 repeats
     python benchmarks/explain_variants.py --methods score-cam,ablation-cam --size 96 --batches 4
+    python benchmarks/explain_variants.py --quick --methods ss-cam,is-cam,kpca-cam --samples 2
 
 Models are torchvision ResNets with random weights (weights=None). Every implementation gets its
 own copy of the model and the same explicit targets, layer and settings (pytorch-grad-cam's
@@ -10,28 +11,35 @@ ScoreCAM and AblationCAM with batch_size = our images per forward; Captum's Inte
 with internal_batch_size = ours). Rounds are interleaved, the median is reported. On CPU the time
 is the process's CPU time (run with OMP_NUM_THREADS=1 on a shared machine), on CUDA wall time with
 synchronisation. Methods without a peer (sharpen-focus, augmented-grad-cam) are timed against
-Grad-CAM, their natural floor.
+Grad-CAM, their natural floor. SS-CAM and IS-CAM run against torchcam's SSCAM and ISCAM (when
+installed) with ``--samples`` copies each and torchcam's batch_size = ours; the rows
+``grad-cam+aug_smooth``, ``grad-cam+eigen_smooth`` and ``grad-cam+layers`` time pytorch-grad-cam's
+knobs (layers: layer3 and ``--layer``) on both sides.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guidewidgets import explain as E
 from guidewidgets.explain.batching import auto_batch_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The same CPU-time clock, number format and peer imports (None where not installed) as benchmarks/explain.py.
-from explain import ca, fmt, medians, pgc, timed
+# The peer imports (None where not installed) of benchmarks/explain.py; the shared clock and rounds.
+from explain import ca, pgc
+
+try:  # optional peer: torchcam's SSCAM and ISCAM
+    import torchcam.methods as tcm
+except ImportError:
+    tcm = None
+from timing import devices, environment, fmt, medians, predicted_input, print_grid, rounds
 
 METHODS = [
     "layer-cam",
@@ -44,7 +52,22 @@ METHODS = [
     "gradient-x-input",
     "integrated-gradients",
     "augmented-grad-cam",
+    "grad-cam-elementwise",
+    "eigengrad-cam",
+    "kpca-cam",
+    "ss-cam",
+    "is-cam",
+    "grad-cam+aug_smooth",
+    "grad-cam+eigen_smooth",
+    "grad-cam+layers",
 ]
+# pytorch-grad-cam's knobs, timed on Grad-CAM: our keywords (layers: --layer and the one before).
+KNOBS = {
+    "grad-cam+aug_smooth": {"aug_smooth": True},
+    "grad-cam+eigen_smooth": {"eigen_smooth": True},
+    "grad-cam+layers": {},
+}
+TORCHCAM = {"ss-cam": "SSCAM", "is-cam": "ISCAM"}
 PGC = {
     "layer-cam": "LayerCAM",
     "xgrad-cam": "XGradCAM",
@@ -52,6 +75,9 @@ PGC = {
     "eigen-cam": "EigenCAM",
     "score-cam": "ScoreCAM",
     "ablation-cam": "AblationCAM",
+    "grad-cam-elementwise": "GradCAMElementWise",
+    "eigengrad-cam": "EigenGradCAM",
+    "kpca-cam": "KPCA_CAM",
 }
 
 
@@ -65,6 +91,8 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
 
     rows: dict[str, dict[str, Callable]] = {}
     for m in METHODS:
+        if m in KNOBS:
+            continue
         kw: dict = {}
         if E.method_info(m).uses_layer:
             kw["layer"] = layer
@@ -72,7 +100,12 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
             kw["steps"] = cfg.steps
         if m == "augmented-grad-cam":
             kw["augmentations"] = cfg.augmentations
+        if m in TORCHCAM:
+            kw["samples"] = cfg.samples
         rows[m] = {"ours": ours(m, **kw)}
+    layers = [_before(layer), layer]
+    for m, kw in KNOBS.items():
+        rows[m] = {"ours": ours("grad-cam", layer=layers if m == "grad-cam+layers" else layer, **kw)}
     grad_cam = ours("grad-cam", layer=layer)
     rows["sharpen-focus"]["grad-cam (ours)"] = grad_cam
     rows["augmented-grad-cam"]["grad-cam (ours)"] = grad_cam
@@ -90,6 +123,29 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
                     return cam(input_tensor=x, targets=targets)
 
             rows[m]["pytorch-grad-cam"] = run
+        for m, kw in KNOBS.items():
+            peer_model = copy.deepcopy(model)
+            names = layers if m == "grad-cam+layers" else [layer]
+
+            def knob(peer_model=peer_model, names=names, kw=kw):
+                with pgc.GradCAM(model=peer_model, target_layers=[getattr(peer_model, n) for n in names]) as cam:
+                    return cam(input_tensor=x, targets=targets, **kw)
+
+            rows[m]["pytorch-grad-cam"] = knob
+    if tcm is not None:
+        for m, cls_name in TORCHCAM.items():
+            peer_model = copy.deepcopy(model)
+
+            def tc_run(cls_name=cls_name, peer_model=peer_model):
+                cls = getattr(tcm, cls_name)
+                with cls(
+                    peer_model, layer, batch_size=bs, num_samples=cfg.samples, input_shape=tuple(x.shape[1:])
+                ) as ex:
+                    with torch.no_grad():
+                        out = peer_model(x)
+                    return ex(class_idx=tl, scores=out)
+
+            rows[m]["torchcam"] = tc_run
     if ca is not None:
         m_ca = copy.deepcopy(model)
         ig = ca.IntegratedGradients(m_ca)
@@ -101,28 +157,25 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
     return {k: v for k, v in rows.items() if k in cfg.methods}
 
 
+def _before(layer: str) -> str:
+    """The ResNet stage before ``layer`` ("layer4" -> "layer3"), for the several-layers row."""
+    stage = int(layer[-1]) if layer.startswith("layer") and layer[-1].isdigit() else 4
+    return f"layer{max(1, stage - 1)}"
+
+
 def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)(weights=None).eval().to(device)
-    x = torch.rand(batch, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1)).to(device)
-    with torch.no_grad():
-        t = model(x).argmax(1)
+    model, x, t = predicted_input(model_name, batch, cfg.size, device)
     table = cases(model, x, t, cfg)
-    times: dict[str, dict[str, list[float]]] = {m: {i: [] for i in impls} for m, impls in table.items()}
-    for r in range(cfg.repeats + 1):  # round 0 warms up
-        for m, impls in table.items():
-            for impl, fn in impls.items():
-                took = timed(fn, device)
-                if r:
-                    times[m][impl].append(took)
-        print(f"  {model_name} B={batch} {device}: round {r}/{cfg.repeats} done", file=sys.stderr, flush=True)
+    times = rounds(table, cfg.repeats, device, f"{model_name} B={batch} {device}")
     lines = []
     for m, impls in times.items():
         med, ratio = medians(impls)
+        if "torchcam" in med:  # timing.medians knows pytorch-grad-cam and Captum
+            ratio = f"{med['ours'] / med['torchcam']:.2f}"
         floor = med.get("grad-cam (ours)")
         lines.append(
             f"| {model_name} | {device} | {batch} | {m} | {fmt(med['ours'])} | {fmt(med.get('pytorch-grad-cam'))} "
-            f"| {fmt(med.get('captum'))} | {ratio} | {fmt(floor)} |"
+            f"| {fmt(med.get('captum'))} | {fmt(med.get('torchcam'))} | {ratio} | {fmt(floor)} |"
         )
     return lines
 
@@ -138,28 +191,27 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 2 with --quick)")
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps")
     p.add_argument("--augmentations", type=int, default=16, help="Augmented Grad-CAM copies")
+    p.add_argument("--samples", type=int, default=4, help="SS-CAM / IS-CAM copies per channel (both sides)")
     p.add_argument("--quick", action="store_true", help="resnet18, 64 px, batch 2, CPU, 2 repeats")
     cfg = p.parse_args(argv)
     if cfg.quick:
         cfg.models, cfg.batches, cfg.devices, cfg.size = "resnet18", "2", "cpu", 64
         cfg.repeats = cfg.repeats or 2
     cfg.repeats = cfg.repeats or 5
-    devices = cfg.devices.split(",") if cfg.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    cfg.methods = [E.method_info(m).name for m in cfg.methods.split(",")]
+    devs = devices(cfg.devices)
+    cfg.methods = [m if m in KNOBS else E.method_info(m).name for m in cfg.methods.split(",")]
     print(
-        f"# torch {torch.__version__}, torchvision {torchvision.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} CPU threads; "
-        + (f"GPU {torch.cuda.get_device_name()}; " if "cuda" in devices else "")
-        + f"{cfg.size} px, layer {cfg.layer}, IG {cfg.steps} steps, {cfg.augmentations} augmentations; "
+        environment(devs)
+        + f"{cfg.size} px, layer {cfg.layer}, IG {cfg.steps} steps, {cfg.augmentations} augmentations, "
+        f"SS-/IS-CAM {cfg.samples} samples; "
         f"repeats {cfg.repeats} (median); cpu rows: process CPU time, cuda rows: wall time; times in ms"
     )
-    print("| model | device | B | method | ours | pytorch-grad-cam | captum | ours / fastest peer | Grad-CAM (ours) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for device in devices:
-        for model_name in cfg.models.split(","):
-            for batch in (int(b) for b in cfg.batches.split(",")):
-                for line in bench(model_name, batch, device, cfg):
-                    print(line, flush=True)
+    print(
+        "| model | device | B | method | ours | pytorch-grad-cam | captum | torchcam | ours / fastest peer "
+        "| Grad-CAM (ours) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print_grid(bench, cfg, devs)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# Why from attribution.py: the same clock (CPU time on CPU, synchronised wall time on CUDA).
-from attribution import timed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The clock, the interleaved rounds and the options every benchmark shares.
+from timing import add_size_options, median_ms, rounds, seeded_input, settings_line
 
 from guidewidgets import explain as E
 
@@ -70,21 +69,15 @@ def floor_case(model: torch.nn.Module, x: torch.Tensor, targets: list[int]) -> C
 
 def bench(cfg: argparse.Namespace) -> None:
     """Print one table row per rule: ours, Captum, floor (ms) and the ratios."""
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, cfg.model)(weights=None).eval().to(cfg.device)
-    x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1)).to(cfg.device)
-    targets = [(7 * i + 3) % 1000 for i in range(cfg.batch)]
+    model, x, targets = seeded_input(cfg.model, cfg, cfg.device)
     for rule in cfg.rules:
         impls = {
             "ours": lambda rule=rule: E.lrp(model, x, targets, rule=rule, raw=True),
             "captum": captum_case(model, x, targets, rule),
             "floor": floor_case(model, x, targets),
         }
-        for fn in impls.values():
-            fn()  # warm-up: allocations, lazy imports
         # Why interleaved rounds: a busy spell of the machine then slows every implementation alike.
-        rounds = [[timed(fn, cfg.device) for fn in impls.values()] for _ in range(cfg.repeats)]
-        med = dict(zip(impls, map(statistics.median, zip(*rounds))))
+        med = median_ms(rounds({rule: impls}, cfg.repeats, cfg.device)[rule])
         print(
             f"| {cfg.model} | {rule} | {med['ours']:.0f} | {med['captum']:.0f} | {med['floor']:.0f} | "
             f"{med['ours'] / med['captum']:.2f} | {med['ours'] / med['floor']:.2f} |",
@@ -97,19 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg16", help="a torchvision VGG (default vgg16)")
     p.add_argument("--rules", default="epsilon,gamma,alpha-beta", help="comma separated (default: all three)")
-    p.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
-    p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds, median reported (default 5)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="vgg11, 96 px, 3 rounds")
+    add_size_options(p, size=224, batch=1, quick="vgg11, 96 px, 3 rounds")
     cfg = p.parse_args(argv)
     if cfg.quick:
         cfg.model, cfg.size, cfg.repeats = "vgg11", 96, 3
     cfg.rules = [r for r in cfg.rules.split(",") if r]
-    print(
-        f"{cfg.device}, {torch.get_num_threads()} threads, {cfg.size} px, batch {cfg.batch}, "
-        f"median of {cfg.repeats}; ms (ratio < 1: ours faster)"
-    )
+    print(settings_line(cfg))
     print("| model | rule | ours | Captum | floor | ours / Captum | ours / floor |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     bench(cfg)

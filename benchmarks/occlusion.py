@@ -36,7 +36,7 @@ from guidewidgets import explain as E
 from guidewidgets.explain.occlusion_incremental import occlusion_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from explain import fmt, timed  # the same CPU-time clock and number format as benchmarks/explain.py
+from timing import fmt, timed  # the CPU-time clock and number format every benchmark shares
 
 try:
     import captum.attr as ca

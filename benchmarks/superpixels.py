@@ -31,7 +31,7 @@ from guidewidgets.zoo.bundled_photos import photo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import captum.attr as ca
-from explain import fmt, timed  # the same CPU-time clock and number format as benchmarks/explain.py
+from timing import fmt, timed  # the CPU-time clock and number format every benchmark shares
 
 warnings.filterwarnings("ignore")
 

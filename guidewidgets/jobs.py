@@ -81,6 +81,9 @@ class Job:
         self._state = "new"
         self._cancel = threading.Event()
         self._ended = threading.Event()
+        # Set, under the lock, when the job's end has read its done callbacks: one added after
+        # that is called at once (deciding on _ended, set later, lost it: found in review).
+        self._done_read = threading.Event()
         self._lock = threading.Lock()
         self._progress_cbs: list[Callback] = []
         self._done_cbs: list[Callback] = []
@@ -96,17 +99,18 @@ class Job:
 
     def add_done_callback(self, fn: Callback) -> None:
         """``fn(job)`` once when the job ends, however it ends; at once if it already has."""
-        with self._lock:
-            if not self._ended.is_set():
-                self._done_cbs.append(fn)
-                return
-        fn(self)
+        self._add_or_call(fn, self._done_cbs, self._done_read)
 
     def add_cancel_callback(self, fn: Callback) -> None:
         """``fn(job)`` when :meth:`cancel` is called (at once if it already was)."""
+        self._add_or_call(fn, self._cancel_cbs, self._cancel)
+
+    def _add_or_call(self, fn: Callback, cbs: list[Callback], happened: threading.Event) -> None:
+        # Why under the lock: cancel() and the job's end read the list under it, so fn lands in the
+        # list they read, or (the event already set) is called here.
         with self._lock:
-            if not self._cancel.is_set():
-                self._cancel_cbs.append(fn)
+            if not happened.is_set():
+                cbs.append(fn)
                 return
         fn(self)
 
@@ -138,6 +142,7 @@ class Job:
             with self._lock:
                 self._state = state
                 callbacks = list(self._done_cbs)
+                self._done_read.set()
             for cb in callbacks:
                 try:
                     cb(self)

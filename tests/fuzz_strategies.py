@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import hook_count
+
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -57,21 +59,27 @@ MODELS = build_models()
 
 
 def snapshot(model: nn.Module) -> tuple:
+    """What a call must leave as it was: weights and statistics, training flags, requires_grad and
+    ``.grad`` of every parameter, and the hooks on its modules (every kind)."""
     return (
         {k: v.clone() for k, v in model.state_dict().items()},
         [(n, m.training) for n, m in model.named_modules()],
         [(n, p.requires_grad, p.grad is None) for n, p in model.named_parameters()],
-        sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+        hook_count(model),
     )
 
 
 def assert_unchanged(before: tuple, after: tuple) -> None:
+    """``after`` (a :func:`snapshot`) equals ``before``, no hook is left, and the call left no global
+    state behind (grad mode on, no torch function mode pushed)."""
     sd0, train0, params0, hooks0 = before
     sd1, train1, params1, hooks1 = after
     assert sd0.keys() == sd1.keys() and all(torch.equal(sd0[k], sd1[k]) for k in sd0), "state_dict changed"
     assert train0 == train1, "training flags changed"
     assert params0 == params1, "requires_grad flags changed or .grad written"
     assert hooks1 == hooks0 == 0, "hooks left on the model"
+    assert torch.is_grad_enabled(), "grad mode left off"
+    assert torch._C._len_torch_function_stack() == 0, "a torch function mode left pushed"
 
 
 # --- values, mostly good, sometimes wild ---------------------------------------------------------------
@@ -261,10 +269,22 @@ def run_example(data: Any, cases: dict[str, Callable[[Any], Case]], counts: coll
             assert_unchanged(before[k], snapshot(m))
 
 
-def report(counts: collections.Counter[str], what: str) -> None:
-    """Print the examples per case and their outcomes (seen with ``pytest -s``)."""
+def report(counts: collections.Counter[str], what: str, extra: str = "") -> None:
+    """Print the examples per case and their outcomes (seen with ``pytest -s``), then ``extra``."""
     per = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "examples")
-    print(f"\nfuzz {what}: {counts['examples']} examples; {per}")
+    print(f"\nfuzz {what}: {counts['examples']} examples; {per}{extra}")
+
+
+def counts_reporter(counts: collections.Counter[str], what: str, extra: Callable[[], str] | None = None) -> Any:
+    """A fixture to bind at module level (``report_counts = counts_reporter(...)``) that prints
+    ``counts`` once the module's tests have run, with ``extra()`` after them."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def report_counts() -> Any:
+        yield
+        report(counts, what, extra() if extra else "")
+
+    return report_counts
 
 
 def check_counts(counts: collections.Counter[str], cases: dict[str, Any]) -> None:
@@ -282,11 +302,6 @@ def fuzz_tests(cases: dict[str, Callable[[Any], Case]], what: str, examples: int
     sometimes succeeded (it runs after the fuzz test, in file order)."""
     counts: collections.Counter[str] = collections.Counter()
 
-    @pytest.fixture(scope="module", autouse=True)
-    def report_counts() -> Any:
-        yield
-        report(counts, what)
-
     @fuzz_settings(examples)
     @given(st.data())
     def fuzz(data: Any) -> None:
@@ -295,4 +310,4 @@ def fuzz_tests(cases: dict[str, Callable[[Any], Case]], what: str, examples: int
     def plausible() -> None:
         check_counts(counts, cases)
 
-    return report_counts, fuzz, plausible
+    return counts_reporter(counts, what), fuzz, plausible

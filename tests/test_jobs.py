@@ -133,3 +133,19 @@ def test_the_explainer_uses_the_one_job_type():
     fractions = []
     job = explain_session.Job(["k"], on_progress=fractions.append, work=lambda j: j.report(0.5))
     assert job.start().wait(5) and fractions == [0.5] and job.keys == ["k"] and job.errors == []
+
+
+def test_a_done_callback_added_while_the_end_runs_its_callbacks_is_called():
+    """The window between the end reading its callbacks and ``wait()`` returning: a callback added
+    there (here: by the first callback, in the job's thread) runs at once instead of being lost."""
+    calls: list[str] = []
+    job = jobs.Job(lambda j: 1)
+
+    def first(j: jobs.Job) -> None:
+        calls.append("first")
+        j.add_done_callback(lambda _: calls.append("late"))
+
+    job.add_done_callback(first)
+    job.start()
+    assert job.wait(5)
+    assert calls == ["first", "late"]

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from guidewidgets import features, jobs, zoo
 from guidewidgets.attend import stn
@@ -20,6 +19,7 @@ from guidewidgets.features import FeatureBrowser
 from guidewidgets.gain import GainRun
 from guidewidgets.guide import GuideSession
 from guidewidgets.guide.interactive import iou_per_class
+from tests.helpers import TinySeg
 from tests.helpers import hook_count as _hooks_on
 from tests.helpers import until as _until
 
@@ -232,22 +232,6 @@ def test_stn_session_distorts_and_compares():
 
 
 # ---- GuideSession ---------------------------------------------------------------------------------------
-
-
-class TinySeg(nn.Module):
-    classes = ["background", "disc", "bar"]
-    default_guide_layer = "enc.2"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()
-        )
-        self.head = nn.Conv2d(16, 3, 1)
-
-    def forward(self, x):
-        y = self.head(self.enc(x))
-        return nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 @pytest.fixture

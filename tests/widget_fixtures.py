@@ -13,46 +13,10 @@ import io
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from guidewidgets import explain, render
 from guidewidgets.widgets import ExplainWidget
-
-
-class TinyCNN(nn.Module):
-    """A GAP-linear classifier (CAM works) with an inplace ReLU."""
-
-    classes = ["red", "green", "blue", "grey"]
-    task = "classification"
-    default_explain_layer = "features.2"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True)
-        )
-        self.fc = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean((2, 3)))
-
-
-class TinySeg(nn.Module):
-    classes = ["background", "disc", "bar"]
-    task = "segmentation"
-    default_guide_layer = "enc.2"
-    default_explain_layer = "enc.2"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()
-        )
-        self.head = nn.Conv2d(16, 3, 1)
-
-    def forward(self, x):
-        y = self.head(self.enc(x))
-        return nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+from tests.helpers import TinyCNN, TinySeg  # noqa: F401  (TinySeg re-exported: widget tests import it from here)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..zoo.scenes import CLASSES, ShapeScenes, _backgrounds
+from ..zoo.scenes import CLASSES, ShapeScenes, _backgrounds, scene_index
 
 __all__ = ["SIZE", "ALIGN_CORNERS", "distortion_theta", "distort", "sample", "DistortedScenes"]
 
@@ -246,13 +246,7 @@ class DistortedScenes(torch.utils.data.Dataset):
 
     def _locate(self, i: int) -> tuple[dict[str, torch.Tensor], int]:
         """Scene ``i``'s chunk and its row there (negative indices count from the end)."""
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index scenes with an int (use .batch(start, stop) for many), got {type(i).__name__}")
-        if i < 0:
-            i += self.n
-        if not 0 <= i < self.n:
-            raise IndexError(f"scene {i} out of range for {self.n} scenes")
-        c, j = divmod(int(i), self.chunk)
+        c, j = divmod(scene_index(i, self.n), self.chunk)
         return self._chunk(c), j
 
     def __getitem__(self, i: int) -> dict:

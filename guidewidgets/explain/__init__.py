@@ -18,6 +18,7 @@ from .cam import (
     cam,
     cam_all_classes,
     grad_cam,
+    grad_cam_elementwise,
     grad_cam_pp,
     hires_cam,
     layer_cam,
@@ -27,11 +28,17 @@ from .cam import (
 )
 from .cam_augmented import augmented_grad_cam
 from .cam_gradient_free import ablation_cam, eigen_cam, score_cam
+from .cam_projections import eigengrad_cam, kpca_cam
+from .cam_score_variants import is_cam, ss_cam
 from .deeplift import deeplift, deeplift_shap
+from .feature_factorization import dff, dff_concepts
+from .fullgrad import fullgrad
 from .gradient_shap import gradient_shap
 from .gradients import deconvnet, guided_backprop, guided_grad_cam, saliency, smoothgrad
 from .input_attribution import gradient_x_input, integrated_gradients
+from .layer_attribution import layer_attribution, layer_conductance, layer_integrated_gradients
 from .lrp import LRPRule, lrp
+from .neuron_attribution import Neuron, neuron_gradient, neuron_guided_backprop, neuron_integrated_gradients
 from .noise_moments import smoothgrad_sq, vargrad
 from .perturbation import occlusion, rise
 from .registry import MethodInfo, explain, method_function, method_info, methods
@@ -63,6 +70,11 @@ __all__ = [
     "xgrad_cam",
     "hires_cam",
     "eigen_cam",
+    "eigengrad_cam",
+    "kpca_cam",
+    "grad_cam_elementwise",
+    "ss_cam",
+    "is_cam",
     "sharpen_focus",
     "integrated_gradients",
     "gradient_x_input",
@@ -83,6 +95,16 @@ __all__ = [
     "shapley_sampling",
     "kernel_shap",
     "lime",
+    "layer_conductance",
+    "layer_integrated_gradients",
+    "layer_attribution",
+    "Neuron",
+    "neuron_gradient",
+    "neuron_guided_backprop",
+    "neuron_integrated_gradients",
+    "fullgrad",
+    "dff",
+    "dff_concepts",
 ]
 
 # Whole datasets to a chunked on-disk store (zarr is imported only when a store is used).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -11,32 +10,21 @@ from torch import nn
 from .. import hooks
 from ..hooks import model_output
 from .layers import upsample
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .registry import Call, method
 
 __all__ = ["attention_rollout"]
 
 
-@register(
-    MethodInfo(
-        "attention-rollout",
-        "Attention rollout",
-        "attention",
-        "Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020",
-        "Attention of the class token to each patch, multiplied through all layers (with the residual "
-        "as 0.5 I); class-agnostic: the same map for every target. Needs nn.MultiheadAttention layers (ViT, DeiT).",
-        order=220,
-    )
+@method(
+    "attention-rollout",
+    "Attention rollout",
+    "attention",
+    "Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020",
+    "Attention of the class token to each patch, multiplied through all layers (with the residual "
+    "as 0.5 I); class-agnostic: the same map for every target. Needs nn.MultiheadAttention layers (ViT, DeiT).",
+    order=220,
 )
-def attention_rollout(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    head_fusion: Literal["mean", "max", "min"] = "mean",
-) -> torch.Tensor:
+def attention_rollout(c: Call, *, head_fusion: Literal["mean", "max", "min"] = "mean") -> torch.Tensor:
     """Rollout R = A_L ... A_1 with A_l = 0.5 W_l + 0.5 I (rows renormalised), W_l layer l's
     attention fused over heads (``head_fusion``: the paper's mean, or max/min); the map is the
     class token's row over the patch tokens, laid on the patch grid and upsampled. For a model
@@ -44,7 +32,7 @@ def attention_rollout(
     """
     if head_fusion not in ("mean", "max", "min"):
         raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
-    Target(target, x.shape[0])  # the same errors as other methods for a malformed target
+    model, x = c.model, c.x
     if not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         raise ValueError(
             f"attention rollout needs a transformer whose attention layers are nn.MultiheadAttention "

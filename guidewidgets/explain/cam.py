@@ -1,5 +1,5 @@
 """Class activation maps: CAM and the gradient CAMs (Grad-CAM, Grad-CAM++, Smooth Grad-CAM++,
-LayerCAM, XGrad-CAM, HiResCAM, Sharpen Focus), built on :mod:`guidewidgets.explain.cam_base`.
+LayerCAM, XGrad-CAM, HiResCAM, Grad-CAM element-wise, Sharpen Focus), built on :mod:`guidewidgets.explain.cam_base`.
 
 All return the map at the layer's resolution upsampled bilinearly to the input's, ReLU'd unless
 ``relu=False``, and not normalised (so scales can be compared; render.normalize does display).
@@ -16,7 +16,7 @@ from torch import nn
 
 from ..hooks import hooked, model_output
 from .batching import Progress, auto_batch_size
-from .cam_base import CamCall, cam_method, clean_pass, finish, gradient_cam, weighted
+from .cam_base import CamCall, cam_method, clean_pass, finish, gradient_cam
 from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer
 from .noise import noisy_copies
 
@@ -29,6 +29,7 @@ __all__ = [
     "layer_cam",
     "xgrad_cam",
     "hires_cam",
+    "grad_cam_elementwise",
     "sharpen_focus",
 ]
 
@@ -92,13 +93,14 @@ def _gap_linear_weights(heads: list, a: torch.Tensor, out: torch.Tensor) -> tupl
     "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
     "Feature maps weighted by the classifier weights of the class (needs a global-average-pool + linear head).",
     order=10,
+    channel_weights=True,
 )
 def cam(c: CamCall) -> torch.Tensor:
     """CAM: sum_k w[c, k] A_k with w the final linear layer's weights (one forward, no backward)."""
     out, weight, fmap = _cam_parts(c.model, c.x, c.layer, c.reshape)
     cls = c.target.classes(out) if out.dim() == 2 else None
     with torch.no_grad():
-        return weighted(weight[cls], fmap)
+        return c.combine(weight[cls], fmap)
 
 
 def cam_all_classes(
@@ -185,6 +187,7 @@ def grad_cam_pp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     order=40,
     slow=True,
     quick={"samples": 2},
+    channel_weights=True,
 )
 def smooth_grad_cam_pp(
     c: CamCall, *, samples: int = 25, noise: float = 0.15, seed: int = 0, batch_size: int | None = None
@@ -201,7 +204,7 @@ def smooth_grad_cam_pp(
         sq = g * g
         g1, g2, g3 = g1 + g.sum(0), g2 + sq.sum(0), g3 + (sq * g).sum(0)
         done.advance(k)
-    return weighted(_grad_cam_pp_weights(a, g1 / samples, g2 / samples, g3 / samples), a)
+    return c.combine(_grad_cam_pp_weights(a, g1 / samples, g2 / samples, g3 / samples), a)
 
 
 @gradient_cam(
@@ -210,11 +213,11 @@ def smooth_grad_cam_pp(
     "Jiang et al., LayerCAM: Exploring Hierarchical Class Activation Maps for Localization, IEEE TIP 2021",
     "Each activation weighted by its own positive gradient (no spatial averaging): usable at shallow layers.",
     order=60,
-    pixelwise=True,
+    elementwise=True,
 )
 def layer_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """LayerCAM: ReLU(sum_k ReLU(dy/dA_k) * A_k), element-wise weights; one forward, one backward."""
-    return (g.clamp_min(0) * a).sum(1)
+    return g.clamp_min(0) * a
 
 
 @gradient_cam(
@@ -236,11 +239,26 @@ def xgrad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     "Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional neural networks, arXiv:2011.08891, 2020",
     "Element-wise gradient x activation summed over channels: faithful to the score for GAP-linear heads.",
     order=80,
-    pixelwise=True,
+    elementwise=True,
 )
 def hires_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """HiResCAM: ReLU(sum_k dy/dA_k * A_k) element-wise (equals Grad-CAM when the head is GAP + linear)."""
-    return (g * a).sum(1)
+    return g * a
+
+
+@gradient_cam(
+    "grad-cam-elementwise",
+    "Grad-CAM element-wise",
+    "pytorch-grad-cam's GradCAMElementWise (Gildenblat et al., github.com/jacobgil/pytorch-grad-cam, 2021): "
+    "HiResCAM (Draelos & Carin, arXiv:2011.08891) with each product rectified",
+    "Gradient x activation rectified element-wise before the channel sum: only the positive evidence.",
+    order=85,
+    elementwise=True,
+)
+def grad_cam_elementwise(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM element-wise: sum_k ReLU(dy/dA_k * A_k); HiResCAM's cost. It never has negative
+    values, so ``relu`` changes nothing; it bounds HiResCAM from above."""
+    return (g * a).clamp_min(0)
 
 
 @gradient_cam(

@@ -23,7 +23,7 @@ from torch import nn
 from .. import hooks
 from ..hooks import model_output
 from .batching import Progress, auto_batch_size, chunks
-from .cam_base import CamCall, cam_method, clean_pass, weighted
+from .cam_base import CamCall, cam_method, clean_pass
 from .layers import check_feature_map, recording
 from .targets import Target
 
@@ -109,6 +109,7 @@ def _tail_scores(
     order=110,
     slow=True,
     quick={"max_channels": 8},
+    channel_weights=True,
 )
 def ablation_cam(
     c: CamCall, *, fill: float = 0.0, batch_size: int | None = None, max_channels: int | None = None
@@ -156,7 +157,7 @@ def ablation_cam(
             start += k
             done.advance(k * b)
     w = (drops / base.unsqueeze(0)).t()  # (B, K); the paper's relative drop
-    return weighted(w, _gather(a, chosen))
+    return c.combine(w, _gather(a, chosen))
 
 
 @cam_method(
@@ -167,6 +168,7 @@ def ablation_cam(
     order=120,
     slow=True,
     quick={"max_channels": 8},
+    channel_weights=True,
 )
 def score_cam(c: CamCall, *, batch_size: int | None = None, max_channels: int | None = None) -> torch.Tensor:
     """Score-CAM: each channel, upsampled and min-max normalised, masks the image; the target
@@ -197,16 +199,22 @@ def score_cam(c: CamCall, *, batch_size: int | None = None, max_channels: int | 
     with torch.no_grad():
         for start, stop in chunks(n, b, auto_batch_size(x, batch_size)):
             k = stop - start
-            up = F.interpolate(a[:, start:stop], size=(h, w), mode="bilinear", align_corners=False)  # (B, k, H, W)
-            lo = up.amin((2, 3), keepdim=True)
-            span = up.amax((2, 3), keepdim=True) - lo
-            up = torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
+            up = unit_masks(a[:, start:stop], (h, w))  # (B, k, H, W)
             masked = x.unsqueeze(0) * up.transpose(0, 1).unsqueeze(2)  # (k, B, 3, H, W)
             out = model_output(model(masked.reshape(k * b, *x.shape[1:])))
             scores[start:stop] = t.scores(out, k).view(k, b)
             done.advance(k * b)
         weights = scores.t().softmax(1)
-    return weighted(weights, a)
+    return c.combine(weights, a)
+
+
+def unit_masks(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Score-CAM's masks: feature maps (B, k, h, w) upsampled bilinearly to ``size`` and min-max
+    normalised per map to [0, 1] (a flat map gives 0), (B, k, H, W)."""
+    up = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    lo = up.amin((2, 3), keepdim=True)
+    span = up.amax((2, 3), keepdim=True) - lo
+    return torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
 
 
 # Masked forwards (channels x images) above which the perturbation CAMs warn before they start.
@@ -247,14 +255,17 @@ def _gather(a: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return a.gather(1, chosen[:, :, None, None].expand(-1, -1, *a.shape[2:]))
 
 
-def _warn_many(method: str, channels: int, images: int, keep: int | None) -> None:
-    """Tell before a long run starts: the number of masked forwards, and ``max_channels`` as the cure."""
-    forwards = channels * images
+def _warn_many(method: str, channels: int, images: int, keep: int | None, copies: int = 1) -> None:
+    """Tell before a long run starts: the number of masked forwards, and ``max_channels`` as the cure
+    (``copies``: masked forwards per channel and image, e.g. noisy or scaled copies)."""
+    forwards = channels * images * copies
     if keep is not None or forwards <= _MANY_FORWARDS:
         return
+    per = f" x {copies} copies" if copies != 1 else ""
     warnings.warn(
         f"{method} will run {forwards} masked forwards ({channels} channels x {images} image"
-        f"{'s' if images != 1 else ''}), one per channel of the layer; pass max_channels=64 (for example) "
+        f"{'s' if images != 1 else ''}{per}), {copies if copies != 1 else 'one'} per channel of the layer; "
+        "pass max_channels=64 (for example) "
         "to keep only each image's channels of largest mean activation and run that many per image",
         UserWarning,
         stacklevel=5,

@@ -37,10 +37,10 @@ from torch.overrides import TorchFunctionMode
 
 from ..hooks import _ACTIVATION_FUNCS, _RELU_FUNCS, _out_of_place, model_output
 from .batching import Progress, auto_batch_size, chunks
-from .gradient_shap import BaselinesLike, fixed_target, resolve_baselines
-from .input_attribution import resolve_baseline
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .gradient_shap import BaselinesLike, resolve_baselines
+from .input_attribution import attribution_map, resolve_baseline, signed_image_method
+from .registry import Call
+from .targets import Target
 
 __all__ = ["deeplift", "deeplift_shap", "Rescale"]
 
@@ -167,26 +167,17 @@ def _multipliers(
     return g[:b]
 
 
-@register(
-    MethodInfo(
-        "deeplift",
-        "DeepLIFT (rescale)",
-        "gradient",
-        "Shrikumar et al., Learning Important Features Through Propagating Activation Differences, ICML 2017",
-        "Differences from a reference image propagated back with each nonlinearity's secant slope: "
-        "sums to score(image) - score(reference).",
-        order=260,
-        signed=True,
-        has_image=True,
-    )
+@signed_image_method(
+    "deeplift",
+    "DeepLIFT (rescale)",
+    "Shrikumar et al., Learning Important Features Through Propagating Activation Differences, ICML 2017",
+    "Differences from a reference image propagated back with each nonlinearity's secant slope: "
+    "sums to score(image) - score(reference).",
+    260,
 )
 def deeplift(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     raw: bool = False,
     baseline: float | Sequence[float] | torch.Tensor | None = 0.0,
     eps: float = 1e-10,
@@ -198,32 +189,22 @@ def deeplift(
     one backward. The class is the image's (predicted or given).
     """
     eps = _check_eps(eps)
-    x = x.detach()
+    x = c.x.detach()
     ref = resolve_baseline(baseline, x).expand_as(x)
-    t = fixed_target(model, x, target)
-    attr = _multipliers(model, x, ref, t, eps) * (x - ref)
-    return attr if raw else attr.sum(1)
+    attr = _multipliers(c.model, x, ref, c.fixed_target(), eps) * (x - ref)
+    return attribution_map(attr, raw)
 
 
-@register(
-    MethodInfo(
-        "deeplift-shap",
-        "DeepLIFT-SHAP",
-        "gradient",
-        "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-        "DeepLIFT averaged over a set of reference images: sums to the score's gain over their mean score.",
-        order=270,
-        signed=True,
-        has_image=True,
-    )
+@signed_image_method(
+    "deeplift-shap",
+    "DeepLIFT-SHAP",
+    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
+    "DeepLIFT averaged over a set of reference images: sums to the score's gain over their mean score.",
+    270,
 )
 def deeplift_shap(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     raw: bool = False,
     baselines: BaselinesLike = None,
     eps: float = 1e-10,
@@ -231,21 +212,21 @@ def deeplift_shap(
 ) -> torch.Tensor:
     """The mean of :func:`deeplift` over ``baselines`` (default: black, mid-grey and white images;
     see :func:`guidewidgets.explain.gradient_shap.resolve_baselines`), as Captum's ``DeepLiftShap``;
-    ``batch_size``: images per forward (several baselines go in one; None: chosen from the image size)."""
+    ``batch_size``: images per forward (Captum's ``internal_batch_size``: several baselines go in
+    one; None: chosen from the image size)."""
     eps = _check_eps(eps)
-    x = x.detach()
+    x = c.x.detach()
     refs = resolve_baselines(baselines, x)
-    t = fixed_target(model, x, target)
+    t = c.fixed_target()
     total = torch.zeros_like(x)
-    done = Progress(progress, len(refs))
+    done = Progress(c.progress, len(refs))
     b = x.shape[0]
     # Why batched: one forward for several baselines (each costs 2 B images) is cheaper than many.
     for start, stop in chunks(len(refs), 2 * b, auto_batch_size(x, batch_size)):
         k = stop - start
         ref = refs[start:stop].repeat_interleave(b, 0)  # copy-major: copy i is baseline start + i
         xs = x.repeat(k, 1, 1, 1)
-        attr = _multipliers(model, xs, ref, t, eps, copies=k) * (xs - ref)
+        attr = _multipliers(c.model, xs, ref, t, eps, copies=k) * (xs - ref)
         total += attr.view(k, *x.shape).sum(0)
         done.advance(k)
-    attr = total / len(refs)
-    return attr if raw else attr.sum(1)
+    return attribution_map(total / len(refs), raw)

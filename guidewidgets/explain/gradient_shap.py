@@ -10,19 +10,17 @@ In expectation its sum is ``score(x) - E[score(r)]`` (with noise 0).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from ..hooks import model_output
 from .batching import Progress, auto_batch_size
 from .gradients import input_gradient
+from .input_attribution import attribution_map, signed_image_method
 from .noise import noisy_copies
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .registry import Call
 
-__all__ = ["gradient_shap", "resolve_baselines", "shap_draws", "fixed_target"]
+__all__ = ["gradient_shap", "resolve_baselines", "shap_draws"]
 
 BaselinesLike = torch.Tensor | Sequence[float] | float | None
 
@@ -61,16 +59,6 @@ def resolve_baselines(baselines: BaselinesLike, x: torch.Tensor) -> torch.Tensor
     return baselines.detach().to(device=x.device, dtype=x.dtype)
 
 
-def fixed_target(model: nn.Module, x: torch.Tensor, target: TargetLike) -> Target:
-    """``target`` with its classes fixed (the predicted ones for None), so that every sample,
-    noisy copy or reference is scored for the class of the clean image."""
-    t = Target(target, x.shape[0])
-    if t.needs_prediction:
-        with torch.no_grad():
-            t = t.fix(model_output(model(x)))
-    return t
-
-
 def shap_draws(samples: int, baselines: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The seeded random choices of :func:`gradient_shap`: ``alpha`` (samples,) in [0, 1) and the
     baseline index (samples,). Sample ``s`` uses the same pair for every image of the batch (as
@@ -83,28 +71,19 @@ def shap_draws(samples: int, baselines: int, seed: int) -> tuple[torch.Tensor, t
     return alphas, index
 
 
-@register(
-    MethodInfo(
-        "gradient-shap",
-        "GradientSHAP",
-        "gradient",
-        "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-        "Gradients at random points between the image and random baselines, times (image - baseline), "
-        "averaged: an estimate of SHAP values whose sum is the score's gain over the baselines.",
-        order=250,
-        signed=True,
-        slow=True,
-        has_image=True,
-        quick={"samples": 4},
-    )
+@signed_image_method(
+    "gradient-shap",
+    "GradientSHAP",
+    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
+    "Gradients at random points between the image and random baselines, times (image - baseline), "
+    "averaged: an estimate of SHAP values whose sum is the score's gain over the baselines.",
+    250,
+    slow=True,
+    quick={"samples": 4},
 )
 def gradient_shap(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     raw: bool = False,
     baselines: BaselinesLike = None,
     samples: int = 20,
@@ -117,24 +96,24 @@ def gradient_shap(
     ``baselines``: see :func:`resolve_baselines`; ``noise``: the std of Gaussian noise on the
     image as a fraction of its value range (Captum's ``stdevs``, 0 by default); the draws are
     :func:`shap_draws` (``seed``). The class is the clean image's for every sample.
+    ``batch_size``: images per forward (Captum's ``internal_batch_size``; None: from the image size).
     """
-    b = x.shape[0]
-    x = x.detach()
+    b = c.x.shape[0]
+    x = c.x.detach()
     refs = resolve_baselines(baselines, x)
     alphas, index = shap_draws(samples, refs.shape[0], seed)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     index = index.to(x.device)
-    t = fixed_target(model, x, target)
+    t = c.fixed_target()
     total = torch.zeros_like(x)
-    done = Progress(progress, samples)
+    done = Progress(c.progress, samples)
     start = 0
     for xn, k in noisy_copies(x, samples, noise, seed, auto_batch_size(x, batch_size)):
         r = refs[index[start : start + k]].unsqueeze(1)  # (k, 1, C, H, W): one per copy
         diff = xn.view(k, b, *x.shape[1:]) - r
         a = alphas[start : start + k].view(k, 1, 1, 1, 1)
-        g, _ = input_gradient(model, (r + a * diff).reshape(k * b, *x.shape[1:]), t, repeats=k)
+        g, _ = input_gradient(c.model, (r + a * diff).reshape(k * b, *x.shape[1:]), t, repeats=k)
         total += (g.view(k, b, *x.shape[1:]) * diff).sum(0)
         start += k
         done.advance(k)
-    attr = total / samples
-    return attr if raw else attr.sum(1)
+    return attribution_map(total / samples, raw)

@@ -16,12 +16,22 @@ from torch import nn
 from .. import hooks
 from ..hooks import ReLURule, model_output
 from .batching import Progress, auto_batch_size
-from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, resolve_layer, upsample
+from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, upsample
 from .noise import noisy_copies
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .registry import Call, method
+from .targets import Target
 
-__all__ = ["saliency", "guided_backprop", "deconvnet", "guided_grad_cam", "smoothgrad", "input_gradient"]
+__all__ = [
+    "saliency",
+    "guided_backprop",
+    "deconvnet",
+    "guided_grad_cam",
+    "smoothgrad",
+    "input_gradient",
+    "gradient_moments",
+    "image_method",
+    "noise_method",
+]
 
 Rule = Literal["guided", "deconv"] | None
 
@@ -59,98 +69,82 @@ def _image_or_map(g: torch.Tensor, raw: bool) -> torch.Tensor:
     return g if raw else g.abs().amax(1)
 
 
-def _info(name: str, title: str, reference: str, summary: str, order: float, **more: Any) -> MethodInfo:
-    """A gradient image's :class:`MethodInfo` (unsigned map, ``raw=True`` gives the image)."""
-    return MethodInfo(name, title, "gradient", reference, summary, order=order, has_image=True, **more)
+def image_method(
+    name: str, title: str, reference: str, summary: str, order: float, **more: Any
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator (:func:`~guidewidgets.explain.registry.method`) for a gradient image: family
+    ``"gradient"``, ``raw=True`` gives the (B, C, H, W) image; ``more``: the other MethodInfo fields."""
+    return method(name, title, "gradient", reference, summary, order=order, has_image=True, **more)
+
+
+def _named(own: Callable[..., torch.Tensor], name: str, doc: str) -> Callable[..., torch.Tensor]:
+    """``own`` under the public name and docstring of the method it becomes (the registry copies
+    them onto the method, and the docs find a method by its name)."""
+    own.__name__ = own.__qualname__ = name
+    own.__doc__ = doc
+    return own
 
 
 def _rule_method(name: str, rule: Rule, doc: str) -> Callable[..., torch.Tensor]:
-    """A gradient-image method whose own part is the ReLU backward ``rule`` (None: plain)."""
+    """A gradient-image method's own part: the ReLU backward ``rule`` (None: plain)."""
 
-    def method(
-        model: nn.Module,
-        x: torch.Tensor,
-        target: TargetLike = None,
-        layer: str | nn.Module | None = None,
-        *,
-        progress: Callable[[float], None] | None = None,
-        raw: bool = False,
-    ) -> torch.Tensor:
-        g, _ = input_gradient(model, x, Target(target, x.shape[0]), rule)
+    def own(c: Call, *, raw: bool = False) -> torch.Tensor:
+        g, _ = input_gradient(c.model, c.x, c.target, rule)
         return _image_or_map(g, raw)
 
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = doc
-    return method
+    return _named(own, name, doc)
 
 
-saliency = register(
-    _info(
-        "saliency",
-        "Saliency (gradient)",
-        "Simonyan et al., Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps, ICLR 2014 workshop",
-        "Absolute gradient of the class score with respect to the pixels, largest over colour channels.",
-        130,
-    )
+saliency = image_method(
+    "saliency",
+    "Saliency (gradient)",
+    "Simonyan et al., Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps, ICLR 2014 workshop",
+    "Absolute gradient of the class score with respect to the pixels, largest over colour channels.",
+    130,
 )(_rule_method("saliency", None, "Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, C, H, W)."))
 
-guided_backprop = register(
-    _info(
-        "guided-backprop",
-        "Guided backprop",
-        "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop",
-        "Gradient where every ReLU passes back only positive gradients through positive inputs; ReLU6, "
-        "LeakyReLU, ELU and the smooth ReLUs (SiLU, GELU, Hardswish, Mish) are gated the same way "
-        "(f'(x) * max(grad, 0) * [x > 0]); a net without any of them gets the plain gradient and a warning.",
-        140,
-    )
+guided_backprop = image_method(
+    "guided-backprop",
+    "Guided backprop",
+    "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop",
+    "Gradient where every ReLU passes back only positive gradients through positive inputs; ReLU6, "
+    "LeakyReLU, ELU and the smooth ReLUs (SiLU, GELU, Hardswish, Mish) are gated the same way "
+    "(f'(x) * max(grad, 0) * [x > 0]); a net without any of them gets the plain gradient and a warning.",
+    140,
 )(
     _rule_method(
         "guided_backprop", "guided", "Guided backpropagation (all ReLUs, including inplace and functional ones)."
     )
 )
 
-deconvnet = register(
-    _info(
-        "deconvnet",
-        "Deconvnet",
-        "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
-        "Gradient where every ReLU-family activation (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, "
-        "Mish) passes back the rectified gradient itself, whatever its forward input was; without any, "
-        "the plain gradient and a warning.",
-        150,
-    )
+deconvnet = image_method(
+    "deconvnet",
+    "Deconvnet",
+    "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+    "Gradient where every ReLU-family activation (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, "
+    "Mish) passes back the rectified gradient itself, whatever its forward input was; without any, "
+    "the plain gradient and a warning.",
+    150,
 )(_rule_method("deconvnet", "deconv", "Deconvnet-style backward (Zeiler & Fergus) through every ReLU."))
 
 
-@register(
-    _info(
-        "guided-grad-cam",
-        "Guided Grad-CAM",
-        "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
-        "Guided backprop multiplied by the upsampled Grad-CAM map: fine detail, class-discriminative.",
-        160,
-        uses_layer=True,
-    )
+@image_method(
+    "guided-grad-cam",
+    "Guided Grad-CAM",
+    "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
+    "Guided backprop multiplied by the upsampled Grad-CAM map: fine detail, class-discriminative.",
+    160,
+    uses_layer=True,
 )
-def guided_grad_cam(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    raw: bool = False,
-    reshape: Reshape | None = None,
-) -> torch.Tensor:
+def guided_grad_cam(c: Call, *, raw: bool = False, reshape: Reshape | None = None) -> torch.Tensor:
     """Guided backprop x Grad-CAM (bilinear upsampling); ``reshape`` as for Grad-CAM.
 
     One forward and one backward give both when no ReLU runs after the layer (ResNets,
     MobileNets): the gradient at the layer is then the same under the guided rule. Otherwise
     Grad-CAM is taken in a second, plain pass.
     """
-    t = Target(target, x.shape[0])
-    layer = resolve_layer(model, x, layer)
+    model, x, t, layer = c.model, c.x, c.target, c.layer
+    assert layer is not None  # uses_layer: the base resolved it
     reshape = check_reshape(reshape)
     relus = ReLURule("guided")
     store: dict = {}
@@ -187,45 +181,80 @@ def guided_grad_cam(
     return _image_or_map(gx * cam.unsqueeze(1), raw)
 
 
-@register(
-    _info(
+def gradient_moments(
+    c: Call,
+    samples: int,
+    noise: float,
+    seed: int,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean gradient and the mean squared gradient over ``samples`` noisy copies of ``c.x``.
+
+    Args:
+        c: the call; the class explained is the clean image's (predicted or given) for every copy.
+        samples: number of noisy copies.
+        noise: the noise's standard deviation as a fraction of each image's value range.
+        seed: seeds the noise (see :func:`guidewidgets.explain.noise.noisy_copies`).
+        batch_size: images per forward (Captum's ``internal_batch_size``; None: from the image size).
+
+    Returns:
+        ``(E[g], E[g^2])``, each (B, C, H, W).
+    """
+    x = c.x
+    b = x.shape[0]
+    t = c.fixed_target()
+    first = torch.zeros_like(x)
+    second = torch.zeros_like(x)
+    done = Progress(c.progress, samples)
+    for xn, k in noisy_copies(x, samples, noise, seed, auto_batch_size(x, batch_size)):
+        g, _ = input_gradient(c.model, xn, t, repeats=k)
+        g = g.view(k, b, *g.shape[1:])
+        first += g.sum(0)
+        second += g.square().sum(0)
+        done.advance(k)
+    return first / samples, second / samples
+
+
+Moment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def noise_method(name: str, moment: Moment, doc: str, module: str = __name__) -> Callable[..., torch.Tensor]:
+    """The own part of a method that keeps ``moment(E[g], E[g^2])`` of the gradient over noisy
+    copies (SmoothGrad and its second moments); its map is the largest absolute value over the
+    colour channels, ``raw=True`` the (B, C, H, W) moment. ``module``: where the method is
+    documented (the caller's ``__name__``)."""
+
+    def own(
+        c: Call,
+        *,
+        raw: bool = False,
+        samples: int = 25,
+        noise: float = 0.15,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        return _image_or_map(moment(*gradient_moments(c, samples, noise, seed, batch_size)), raw)
+
+    own.__module__ = module
+    return _named(own, name, doc)
+
+
+smoothgrad = image_method(
+    "smoothgrad",
+    "SmoothGrad",
+    "Smilkov et al., SmoothGrad: removing noise by adding noise, ICML 2017 workshop",
+    "Gradient averaged over noisy copies of the image: a less noisy saliency map.",
+    170,
+    slow=True,
+    quick={"samples": 2},
+)(
+    noise_method(
         "smoothgrad",
-        "SmoothGrad",
-        "Smilkov et al., SmoothGrad: removing noise by adding noise, ICML 2017 workshop",
-        "Gradient averaged over noisy copies of the image: a less noisy saliency map.",
-        170,
-        slow=True,
-        quick={"samples": 2},
+        lambda first, second: first,
+        """Mean gradient over ``samples`` noisy copies (Gaussian, std ``noise`` x the image's range).
+
+        The class explained is the clean image's (predicted or given), for every copy;
+        ``batch_size``: images per forward (Captum's ``internal_batch_size``; None: from the image size).
+        """,
     )
 )
-def smoothgrad(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    raw: bool = False,
-    samples: int = 25,
-    noise: float = 0.15,
-    seed: int = 0,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """Mean gradient over ``samples`` noisy copies (Gaussian, std ``noise`` x the image's range).
-
-    The class explained is the clean image's (predicted or given), for every copy.
-    """
-    b = x.shape[0]
-    t = Target(target, b)
-    if t.needs_prediction:
-        with torch.no_grad():
-            t = t.fix(model_output(model(x)))
-    total = None
-    done = Progress(progress, samples)
-    for xn, k in noisy_copies(x, samples, noise, seed, auto_batch_size(x, batch_size)):
-        g, _ = input_gradient(model, xn, t, repeats=k)
-        g = g.view(k, b, *g.shape[1:]).sum(0)
-        total = g if total is None else total + g
-        done.advance(k)
-    assert total is not None  # samples >= 1
-    return _image_or_map(total / samples, raw)

@@ -8,18 +8,23 @@ sum approximates score(x) - score(baseline) (completeness, Sundararajan et al., 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..hooks import model_output
 from .batching import Progress, auto_batch_size, chunks
 from .gradients import input_gradient
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .registry import Call, method
 
-__all__ = ["integrated_gradients", "gradient_x_input", "path_points", "resolve_baseline"]
+__all__ = [
+    "integrated_gradients",
+    "gradient_x_input",
+    "path_points",
+    "resolve_baseline",
+    "attribution_map",
+    "signed_image_method",
+]
 
 _RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -80,57 +85,44 @@ def resolve_baseline(baseline: float | Sequence[float] | torch.Tensor | None, x:
     return v.view(1, 1, 1, 1)
 
 
-def _map(attr: torch.Tensor, raw: bool) -> torch.Tensor:
+def attribution_map(attr: torch.Tensor, raw: bool) -> torch.Tensor:
+    """A signed attribution (B, C, H, W) as it is (``raw``) or summed over channels (B, H, W)."""
     return attr if raw else attr.sum(1)
 
 
-@register(
-    MethodInfo(
-        "gradient-x-input",
-        "Gradient x input",
-        "gradient",
-        "Shrikumar et al., Not Just a Black Box: Learning Important Features Through Propagating Activation Differences, arXiv:1605.01713, 2016",
-        "Input gradient times the input, summed over colour channels: signed, one backward.",
-        order=180,
-        signed=True,
-        has_image=True,
-    )
+def signed_image_method(
+    name: str, title: str, reference: str, summary: str, order: float, **more: Any
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator (:func:`~guidewidgets.explain.registry.method`) for a signed attribution to the
+    pixels: family ``"gradient"``, ``raw=True`` gives the (B, C, H, W) attribution."""
+    return method(name, title, "gradient", reference, summary, order=order, signed=True, has_image=True, **more)
+
+
+@signed_image_method(
+    "gradient-x-input",
+    "Gradient x input",
+    "Shrikumar et al., Not Just a Black Box: Learning Important Features Through Propagating Activation Differences, arXiv:1605.01713, 2016",
+    "Input gradient times the input, summed over colour channels: signed, one backward.",
+    180,
 )
-def gradient_x_input(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    raw: bool = False,
-) -> torch.Tensor:
+def gradient_x_input(c: Call, *, raw: bool = False) -> torch.Tensor:
     """x * d score / d x; ``raw=True`` gives the (B, 3, H, W) product."""
-    g, _ = input_gradient(model, x, Target(target, x.shape[0]))
-    return _map(g * x.detach(), raw)
+    g, _ = input_gradient(c.model, c.x, c.target)
+    return attribution_map(g * c.x.detach(), raw)
 
 
-@register(
-    MethodInfo(
-        "integrated-gradients",
-        "Integrated Gradients",
-        "gradient",
-        "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
-        "Gradients averaged along the straight path from a baseline image, times (x - baseline); sums to the score difference.",
-        order=190,
-        signed=True,
-        slow=True,
-        has_image=True,
-        quick={"steps": 4},
-    )
+@signed_image_method(
+    "integrated-gradients",
+    "Integrated Gradients",
+    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
+    "Gradients averaged along the straight path from a baseline image, times (x - baseline); sums to the score difference.",
+    190,
+    slow=True,
+    quick={"steps": 4},
 )
 def integrated_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     raw: bool = False,
     baseline: float | Sequence[float] | torch.Tensor | None = 0.0,
     steps: int = 50,
@@ -140,28 +132,25 @@ def integrated_gradients(
     """(x - baseline) * sum_i w_i d score / d x at baseline + alpha_i (x - baseline).
 
     ``steps`` points of the quadrature ``rule`` (Captum's default, Gauss-Legendre, unless told);
-    the points are batched (several per forward). The class explained is the clean image's
-    (predicted or given) at every point. ``baseline``: 0 (black) by default; see
-    :func:`resolve_baseline`.
+    the points are batched, ``batch_size`` images per forward (Captum's ``internal_batch_size``;
+    None: chosen from the image size). The class explained is the clean image's (predicted or
+    given) at every point. ``baseline``: 0 (black) by default; see :func:`resolve_baseline`.
     """
     alphas, weights = path_points(steps, rule)
-    b = x.shape[0]
-    x = x.detach()
+    b = c.x.shape[0]
+    x = c.x.detach()
     base = resolve_baseline(baseline, x)
     diff = x - base
-    t = Target(target, b)
-    if t.needs_prediction:
-        with torch.no_grad():
-            t = t.fix(model_output(model(x)))
+    t = c.fixed_target()
     total = torch.zeros_like(x)
-    done = Progress(progress, steps)
+    done = Progress(c.progress, steps)
     a_all = torch.tensor(alphas, device=x.device, dtype=x.dtype)
     w_all = torch.tensor(weights, device=x.device, dtype=x.dtype)
     for start, stop in chunks(steps, b, auto_batch_size(x, batch_size)):
         k = stop - start
         a = a_all[start:stop].view(k, 1, 1, 1, 1)
         points = (base + a * diff.unsqueeze(0)).reshape(k * b, *x.shape[1:])
-        g, _ = input_gradient(model, points, t, repeats=k)
+        g, _ = input_gradient(c.model, points, t, repeats=k)
         total += torch.einsum("k,kbchw->bchw", w_all[start:stop], g.view(k, b, *x.shape[1:]))
         done.advance(k)
-    return _map(total * diff, raw)
+    return attribution_map(total * diff, raw)

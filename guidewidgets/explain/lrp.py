@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import get_layer, hooked, model_output
-from .registry import MethodInfo, register
+from .input_attribution import attribution_map, signed_image_method
+from .registry import Call
 from .targets import Target, TargetLike
 
 __all__ = ["lrp", "LRPRule", "RULES", "SUPPORTED"]
@@ -251,7 +252,7 @@ def _relayed(m: nn.Module, a: torch.Tensor, z: torch.Tensor, rule: LRPRule) -> t
 def relevance(
     model: nn.Module,
     x: torch.Tensor,
-    target: TargetLike = None,
+    target: TargetLike | Target = None,
     rule: str | LRPRule = "epsilon",
     rules: Mapping[str, str | LRPRule] | None = None,
 ) -> torch.Tensor:
@@ -270,7 +271,7 @@ def relevance(
     check_supported(model)
     base = _as_rule(rule, LRPRule())
     chosen = _layer_rules(model, base, rules)
-    t = Target(target, x.shape[0])
+    t = target if isinstance(target, Target) else Target(target, x.shape[0])
     xg = x.detach().requires_grad_(True)
 
     def make(r: LRPRule) -> Callable[..., Any]:
@@ -288,27 +289,18 @@ def relevance(
     return g * x.detach()
 
 
-@register(
-    MethodInfo(
-        "lrp",
-        "LRP",
-        "gradient",
-        "Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise "
-        "Relevance Propagation, PLoS ONE 2015",
-        "The score handed back layer by layer in proportion to each input's contribution (epsilon, gamma "
-        "or alpha-beta rule): sums to the score.",
-        order=330,
-        signed=True,
-        has_image=True,
-    )
+@signed_image_method(
+    "lrp",
+    "LRP",
+    "Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise "
+    "Relevance Propagation, PLoS ONE 2015",
+    "The score handed back layer by layer in proportion to each input's contribution (epsilon, gamma "
+    "or alpha-beta rule): sums to the score.",
+    330,
 )
 def lrp(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     raw: bool = False,
     rule: str = "epsilon",
     epsilon: float = 1e-9,
@@ -319,12 +311,13 @@ def lrp(
 ) -> torch.Tensor:
     """LRP relevance summed over channels (B, H, W); ``raw=True`` gives it per channel (B, C, H, W).
 
+    Called as ``lrp(model, x, target=None, layer=None, *, progress=None, ...)``: ``model`` a network
+    of Conv2d, Linear, ReLU, pooling, BatchNorm2d, Dropout, Flatten modules; ``target`` None
+    (predicted class), an int, one int per sample, or a callable(output) -> (B,); ``layer`` and
+    ``progress`` ignored (LRP explains the input in one forward and one backward).
+
     Args:
-        model: a network of Conv2d, Linear, ReLU, pooling, BatchNorm2d, Dropout, Flatten modules.
-        x: the batch (B, C, H, W).
-        target: None (predicted class), an int, one int per sample, or a callable(output) -> (B,).
-        layer: ignored (LRP explains the input).
-        progress: ignored (one forward and one backward).
+        c: the checked call.
         raw: return the relevance per channel.
         rule: the rule of every Conv2d and Linear layer: "epsilon", "gamma" or "alpha-beta".
         epsilon: the epsilon rule's stabiliser (Captum's default 1e-9).
@@ -338,5 +331,4 @@ def lrp(
         The relevance map, on x's device.
     """
     base = LRPRule(rule, epsilon=epsilon, gamma=gamma, alpha=alpha, beta=beta)
-    attr = relevance(model, x, target, base, rules)
-    return attr if raw else attr.sum(1)
+    return attribution_map(relevance(c.model, c.x, c.target, base, rules), raw)

@@ -5,18 +5,16 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..hooks import model_output
 from .batching import Progress, auto_batch_size, autocast, chunks
 from .occlusion_incremental import occlusion_drops
-from .registry import MethodInfo, register
-from .targets import Target, TargetLike
+from .registry import Call, method
 
 __all__ = ["occlusion", "rise"]
 
@@ -97,26 +95,20 @@ def _spread(
     return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
 
 
-@register(
-    MethodInfo(
-        "occlusion",
-        "Occlusion",
-        "perturbation",
-        "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
-        "Drop of the class score when a grey patch hides each region, averaged over the patches covering a pixel.",
-        order=200,
-        signed=True,
-        slow=True,
-        quick={"window": 8, "stride": 8},
-    )
+@method(
+    "occlusion",
+    "Occlusion",
+    "perturbation",
+    "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+    "Drop of the class score when a grey patch hides each region, averaged over the patches covering a pixel.",
+    order=200,
+    signed=True,
+    slow=True,
+    quick={"window": 8, "stride": 8},
 )
 def occlusion(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     window: int | Sequence[int] | None = None,
     stride: int | Sequence[int] | None = None,
     fill: float | Sequence[float] = 0.5,
@@ -149,12 +141,12 @@ def occlusion(
     model called from another thread in that moment (a widget's background job, your own cell)
     would be caught by the tracer, which is why they are opt-in and plain stays the default."""
     _check_mode(mode, tau, refine)
+    model, x, t = c.model, c.x, c.target
     b = x.shape[0]
     ys, xs, (wh, ww), (sh, sw) = _positions(x, window, stride)
     spots = [(y, x0) for y in ys for x0 in xs]
     value = _fill(fill, x)
-    t = Target(target, b)
-    done = Progress(progress, len(spots))
+    done = Progress(c.progress, len(spots))
     per = max(1, auto_batch_size(x, batch_size) // b)
 
     def plain_scores(chunk: list[tuple[int, int]]) -> torch.Tensor:
@@ -207,25 +199,19 @@ def _crop_upsampled(grids: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: 
     return up.gather(2, cols[:, None, :].expand(-1, h, -1))
 
 
-@register(
-    MethodInfo(
-        "rise",
-        "RISE",
-        "perturbation",
-        "Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
-        "Average of random smooth masks weighted by the class probability each masked image gets.",
-        order=210,
-        slow=True,
-        quick={"masks": 8, "cells": 2},
-    )
+@method(
+    "rise",
+    "RISE",
+    "perturbation",
+    "Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
+    "Average of random smooth masks weighted by the class probability each masked image gets.",
+    order=210,
+    slow=True,
+    quick={"masks": 8, "cells": 2},
 )
 def rise(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     masks: int = 1000,
     cells: int = 7,
     p: float = 0.5,
@@ -248,6 +234,7 @@ def rise(
     full precision (benchmarks/README.md: below 1 % of the map's maximum on the embedded
     classifier with bfloat16 on CPU, which was not faster there).
     """
+    model, x = c.model, c.x
     b, _, h, w = x.shape
     if not isinstance(masks, int) or isinstance(masks, bool) or masks < 1:
         raise ValueError(f"masks must be a positive int, got {masks!r}")
@@ -257,14 +244,12 @@ def rise(
         raise ValueError(f"p (the probability of keeping a cell) must be in (0, 1], got {p!r}")
     value = _fill(fill, x)
     mixed = autocast(x, amp)
-    t = Target(target, b)
     gen = torch.Generator(device=x.device).manual_seed(int(seed))
     grids, dy, dx = _rise_masks(gen, masks, cells, p, h, w, x)
-    done = Progress(progress, masks)
+    done = Progress(c.progress, masks)
     maps = torch.zeros(b, h, w, device=x.device, dtype=x.dtype)
+    t = c.fixed_target()
     with torch.no_grad():
-        if t.needs_prediction:
-            t = t.fix(model_output(model(x)))
         for start, stop in chunks(masks, b, auto_batch_size(x, batch_size)):
             k = stop - start
             m = _crop_upsampled(grids[start:stop], dy[start:stop], dx[start:stop], h, w)

@@ -12,10 +12,21 @@ Adding a method (it then appears in every widget, notebook and test that lists m
 
 - a CAM with passes of its own: ``@cam_method(name, title, reference, summary, order=...)`` on
   ``fn(c: CamCall, *, <its options>) -> (B, h, w)`` (same module; the base adds the call shape).
-- any other method: ``@register(MethodInfo(name, title, family, reference, summary, order=...))``
-  on ``fn(model, x, target=None, layer=None, *, progress=None, <its options>) -> (B, H, W)``. ``order`` places it in :func:`methods` (the
-  widget's number keys follow it; the shipped methods use multiples of 10). A slow method gives
-  ``slow=True`` and ``quick={...}``, the cheap options every test runs it with.
+- any other method: :func:`method` on its own part only, ``fn(c: Call, *, <its options>) -> (B, H, W)``::
+
+      @method("my-grad", "My gradient", "gradient", "Me et al. 2027", "Squared input gradient.", order=175)
+      def my_grad(c: Call, *, power: float = 2.0) -> torch.Tensor:
+          '''My gradient: |d y / d x| ** power, largest over colour channels.'''
+          g, _ = input_gradient(c.model, c.x, c.target)
+          return g.abs().pow(power).amax(1)
+
+  registers ``"my-grad"`` as ``my_grad(model, x, target=None, layer=None, *, progress=None,
+  power=2.0)``; ``c.target`` is the checked :class:`~guidewidgets.explain.targets.Target` and
+  ``c.layer`` the resolved layer when ``uses_layer=True``. ``order`` places it in :func:`methods`
+  (the widget's number keys follow it; the shipped methods use multiples of 10). A slow method
+  gives ``slow=True`` and ``quick={...}``, the cheap options every test runs it with.
+  (``@register(MethodInfo(...))`` on a full ``fn(model, x, target=None, layer=None, *, progress=None,
+  ...)`` still works.)
 - import its module in ``guidewidgets/explain/__init__.py``.
 
 A method is registered once with :func:`register`; that also wraps it so that every method
@@ -49,10 +60,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..hooks import eval_mode, model_lock
-from .targets import TargetLike, check_input
+from ..hooks import eval_mode, model_lock, model_output
+from .layers import resolve_layer
+from .targets import Target, TargetLike, check_input
 
-__all__ = ["MethodInfo", "register", "methods", "method_info", "method_function", "explain"]
+__all__ = ["MethodInfo", "Call", "method", "register", "methods", "method_info", "method_function", "explain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +84,10 @@ class MethodInfo:
         has_image: whether ``raw=True`` gives a (B, C, H, W) gradient image.
         quick: cheap options (fewer samples, masks, steps ...) under which the method keeps its
             properties: what tests and quick demos pass. Every slow method has some.
+        target_kind: what ``target=`` names: ``"class"`` (an output class, or a callable on the
+            model's output) or ``"neuron"`` (a unit of ``layer``: a channel int or a
+            :class:`~guidewidgets.explain.neuron_attribution.Neuron`; None is each sample's most
+            active channel; a callable on the model's output is refused).
     """
 
     name: str
@@ -85,6 +101,7 @@ class MethodInfo:
     slow: bool = False
     has_image: bool = False
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    target_kind: Literal["class", "neuron"] = "class"
 
     def __post_init__(self) -> None:
         # Why a read-only view: one MethodInfo is shared by every caller, so a test that edits
@@ -153,6 +170,106 @@ def register(info: MethodInfo) -> Callable[[Callable[..., torch.Tensor]], Callab
         _INFO[info.name] = info
         _FUNCS[info.name] = method
         return method
+
+    return wrap
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One checked request, what a method's own part (under :func:`method`) starts from.
+
+    Args:
+        model: the model (in eval mode and locked while the method runs).
+        x: the checked input (B, C, H, W).
+        target: the checked :class:`~guidewidgets.explain.targets.Target` for the batch (what the
+            method's ``check_target`` gives, where it has its own).
+        layer: the resolved layer (the default filled in) for ``uses_layer`` methods, else as given.
+        progress: ``progress(fraction)`` or None.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    target: Target
+    layer: str | nn.Module | None
+    progress: Callable[[float], None] | None
+
+    def fixed_target(self) -> Target:
+        """The target with "predicted class" fixed to the clean input's prediction (one forward
+        without gradients, only when the target needs it): what every noisy or shifted copy is
+        then explained for."""
+        if not self.target.needs_prediction:
+            return self.target
+        with torch.no_grad():
+            return self.target.fix(model_output(self.model(self.x)))
+
+
+def method(
+    name: str,
+    title: str,
+    family: Literal["cam", "gradient", "perturbation", "attention"],
+    reference: str,
+    summary: str,
+    *,
+    order: float,
+    uses_layer: bool = False,
+    signed: bool = False,
+    slow: bool = False,
+    has_image: bool = False,
+    quick: Mapping[str, Any] | None = None,
+    target_kind: Literal["class", "neuron"] = "class",
+    check_target: Callable[[Any, int], Any] = Target,
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator: register a method given only its own part ``fn(c: Call, *, <its options>)``.
+
+    ``name`` ... ``target_kind`` are the method's :class:`MethodInfo` fields (see there).
+
+    Args:
+        check_target: ``check_target(target, batch)`` gives ``c.target``: :class:`Target` (a class
+            score) unless the method's target means something else (a neuron of the layer).
+
+    Returns:
+        A decorator whose result is the registered method, named and documented as ``fn``, with the
+        public signature ``(model, x, target=None, layer=None, *, progress=None, <its options>)``:
+        it checks the target (and resolves the layer when ``uses_layer``) and calls ``fn``.
+    """
+    info = MethodInfo(
+        name,
+        title,
+        family,
+        reference,
+        summary,
+        order=order,
+        uses_layer=uses_layer,
+        signed=signed,
+        slow=slow,
+        has_image=has_image,
+        quick=quick or {},
+        target_kind=target_kind,
+    )
+
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        own = list(inspect.signature(fn).parameters.values())[1:]
+        if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in own):
+            raise TypeError(f"{fn.__name__}: a method's own options must be keyword-only (after *)")
+
+        def run(
+            model: nn.Module,
+            x: torch.Tensor,
+            target: TargetLike = None,
+            layer: str | nn.Module | None = None,
+            *,
+            progress: Callable[[float], None] | None = None,
+            **options: Any,
+        ) -> torch.Tensor:
+            t = check_target(target, x.shape[0])
+            where = resolve_layer(model, x, layer) if uses_layer else layer
+            return fn(Call(model, x, t, where, progress), **options)
+
+        base = list(inspect.signature(run).parameters.values())[:-1]  # without **options
+        # Why __signature__: inspect.signature, explain()'s option check and sphinx autodoc read it.
+        run.__signature__ = inspect.Signature([*base, *own], return_annotation="torch.Tensor")  # type: ignore[attr-defined]
+        functools.update_wrapper(run, fn, updated=())  # fn's name, qualified name, module and docstring
+        return register(info)(run)
 
     return wrap
 

@@ -8,19 +8,19 @@ from ``feature_mask`` (Captum's name for the same thing).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from ..hooks import model_output
 from .batching import Progress
-from .registry import MethodInfo, register
+from .registry import Call, method
 from .superpixels import Segmenter, as_baseline, coalition_scores, paint, superpixels
-from .targets import Target, TargetLike
 
 __all__ = ["feature_ablation", "shapley_sampling", "kernel_shap", "lime"]
 
@@ -34,17 +34,17 @@ def _count(value: object, name: str, low: int = 1) -> int:
 
 
 class _Setup:
-    """What every superpixel method starts from: labels, baseline, the fixed target and the
-    scores of the whole image and of the baseline."""
+    """What every superpixel method starts from: labels, baseline, the fixed target, the scores of
+    the whole image and of the baseline, and the call's batch size and progress."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, target: TargetLike, parts: dict[str, Any], baseline):
-        self.model, self.x = model, x
+    def __init__(self, c: Call, parts: dict[str, Any], baseline: Baseline, batch_size: int | None) -> None:
+        model, x = c.model, c.x
+        self.model, self.x, self.batch_size, self.progress = model, x, batch_size, c.progress
         self.labels, self.counts = superpixels(x, **parts)
         self.base = as_baseline(baseline, x)
-        t = Target(target, x.shape[0])
         with torch.no_grad():
             out = model_output(model(x)).to(x.dtype)
-            self.target = t.fix(out)
+            self.target = c.target.fix(out)
             self.full = self.target.scores(out)
             self.empty = self.target.scores(model_output(model(self.base.contiguous())).to(x.dtype))
 
@@ -52,10 +52,53 @@ class _Setup:
     def most(self) -> int:
         return max(self.counts)
 
-    def scores(self, coalitions: torch.Tensor, batch_size: int | None, progress: Progress) -> torch.Tensor:
+    def scores(self, coalitions: torch.Tensor, total: int) -> torch.Tensor:
+        """Target scores (B, K) of ``coalitions`` (B, K, most); ``total``: the progress steps."""
         return coalition_scores(
-            self.model, self.x, self.target, self.labels, self.base, coalitions, batch_size, progress
+            self.model,
+            self.x,
+            self.target,
+            self.labels,
+            self.base,
+            coalitions,
+            self.batch_size,
+            Progress(self.progress, total),
         )
+
+
+def _superpixel_method(
+    name: str, title: str, reference: str, summary: str, order: float, quick: dict[str, Any]
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator: register a superpixel method from its own part ``fn(s: _Setup, *, <its options>)``.
+
+    The registered method takes the family's options too (``segmenter``, ``feature_mask``,
+    ``segments``, ``baseline``, ``batch_size``: see the module docstring) and gives ``fn`` the
+    :class:`_Setup` they make.
+    """
+
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def own(
+            c: Call,
+            *,
+            segmenter: Segmenter | None = None,
+            feature_mask: torch.Tensor | None = None,
+            segments: int = 50,
+            baseline: Baseline = 0.0,
+            batch_size: int | None = None,
+            **options: Any,
+        ) -> torch.Tensor:
+            parts = dict(segmenter=segmenter, feature_mask=feature_mask, segments=segments)
+            return fn(_Setup(c, parts, baseline, batch_size), **options)
+
+        first, *shared, _ = inspect.signature(own).parameters.values()
+        mine = list(inspect.signature(fn).parameters.values())[1:]
+        # Why a signature: registry.method reads the options from it (its own, then the family's).
+        own.__signature__ = inspect.Signature([first, *mine, *shared])  # type: ignore[attr-defined]
+        functools.update_wrapper(own, fn, updated=())  # fn's name, module and docstring
+        family: Literal["perturbation"] = "perturbation"
+        return method(name, title, family, reference, summary, order=order, signed=True, slow=True, quick=quick)(own)
+
+    return wrap
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -69,80 +112,44 @@ def _orders(count: int, most: int, n: int, gen: torch.Generator) -> torch.Tensor
     return torch.stack([torch.cat([torch.randperm(count, generator=gen), torch.arange(count, most)]) for _ in range(n)])
 
 
-@register(
-    MethodInfo(
-        name="feature-ablation",
-        title="Feature ablation",
-        reference="Captum FeatureAblation; Zeiler & Fergus, ECCV 2014 (occlusion by regions)",
-        summary="Drop of the class score when one superpixel (SLIC) is replaced by the baseline.",
-        family="perturbation",
-        order=290,
-        signed=True,
-        slow=True,
-        quick={"segments": 6},
-    )
+@_superpixel_method(
+    "feature-ablation",
+    "Feature ablation",
+    "Captum FeatureAblation; Zeiler & Fergus, ECCV 2014 (occlusion by regions)",
+    "Drop of the class score when one superpixel (SLIC) is replaced by the baseline.",
+    290,
+    {"segments": 6},
 )
-def feature_ablation(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    segmenter: Segmenter | None = None,
-    feature_mask: torch.Tensor | None = None,
-    segments: int = 50,
-    baseline: Baseline = 0.0,
-    batch_size: int | None = None,
-) -> torch.Tensor:
+def feature_ablation(s: _Setup) -> torch.Tensor:
     """score(x) - score(x with superpixel s set to the baseline), painted on superpixel s (Captum's
     FeatureAblation with a feature mask)."""
-    s = _Setup(model, x, target, dict(segmenter=segmenter, feature_mask=feature_mask, segments=segments), baseline)
+    x = s.x
     keep = ~torch.eye(s.most, dtype=torch.bool, device=x.device).expand(x.shape[0], -1, -1)
-    drops = s.full[:, None] - s.scores(keep, batch_size, Progress(progress, s.most))
+    drops = s.full[:, None] - s.scores(keep, s.most)
     return paint([drops[i, :n] for i, n in enumerate(s.counts)], s.labels)
 
 
-@register(
-    MethodInfo(
-        name="shapley-sampling",
-        title="Shapley sampling",
-        reference="Castro et al., Polynomial calculation of the Shapley value based on sampling, Computers & OR 2009",
-        summary="Mean gain of the class score when a superpixel (SLIC) joins, over random orders of the superpixels.",
-        family="perturbation",
-        order=300,
-        signed=True,
-        slow=True,
-        quick={"segments": 6, "samples": 2},
-    )
+@_superpixel_method(
+    "shapley-sampling",
+    "Shapley sampling",
+    "Castro et al., Polynomial calculation of the Shapley value based on sampling, Computers & OR 2009",
+    "Mean gain of the class score when a superpixel (SLIC) joins, over random orders of the superpixels.",
+    300,
+    {"segments": 6, "samples": 2},
 )
-def shapley_sampling(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    samples: int = 25,
-    segmenter: Segmenter | None = None,
-    feature_mask: torch.Tensor | None = None,
-    segments: int = 50,
-    baseline: Baseline = 0.0,
-    seed: int = 0,
-    batch_size: int | None = None,
-) -> torch.Tensor:
+def shapley_sampling(s: _Setup, *, samples: int = 25, seed: int = 0) -> torch.Tensor:
     """Shapley values estimated from ``samples`` random orders (Captum's ShapleyValueSampling): in
     each order the superpixels join the baseline image one by one and each gets its score gain.
     Every order's values sum exactly to score(x) - score(baseline), so their mean does too."""
     n = _count(samples, "samples")
-    s = _Setup(model, x, target, dict(segmenter=segmenter, feature_mask=feature_mask, segments=segments), baseline)
+    x = s.x
     b, most = x.shape[0], s.most
     # orders[b, j]: a permutation of sample b's superpixels, padded with the absent ones at the end
     orders = torch.stack([_orders(c, most, n, _generator(seed)) for c in s.counts]).to(x.device)
     steps = torch.arange(most + 1, device=x.device)
     rank = torch.argsort(orders, -1)  # rank[b, j, s]: when superpixel s joins in order j
     prefixes = rank[:, :, None, :] < steps[None, None, :, None]  # (B, n, most + 1, most)
-    scores = s.scores(prefixes.reshape(b, n * (most + 1), most), batch_size, Progress(progress, n * (most + 1)))
+    scores = s.scores(prefixes.reshape(b, n * (most + 1), most), n * (most + 1))
     gains = scores.view(b, n, most + 1).diff(dim=-1)  # gain of the superpixel joining at each step
     values = torch.zeros(b, most, device=x.device, dtype=x.dtype).scatter_add_(
         1, orders.reshape(b, -1), gains.reshape(b, -1)
@@ -177,47 +184,28 @@ def _constrained_wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, total: t
     return torch.cat([head, (total.double() - head.sum())[None]])
 
 
-@register(
-    MethodInfo(
-        name="kernel-shap",
-        title="KernelSHAP",
-        reference="Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-        summary="Shapley values of the superpixels (SLIC) from a weighted linear fit of coalition scores.",
-        family="perturbation",
-        order=310,
-        signed=True,
-        slow=True,
-        quick={"segments": 6, "samples": 16},
-    )
+@_superpixel_method(
+    "kernel-shap",
+    "KernelSHAP",
+    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
+    "Shapley values of the superpixels (SLIC) from a weighted linear fit of coalition scores.",
+    310,
+    {"segments": 6, "samples": 16},
 )
-def kernel_shap(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    samples: int = 200,
-    segmenter: Segmenter | None = None,
-    feature_mask: torch.Tensor | None = None,
-    segments: int = 50,
-    baseline: Baseline = 0.0,
-    seed: int = 0,
-    batch_size: int | None = None,
-) -> torch.Tensor:
+def kernel_shap(s: _Setup, *, samples: int = 200, seed: int = 0) -> torch.Tensor:
     """KernelSHAP: the linear model of the coalition scores under the Shapley kernel, with the
     efficiency constraint (values sum to score(x) - score(baseline)). With at most ``samples``
     proper coalitions (up to 7 superpixels at 200) all are scored and the values are the exact
     Shapley values; otherwise coalitions are sampled in complementary pairs (``seed``)."""
     n = _count(samples, "samples", 2)
-    s = _Setup(model, x, target, dict(segmenter=segmenter, feature_mask=feature_mask, segments=segments), baseline)
+    x = s.x
     drawn = [_kernel_coalitions(c, n, _generator(seed)) for c in s.counts]
     k = max(z.shape[0] for z, _ in drawn)
     # one (B, K, most) batch; shorter lists are padded with the whole image (weight 0)
     coalitions = torch.ones(x.shape[0], k, s.most, dtype=torch.bool)
     for i, (z, _) in enumerate(drawn):
         coalitions[i, : z.shape[0], : z.shape[1]] = z
-    scores = s.scores(coalitions.to(x.device), batch_size, Progress(progress, k))
+    scores = s.scores(coalitions.to(x.device), k)
     values = []
     for i, (z, w) in enumerate(drawn):
         y = scores[i, : z.shape[0]] - s.empty[i]
@@ -236,35 +224,16 @@ def _weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: fl
     return torch.linalg.solve(gram, zc.T @ (wf * yc))
 
 
-@register(
-    MethodInfo(
-        name="lime",
-        title="LIME",
-        reference="Ribeiro et al., 'Why Should I Trust You?': Explaining the Predictions of Any Classifier, KDD 2016",
-        summary="Weights of a local linear model that predicts the class score from which superpixels (SLIC) are kept.",
-        family="perturbation",
-        order=320,
-        signed=True,
-        slow=True,
-        quick={"segments": 6, "samples": 16},
-    )
+@_superpixel_method(
+    "lime",
+    "LIME",
+    "Ribeiro et al., 'Why Should I Trust You?': Explaining the Predictions of Any Classifier, KDD 2016",
+    "Weights of a local linear model that predicts the class score from which superpixels (SLIC) are kept.",
+    320,
+    {"segments": 6, "samples": 16},
 )
 def lime(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    layer: str | nn.Module | None = None,
-    *,
-    progress: Callable[[float], None] | None = None,
-    samples: int = 200,
-    kernel_width: float = 0.25,
-    alpha: float = 1.0,
-    segmenter: Segmenter | None = None,
-    feature_mask: torch.Tensor | None = None,
-    segments: int = 50,
-    baseline: Baseline = 0.0,
-    seed: int = 0,
-    batch_size: int | None = None,
+    s: _Setup, *, samples: int = 200, kernel_width: float = 0.25, alpha: float = 1.0, seed: int = 0
 ) -> torch.Tensor:
     """LIME as the ``lime`` package explains images: ``samples`` coalitions with each superpixel
     kept with probability 1/2 (the first one the whole image), weighted by
@@ -279,13 +248,12 @@ def lime(
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if not (isinstance(alpha, numbers.Real) and alpha >= 0 and math.isfinite(alpha)):
         raise ValueError(f"alpha (the ridge penalty) must be a number >= 0, got {alpha!r}")
-    s = _Setup(model, x, target, dict(segmenter=segmenter, feature_mask=feature_mask, segments=segments), baseline)
-    most = s.most
+    x, most = s.x, s.most
     z = torch.stack([torch.rand(n, most, generator=_generator(seed)) < 0.5 for _ in s.counts])
     z[:, 0] = True
     z[:, :, :] |= torch.arange(most)[None, None, :] >= torch.tensor(s.counts)[:, None, None]  # absent: always "kept"
     z = z.to(x.device)
-    scores = s.scores(z, batch_size, Progress(progress, n))
+    scores = s.scores(z, n)
     values = []
     for i, c in enumerate(s.counts):
         zi = z[i, :, :c]

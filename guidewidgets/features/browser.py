@@ -7,6 +7,7 @@ parts (top patches, embeddings, t-SNE, activation maximization) as background jo
 >>> b.activations("features", 0).shape            # (C, h, w), computed now (one forward)
 >>> job = b.submit_projection("features", "tsne"); job.wait(); b.cached("projection", "features", "tsne")
 >>> b.neighbours("features", 0)                   # nearest images in feature space, then pixel space
+>>> img, unit = b.neuron_image("features", 5, 0)  # guided backprop of channel 5's strongest unit on image 0
 
 Every ``submit_*`` returns a :class:`~guidewidgets.jobs.Job` whose ``message`` says what it does
 ("Computing t-SNE of features for 256 images..."); a newer request of the same kind cancels the
@@ -30,15 +31,20 @@ from torch import nn
 
 from .. import hooks, jobs
 from ..checks import check_int
-from ._common import batches
+from ..explain.neuron_attribution import Neuron, neuron_gradient, neuron_guided_backprop
+from ._common import batches, model_device
 from .maximize import maximize
 from .patches import TopPatches, top_patches
 from .space import Embeddings, embed, neighbours, pixels, project
 
-__all__ = ["FeatureBrowser", "PROJECTIONS"]
+__all__ = ["FeatureBrowser", "PROJECTIONS", "NEURON_RULES", "NEURON_UNITS"]
 
 #: The scatter's projections: name -> title.
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE"}
+#: How a neuron's image is back-propagated (:meth:`FeatureBrowser.neuron_image`): name -> title.
+NEURON_RULES = {"guided": "Guided backprop", "gradient": "Gradient"}
+#: Which unit of the channel: name -> title.
+NEURON_UNITS = {"max": "Strongest position", "channel": "Whole channel"}
 _ACTIVATIONS_KEPT = 64  # (layer, image) activation maps kept (least recently used dropped)
 _MODEL_SLOTS = ("layer", "maximize", "projection")
 
@@ -92,6 +98,9 @@ class FeatureBrowser:
         self._embeddings: dict[str, Embeddings] = {}
         self._projections: dict[tuple[str, str], np.ndarray] = {}
         self._maximized: dict[tuple[str, int], torch.Tensor] = {}
+        self._neurons: collections.OrderedDict[tuple[str, int, int, str, str], tuple[torch.Tensor, Neuron]] = (
+            collections.OrderedDict()
+        )
         self._neighbours: dict[tuple[str, int, int], list[int]] = {}
         self._pixel_neighbours: dict[tuple[int, int], list[int]] = {}
         self._jobs = jobs.JobGroup("FeatureBrowser")
@@ -132,13 +141,15 @@ class FeatureBrowser:
     # ---- caches ---------------------------------------------------------------------------------
     def cached(self, kind: str, *key: Any) -> Any:
         """A cached result, or None: ``("activations", layer, image)``, ``("patches", layer)``,
-        ``("embedding", layer)``, ``("projection", layer, method)``, ``("maximized", layer, channel)``."""
+        ``("embedding", layer)``, ``("projection", layer, method)``, ``("maximized", layer, channel)``,
+        ``("neuron", layer, channel, image, rule, unit)``."""
         stores: dict[str, Any] = {
             "activations": self._acts,
             "patches": self._patches,
             "embedding": self._embeddings,
             "projection": self._projections,
             "maximized": self._maximized,
+            "neuron": self._neurons,
         }
         if kind not in stores:
             raise ValueError(f"kind must be one of {list(stores)}, got {kind!r}")
@@ -180,6 +191,34 @@ class FeatureBrowser:
             while len(self._acts) > _ACTIVATIONS_KEPT:
                 self._acts.popitem(last=False)
         return maps
+
+    def neuron_image(
+        self, layer: str, channel: int, index: int, rule: str = "guided", unit: str = "max"
+    ) -> tuple[torch.Tensor, Neuron]:
+        """What ``channel`` of ``layer`` responds to in image ``index``: the signed (C, H, W) image of
+        the unit's guided backprop (``rule="guided"``, Springenberg et al.) or plain gradient
+        (``"gradient"``), and the unit. ``unit="max"``: the channel at its strongest position on this
+        image (the visualization lecture's single neuron); ``"channel"``: the channel's sum over
+        positions. Computed now (one forward up to the layer and one backward), cached."""
+        if rule not in NEURON_RULES or unit not in NEURON_UNITS:
+            raise ValueError(
+                f"rule must be one of {list(NEURON_RULES)} and unit one of {list(NEURON_UNITS)}, got {rule!r}, {unit!r}"
+            )
+        key = (self.check_layer(layer), self.check_channel(layer, channel), self.check_image(index), rule, unit)
+        found = self._neurons.get(key)
+        if found is None:
+            neuron = Neuron(key[1])
+            if unit == "max":
+                a = self.activations(key[0], key[2])[key[1]]
+                neuron = Neuron(key[1], divmod(int(a.argmax()), a.shape[-1]))
+            self._preempt()
+            fn = neuron_guided_backprop if rule == "guided" else neuron_gradient
+            x = self.images[key[2]][None].to(model_device(self.model))
+            found = fn(self.model, x, neuron, key[0], raw=True)[0].detach().cpu(), neuron
+            self._neurons[key] = found
+            while len(self._neurons) > _ACTIVATIONS_KEPT:
+                self._neurons.popitem(last=False)
+        return found
 
     def patches(self, layer: str, job: jobs.Job | None = None, share: tuple[float, float] = (0.0, 1.0)) -> TopPatches:
         """The top ``k`` patches of every channel of ``layer`` over the images."""

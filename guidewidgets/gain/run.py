@@ -30,12 +30,15 @@ from . import reproduce
 from .losses import GainConfig, check_whole
 from .trainer import GainTrainer
 
-__all__ = ["GainRun", "PHASES", "LOSS_NAMES"]
+__all__ = ["GainRun", "PHASES", "LOSS_NAMES", "KNOBS"]
 
 #: The phases of a run, in order; ``state`` is one of these or idle, preparing, paused, stopped, done, error.
 PHASES = ("warm-up", "training")
 #: The losses each step records, with what they are.
 LOSS_NAMES = {"cl": "L_cl (classification)", "am": "L_am (attention mining)", "e": "L_e (pixel labels)"}
+#: The knobs: plain attributes of a run, read when it starts (so a widget may change them between
+#: runs); :class:`~guidewidgets.widgets.GainWidget` makes a slider for each and copies them in.
+KNOBS = ("alpha", "omega", "sigma", "pixel_labels")
 #: How long :meth:`GainRun.close` waits for the step in flight (the bound the widgets promise).
 CLOSE_WAIT_S = 1.0
 

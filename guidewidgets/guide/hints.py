@@ -53,6 +53,11 @@ def rasterize_stroke(
     return mask
 
 
+def _sparse(i: int, doc: str) -> property:
+    # Why a factory: six read-only views of the one cached tuple of index lists.
+    return property(lambda self: self._lists()[i], doc=doc)
+
+
 class HintTargets:
     """The paper's sparse target ``y_hat`` and mask ``m_hat`` plus the negative mask ``n_hat``.
 
@@ -96,29 +101,14 @@ class HintTargets:
             self._sparse = (pos_y, pos_x, self.y_hat[pos_y, pos_x], neg[:, 0], neg[:, 1], neg[:, 2])
         return self._sparse
 
-    @property
-    def pos_y(self) -> torch.Tensor:
-        return self._lists()[0]
-
-    @property
-    def pos_x(self) -> torch.Tensor:
-        return self._lists()[1]
-
-    @property
-    def pos_cls(self) -> torch.Tensor:
-        return self._lists()[2]
-
-    @property
-    def neg_cls(self) -> torch.Tensor:
-        return self._lists()[3]
-
-    @property
-    def neg_y(self) -> torch.Tensor:
-        return self._lists()[4]
-
-    @property
-    def neg_x(self) -> torch.Tensor:
-        return self._lists()[5]
+    # The sparse lists, read by the loss (see _lists): positive pixels and their class, then the
+    # (class, y, x) of each negative statement.
+    pos_y = _sparse(0, "(P,) rows of the pixels with a positive hint")
+    pos_x = _sparse(1, "(P,) columns of the pixels with a positive hint")
+    pos_cls = _sparse(2, "(P,) the class each positive hint names")
+    neg_cls = _sparse(3, "(N,) the class each negative hint rules out")
+    neg_y = _sparse(4, "(N,) rows of the negative hints")
+    neg_x = _sparse(5, "(N,) columns of the negative hints")
 
     @property
     def count(self) -> int:

@@ -13,30 +13,16 @@ Boxes follow ShapeScenes: ``[x0, y0, x1, y1]`` with exclusive ends (``mask[y0:y1
 
 from __future__ import annotations
 
-from ..metrics.boxes import box_iou
+# Why metrics first: metrics.evaluate imports localize.boxes, which imports metrics.boxes; entering
+# the cycle from metrics is the order that works (as the explicit box_iou import did before).
+from .. import metrics  # noqa: F401
+from . import boxes
 from .box_head import BoxHead, predict_boxes, train_box_head
-from .boxes import (
-    box_and_iou,
-    box_mask,
-    boxes_from_maps,
-    corloc,
-    largest_component,
-    map_to_box,
-    mask_iou,
-)
+
+# Why a star import: the map-to-box functions are named once, in boxes.__all__ (box_iou among them,
+# re-exported there from metrics.boxes); its checks (check_threshold, as_map, as_mask) and
+# EmptyMapError are public here too, so callers can catch the one error every function raises.
+from .boxes import *  # noqa: F403
 from .grabcut import grabcut_from_map
 
-__all__ = [
-    "largest_component",
-    "map_to_box",
-    "boxes_from_maps",
-    "box_and_iou",
-    "box_iou",
-    "box_mask",
-    "corloc",
-    "mask_iou",
-    "grabcut_from_map",
-    "BoxHead",
-    "train_box_head",
-    "predict_boxes",
-]
+__all__ = [*boxes.__all__, "grabcut_from_map", "BoxHead", "train_box_head", "predict_boxes"]

@@ -10,35 +10,11 @@
 
 from __future__ import annotations
 
-from .fcn import fcn_labels, path_shapes, same_class_groups, semantic_from_instances, sliding_window_labels
-from .transposed import (
-    checkerboard_score,
-    conv_input_gradient,
-    conv_matrix,
-    conv_out_size,
-    output_padding_for,
-    overlap_counts,
-    resize_conv,
-    transposed_conv,
-)
-from .unpool import bed_of_nails, max_unpool, nearest_unpool, pool_with_indices
+# Why star imports: each submodule keeps its own ``__all__`` (in its order), so a new function is
+# named once; the package lists them in the order of the lecture.
+from . import fcn, transposed, unpool
+from .fcn import *  # noqa: F403
+from .transposed import *  # noqa: F403
+from .unpool import *  # noqa: F403
 
-__all__ = [
-    "sliding_window_labels",
-    "fcn_labels",
-    "path_shapes",
-    "semantic_from_instances",
-    "same_class_groups",
-    "conv_out_size",
-    "output_padding_for",
-    "conv_input_gradient",
-    "transposed_conv",
-    "conv_matrix",
-    "overlap_counts",
-    "resize_conv",
-    "checkerboard_score",
-    "pool_with_indices",
-    "max_unpool",
-    "nearest_unpool",
-    "bed_of_nails",
-]
+__all__ = [*fcn.__all__, *transposed.__all__, *unpool.__all__]

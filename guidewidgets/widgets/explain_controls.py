@@ -150,9 +150,63 @@ def build_controls(self: Any) -> None:
     _wire_controls(self)
 
 
-# Why an asterisk, not "(slow)": with 32 methods a shorter label keeps the buttons to fewer rows
-# (a stopwatch glyph rendered as an empty box in headless Chromium: no font has it there).
+# Why an asterisk, not "(slow)": a shorter label keeps the buttons to fewer rows (a stopwatch glyph
+# rendered as an empty box in headless Chromium: no font has it there).
 SLOW = " *"
+# Why a family row above the methods: 39 methods as one row of buttons wrapped to 6-7 rows and
+# pushed the picture below the fold of a 1280 x 800 screen; one family's buttons take 1-3 rows.
+FAMILIES = {"cam": "CAM family", "gradient": "Gradients", "perturbation": "Perturbation", "attention": "Attention"}
+
+
+def _make_method_picker(self: Any) -> None:
+    """Two rows: the method families, then the buttons of the family the shown method is in."""
+    families = list(dict.fromkeys(v.family for v in self.infos.values()))
+    count = {f: sum(v.family == f for v in self.infos.values()) for f in families}
+    self.w_family = W.ToggleButtons(
+        options=[(FAMILIES.get(f, f.title()), f) for f in families],
+        tooltips=[f"{count[f]} methods" for f in families],
+        style={"button_width": "auto"},
+    )
+    self.w_family.add_class("gw-compact")
+    self._method_labels = {
+        m: f"{i + 1 if i < 9 else ''} {v.title}{SLOW if v.slow else ''}".strip()
+        for i, (m, v) in enumerate(self.infos.items())
+    }
+    self.w_method = W.ToggleButtons(options=[], style={"button_width": "auto"})
+    self.w_method.add_class("gw-compact")  # tighter buttons save a row of height
+
+
+def show_family(self: Any, family: str) -> None:
+    """Show ``family``'s method buttons, the shown method pressed if it is one of them."""
+    names = [m for m, v in self.infos.items() if v.family == family]
+    self._picking = True  # setting options resets the selection: not a user's click
+    try:
+        self.w_family.value = family
+        self.w_method.options = [(self._method_labels[m], m) for m in names]
+        self.w_method.tooltips = [
+            self.infos[m].summary + (" (slow: runs in the background)" if self.infos[m].slow else "") for m in names
+        ]
+        self.w_method.index = names.index(self.method) if self.method in names else None
+    finally:
+        self._picking = False
+
+
+def _wire_method_picker(self: Any) -> None:
+    self._picking = False
+
+    def on_click(change: dict) -> None:
+        if not self._picking and change["new"] is not None:
+            self.method = change["new"]
+
+    self.w_method.observe(on_click, "value")
+
+    def on_family(change: dict) -> None:
+        if not self._picking:
+            show_family(self, change["new"])
+
+    self.w_family.observe(on_family, "value")
+    self.observe(lambda c: show_family(self, self.infos[c["new"]].family), "method")
+    show_family(self, self.infos[self.method].family)
 
 
 def _make_controls(self: Any) -> None:
@@ -162,16 +216,7 @@ def _make_controls(self: Any) -> None:
     self.w_find = W.Combobox(
         placeholder="find a class ...", options=self.classes, ensure_option=True, layout=W.Layout(width="11em")
     )
-    labels = [
-        (f"{i + 1 if i < 9 else ''} {v.title}{SLOW if v.slow else ''}".strip(), m)
-        for i, (m, v) in enumerate(self.infos.items())
-    ]
-    self.w_method = W.ToggleButtons(
-        options=labels,
-        tooltips=[v.summary + (" (slow: runs in the background)" if v.slow else "") for v in self.infos.values()],
-        style={"button_width": "auto"},
-    )
-    self.w_method.add_class("gw-compact")  # 23 methods: tighter buttons save a row or two of height
+    _make_method_picker(self)
     self.w_summary = W.HTML()
     self.w_layer = W.Dropdown(options=[("default", "")], description="Layer")
     cmaps = [c for c in render.colormap_names(fade=True)]
@@ -192,7 +237,14 @@ def _make_controls(self: Any) -> None:
     }
     self.w_shared = W.Checkbox(description="one colour scale", indent=False)
     self.w_compare_box = W.VBox(
-        [W.Box(list(self.w_checks.values()), layout=W.Layout(flex_flow="row wrap")), self.w_shared],
+        # Why a scrolled box: 39 checkboxes wrap to 5-6 rows; three rows stay in view, the rest scroll.
+        [
+            W.Box(
+                list(self.w_checks.values()),
+                layout=W.Layout(flex_flow="row wrap", max_height="5.6em", overflow="auto"),
+            ),
+            self.w_shared,
+        ],
         layout=W.Layout(display="none"),
     )
     self.w_progress = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(visibility="hidden", width="160px"))
@@ -207,7 +259,8 @@ def _make_controls(self: Any) -> None:
 
 
 def _wire_controls(self: Any) -> None:
-    links = {"image_index": self.w_image, "method": self.w_method, "layer": self.w_layer, "colormap": self.w_cmap}
+    _wire_method_picker(self)
+    links = {"image_index": self.w_image, "layer": self.w_layer, "colormap": self.w_cmap}
     links.update(compare=self.w_compare, show_raw=self.w_raw, show_original=self.w_original, shared_scale=self.w_shared)
     links.update(box=self.w_box, box_threshold=self.w_box_threshold)
     for trait, ctl in links.items():
@@ -267,6 +320,7 @@ def layout(self: Any) -> list[W.Widget]:
     self.w_panel.add_class("gw-panel")
     return [
         W.HBox([self.w_image, self.w_upload, self.w_target, self.w_find]),
+        self.w_family,
         self.w_method,
         self.w_summary,
         W.HBox([self.w_layer, self.w_cmap, self.w_opacity]),

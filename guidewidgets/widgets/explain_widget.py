@@ -18,6 +18,7 @@ import traitlets as T
 from torch import nn
 
 from .. import render
+from ..explain.registry import MethodInfo
 from ..explain.session import Explainer, Job, MapKey
 from ..hooks import get_layer
 from .base import WidgetBase, error_text
@@ -30,6 +31,13 @@ from .region_targets import RegionSelect
 DEFAULT_COMPARE = ("cam", "grad-cam", "grad-cam++", "saliency", "guided-backprop", "occlusion")
 TILE = 192  # compare tiles are shown about this many px wide
 CAMS = ("cam", "grad-cam")
+
+
+def _not_here(info: MethodInfo) -> str:
+    return (
+        f"{info.title} explains one unit of a layer, not a class: pick a layer and channel in the "
+        f"FeatureWidget, or call explain.explain(model, x, {info.name!r}, target=Neuron(channel), layer=...)"
+    )
 
 
 class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
@@ -85,14 +93,20 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
             for name, im, label, true in items:
                 self.session.add_image(fit(im, self.size), name, label, *(true or ()))
             self.model, self.top_k = model, int(top_k)
-            self.infos = {m: self.session.info(m) for m in self.session.methods()}
+            # Neuron methods explain a unit of a layer, not a class: their place is the FeatureWidget
+            # (a channel is picked there); here the Target menu lists classes.
+            infos = [self.session.info(m) for m in self.session.methods()]
+            self.infos = {v.name: v for v in infos if v.target_kind == "class"}
             self.frame: np.ndarray | None = None  # overlay (RGBA, image size) on screen
             self.current: dict[str, np.ndarray] | None = None
             self.compare_frame: np.ndarray | None = None
             self.compare_captions: list[str] = []
             self._layer_labels: dict[str, str] = {}
             self.compare_methods = [m for m in DEFAULT_COMPARE if m in self.infos][:4] or list(self.infos)[:4]
-            self.method = self.infos[self.session.info(method or "grad-cam").name].name
+            first = self.session.info(method or "grad-cam")  # an unknown name: ValueError with close matches
+            if first.name not in self.infos:
+                raise ValueError(_not_here(first))
+            self.method = first.name
             self.view = ImageView(self.size, self.size, display_size=display_size)
             self.view.value_fn = self._value_at
             self.view.canvas.on_key_down(self.key_down)
@@ -120,9 +134,12 @@ class ExplainWidget(ImageList, RegionSelect, BoxOverlay, WidgetBase):
     @T.validate("method")
     def _valid_method(self, proposal: dict) -> str:
         try:
-            return self.session.info(proposal["value"]).name  # accepts "Grad_CAM" etc.
+            info = self.session.info(proposal["value"])  # accepts "Grad_CAM" etc.
         except Exception as err:
             return self._reject("method", err)
+        if info.name not in self.infos:
+            return self._reject("method", _not_here(info))
+        return info.name
 
     @T.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:

@@ -2,12 +2,14 @@
 
 A thin view over :class:`guidewidgets.features.FeatureBrowser` (``w.session``: the per-layer
 caches and the background jobs). The layer's activation maps for the current image (the chosen
-channel framed, with a colour bar) and, in folds, the image that maximises the channel, its top
-patches, the image's nearest neighbours in feature vs pixel space, and the embedding. What takes
-longer than a blink (a new layer's patches and embedding, t-SNE, the maximization) runs in the
-background: the status says at once what is computed, each panel is drawn when ready, and a
-newer request cancels the older one. State lives in traitlets (``layer``, ``channel``,
-``image_index``, ``projection``, ``busy``, ``status``) linked to the controls.
+channel framed, with a colour bar) and, in folds, the image that maximises the channel with the
+guided backprop (or gradient) of its strongest unit on the current image, its top patches, the
+image's nearest neighbours in feature vs pixel space, and the embedding. What takes longer than
+a blink (a new layer's patches and embedding, t-SNE, the maximization) runs in the background:
+the status says at once what is computed, each panel is drawn when ready, and a newer request
+cancels the older one. State lives in traitlets (``layer``, ``channel``,
+``image_index``, ``projection``, ``neuron_rule``, ``neuron_unit``, ``busy``, ``status``) linked to
+the controls.
 
 The embedding scatter (PCA or t-SNE, coloured by class) is drawn in numpy onto the package's
 canvas view (hover a dot: its thumbnail; click: select it). Why not bqplot here: a few hundred dots
@@ -22,51 +24,30 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
-import torch
 import traitlets as T
 from torch import nn
 
 from .. import jobs, render
-from ..features.browser import PROJECTIONS, FeatureBrowser
+from ..features.browser import NEURON_RULES, NEURON_UNITS, PROJECTIONS, FeatureBrowser
 from .base import WidgetBase
 from .compare import ColorBar
+from .feature_panels import PATCH_PX, NeuronPanel, framed, rgb, show
 from .image_view import ImageView
 
-PATCH_PX = 64  # each top patch and neighbour is shown this many px wide (readable from the back row)
 TILE_SCALE = 2
 SCATTER = 160  # the scatter's side in its own pixels (shown 2x)
 MARGIN = 6
 _SLOTS = ("layer", "projection", "maximize")
-_REDRAWS = {  # what a change of each trait redraws
-    "layer": ("activations", "patches", "neighbours", "scatter", "maximized"),
-    "channel": ("activations", "patches", "maximized"),
-    "image_index": ("activations", "neighbours", "scatter"),
+_REDRAWS = {  # what a change of each trait redraws ("neuron": only while its fold is open)
+    "layer": ("activations", "neuron", "patches", "neighbours", "scatter", "maximized"),
+    "channel": ("activations", "neuron", "patches", "maximized"),
+    "image_index": ("activations", "neuron", "neighbours", "scatter"),
     "projection": ("scatter",),
+    "neuron_rule": ("neuron",),
+    "neuron_unit": ("neuron",),
+    "neuron": ("neuron",),  # its fold was opened
 }
 _WHAT = {"layer": "top patches", "projection": "the projection", "maximize": "activation maximization"}
-
-
-def _png(rgba: np.ndarray) -> bytes:
-    return render.to_png(rgba)
-
-
-def _show(image: W.Image, rgba: np.ndarray) -> None:
-    """Put ``rgba`` into ``image`` at its own pixel size (a flex box would stretch it otherwise)."""
-    image.value = _png(rgba)
-    image.layout.width, image.layout.height = f"{rgba.shape[1]}px", f"{rgba.shape[0]}px"
-
-
-def _rgb(t: torch.Tensor, px: int = PATCH_PX) -> np.ndarray:
-    """(3, h, w) image in [0, 1] -> RGBA about ``px`` wide (nearest-neighbour enlargement)."""
-    rgba = render.to_rgba(t.clamp(0, 1))
-    return render.upscale(rgba, max(1, px // max(1, rgba.shape[1])))
-
-
-def _framed(rgba: np.ndarray) -> np.ndarray:
-    out = rgba.copy()
-    red = (255, 0, 0, 255)
-    out[:2], out[-2:], out[:, :2], out[:, -2:] = red, red, red, red
-    return out
 
 
 class FeatureWidget(WidgetBase):
@@ -85,6 +66,8 @@ class FeatureWidget(WidgetBase):
     channel = T.Int(0, help="the channel of ``layer`` shown")
     image_index = T.Int(0, help="the image whose activations are shown")
     projection = T.Unicode("pca", help="'pca' or 'tsne': the embedding scatter's map")
+    neuron_rule = T.Unicode("guided", help="'guided' (guided backprop) or 'gradient': the neuron image's rule")
+    neuron_unit = T.Unicode("max", help="'max' (the channel at its strongest position) or 'channel' (summed)")
     busy = T.Bool(False, help="True while something is computed in the background")
     export_stem = "features"
 
@@ -105,7 +88,8 @@ class FeatureWidget(WidgetBase):
             self._xy: dict[tuple[str, str], np.ndarray] = {}  # dot positions (N, 2) in scatter pixels
             self._status_lock = threading.Lock()
             self._build()
-        self.observe(self._on_change, ["layer", "channel", "image_index", "projection"])
+        self.observe(self._on_change, ["layer", "channel", "image_index", "projection", "neuron_rule", "neuron_unit"])
+        self.w_tabs.observe(lambda ch: self._refresh("neuron") if ch["new"] == 0 else None, "selected_index")
         self._refresh()
 
     # ---- the session's data, read-only ----------------------------------------------------------
@@ -121,6 +105,7 @@ class FeatureWidget(WidgetBase):
         self.w_image = W.IntSlider(min=0, max=len(b.images) - 1, description="Image")
         self.w_progress = W.FloatProgress(min=0.0, max=1.0, description="Maximising", layout=W.Layout(width="auto"))
         self.w_acts, self.w_patches, self.w_max, self.w_neigh = (W.Image(format="png") for _ in range(4))
+        self.w_neuron = NeuronPanel()
         self.w_acts_caption, self.w_patches_caption, self.w_max_caption, self.w_neigh_caption = (
             W.HTML() for _ in range(4)
         )
@@ -148,18 +133,20 @@ class FeatureWidget(WidgetBase):
         W.link((self, "channel"), (self.w_channel, "value"))
         W.link((self, "image_index"), (self.w_image, "value"))
         W.link((self, "projection"), (self.w_projection, "value"))
+        W.link((self, "neuron_rule"), (self.w_neuron.w_rule, "value"))
+        W.link((self, "neuron_unit"), (self.w_neuron.w_unit, "value"))
         self.w_acts_bar = ColorBar(128)
         acts = W.HBox([W.VBox([self.w_acts_caption, self.w_acts]), self.w_acts_bar])
         acts.add_class("gw-panel")
         # secondary panels fold (closed at first): the main view fits 760 px at any width
         self.w_tabs = W.Accordion(
             [
-                W.VBox([self.w_max_caption, self.w_max, self.w_progress]),
+                W.VBox([self.w_max_caption, self.w_max, self.w_progress, self.w_neuron]),
                 W.VBox([self.w_patches_caption, self.w_patches]),
                 W.VBox([self.w_neigh_caption, self.w_neigh]),
                 W.HBox([W.VBox([self.w_scatter_caption, self.w_projection, self.scatter]), self.w_thumb]),
             ],
-            titles=("Image that maximises the channel", "Top patches", "Neighbours", "Embedding (PCA / t-SNE)"),
+            titles=("Maximising image, guided backprop", "Top patches", "Neighbours", "Embedding (PCA / t-SNE)"),
             selected_index=None,
         )
         self.w_acts.add_class("gw-pixels")  # theme.py: at most 560 px wide (16 x 8 tiles of 35 px)
@@ -192,6 +179,16 @@ class FeatureWidget(WidgetBase):
     @T.validate("projection")
     def _valid_projection(self, proposal: dict) -> str:
         return self._check("projection", proposal, lambda p: self.session.check_projection(p))
+
+    @T.validate("neuron_rule", "neuron_unit")
+    def _valid_neuron(self, proposal: dict) -> str:
+        name, known = proposal["trait"].name, NEURON_RULES if proposal["trait"].name == "neuron_rule" else NEURON_UNITS
+
+        def check(v: object) -> None:
+            if v not in known:
+                raise ValueError(f"{name} must be one of {list(known)}, got {v!r}")
+
+        return self._check(name, proposal, check)
 
     @T.validate("image_index")
     def _valid_image(self, proposal: dict) -> int:
@@ -228,6 +225,8 @@ class FeatureWidget(WidgetBase):
         try:
             if "activations" in draws:  # first: it may need the model now, before the jobs take it
                 self._draw_activations()
+            if "neuron" in draws and self.w_tabs.selected_index == 0:  # so does the neuron image
+                self.w_neuron.draw(self.session, self.layer, self.channel, self.image_index)
             self._clear_error()
             if b.cached("patches", self.layer) is None or b.cached("embedding", self.layer) is None:
                 b.submit_layer(self.layer, on_done=self._job_done)
@@ -239,7 +238,7 @@ class FeatureWidget(WidgetBase):
                 b.submit_maximize(self.layer, self.channel, self._job_done, self._on_max_progress)
             self._say()  # the status says what runs before the slower redraws below
             for name in draws:
-                if name != "activations":
+                if name not in ("activations", "neuron"):
                     getattr(self, f"_draw_{name}")()
         except Exception as err:
             self.status = f"Error: {jobs.error_text(err)}"
@@ -296,9 +295,9 @@ class FeatureWidget(WidgetBase):
         for c, m in enumerate(maps):
             rgba = render.colorize(m.numpy() / top, "viridis", normalized=True)
             rgba = render.upscale(rgba, max(1, TILE_SCALE * 24 // max(1, m.shape[-1])))
-            tiles.append(_framed(rgba) if c == self.channel else rgba)
+            tiles.append(framed(rgba) if c == self.channel else rgba)
         self.acts_frame = render.grid(tiles, cols=16, pad=1)
-        _show(self.w_acts, self.acts_frame)
+        show(self.w_acts, self.acts_frame)
         self.w_acts_bar.show(
             (
                 render.colorbar("viridis", 128, 14),
@@ -319,8 +318,8 @@ class FeatureWidget(WidgetBase):
             return
         r = top.row(self.channel)
         crops = top.patches(self.images, self.channel)
-        tiles = [_rgb(p) for p in crops] or [np.full((PATCH_PX, PATCH_PX, 4), 255, np.uint8)]
-        _show(self.w_patches, render.grid(tiles, pad=2))
+        tiles = [rgb(p) for p in crops] or [np.full((PATCH_PX, PATCH_PX, 4), 255, np.uint8)]
+        show(self.w_patches, render.grid(tiles, pad=2))
         vals = ", ".join(f"{v:.2f}" for v in top.values[r].tolist() if np.isfinite(v))
         size = top.field.size if top.field is not None else "gradient-measured"
         self.w_patches_caption.value = (
@@ -334,14 +333,14 @@ class FeatureWidget(WidgetBase):
             return
         nf, npx = self.session.neighbours(self.layer, q)
         if not nf:
-            _show(self.w_neigh, _rgb(self.images[q]))
+            show(self.w_neigh, rgb(self.images[q]))
             return
         blank = np.full((PATCH_PX * 2, 6, 4), 255, np.uint8)
-        row = [_rgb(self.images[q], 2 * PATCH_PX), blank]
-        row += [_rgb(self.images[i], 2 * PATCH_PX) for i in nf] + [blank]
-        row += [_rgb(self.images[i], 2 * PATCH_PX) for i in npx]
+        row = [rgb(self.images[q], 2 * PATCH_PX), blank]
+        row += [rgb(self.images[i], 2 * PATCH_PX) for i in nf] + [blank]
+        row += [rgb(self.images[i], 2 * PATCH_PX) for i in npx]
         self.neighbours_shown = (nf, npx)
-        _show(self.w_neigh, render.grid(row, pad=2))
+        show(self.w_neigh, render.grid(row, pad=2))
         name = self.session.class_name
         self.w_neigh_caption.value = (
             f"Image {q} ({html.escape(name(q))}), then its {len(nf)} nearest neighbours in feature space "
@@ -352,10 +351,10 @@ class FeatureWidget(WidgetBase):
     def _draw_maximized(self) -> None:
         img = self.session.cached("maximized", self.layer, self.channel)
         if img is None:
-            _show(self.w_max, np.full((192, 192, 4), 235, np.uint8))  # grey until the image arrives
+            show(self.w_max, np.full((192, 192, 4), 235, np.uint8))  # grey until the image arrives
             self.w_max_caption.value = f"Maximising channel {self.channel} of {html.escape(self.layer)}..."
             return
-        _show(self.w_max, _rgb(img, 192))
+        show(self.w_max, rgb(img, 192))
         self.w_progress.value = 1.0
         self.w_progress.layout.visibility = "hidden"  # shown only while the maximization runs
         self.w_max_caption.value = (
@@ -419,7 +418,7 @@ class FeatureWidget(WidgetBase):
         if self._dots() is None:
             return "computing..."
         i = self.nearest_dot(y, x)
-        self.w_thumb.value = _png(_rgb(self.images[i], 2 * PATCH_PX))
+        self.w_thumb.value = render.to_png(rgb(self.images[i], 2 * PATCH_PX))
         return f"image {i} ({self.session.class_name(i)})"  # a Label: plain text
 
     def _scatter_click(self, y: int, x: int) -> None:

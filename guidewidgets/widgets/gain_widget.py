@@ -11,6 +11,7 @@ number of pixel labels are read when a run starts.
 from __future__ import annotations
 
 import html
+import inspect
 from typing import Any
 
 import ipywidgets as W
@@ -18,7 +19,7 @@ import numpy as np
 import traitlets as T
 
 from .. import render
-from ..gain.run import LOSS_NAMES, GainRun
+from ..gain.run import KNOBS, LOSS_NAMES, GainRun
 from ..zoo.scenes import CLASSES
 from .base import WidgetBase
 from .charts import LineChart
@@ -26,6 +27,13 @@ from .charts import LineChart
 __all__ = ["GainWidget"]
 
 _TILE = 96
+#: A slider per knob of :data:`guidewidgets.gain.run.KNOBS`: (class, min, max, step, label).
+_SLIDERS = {
+    "alpha": (W.FloatSlider, 0, 5, 0.1, "alpha (L_am)"),
+    "omega": (W.FloatSlider, 0, 40, 1, "omega (mask)"),
+    "sigma": (W.FloatSlider, 0, 1, 0.05, "sigma (mask)"),
+    "pixel_labels": (W.IntSlider, 0, 64, 1, "pixel labels"),
+}
 
 
 def _png(rgba: np.ndarray) -> bytes:
@@ -36,12 +44,11 @@ class GainWidget(WidgetBase):
     """Train a classifier with GAIN on biased ShapeScenes and watch where it looks.
 
     Args:
-        train_scenes: biased training scenes (circles on water, :data:`reproduce.BIAS`).
-        test_scenes: held-out scenes for each of the biased and unbiased accuracy sets.
-        warmup_epochs: plain epochs first (the Clever Hans network); epochs: then GAIN epochs.
-        probes: probe scenes in the attention strip; probe_every: steps between refreshes.
-        alpha, omega, sigma, pixel_labels: the starting knobs (see :class:`GainConfig`).
-        seed: model initialisation and shuffling. presenter: larger text for a projector.
+        presenter: larger text for a projector.
+        **run_options: the arguments of :class:`~guidewidgets.gain.GainRun`, with its defaults
+            (``train_scenes``, ``test_scenes``, ``epochs``, ``warmup_epochs``, ``probes``,
+            ``probe_every``, ``alpha``, ``omega``, ``sigma``, ``pixel_labels``, ``batch_size``,
+            ``seed``); the knobs (alpha, omega, sigma, pixel_labels) are the sliders' start values.
     """
 
     export_stem = "gain_attention"
@@ -54,47 +61,25 @@ class GainWidget(WidgetBase):
     step = T.Int(0, help="steps done in the current phase")
     probe_refreshes = T.Int(0, help="how many times the attention strip was redrawn")
 
-    def __init__(
-        self,
-        train_scenes: int = 600,
-        test_scenes: int = 300,
-        epochs: int = 2,
-        warmup_epochs: int = 4,
-        probes: int = 4,
-        probe_every: int = 5,
-        alpha: float = 1.0,
-        omega: float = 10.0,
-        sigma: float = 0.5,
-        pixel_labels: int = 8,
-        batch_size: int = 32,
-        seed: int = 0,
-        *,
-        presenter: bool | None = None,
-    ) -> None:
+    def __init__(self, *, presenter: bool | None = None, **run_options: Any) -> None:
         super().__init__(presenter=presenter)
         with self._building():
-            self.session = GainRun(
-                train_scenes, test_scenes, epochs, warmup_epochs, probes, probe_every, alpha, omega, sigma,
-                pixel_labels, batch_size, seed,
-            )  # fmt: skip
-            self.alpha, self.omega, self.sigma, self.pixel_labels = alpha, omega, sigma, pixel_labels
-            self._build(probes)
+            # Why forwarded: GainRun owns the arguments, their defaults and their checks (one source).
+            self.session = GainRun(**run_options)
+            for knob in KNOBS:
+                setattr(self, knob, getattr(self.session, knob))
+            self._build(self.session.sizes["probes"])
         self.session.listen(self._event)
         self.status = "Set the knobs, then Start."
 
     def _build(self, probes: int) -> None:
         self._base_controls()
-        self.w_alpha = W.FloatSlider(min=0, max=5, step=0.1, description="alpha (L_am)")
-        self.w_omega = W.FloatSlider(min=0, max=40, step=1, description="omega (mask)")
-        self.w_sigma = W.FloatSlider(min=0, max=1, step=0.05, description="sigma (mask)")
-        self.w_labels = W.IntSlider(min=0, max=64, description="pixel labels")
-        for trait, w in (
-            ("alpha", self.w_alpha),
-            ("omega", self.w_omega),
-            ("sigma", self.w_sigma),
-            ("pixel_labels", self.w_labels),
-        ):
-            W.link((self, trait), (w, "value"))
+        self.w_knobs = {}
+        for knob in KNOBS:
+            cls, lo, hi, step, label = _SLIDERS[knob]
+            self.w_knobs[knob] = cls(min=lo, max=hi, step=step, description=label)
+            W.link((self, knob), (self.w_knobs[knob], "value"))
+        self.w_alpha, self.w_omega, self.w_sigma, self.w_labels = self.w_knobs.values()
         self.w_start = W.Button(description="Start", icon="play", button_style="success")
         self.w_pause = W.ToggleButton(description="Pause", icon="pause", disabled=True)
         self.w_stop = W.Button(description="Stop", icon="stop", button_style="danger", disabled=True)
@@ -139,7 +124,7 @@ class GainWidget(WidgetBase):
         self.w_table = W.HTML("The table of held-out scenes appears here when a run is done.")
         # secondary: folded, so the main view (strip, curves, controls) fits 760 px; its title says the headline
         self.w_more = W.Accordion([self.w_table], titles=("Held-out table (after a run)",), selected_index=None)
-        knobs = [self.w_alpha, self.w_omega, self.w_sigma, self.w_labels]
+        knobs = list(self.w_knobs.values())
         for w in knobs:
             w.add_class("gw-short")
         controls = W.VBox([*knobs, W.HBox([self.w_start, self.w_pause, self.w_stop]), self.w_progress])
@@ -182,7 +167,8 @@ class GainWidget(WidgetBase):
         if s.running:
             self.status = "Already running: pause or stop it first."
             return
-        s.alpha, s.omega, s.sigma, s.pixel_labels = self.alpha, self.omega, self.sigma, self.pixel_labels
+        for knob in KNOBS:
+            setattr(s, knob, getattr(self, knob))
         try:
             s.start()
         except (ValueError, TypeError) as err:
@@ -309,3 +295,15 @@ class GainWidget(WidgetBase):
 
     def colorbar(self) -> tuple[np.ndarray, tuple[str, str], str] | None:
         return render.colorbar("jet"), ("0: none", "1: most"), "attention (min-max normalised)"
+
+
+def _signature() -> inspect.Signature:
+    # Why: help(GainWidget), tab completion and the API page then list GainRun's own arguments
+    # (keyword-only here) instead of **run_options.
+    run = list(inspect.signature(GainRun.__init__).parameters.values())
+    params = [run[0]] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in run[1:]]
+    presenter = inspect.Parameter("presenter", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="bool | None")
+    return inspect.Signature([*params, presenter], return_annotation=None)
+
+
+GainWidget.__init__.__signature__ = _signature()  # type: ignore[attr-defined]

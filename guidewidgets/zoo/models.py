@@ -83,7 +83,23 @@ def _encoder(out: int, dilation: int = 1) -> nn.Sequential:
     )
 
 
-class ShapeClassifier(nn.Module):
+class _ShapesNet(nn.Module):
+    """What both shapes models share: their class names, the input normalisation, ``meta`` (set by
+    :func:`guidewidgets.zoo.load`) and the layers that explanation and guiding default to."""
+
+    task: str
+    classes: list[str]
+    meta: dict
+    default_explain_layer: str
+    default_guide_layer: str
+
+    def __init__(self, classes: list[str]) -> None:
+        super().__init__()
+        self.classes = list(classes)
+        self.normalize = _Normalize()
+
+
+class ShapeClassifier(_ShapesNet):
     """Five conv blocks (96 px -> 12 x 12 x 128, receptive field 39 px), global average pool, one linear layer.
 
     The GAP + linear head is what CAM needs: ``fc.weight[c] @ features(x)`` is class c's map.
@@ -92,15 +108,10 @@ class ShapeClassifier(nn.Module):
     """
 
     task = "classification"
-    classes: list[str]
-    meta: dict
-    default_explain_layer = "features"
-    default_guide_layer = "features"
+    default_explain_layer = default_guide_layer = "features"
 
     def __init__(self, num_classes: int = len(CLASSES)) -> None:
-        super().__init__()
-        self.classes = list(CLASSES)
-        self.normalize = _Normalize()
+        super().__init__(CLASSES)
         self.features = _encoder(128)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(128, num_classes)
@@ -110,7 +121,7 @@ class ShapeClassifier(nn.Module):
         return self.fc(self.pool(self.features(self.normalize(x))).flatten(1))
 
 
-class ShapeSegmenter(nn.Module):
+class ShapeSegmenter(_ShapesNet):
     """Fully convolutional, FCN-style: encoder (96 px -> 12 x 12), a 32-channel bottleneck, a
     transposed-convolution decoder to class scores at half the input size, and a bilinear x2
     upsampling to the input size (as FCN-8s ends with a bilinear upsampling), without skip
@@ -124,15 +135,10 @@ class ShapeSegmenter(nn.Module):
     """
 
     task = "segmentation"
-    classes: list[str]
-    meta: dict
-    default_explain_layer = "bottleneck"
-    default_guide_layer = "bottleneck"
+    default_explain_layer = default_guide_layer = "bottleneck"
 
     def __init__(self, num_classes: int = len(MASK_CLASSES)) -> None:
-        super().__init__()
-        self.classes = list(MASK_CLASSES)
-        self.normalize = _Normalize()
+        super().__init__(MASK_CLASSES)
         self.encoder = _encoder(64, dilation=2)  # block5 dilated: wider context at 12 x 12
         self.bottleneck = nn.Sequential(nn.Conv2d(64, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
         self.decoder = nn.Sequential(

@@ -80,74 +80,86 @@ def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
+# One conv stage per row: (in, out, kernel, pool (kernel, stride) or None). The attribute names
+# (conv1, prelu1, pool1, ...) are the keys of the shipped state dicts, so they are made from the row.
+_Stage = tuple[int, int, int, tuple[int, int] | None]
+
+
+def _add_stages(net: nn.Module, stages: tuple[_Stage, ...]) -> None:
+    for i, (cin, cout, k, pool) in enumerate(stages, 1):
+        net.add_module(f"conv{i}", nn.Conv2d(cin, cout, k))
+        net.add_module(f"prelu{i}", nn.PReLU(cout))
+        if pool is not None:
+            net.add_module(f"pool{i}", nn.MaxPool2d(*pool, ceil_mode=True))
+
+
+def _run_stages(net: nn.Module, x: torch.Tensor, count: int) -> torch.Tensor:
+    h = _normalise(x)
+    for i in range(1, count + 1):
+        h = getattr(net, f"prelu{i}")(getattr(net, f"conv{i}")(h))
+        pool = getattr(net, f"pool{i}", None)
+        h = h if pool is None else pool(h)
+    return h
+
+
 class PNet(nn.Module):
     """Proposal net, fully convolutional: (B, 3, H, W) -> face logits (B, 2, h, w) and box
     corrections (B, 4, h, w), one per 12 x 12 window at stride 2 (see :func:`pnet_output_size`)."""
 
+    _STAGES: tuple[_Stage, ...] = ((3, 10, 3, (2, 2)), (10, 16, 3, None), (16, 32, 3, None))
+
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
-        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        _add_stages(self, self._STAGES)
         self.conv4_1 = nn.Conv2d(32, 2, 1)
         self.conv4_2 = nn.Conv2d(32, 4, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.pool1(self.prelu1(self.conv1(_normalise(x))))
-        h = self.prelu3(self.conv3(self.prelu2(self.conv2(h))))
+        h = _run_stages(self, x, len(self._STAGES))
         return self.conv4_1(h), self.conv4_2(h)
 
 
-class RNet(nn.Module):
-    """Refinement net: 24 x 24 crops (B, 3, 24, 24) -> face logits (B, 2), box corrections (B, 4)."""
+class _CropNet(nn.Module):
+    """R-Net and O-Net: conv stages on a fixed-size crop, one dense layer with PReLU, then one
+    linear head per output. Layer n after the stages is ``dense{n}`` / ``prelu{n}``, its heads
+    ``dense{n+1}_1``, ``dense{n+1}_2`` ..., the names of the shipped state dicts."""
 
-    size = 24
+    size: int
+    _STAGES: tuple[_Stage, ...]
+    _DENSE: tuple[int, int]  # (flattened features, width of the dense layer)
+    _HEADS: tuple[int, ...]  # outputs of each head
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
+        _add_stages(self, self._STAGES)
+        n = len(self._STAGES) + 1
+        self.add_module(f"dense{n}", nn.Linear(*self._DENSE))
+        self.add_module(f"prelu{n}", nn.PReLU(self._DENSE[1]))
+        for i, out in enumerate(self._HEADS, 1):
+            self.add_module(f"dense{n + 1}_{i}", nn.Linear(self._DENSE[1], out))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.pool1(self.prelu1(self.conv1(_normalise(x))))
-        h = self.pool2(self.prelu2(self.conv2(h)))
-        h = self.prelu4(self.dense4(_flatten_transposed(self.prelu3(self.conv3(h)))))
-        return self.dense5_1(h), self.dense5_2(h)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = len(self._STAGES) + 1
+        h = _flatten_transposed(_run_stages(self, x, n - 1))
+        h = getattr(self, f"prelu{n}")(getattr(self, f"dense{n}")(h))
+        return tuple(getattr(self, f"dense{n + 1}_{i}")(h) for i in range(1, len(self._HEADS) + 1))
 
 
-class ONet(nn.Module):
+class RNet(_CropNet):
+    """Refinement net: 24 x 24 crops (B, 3, 24, 24) -> face logits (B, 2), box corrections (B, 4)."""
+
+    size = 24
+    _STAGES = ((3, 28, 3, (3, 2)), (28, 48, 3, (3, 2)), (48, 64, 2, None))
+    _DENSE, _HEADS = (576, 128), (2, 4)
+
+
+class ONet(_CropNet):
     """Output net: 48 x 48 crops -> face logits (B, 2), box corrections (B, 4) and landmarks
     (B, 10): five x then five y, as fractions of the crop (eyes, nose, mouth corners)."""
 
     size = 48
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.pool1(self.prelu1(self.conv1(_normalise(x))))
-        h = self.pool2(self.prelu2(self.conv2(h)))
-        h = self.pool3(self.prelu3(self.conv3(h)))
-        h = self.prelu5(self.dense5(_flatten_transposed(self.prelu4(self.conv4(h)))))
-        return self.dense6_1(h), self.dense6_2(h), self.dense6_3(h)
+    _STAGES = ((3, 32, 3, (3, 2)), (32, 64, 3, (3, 2)), (64, 64, 3, (2, 2)), (64, 128, 2, None))
+    _DENSE, _HEADS = (1152, 256), (2, 4, 10)
 
 
 def pnet_output_size(n: int) -> int:

@@ -105,6 +105,17 @@ def _recolour(colours: object) -> torch.Tensor:
     )
 
 
+def scene_index(i: object, n: int) -> int:
+    """Scene ``i`` of ``n`` as a non-negative int (negative indices count from the end); a
+    TypeError or IndexError that says what to use otherwise. Shared by the scene datasets."""
+    if not isinstance(i, (int, np.integer)):
+        raise TypeError(f"index scenes with an int (use .batch(start, stop) for many), got {type(i).__name__}")
+    k = int(i) + n if i < 0 else int(i)
+    if not 0 <= k < n:
+        raise IndexError(f"scene {i} out of range for {n} scenes")
+    return k
+
+
 class ShapeScenes(torch.utils.data.Dataset):
     """An indexable, deterministic dataset of procedurally generated scenes.
 
@@ -193,13 +204,7 @@ class ShapeScenes(torch.utils.data.Dataset):
     # --- access -------------------------------------------------------------------------------
 
     def __getitem__(self, i: int) -> dict:
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"index scenes with an int (use .batch(start, stop) for many), got {type(i).__name__}")
-        if i < 0:
-            i += self.n
-        if not 0 <= i < self.n:
-            raise IndexError(f"scene {i} out of range for {self.n} scenes")
-        c, j = divmod(int(i), CHUNK)
+        c, j = divmod(scene_index(i, self.n), CHUNK)
         chunk = self._chunk(c)
         valid = chunk["box_valid"][j]
         # Why: renumber so instance i + 1 is boxes[i] even when an object was fully covered.

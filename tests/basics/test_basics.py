@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from guidewidgets import basics, explain, zoo
+from tests.helpers import scene_tensors
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,7 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def scenes():
-    b = zoo.ShapeScenes(96, seed=41001).batch()
-    return b["images"].float() / 255, b["labels"]
+    return scene_tensors(96, seed=41001)[:2]  # images, labels
 
 
 # --- normalisation -----------------------------------------------------------------------------

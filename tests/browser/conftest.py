@@ -265,26 +265,31 @@ def _jupyter_server_flags(port: int) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
-def lab_server(browser_tmp):
+def _jupyter_server(browser_tmp, app: str, name: str, log: str, *app_flags: str) -> Server:
+    """JupyterLab or Notebook 7 (``app``) on a free port, rooted at ``browser_tmp``, its settings
+    under ``browser_tmp / name`` and its output in ``ARTIFACTS / log``."""
     port = free_port()
-    s = Server(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            *_jupyter_server_flags(port),
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            f"--ServerApp.root_dir={browser_tmp}",
-        ],
+    return Server(
+        [sys.executable, "-m", app, *_jupyter_server_flags(port), *app_flags, f"--ServerApp.root_dir={browser_tmp}"],
         port,
-        server_env(browser_tmp / "lab"),
+        server_env(browser_tmp / name),
         browser_tmp,
-        ARTIFACTS / "jupyterlab.log",
+        ARTIFACTS / log,
         "/api/status",
         shutdown="/api/shutdown",
+    )
+
+
+@pytest.fixture(scope="session")
+def lab_server(browser_tmp):
+    s = _jupyter_server(
+        browser_tmp,
+        "jupyterlab",
+        "lab",
+        "jupyterlab.log",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     )
     yield s
     s.stop()
@@ -292,22 +297,8 @@ def lab_server(browser_tmp):
 
 @pytest.fixture(scope="session")
 def notebook_server(browser_tmp):
-    port = free_port()
-    s = Server(
-        [
-            sys.executable,
-            "-m",
-            "notebook",
-            *_jupyter_server_flags(port),
-            "--JupyterNotebookApp.expose_app_in_browser=True",
-            f"--ServerApp.root_dir={browser_tmp}",
-        ],
-        port,
-        server_env(browser_tmp / "nb7"),
-        browser_tmp,
-        ARTIFACTS / "notebook7.log",
-        "/api/status",
-        shutdown="/api/shutdown",
+    s = _jupyter_server(
+        browser_tmp, "notebook", "nb7", "notebook7.log", "--JupyterNotebookApp.expose_app_in_browser=True"
     )
     yield s
     s.stop()

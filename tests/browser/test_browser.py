@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -53,6 +54,17 @@ def _png_pixels(data: bytes) -> np.ndarray:
 # ---- ExplainWidget --------------------------------------------------------------------------------
 
 
+def _pick(ew, method: str) -> None:
+    """Click a method as a user does: its family's button, then its own (the two rows)."""
+    from guidewidgets import explain
+    from guidewidgets.widgets.explain_controls import FAMILIES
+
+    info = explain.method_info(method)
+    ew.locator(".widget-toggle-button", has_text=FAMILIES[info.family]).first.click()
+    label = re.compile(rf"^\s*(\d\s+)?{re.escape(info.title)}(\s*\*)?\s*$")  # "2 Grad-CAM", not "Grad-CAM++"
+    ew.locator(".widget-toggle-button", has_text=label).first.click()
+
+
 def _explain_flow(page) -> int:
     """Method switch, target change, a key, the colour bar, compare with 8 methods. Returns
     Grad-CAM's canvas hash (the first map)."""
@@ -63,7 +75,7 @@ def _explain_flow(page) -> int:
     gradcam = _stable_hash(page, ".gw-explain")
     assert "Grad-CAM for" in _text(heading)
     # method switch
-    ew.locator(".widget-toggle-button", has_text="Saliency").first.click()
+    _pick(ew, "saliency")
     _wait_hash(page, ".gw-explain", differ=gradcam)
     title = explain.method_info("saliency").title
     page.wait_for_function(
@@ -93,7 +105,7 @@ def _explain_flow(page) -> int:
         "([el, t]) => el.innerText.startsWith(t + ' for')", arg=[heading.element_handle(), first], timeout=TIMEOUT
     )
     # compare with 8 methods, ticked with the checkboxes
-    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    _pick(ew, "grad-cam")
     ew.locator("button", has_text="Compare").first.click()
     fast = [m for m in explain.methods() if not explain.method_info(m).slow][:8]
     titles = [explain.method_info(m).title for m in fast]
@@ -129,15 +141,15 @@ def _explain_flow(page) -> int:
 def _slow_method_leaves_controls_live(page) -> None:
     """While RISE runs in the kernel's background thread, a click on Grad-CAM (cached) shows it."""
     ew = page.locator(".gw-explain").first
-    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    _pick(ew, "grad-cam")
     gradcam_hash = _stable_hash(page, ".gw-explain")
     progress = ew.locator(".widget-hprogress").first
-    ew.locator(".widget-toggle-button", has_text="RISE").first.click()
+    _pick(ew, "rise")
     progress.wait_for(state="visible", timeout=TIMEOUT)
-    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    _pick(ew, "grad-cam")
     _wait_hash(page, ".gw-explain", equal=gradcam_hash)
     assert progress.is_visible(), "RISE finished before the test could check the controls; raise its masks"
-    ew.locator(".widget-toggle-button", has_text="CAM").first.click()  # needs the model: cancels RISE
+    _pick(ew, "cam")  # needs the model: cancels RISE
     progress.wait_for(state="hidden", timeout=TIMEOUT)
 
 
@@ -257,7 +269,7 @@ def test_voila(page, voila_server):
     # the README pictures: Grad-CAM with the hover readout, and compare mode
     ew = page.locator(".gw-explain").first
     ew.locator(".widget-dropdown", has_text="Target").locator("select").first.select_option(index=0)  # top class
-    ew.locator(".widget-toggle-button", has_text="Grad-CAM").first.click()
+    _pick(ew, "grad-cam")
     page.wait_for_timeout(500)
     box = ew.locator("canvas").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)

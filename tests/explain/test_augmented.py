@@ -14,6 +14,7 @@ from guidewidgets.explain import cam_augmented as CA
 from guidewidgets.explain.layers import layer_gradients
 from guidewidgets.explain.targets import Target
 from guidewidgets.metrics import pointing_game
+from tests.helpers import scene_tensors
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,8 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def scenes():
-    sc = zoo.ShapeScenes(16, seed=2024)
-    items = [sc[i] for i in range(len(sc))]
-    return (
-        torch.stack([it["image"] for it in items]),
-        [it["label"] for it in items],
-        torch.stack([it["mask"] for it in items]) > 0,
-    )
+    x, labels, masks = scene_tensors(16, seed=2024)
+    return x, labels.tolist(), masks
 
 
 def test_observation_matrix_is_warp_then_area_pooling():

@@ -8,6 +8,8 @@ from guidewidgets import explain as E
 
 # Methods for any CNN (attention rollout needs a transformer: tests/explain/test_transformers.py).
 CNN_METHODS = [m for m in E.methods() if E.method_info(m).family != "attention"]
+# Methods whose target is a class (neuron methods take a unit of the layer: tests/explain/test_neuron_attribution.py).
+CLASS_METHODS = [m for m in CNN_METHODS if E.method_info(m).target_kind == "class"]
 
 
 class Tiny(nn.Module):
@@ -73,7 +75,7 @@ def test_bad_images(model, bad, exc, fix):
             E.explain(model, bad, name)
 
 
-@pytest.mark.parametrize("name", CNN_METHODS)
+@pytest.mark.parametrize("name", CLASS_METHODS)
 def test_targets_out_of_range_or_wrong_length(model, name):
     with pytest.raises(ValueError, match="from 0 to 2"):
         E.explain(model, X, name, target=3)
@@ -87,7 +89,7 @@ def test_targets_out_of_range_or_wrong_length(model, name):
         E.explain(model, X, name, target=torch.tensor([0.5, 1.0]))
 
 
-@pytest.mark.parametrize("name", [n for n in CNN_METHODS if n != "cam"])
+@pytest.mark.parametrize("name", [n for n in CLASS_METHODS if n != "cam"])
 def test_target_callable_must_return_one_score_per_sample(model, name):
     with pytest.raises(ValueError, match=r"one score per sample, shape \(2,\)"):
         E.explain(model, X, name, target=lambda out: out.sum())
@@ -136,10 +138,10 @@ def test_model_output_must_be_logits():
 
 # Methods that never differentiate the target's scores (forward passes only): a detaching callable works.
 # forward-only methods: every perturbation method and the gradient-free CAMs
-NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam"} | {
+NO_GRADIENT = {"eigen-cam", "ablation-cam", "score-cam", "kpca-cam", "ss-cam", "is-cam"} | {
     n for n in E.methods() if E.method_info(n).family == "perturbation"
 }
-CALLABLE_METHODS = [n for n in CNN_METHODS if n != "cam"]  # CAM refuses callables (test above)
+CALLABLE_METHODS = [n for n in CLASS_METHODS if n != "cam"]  # CAM refuses callables (test above)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

@@ -23,8 +23,10 @@ from guidewidgets import explain as E
 from guidewidgets import hooks
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.fuzz_strategies import assert_unchanged, counts_reporter, fuzz_settings, snapshot  # noqa: E402
 
 EXAMPLES = 400
 COUNTS: collections.Counter[str] = collections.Counter()
@@ -99,28 +101,6 @@ def build_models() -> dict[str, nn.Module]:
 MODELS = build_models()
 
 
-def snapshot(model: nn.Module):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [(n, m.training) for n, m in model.named_modules()],
-        [(n, p.requires_grad, p.grad is None) for n, p in model.named_parameters()],
-        sum(
-            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
-            for m in model.modules()
-        ),
-    )
-
-
-def assert_unchanged(before, after) -> None:
-    sd0, train0, params0, hooks0 = before
-    sd1, train1, params1, hooks1 = after
-    assert sd0.keys() == sd1.keys() and all(torch.equal(sd0[k], sd1[k]) for k in sd0), "state_dict changed"
-    assert train0 == train1, "training flags changed"
-    assert params0 == params1, "requires_grad flags changed or .grad written"
-    assert hooks1 == hooks0 == 0, "hooks left on the model"
-    assert torch._C._len_torch_function_stack() == 0
-
-
 def sometimes(draw, normal, wild, one_in: int = 6):
     """``normal`` most of the time; a value from ``wild`` once in ``one_in`` draws."""
     return draw(wild) if draw(st.integers(1, one_in)) == 1 else draw(normal)
@@ -182,21 +162,10 @@ def check_result(maps: torch.Tensor, x: torch.Tensor, options: dict) -> None:
     assert torch.isfinite(maps).all(), "non-finite map"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report_counts():
-    yield
-    total = COUNTS["examples"]
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items()) if k != "examples")
-    print(f"\nfuzz explain: {total} examples; {kinds}")
+report_counts = counts_reporter(COUNTS, "explain")
 
 
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz_settings(EXAMPLES)
 @given(calls())
 def test_explain_returns_maps_or_a_clear_error_and_leaves_the_model_alone(call):
     model_name, method, x, target, layer, options = call

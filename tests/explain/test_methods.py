@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from guidewidgets import explain as E
+from guidewidgets import hooks
+from guidewidgets.explain import layers
 
 # Methods for any CNN (attention rollout needs a transformer: tests/explain/test_transformers.py).
 CNN_METHODS = [m for m in E.methods() if E.method_info(m).family != "attention"]
@@ -121,6 +123,11 @@ def test_target_forms_agree(model, x, name):
     """None = predicted class; int, list, tensor and callable give the same maps for those classes."""
     with torch.no_grad():
         pred = model(x).argmax(1)
+    neuron = E.method_info(name).target_kind == "neuron"
+    if neuron:  # None is each sample's most active channel at the layer; ints are channels
+        with torch.no_grad(), hooks.capture(model, layers.resolve_layer(model, x, None), cut=False) as cap:
+            model(x)
+        pred = cap.activations.sum((2, 3)).argmax(1)
     base = run(model, x, name)
     assert torch.allclose(run(model, x, name, target=pred.tolist()), base)
     assert torch.allclose(run(model, x, name, target=pred), base)
@@ -129,6 +136,10 @@ def test_target_forms_agree(model, x, name):
     assert torch.allclose(same, run(model, x[:2], name, target=[2, 2]))
     if name == "cam":
         return  # CAM needs class indices (tested among the errors)
+    if neuron:  # a callable names a class score, not a unit of the layer
+        with pytest.raises(TypeError, match="callable target has no meaning"):
+            run(model, x, name, target=lambda out: out[:, 0])
+        return
     by_fn = run(model, x, name, target=lambda out: out.gather(1, pred[: out.shape[0], None])[:, 0])
     if name == "rise":  # RISE scores class probabilities; a callable gives raw scores
         by_fn = run(model, x, name, target=lambda out: out.softmax(1).gather(1, pred[:, None])[:, 0])
@@ -244,7 +255,10 @@ def test_segmentation_targets():
     for name in CNN_METHODS:
         if name == "cam":
             continue
-        maps = run(seg, x, name, target=lambda out: (out[:, 2] * region).sum((1, 2)), layer="body")
+        target = lambda out: (out[:, 2] * region).sum((1, 2))  # noqa: E731
+        if E.method_info(name).target_kind == "neuron":
+            target = 1  # a channel of the layer: a region's class score is no unit
+        maps = run(seg, x, name, target=target, layer="body")
         assert maps.shape == (2, 16, 16) and torch.isfinite(maps).all()
     with pytest.raises(ValueError, match="grad-cam"):
         E.cam(seg, x, target=1, layer="body")

@@ -135,3 +135,91 @@ def test_reshape_works_for_every_layer_method(name):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()) + 1e-12)
     with pytest.raises(ValueError, match="reshape=callable"):
         E.explain(model, x, name, target=1, layer="flat", **opts)  # (B, 96) is no map
+
+
+def test_a_method_is_its_own_part_with_the_public_signature_built(private_registry):
+    calls: list[registry.Call] = []
+
+    @registry.method("power-grad", "Power gradient", "gradient", "a test", "|grad| ** power.", order=175)
+    def power_grad(c: registry.Call, *, power: float = 2.0, raw: bool = False) -> torch.Tensor:
+        """Power gradient: |d y / d x| ** power, largest over channels."""
+        calls.append(c)
+        xg = c.x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(c.target.scores(c.model(xg)).sum(), xg)
+        image = g.abs() ** power
+        return image if raw else image.amax(1)
+
+    params = inspect.signature(power_grad).parameters
+    assert list(params) == ["model", "x", "target", "layer", "progress", "power", "raw"]
+    assert [params[p].default for p in ("target", "layer", "progress", "power", "raw")] == [
+        None,
+        None,
+        None,
+        2.0,
+        False,
+    ]
+    assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY for p in ("progress", "power", "raw"))
+    assert (power_grad.__name__, power_grad.__module__) == ("power_grad", __name__)
+    assert power_grad.__qualname__.endswith("power_grad") and "Power gradient: |d y" in power_grad.__doc__
+    assert E.method_function("power-grad") is power_grad
+    assert E.methods().index("power-grad") == E.methods().index("smoothgrad") + 1  # order=175
+    info = E.method_info("power-grad")
+    assert (info.family, info.uses_layer, info.slow, info.target_kind) == ("gradient", False, False, "class")
+
+    model, x = Flat().eval(), torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    seen: list[float] = []
+    got = E.explain(model, x, "power-grad", target=[1, 2], layer="features", progress=seen.append, power=1.0)
+    xg = x.clone().requires_grad_(True)
+    model(xg)[[0, 1], [1, 2]].sum().backward()
+    torch.testing.assert_close(got, xg.grad.abs().amax(1))
+    c = calls[-1]
+    assert isinstance(c.target, Target) and c.target.ints == [1, 2]
+    assert c.layer == "features" and c.model is model and seen[-1] == 1.0  # layer as given: not uses_layer
+    with pytest.raises(ValueError, match="has no option 'samples'.*power, raw"):
+        E.explain(model, x, "power-grad", samples=3)
+    with pytest.raises(TypeError, match="target"):
+        power_grad(model, x, target="cat")  # checked before the method's own part runs
+
+
+def test_method_resolves_the_layer_checks_options_and_takes_its_own_target_check(private_registry):
+    seen: list[registry.Call] = []
+
+    def unit(target: object, batch: int) -> tuple:
+        return ("unit", target, batch)
+
+    @registry.method("layer-probe", "Layer probe", "gradient", "a test", "x", order=9999, uses_layer=True)
+    def layer_probe(c: registry.Call) -> torch.Tensor:
+        seen.append(c)
+        return c.x[:, 0]
+
+    @registry.method("unit-probe", "Unit probe", "gradient", "a test", "x", order=9999, check_target=unit)
+    def unit_probe(c: registry.Call) -> torch.Tensor:
+        seen.append(c)
+        return c.x[:, 0]
+
+    model, x = Flat().eval(), torch.rand(1, 3, 8, 8)
+    model.default_explain_layer = "features"
+    layer_probe(model, x)
+    assert seen[-1].layer == "features"  # the default filled in
+    with pytest.raises(ValueError, match="featurs"):
+        layer_probe(model, x, layer="featurs")  # a typo is named
+    unit_probe(model, x, target=5)
+    assert seen[-1].target == ("unit", 5, 1)
+    with pytest.raises(TypeError, match="keyword-only"):
+
+        @registry.method("bad", "Bad", "gradient", "a test", "x", order=9999)
+        def bad(c: registry.Call, power: float = 2.0) -> torch.Tensor:
+            return c.x[:, 0] ** power
+
+    assert "bad" not in E.methods()
+
+
+def test_fixed_target_fixes_the_prediction_once():
+    model, x = Flat().eval(), torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    given = registry.Call(model, x, Target(3, 2), None, None)
+    assert given.fixed_target() is given.target  # nothing to fix: no forward
+    free = registry.Call(model, x, Target(None, 2), None, None)
+    fixed = free.fixed_target()
+    assert not fixed.needs_prediction
+    torch.testing.assert_close(fixed.scores(model(x)), model(x).amax(1))

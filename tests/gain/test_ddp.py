@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 
 from guidewidgets import zoo
 from guidewidgets.gain import GainConfig, GainTrainer
+from tests.helpers import PlainNet
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 
@@ -19,23 +20,8 @@ STEPS = 3
 def _model() -> torch.nn.Module:
     # Why no BatchNorm: its batch statistics stay per process under DDP (unless SyncBatchNorm),
     # so only a model without it can match one process exactly.
-    from torch import nn
-
-    class Tiny(nn.Module):
-        classes = ["circle", "ellipse", "square", "triangle", "star", "cross"]
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()
-            )
-            self.fc = nn.Linear(8, 6)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.features(x).mean(dim=(2, 3)))
-
     torch.manual_seed(0)
-    return Tiny()
+    return PlainNet(zoo.CLASSES, stride=4)
 
 
 def _data():

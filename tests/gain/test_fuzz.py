@@ -19,10 +19,13 @@ import torch
 from torch import nn
 
 from guidewidgets.gain import GainConfig, GainTrainer
+from tests.helpers import hook_count
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.fuzz_strategies import counts_reporter, fuzz_settings, snapshot  # noqa: E402
 
 EXAMPLES = 400
 COUNTS: collections.Counter[str] = collections.Counter()
@@ -43,17 +46,6 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean((2, 3)))
-
-
-def snapshot(model: nn.Module):
-    return {k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()]
-
-
-def hooks_on(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
-        for m in model.modules()
-    )
 
 
 def _images(seed: int) -> torch.Tensor:
@@ -194,25 +186,14 @@ def trainings(draw):
     return rng.random() < 0.5, rng.random() < 0.5, images, labels, layer, kw, steps, sorted(wild)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report_counts():
-    yield
-    total = COUNTS["examples"]
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(COUNTS.items()) if k != "examples")
-    print(f"\nfuzz gain: {total} examples; {kinds}; {len(WILD_SEEN)} distinct odd values tried")
+report_counts = counts_reporter(COUNTS, "gain", lambda: f"; {len(WILD_SEEN)} distinct odd values tried")
 
 
 def _finite(model: nn.Module) -> bool:
     return all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz_settings(EXAMPLES)
 @given(trainings())
 def test_gain_trainer_trains_or_refuses_clearly(case):
     bn, training, images, labels, layer, kw, steps, _wild = case
@@ -241,7 +222,7 @@ def test_gain_trainer_trains_or_refuses_clearly(case):
         COUNTS["trained"] += 1
     finally:
         assert _finite(model), "NaN or inf weights or statistics"
-        assert hooks_on(model) == 0, "hooks left on the model"
+        assert hook_count(model) == 0, "hooks left on the model"
 
 
 def test_counts_are_plausible():

@@ -1,5 +1,6 @@
 """GAIN's pieces: the soft mask, the differentiable attention, the losses, the trainer's identities."""
 
+import functools
 import threading
 
 import pytest
@@ -18,29 +19,17 @@ from guidewidgets.gain import (
     soft_mask,
 )
 from guidewidgets.zoo.models import ShapeClassifier
+from tests.helpers import PlainNet, scene_tensors
 from tests.helpers import until as _until
 
-
-class TinyNet(nn.Module):
-    """No BatchNorm: samples independent everywhere (the DDP test compares it across processes)."""
-
-    classes = ["a", "b", "c"]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()
-        )
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+# No BatchNorm: samples independent everywhere (as in the DDP test).
+TinyNet = functools.partial(PlainNet, ["a", "b", "c"])
 
 
 @pytest.fixture(scope="module")
 def scenes():
-    b = zoo.ShapeScenes(48, seed=5).batch()
-    return b["images"].float() / 255, b["labels"], (b["masks"] > 0).float()
+    x, labels, masks = scene_tensors(48, seed=5)
+    return x, labels, masks.float()
 
 
 def test_soft_mask_matches_formula():
@@ -310,6 +299,7 @@ def test_masks_in_0_255_are_refused_with_the_fix():
         masks=masks,
     )
     _refused(ValueError, "values down to -1", TinyNet(), x, y, masks=-torch.ones(8, 16, 16))
+    _refused(ValueError, "values up to inf", TinyNet(), x, y, masks=torch.full((8, 16, 16), float("inf")))
     # bool, 0/1 float and uint8 0/1 masks and soft probabilities are fine
     for ok in (masks > 0, masks / 255, (masks > 0).to(torch.uint8), torch.rand(8, 16, 16)):
         GainTrainer(TinyNet(), "features", x, y, masks=ok)
@@ -326,6 +316,9 @@ def test_masks_in_0_255_are_refused_with_the_fix():
         {"omega_e": float("nan")},
         {"sigma": float("nan")},
         {"sigma": -0.1},
+        {"sigma": float("inf")},
+        {"omega_e": float("inf")},
+        {"omega": -1.0},
     ],
 )
 def test_non_finite_or_out_of_range_knobs_are_refused(knobs):

@@ -28,8 +28,10 @@ from guidewidgets.guide.queries import cell_names, render_query
 from tests.guide_models import TinySeg
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.fuzz_strategies import assert_unchanged, fuzz_settings, snapshot  # noqa: E402
 
 EXAMPLES = 200
 COUNTS: collections.Counter[str] = collections.Counter()
@@ -46,25 +48,6 @@ def build_models() -> dict[str, nn.Module]:
 
 MODELS = build_models()
 CLASSES = {name: len(m.classes) for name, m in MODELS.items()}
-
-
-def snapshot(model: nn.Module):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [(n, m.training) for n, m in model.named_modules()],
-        [(n, p.requires_grad, p.grad is None) for n, p in model.named_parameters()],
-        sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
-    )
-
-
-def assert_unchanged(before, after) -> None:
-    sd0, train0, params0, hooks0 = before
-    sd1, train1, params1, hooks1 = after
-    assert sd0.keys() == sd1.keys() and all(torch.equal(sd0[k], sd1[k]) for k in sd0), "state_dict changed"
-    assert train0 == train1, "training flags changed"
-    assert params0 == params1, "requires_grad flags changed or .grad written"
-    assert hooks1 == hooks0 == 0, "hooks left on the model"
-    assert torch.is_grad_enabled(), "grad mode left off"
 
 
 def chance(draw, one_in: int) -> bool:
@@ -297,13 +280,7 @@ def outcome(err: BaseException) -> str:
     raise err
 
 
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz_settings(EXAMPLES)
 @given(sessions())
 # Fixed flows on top of the drawn ones (the drawn mix moves whenever this file is edited, since
 # derandomize seeds from the test's source): words then clicks then undo on the embedded

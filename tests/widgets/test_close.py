@@ -8,7 +8,6 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
 pytest.importorskip("ipywidgets")
 
@@ -22,6 +21,7 @@ from guidewidgets.widgets import (
     GuideWidget,
     STNWidget,
 )
+from tests.helpers import TinyCNN, TinySeg
 from tests.helpers import hook_count as _hooks_on
 from tests.helpers import until as _until
 
@@ -32,32 +32,6 @@ def _close_time(widget) -> float:
     t = time.monotonic()
     widget.close()
     return time.monotonic() - t
-
-
-class TinyCNN(nn.Module):
-    classes = ["red", "green", "blue", "grey"]
-    default_explain_layer = "features.2"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1))
-        self.fc = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean((2, 3)))
-
-
-class TinySeg(nn.Module):
-    classes = ["background", "disc", "bar"]
-    default_guide_layer = "enc.2"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1))
-        self.head = nn.Conv2d(16, 3, 1)
-
-    def forward(self, x):
-        return self.head(self.enc(x))
 
 
 def test_explain_widget_close_cancels_its_slow_method(monkeypatch):

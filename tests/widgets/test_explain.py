@@ -114,7 +114,10 @@ def test_explain_initial_state(ew, clf, images):
     labels = [lbl for lbl, _ in ew.w_target.options]
     assert len(labels) == 4 and labels[0].startswith(clf.classes[int(p.argmax())])
     assert f"{float(p.max()):.1%}" in labels[0]
-    assert [v for _, v in ew.w_method.options] == explain.methods()
+    classes = [m for m in explain.methods() if explain.method_info(m).target_kind == "class"]
+    assert list(ew.infos) == classes  # neuron methods live in the FeatureWidget
+    assert ew.w_family.value == "cam" and ew.w_method.value == "grad-cam"
+    assert [v for _, v in ew.w_method.options] == [m for m in classes if explain.method_info(m).family == "cam"]
     assert np.array_equal(ew.view.frames["image"], render.to_rgba(images[0]))
     assert np.array_equal(ew.frame, expected_overlay(ew, "grad-cam"))
     assert ew.view.frames["overlay"] is ew.frame
@@ -125,8 +128,9 @@ def test_explain_initial_state(ew, clf, images):
 
 
 def test_explain_every_method_from_the_toggle(ew):
-    for name in explain.methods():  # whatever is registered, the widget shows it or says why not
-        ew.w_method.value = name  # what a click does
+    for name in ew.infos:  # whatever is registered for a class, the widget shows it or says why not
+        ew.w_family.value = explain.method_info(name).family  # the clicks: the family, then the method
+        ew.w_method.value = name
         ew.wait(30)
         info = explain.method_info(name)
         assert ew.method == name and ew.w_layer.disabled == (not info.uses_layer)
@@ -328,6 +332,31 @@ class _Gate:
                     raise
             progress and progress(1.0)
         return self.real(model, x, method, target=target, layer=layer, **kw)
+
+
+def test_the_family_row_shows_one_familys_buttons_and_follows_the_method(ew):
+    """A family click shows its buttons without changing the map; a method set from Python or a
+    number key brings its family's row; neuron methods are refused with where to find them."""
+    by_family: dict[str, list[str]] = {}
+    for m, v in ew.infos.items():
+        by_family.setdefault(v.family, []).append(m)
+    assert [v for _, v in ew.w_family.options] == list(by_family)
+    for family, names in by_family.items():
+        ew.w_family.value = family
+        assert [v for _, v in ew.w_method.options] == names
+        assert ew.method == "grad-cam"  # looking at a family is not choosing a method
+        assert ew.w_method.value == ("grad-cam" if family == "cam" else None)
+    ew.w_family.value = "gradient"
+    ew.w_method.value = by_family["gradient"][0]  # what a click does
+    assert ew.method == by_family["gradient"][0] and ew.w_family.value == "gradient"
+    ew.method = "occlusion"
+    assert ew.w_family.value == "perturbation" and ew.w_method.value == "occlusion"
+    ew.key_down("1", False, False, False)  # key 1: the first method, in the CAM family
+    assert ew.method == next(iter(ew.infos)) and ew.w_family.value == "cam"
+    ew.method = "neuron-gradient"
+    assert ew.method == next(iter(ew.infos)) and "FeatureWidget" in ew.status
+    with pytest.raises(ValueError, match="FeatureWidget"):
+        ExplainWidget(ew.model, ew.images[:1], method="neuron-gradient")
 
 
 def test_slow_method_runs_in_background_and_controls_stay_live(ew, monkeypatch):

@@ -108,3 +108,34 @@ def test_tsne_says_so_at_once_runs_in_the_background_and_a_newer_request_cancels
         assert w.session.cached("projection", "features", "tsne") is None or job.state == "done"
     finally:
         w.close()
+
+
+def test_neuron_fold_shows_the_units_guided_backprop_and_gradient(widget):
+    """Opening the first fold draws the image beside the guided backprop of the channel's strongest
+    unit on it; the rule and unit toggles redraw it; the maximization is still computed."""
+    from guidewidgets.explain import Neuron, neuron_gradient, neuron_guided_backprop
+
+    w = widget
+    w.layer, w.channel, w.image_index = "features", 3, 2
+    assert w.wait(60) and w.session.cached("neuron", "features", 3, 2, "guided", "max") is None  # fold closed
+    w.w_tabs.selected_index = 0
+    g, unit = w.session.cached("neuron", "features", 3, 2, "guided", "max")
+    a = w.session.activations("features", 2)[3]
+    assert unit == Neuron(3, divmod(int(a.argmax()), a.shape[-1]))
+    torch.testing.assert_close(g, neuron_guided_backprop(w.model, w.images[2][None], unit, "features", raw=True)[0])
+    first = w.w_neuron.w_image.value
+    assert bytes(first).startswith(b"\x89PNG") and str(unit) in w.w_neuron.w_caption.value
+    assert w.w_neuron.frame.shape[1] > 2 * 192  # the image and the neuron picture side by side
+    w.neuron_rule = "gradient"
+    assert w.w_neuron.w_rule.value == "gradient" and w.w_neuron.w_image.value != first
+    g, _ = w.session.cached("neuron", "features", 3, 2, "gradient", "max")
+    torch.testing.assert_close(g, neuron_gradient(w.model, w.images[2][None], unit, "features", raw=True)[0])
+    w.neuron_unit = "channel"
+    assert "channel 3 of" in w.w_neuron.w_caption.value
+    w.channel = 4
+    assert w.session.cached("neuron", "features", 4, 2, "gradient", "channel") is not None
+    w.neuron_rule = "deconv"
+    assert w.neuron_rule == "gradient" and "neuron_rule must be one of" in w.status
+    assert w.wait(60) and w.session.cached("maximized", "features", 4) is not None
+    w.neuron_rule, w.neuron_unit = "guided", "max"
+    w.w_tabs.selected_index = None

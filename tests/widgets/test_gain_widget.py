@@ -12,17 +12,23 @@ from tests.helpers import hook_count as _hooks_on
 from tests.helpers import until as _until
 
 
-def test_start_probe_pause_resume_stop():
-    w = GainWidget(
-        train_scenes=64,
-        test_scenes=64,
+def _tiny(**changes) -> GainWidget:
+    """A GainWidget on a few small scenes: two probes refreshed every step, a long GAIN phase."""
+    options = dict(
+        train_scenes=32,
+        test_scenes=32,
         epochs=50,
         warmup_epochs=0,
         probes=2,
         probe_every=1,
         pixel_labels=2,
-        batch_size=16,
+        batch_size=8,
     )
+    return GainWidget(**{**options, **changes})
+
+
+def test_start_probe_pause_resume_stop():
+    w = _tiny(train_scenes=64, test_scenes=64, batch_size=16)
     w.start()
     try:
         assert _until(lambda: w.probe_refreshes >= 1), w.status
@@ -50,16 +56,7 @@ def test_start_probe_pause_resume_stop():
 
 
 def test_full_tiny_run_gives_a_table_and_bad_knobs_are_refused():
-    w = GainWidget(
-        train_scenes=32,
-        test_scenes=32,
-        epochs=1,
-        warmup_epochs=1,
-        probes=2,
-        probe_every=1,
-        pixel_labels=0,
-        batch_size=16,
-    )
+    w = _tiny(epochs=1, warmup_epochs=1, pixel_labels=0, batch_size=16)
     w.alpha = -1.0
     w.start()
     assert w.status.startswith("Error") and not w.running
@@ -80,16 +77,7 @@ def test_full_tiny_run_gives_a_table_and_bad_knobs_are_refused():
 
 
 def test_close_stops_training_and_leaves_the_model_alone():
-    w = GainWidget(
-        train_scenes=32,
-        test_scenes=32,
-        epochs=50,
-        warmup_epochs=0,
-        probes=2,
-        probe_every=1,
-        pixel_labels=2,
-        batch_size=8,
-    )
+    w = _tiny()
     w.start()
     assert _until(lambda: w.step >= 2), w.status  # training, not still rendering scenes
     thread, trainer = w.session.job.thread, w.trainer
@@ -105,7 +93,7 @@ def test_close_stops_training_and_leaves_the_model_alone():
 
 
 def test_close_before_start_and_twice_is_harmless():
-    w = GainWidget(train_scenes=32, test_scenes=32, epochs=1, warmup_epochs=0, probes=1, pixel_labels=0, batch_size=8)
+    w = _tiny(epochs=1, probes=1, probe_every=5, pixel_labels=0)
     w.omega = 0.0  # the slider reaches 0; the soft mask would then ignore the attention: refused at Start
     w.start()
     assert w.status.startswith("Error: omega") and not w.running
