@@ -19,7 +19,6 @@ knobs (layers: layer3 and ``--layer``) on both sides.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from collections.abc import Callable
@@ -39,7 +38,7 @@ try:  # optional peer: torchcam's SSCAM and ISCAM
     import torchcam.methods as tcm
 except ImportError:
     tcm = None
-from timing import devices, environment, fmt, medians, predicted_input, print_grid, rounds
+from timing import devices, environment, fmt, grid_medians, grid_parser, parse_grid, print_grid
 
 METHODS = [
     "layer-cam",
@@ -164,12 +163,8 @@ def _before(layer: str) -> str:
 
 
 def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
-    model, x, t = predicted_input(model_name, batch, cfg.size, device)
-    table = cases(model, x, t, cfg)
-    times = rounds(table, cfg.repeats, device, f"{model_name} B={batch} {device}")
     lines = []
-    for m, impls in times.items():
-        med, ratio = medians(impls)
+    for m, (med, ratio) in grid_medians(model_name, batch, device, cfg, cases).items():
         if "torchcam" in med:  # timing.medians knows pytorch-grad-cam and Captum
             ratio = f"{med['ours'] / med['torchcam']:.2f}"
         floor = med.get("grad-cam (ours)")
@@ -181,23 +176,11 @@ def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="resnet18")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--layer", default="layer4")
-    p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, plus cuda when available)")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 2 with --quick)")
+    p = grid_parser(__doc__, models="resnet18", methods=METHODS)
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps")
     p.add_argument("--augmentations", type=int, default=16, help="Augmented Grad-CAM copies")
     p.add_argument("--samples", type=int, default=4, help="SS-CAM / IS-CAM copies per channel (both sides)")
-    p.add_argument("--quick", action="store_true", help="resnet18, 64 px, batch 2, CPU, 2 repeats")
-    cfg = p.parse_args(argv)
-    if cfg.quick:
-        cfg.models, cfg.batches, cfg.devices, cfg.size = "resnet18", "2", "cpu", 64
-        cfg.repeats = cfg.repeats or 2
-    cfg.repeats = cfg.repeats or 5
+    cfg = parse_grid(p, argv)
     devs = devices(cfg.devices)
     cfg.methods = [m if m in KNOBS else E.method_info(m).name for m in cfg.methods.split(",")]
     print(

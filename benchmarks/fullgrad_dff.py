@@ -21,22 +21,18 @@ runs on the CPU with scikit-learn).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import torchvision
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guidewidgets import explain as E
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain import pgc
-from timing import devices, environment, fmt, medians, print_grid, rounds
+from timing import devices, environment, fmt, grid_medians, grid_parser, parse_grid, print_grid
 
 METHODS = ["fullgrad", "dff-concepts", "dff"]
 
@@ -63,15 +59,8 @@ def cases(model, x, t, cfg) -> dict[str, dict[str, Callable]]:
 
 
 def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)(weights=None).eval().to(device)
-    x = torch.rand(batch, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(1)).to(device)
-    with torch.no_grad():
-        t = model(x).argmax(1)
-    times = rounds(cases(model, x, t, cfg), cfg.repeats, device, f"{model_name} B={batch} {device}")
     lines = []
-    for name, impls in times.items():
-        med, ratio = medians(impls)
+    for name, (med, ratio) in grid_medians(model_name, batch, device, cfg, cases).items():
         lines.append(
             f"| {model_name} | {device} | {batch} | {name} | {fmt(med['ours'])} | {fmt(med.get('pytorch-grad-cam'))} | {ratio} |"
         )
@@ -79,21 +68,11 @@ def bench(model_name: str, batch: int, device: str, cfg) -> list[str]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="resnet18,resnet50")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--layer", default="layer4", help="DFF's layer (FullGrad uses every bias layer)")
+    p = grid_parser(
+        __doc__, models="resnet18,resnet50", methods=METHODS, layer_help="DFF's layer (FullGrad uses every bias layer)"
+    )
     p.add_argument("--concepts", type=int, default=5, help="DFF's K")
-    p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, plus cuda when available)")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 2 with --quick)")
-    p.add_argument("--quick", action="store_true", help="resnet18, 64 px, batch 2, CPU, 2 repeats")
-    cfg = p.parse_args(argv)
-    if cfg.quick:
-        cfg.models, cfg.batches, cfg.devices, cfg.size = "resnet18", "2", "cpu", 64
-        cfg.repeats = cfg.repeats or 2
-    cfg.repeats = cfg.repeats or 5
+    cfg = parse_grid(p, argv)
     cfg.methods = cfg.methods.split(",")
     devs = devices(cfg.devices)
     # pytorch-grad-cam's NMF warns at every call that it stopped at 200 iterations (ours is silent).

@@ -103,6 +103,43 @@ def print_grid(bench: Callable[[str, int, str, object], list[str]], cfg: object,
                     print(line, flush=True)
 
 
+def grid_medians(
+    model_name: str, batch: int, device: str, cfg: argparse.Namespace, cases: Callable[..., Table]
+) -> dict[str, tuple[dict[str, float], str]]:
+    """{row: (median ms per implementation, ratio to the best peer)} of ``cases(model, x, targets,
+    cfg)`` on :func:`predicted_input`'s net and images: one cell of :func:`print_grid`'s grid."""
+    model, x, t = predicted_input(model_name, batch, cfg.size, device)
+    times = rounds(cases(model, x, t, cfg), cfg.repeats, device, f"{model_name} B={batch} {device}")
+    return {row: medians(impls) for row, impls in times.items()}
+
+
+def grid_parser(
+    doc: str, *, models: str, methods: Iterable[str], layer_help: str | None = None
+) -> argparse.ArgumentParser:
+    """The command line of the grid benchmarks (explain_variants.py, fullgrad_dff.py): models x
+    batches x devices, the layer, the methods, rounds and ``--quick``; parse with :func:`parse_grid`."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=models)
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--layer", default="layer4", help=layer_help)
+    p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, plus cuda when available)")
+    p.add_argument("--methods", default=",".join(methods))
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 2 with --quick)")
+    p.add_argument("--quick", action="store_true", help="resnet18, 64 px, batch 2, CPU, 2 repeats")
+    return p
+
+
+def parse_grid(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """:func:`grid_parser`'s options parsed, ``--quick``'s settings applied and ``repeats`` filled in."""
+    cfg = p.parse_args(argv)
+    if cfg.quick:
+        cfg.models, cfg.batches, cfg.devices, cfg.size = "resnet18", "2", "cpu", 64
+        cfg.repeats = cfg.repeats or 2
+    cfg.repeats = cfg.repeats or 5
+    return cfg
+
+
 def add_size_options(p: argparse.ArgumentParser, *, size: int, batch: int, quick: str) -> None:
     """The options of the one-model peer benchmarks (attribution.py, lrp.py): image side, batch,
     rounds, device and ``--quick`` (its help says what it picks)."""

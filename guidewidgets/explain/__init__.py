@@ -41,13 +41,15 @@ from .lrp import LRPRule, lrp
 from .neuron_attribution import Neuron, neuron_gradient, neuron_guided_backprop, neuron_integrated_gradients
 from .noise_moments import smoothgrad_sq, vargrad
 from .perturbation import occlusion, rise
-from .registry import MethodInfo, explain, method_function, method_info, methods
+from .registry import Call, MethodInfo, explain, method, method_function, method_info, methods
 from .session import Explainer as Explainer
 from .superpixel_methods import feature_ablation, kernel_shap, lime, shapley_sampling
 from .task_targets import DetectorBoxScore, detections, multilabel_target, segmentation_target
 
 __all__ = [
     "MethodInfo",
+    "method",
+    "Call",
     "explain",
     "methods",
     "method_info",

@@ -43,7 +43,7 @@ from torch import nn
 
 from ..hooks import model_output
 from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer, upsample
-from .registry import MethodInfo, register
+from .registry import MethodInfo, public_signature, register
 from .targets import Target, TargetLike
 
 __all__ = [
@@ -188,10 +188,6 @@ def cam_method(
     """
 
     def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        own = list(inspect.signature(fn).parameters.values())[1:]
-        if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in own):
-            raise TypeError(f"{fn.__name__}: a CAM's own options must be keyword-only (after *)")
-
         def method(
             model: nn.Module,
             x: torch.Tensor,
@@ -215,8 +211,7 @@ def cam_method(
             call = CamCall(model, x, t, layers, reshape, progress, eigen_smooth)
             return finish(fn(call, **options), x, relu)
 
-        base = list(inspect.signature(method).parameters.values())[:-1]  # without **options
-        method.__signature__ = inspect.Signature([*base, *own], return_annotation="torch.Tensor")  # type: ignore[attr-defined]
+        own = public_signature(method, fn, "a CAM")
         method.__name__, method.__qualname__, method.__module__ = fn.__name__, fn.__qualname__, fn.__module__
         extra = "".join(f", {p.name}={p.default!r}" for p in own)
         eigen = "" if channel_weights else "; this method has no channel weights, so no ``eigen_smooth``"

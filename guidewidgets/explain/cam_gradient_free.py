@@ -255,9 +255,10 @@ def _gather(a: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return a.gather(1, chosen[:, :, None, None].expand(-1, -1, *a.shape[2:]))
 
 
-def _warn_many(method: str, channels: int, images: int, keep: int | None, copies: int = 1) -> None:
+def _warn_many(method: str, channels: int, images: int, keep: int | None, copies: int = 1, stacklevel: int = 5) -> None:
     """Tell before a long run starts: the number of masked forwards, and ``max_channels`` as the cure
-    (``copies``: masked forwards per channel and image, e.g. noisy or scaled copies)."""
+    (``copies``: masked forwards per channel and image, e.g. noisy or scaled copies; ``stacklevel``:
+    frames up to the user's call, through the method and the two registry wrappers)."""
     forwards = channels * images * copies
     if keep is not None or forwards <= _MANY_FORWARDS:
         return
@@ -268,5 +269,5 @@ def _warn_many(method: str, channels: int, images: int, keep: int | None, copies
         "pass max_channels=64 (for example) "
         "to keep only each image's channels of largest mean activation and run that many per image",
         UserWarning,
-        stacklevel=5,
+        stacklevel=stacklevel,
     )

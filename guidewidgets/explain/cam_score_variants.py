@@ -42,6 +42,18 @@ def _check_samples(samples: object) -> int:
     return int(samples)
 
 
+def _kept_channels(
+    c: CamCall, name: str, samples: int, max_channels: int | None
+) -> tuple[torch.Tensor, Target, Progress]:
+    """(the clean image's feature maps of the kept channels (B, n, h, w), the target fixed to the
+    clean image, progress over the samples x n x B masked forwards), after the warning of a long run."""
+    a, _, t = clean_pass(c)
+    a = _gather(a, _channels(a, _check_max_channels(max_channels)))
+    b, n = c.x.shape[0], a.shape[1]
+    _warn_many(name, n, b, max_channels, samples, stacklevel=6)
+    return a, t, Progress(c.progress, samples * n * b)
+
+
 def _masked_scores(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, t: Target) -> torch.Tensor:
     """Target scores (k, B) of the images ``x`` (B, C, H, W) times the masks (B, k, H, W), one
     forward of k*B images (copy-major, as :meth:`Target.scores` reads them)."""
@@ -93,11 +105,8 @@ def ss_cam(
         raise ValueError(f"noise must be a finite number >= 0 (the std of the noise added to the masks), got {noise!r}")
     x = c.x
     b, _, h, w = x.shape
-    a, _, t = clean_pass(c)
-    a = _gather(a, _channels(a, _check_max_channels(max_channels)))
+    a, t, done = _kept_channels(c, "ss-cam", samples, max_channels)
     n = a.shape[1]
-    _warn_many("ss-cam", n, b, max_channels, samples)
-    done = Progress(c.progress, samples * n * b)
     per = auto_batch_size(x, batch_size)
     gen = torch.Generator(device=x.device).manual_seed(int(seed))
     total = torch.zeros(n, b, device=x.device, dtype=x.dtype)
@@ -140,11 +149,8 @@ def is_cam(
     samples = _check_samples(samples)
     x = c.x
     b, _, h, w = x.shape
-    a, _, t = clean_pass(c)
-    a = _gather(a, _channels(a, _check_max_channels(max_channels)))
+    a, t, done = _kept_channels(c, "is-cam", samples, max_channels)
     n = a.shape[1]
-    _warn_many("is-cam", n, b, max_channels, samples)
-    done = Progress(c.progress, samples * n * b)
     coeffs = torch.arange(1, samples + 1, dtype=torch.float64).cumsum(0) / samples
     total = torch.zeros(n, b, device=x.device, dtype=x.dtype)
     with torch.no_grad():

@@ -12,6 +12,7 @@ upsampling (the sum of the unupsampled map is the sum of the attribution).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -29,6 +30,24 @@ __all__ = ["layer_attribution", "layer_conductance", "layer_integrated_gradients
 Baseline = float | Sequence[float] | torch.Tensor | None
 
 
+class _Path(NamedTuple):
+    """The options of a path method (:meth:`checked` checks them)."""
+
+    baseline: Baseline
+    steps: int
+    rule: str
+    batch_size: int | None
+    reshape: Reshape | None
+    progress: Callable[[float], None] | None
+
+    def checked(self) -> _Path:
+        """These options with ``steps`` and ``reshape`` checked (a sentence naming the fix)."""
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1 (intervals on the path from the baseline), got {steps!r}")
+        return self._replace(reshape=check_reshape(self.reshape))
+
+
 def path_chunks(
     x: torch.Tensor, base: torch.Tensor, alphas: list[float], per_forward: int
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -43,32 +62,21 @@ def path_chunks(
         yield start, stop, (base + a * diff.unsqueeze(0)).reshape((stop - start) * b, *x.shape[1:])
 
 
-def _conductance(
-    model: nn.Module,
-    x: torch.Tensor,
-    t: Target,
-    layer: str | nn.Module,
-    baseline: Baseline,
-    steps: int,
-    rule: str,
-    batch_size: int | None,
-    reshape: Reshape | None,
-    progress: Callable[[float], None] | None,
-) -> torch.Tensor:
+def _conductance(model: nn.Module, x: torch.Tensor, t: Target, layer: str | nn.Module, o: _Path) -> torch.Tensor:
     """Captum's LayerConductance: sum_k (A(p_k+1) - A(p_k)) * dF/dA(p_k) over the ``steps + 1``
     points p_k of the rule on the straight path."""
-    alphas, _ = path_points(steps + 1, rule)
-    base = resolve_baseline(baseline, x.detach())
+    alphas, _ = path_points(o.steps + 1, o.rule)
+    base = resolve_baseline(o.baseline, x.detach())
     if t.needs_prediction:  # every point is explained for the image's own predicted class
         with torch.no_grad():
             t = t.fix(hooks.model_output(model(x)))
     b = x.shape[0]
     total: torch.Tensor | None = None
     prev: tuple[torch.Tensor, torch.Tensor] | None = None
-    done = Progress(progress, len(alphas))
-    for start, stop, points in path_chunks(x.detach(), base, alphas, auto_batch_size(x, batch_size)):
+    done = Progress(o.progress, len(alphas))
+    for start, stop, points in path_chunks(x.detach(), base, alphas, auto_batch_size(x, o.batch_size)):
         k = stop - start
-        a, g, _ = layer_gradients(model, points, t, layer, repeats=k, reshape=reshape)
+        a, g, _ = layer_gradients(model, points, t, layer, repeats=k, reshape=o.reshape)
         a, g = a.view(k, b, *a.shape[1:]), g.view(k, b, *g.shape[1:])
         if prev is not None:  # why carry the last point: its difference to the next chunk's first
             a, g = torch.cat([prev[0], a]), torch.cat([prev[1], g])
@@ -120,32 +128,21 @@ def _gradient_at_set_layer(
     return g
 
 
-def _layer_ig(
-    model: nn.Module,
-    x: torch.Tensor,
-    t: Target,
-    layer: str | nn.Module,
-    baseline: Baseline,
-    steps: int,
-    rule: str,
-    batch_size: int | None,
-    reshape: Reshape | None,
-    progress: Callable[[float], None] | None,
-) -> torch.Tensor:
+def _layer_ig(model: nn.Module, x: torch.Tensor, t: Target, layer: str | nn.Module, o: _Path) -> torch.Tensor:
     """Captum's LayerIntegratedGradients on the layer's output: (A(x) - A(x0)) * the rule's mean
     of dF/dA along A(x0) + alpha (A(x) - A(x0)), the rest of the forward run on ``x``."""
-    alphas, weights = path_points(steps, rule)
+    alphas, weights = path_points(o.steps, o.rule)
     x = x.detach()
-    base = resolve_baseline(baseline, x).expand_as(x)
-    ax, to_grid, out = _layer_output(model, x, layer, reshape)
-    a0, _, _ = _layer_output(model, base.contiguous(), layer, reshape)
+    base = resolve_baseline(o.baseline, x).expand_as(x)
+    ax, to_grid, out = _layer_output(model, x, layer, o.reshape)
+    a0, _, _ = _layer_output(model, base.contiguous(), layer, o.reshape)
     if t.needs_prediction:
         t = t.fix(out)
     b = x.shape[0]
     w_all = torch.tensor(weights, device=x.device, dtype=x.dtype)
     total = torch.zeros_like(ax)
-    done = Progress(progress, steps)
-    for start, stop, path in path_chunks(ax, a0, alphas, auto_batch_size(x, batch_size)):
+    done = Progress(o.progress, o.steps)
+    for start, stop, path in path_chunks(ax, a0, alphas, auto_batch_size(x, o.batch_size)):
         k = stop - start
         xs = x.repeat(k, *([1] * (x.dim() - 1)))
         g = _gradient_at_set_layer(model, xs, t, layer, path, k)
@@ -156,14 +153,6 @@ def _layer_ig(
 
 
 Compute = Callable[..., torch.Tensor]  # _conductance or _layer_ig
-
-
-def _checked(options: tuple) -> tuple:
-    """(baseline, steps, rule, batch_size, reshape, progress) with ``steps`` and ``reshape`` checked."""
-    baseline, steps, rule, batch_size, reshape, progress = options
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1 (intervals on the path from the baseline), got {steps!r}")
-    return baseline, steps, rule, batch_size, check_reshape(reshape), progress
 
 
 _COMPUTE: dict[str, Compute] = {}  # method name -> its (B, C, h, w) attribution (filled below)
@@ -217,41 +206,13 @@ def layer_attribution(
     x = check_input(model, x)
     with model_lock(model), eval_mode(model):
         where = resolve_layer(model, x, layer)
-        options = _checked((baseline, steps, rule, batch_size, reshape, progress))
-        return _COMPUTE[method](model, x, Target(target, x.shape[0]), where, *options)
+        options = _Path(baseline, steps, rule, batch_size, reshape, progress).checked()
+        return _COMPUTE[method](model, x, Target(target, x.shape[0]), where, options)
 
 
 def _map(attr: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The channel sum of a (B, C, h, w) layer attribution, upsampled to ``x``'s (H, W)."""
     return upsample(attr.sum(1), x)
-
-
-_REF_CONDUCTANCE = "Dhamdhere et al., How Important Is a Neuron?, ICLR 2019 (arXiv:1805.12233); Captum LayerConductance"
-_REF_LAYER_IG = (
-    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017; Captum LayerIntegratedGradients"
-)
-
-
-def _registered(compute: Compute, name: str, doc: str) -> Compute:
-    """The registered method's own part: ``compute``'s attribution as a map (:func:`_map`)."""
-    _COMPUTE[name.replace("_", "-")] = compute
-
-    def fn(
-        c: Call,
-        *,
-        baseline: Baseline = 0.0,
-        steps: int = 50,
-        rule: str = "gausslegendre",
-        batch_size: int | None = None,
-        reshape: Reshape | None = None,
-    ) -> torch.Tensor:
-        assert c.layer is not None  # uses_layer: the registry resolved it
-        options = _checked((baseline, steps, rule, batch_size, reshape, c.progress))
-        return _map(compute(c.model, c.x, c.target, c.layer, *options), c.x)
-
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = doc
-    return fn
 
 
 _OPTIONS = """
@@ -268,43 +229,49 @@ Returns:
     (B, H, W): the (B, C, h, w) attribution summed over channels, upsampled bilinearly.
 """
 
-layer_conductance = method(
-    "layer-conductance",
-    "Layer conductance",
-    "gradient",
-    _REF_CONDUCTANCE,
+
+def _layer_method(
+    compute: Compute, name: str, title: str, order: float, captum: str, reference: str, summary: str
+) -> Compute:
+    """Register ``compute``'s (B, C, h, w) attribution as the map method ``name`` (:func:`_map`),
+    ``layer_attribution``'s method of the same name; ``captum``: the peer's class."""
+    _COMPUTE[name] = compute
+
+    def fn(
+        c: Call,
+        *,
+        baseline: Baseline = 0.0,
+        steps: int = 50,
+        rule: str = "gausslegendre",
+        batch_size: int | None = None,
+        reshape: Reshape | None = None,
+    ) -> torch.Tensor:
+        assert c.layer is not None  # uses_layer: the registry resolved it
+        options = _Path(baseline, steps, rule, batch_size, reshape, c.progress).checked()
+        return _map(compute(c.model, c.x, c.target, c.layer, options), c.x)
+
+    fn.__name__ = fn.__qualname__ = name.replace("-", "_")
+    fn.__doc__ = f"{title} (Captum's ``{captum}``, see :func:`layer_attribution`) as a map." + _OPTIONS
+    register = method(
+        name, title, "gradient", f"{reference}; Captum {captum}", summary, order=order, uses_layer=True,
+        signed=True, slow=True, quick={"steps": 4},
+    )  # fmt: skip
+    return register(fn)
+
+
+_CONDUCTANCE = (
+    "Dhamdhere et al., How Important Is a Neuron?, ICLR 2019 (arXiv:1805.12233)",
     "Conductance of each unit of the layer (its change along the path times the score's gradient), "
     "summed over channels and upsampled: signed.",
-    order=400,
-    uses_layer=True,
-    signed=True,
-    slow=True,
-    quick={"steps": 4},
-)(
-    _registered(
-        _conductance,
-        "layer_conductance",
-        "Layer conductance (Captum's ``LayerConductance``, see :func:`layer_attribution`) as a map." + _OPTIONS,
-    )
 )
-
-layer_integrated_gradients = method(
-    "layer-integrated-gradients",
-    "Layer integrated gradients",
-    "gradient",
-    _REF_LAYER_IG,
+_LAYER_IG = (
+    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
     "Integrated gradients of the layer's output (moved from its baseline value to its value), "
     "summed over channels and upsampled: signed, sums to the score difference.",
-    order=410,
-    uses_layer=True,
-    signed=True,
-    slow=True,
-    quick={"steps": 4},
-)(
-    _registered(
-        _layer_ig,
-        "layer_integrated_gradients",
-        "Layer integrated gradients (Captum's ``LayerIntegratedGradients``, see :func:`layer_attribution`) as a map."
-        + _OPTIONS,
-    )
+)
+layer_conductance = _layer_method(
+    _conductance, "layer-conductance", "Layer conductance", 400, "LayerConductance", *_CONDUCTANCE
+)
+layer_integrated_gradients = _layer_method(
+    _layer_ig, "layer-integrated-gradients", "Layer integrated gradients", 410, "LayerIntegratedGradients", *_LAYER_IG
 )

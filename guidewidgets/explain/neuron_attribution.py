@@ -23,6 +23,7 @@ import dataclasses
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,8 +33,8 @@ from ..hooks import ReLURule
 from .batching import Progress, auto_batch_size
 from .input_attribution import path_points, resolve_baseline
 from .layer_attribution import path_chunks
-from .layers import Reshape, check_feature_map, check_reshape, resolve_layer
-from .registry import MethodInfo, register
+from .layers import Reshape, check_feature_map, check_reshape
+from .registry import Call, method
 
 __all__ = ["Neuron", "NeuronTarget", "neuron_gradient", "neuron_guided_backprop", "neuron_integrated_gradients"]
 
@@ -73,7 +74,7 @@ class Neuron:
 NeuronTarget = None | int | Neuron | Sequence[int | Neuron] | torch.Tensor
 
 
-def _units(target: object, batch: int) -> list[Neuron] | None:
+def _units(target: NeuronTarget, batch: int) -> list[Neuron] | None:
     """``target`` as one Neuron per sample (None: the most active channel, decided later)."""
     if type(target).__module__ == "numpy" and hasattr(target, "tolist"):
         target = target.tolist()  # type: ignore[union-attr]  # numpy ints and integer arrays
@@ -163,7 +164,7 @@ def _unit_gradient(
     model: nn.Module,
     x: torch.Tensor,
     layer: str | nn.Module,
-    target: object,
+    target: NeuronTarget,
     reshape: Reshape | None,
     rule: str | None = None,
     repeats: int = 1,
@@ -187,33 +188,29 @@ def _unit_gradient(
             f"{type(model).__name__} ran no ReLU-family activation before layer {layer!r}, so the "
             f"{rule!r} rule changed nothing and the result is the plain neuron gradient",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return g, units
 
 
-def _info(name: str, title: str, captum: str, summary: str, order: float, **more: object) -> MethodInfo:
-    return MethodInfo(
-        name, title, "gradient", captum, summary, order=order, uses_layer=True, has_image=True,
-        target_kind="neuron", **more,  # type: ignore[arg-type]
+def _neuron_method(
+    name: str, title: str, reference: str, summary: str, order: float, **more: Any
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """:func:`~guidewidgets.explain.registry.method` for a neuron method: ``c.target`` is the units
+    (one :class:`Neuron` per sample, or None for each sample's most active channel)."""
+    return method(
+        name, title, "gradient", reference, summary, order=order, uses_layer=True, has_image=True,
+        target_kind="neuron", check_target=_units, **more,
     )  # fmt: skip
 
 
 def _gradient_method(name: str, rule: str | None, doc: str) -> Callable[..., torch.Tensor]:
-    """A neuron's gradient image with ReLUs back-propagating by ``rule`` (None: plain)."""
+    """The own part of a neuron's gradient image with ReLUs back-propagating by ``rule`` (None: plain)."""
 
-    def fn(
-        model: nn.Module,
-        x: torch.Tensor,
-        target: NeuronTarget = None,
-        layer: str | nn.Module | None = None,
-        *,
-        progress: Callable[[float], None] | None = None,
-        raw: bool = False,
-        reshape: Reshape | None = None,
-    ) -> torch.Tensor:
-        layer = resolve_layer(model, x, layer)
-        g, _ = _unit_gradient(model, x, layer, target, check_reshape(reshape), rule)
+    def fn(c: Call, *, raw: bool = False, reshape: Reshape | None = None) -> torch.Tensor:
+        assert c.layer is not None  # uses_layer: the registry resolved it
+        units = cast("list[Neuron] | None", c.target)  # what _units (check_target) gave
+        g, _ = _unit_gradient(c.model, c.x, c.layer, units, check_reshape(reshape), rule)
         return g if raw else g.abs().amax(1)
 
     fn.__name__ = fn.__qualname__ = name
@@ -237,27 +234,23 @@ Returns:
     (B, H, W): the image's largest absolute value over colour channels (``raw=True``: the image).
 """
 
-neuron_gradient = register(
-    _info(
-        "neuron-gradient",
-        "Neuron gradient",
-        "Simonyan et al., Deep Inside Convolutional Networks, ICLR 2014 workshop; Captum NeuronGradient",
-        "Absolute gradient of one unit of the layer (a channel, or a channel at a position) with respect "
-        "to the pixels, largest over colour channels.",
-        420,
-    )
+neuron_gradient = _neuron_method(
+    "neuron-gradient",
+    "Neuron gradient",
+    "Simonyan et al., Deep Inside Convolutional Networks, ICLR 2014 workshop; Captum NeuronGradient",
+    "Absolute gradient of one unit of the layer (a channel, or a channel at a position) with respect "
+    "to the pixels, largest over colour channels.",
+    420,
 )(_gradient_method("neuron_gradient", None, "Gradient of one unit of ``layer`` with respect to the pixels." + _ARGS))
 
-neuron_guided_backprop = register(
-    _info(
-        "neuron-guided-backprop",
-        "Neuron guided backprop",
-        "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop; "
-        "Captum NeuronGuidedBackprop",
-        "Guided backprop from one unit of the layer: what the unit responds to in the image (the "
-        "visualization lecture's figure); ReLU-family activations before the layer are gated.",
-        430,
-    )
+neuron_guided_backprop = _neuron_method(
+    "neuron-guided-backprop",
+    "Neuron guided backprop",
+    "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop; "
+    "Captum NeuronGuidedBackprop",
+    "Guided backprop from one unit of the layer: what the unit responds to in the image (the "
+    "visualization lecture's figure); ReLU-family activations before the layer are gated.",
+    430,
 )(
     _gradient_method(
         "neuron_guided_backprop",
@@ -268,31 +261,25 @@ neuron_guided_backprop = register(
 )
 
 
-@register(
-    _info(
-        "neuron-integrated-gradients",
-        "Neuron integrated gradients",
-        "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017; Captum NeuronIntegratedGradients",
-        "Integrated gradients of one unit of the layer: signed, sums to the unit's change from the baseline.",
-        440,
-        signed=True,
-        slow=True,
-        quick={"steps": 4},
-    )
+@_neuron_method(
+    "neuron-integrated-gradients",
+    "Neuron integrated gradients",
+    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017; Captum NeuronIntegratedGradients",
+    "Integrated gradients of one unit of the layer: signed, sums to the unit's change from the baseline.",
+    440,
+    signed=True,
+    slow=True,
+    quick={"steps": 4},
 )
 def neuron_integrated_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: NeuronTarget = None,
-    layer: str | nn.Module | None = None,
+    c: Call,
     *,
-    progress: Callable[[float], None] | None = None,
     raw: bool = False,
+    reshape: Reshape | None = None,
     baseline: float | Sequence[float] | torch.Tensor | None = 0.0,
     steps: int = 50,
     rule: str = "gausslegendre",
     batch_size: int | None = None,
-    reshape: Reshape | None = None,
 ) -> torch.Tensor:
     """(x - baseline) * sum_i w_i d unit / d x at baseline + alpha_i (x - baseline), summed over
     colour channels (``raw=True``: the (B, C, H, W) attribution).
@@ -313,15 +300,16 @@ def neuron_integrated_gradients(
         unit(baseline) up to the quadrature's error (``raw=True``: the (B, C, H, W) attribution).
     """
     alphas, weights = path_points(steps, rule)
-    layer = resolve_layer(model, x, layer)
+    model, layer, progress = c.model, c.layer, c.progress
+    units = cast("list[Neuron] | None", c.target)  # what _units (check_target) gave
+    assert layer is not None  # uses_layer: the registry resolved it
     reshape = check_reshape(reshape)
-    x = x.detach()
+    x = c.x.detach()
     b = x.shape[0]
-    units = _units(target, b)
     if units is None:
         with torch.no_grad():
             top = _forward_to_layer(model, x, layer, reshape).sum((2, 3)).argmax(1)
-        units = [Neuron(int(c)) for c in top.tolist()]
+        units = [Neuron(int(ch)) for ch in top.tolist()]
     base = resolve_baseline(baseline, x)
     total = torch.zeros_like(x)
     w_all = torch.tensor(weights, device=x.device, dtype=x.dtype)

@@ -203,6 +203,40 @@ class Call:
             return self.target.fix(model_output(self.model(self.x)))
 
 
+def public_signature(
+    run: Callable[..., torch.Tensor], fn: Callable[..., torch.Tensor], what: str, target: Any = None
+) -> list[inspect.Parameter]:
+    """Give ``run(model, x, target, layer, *, progress, <knobs>, **options)`` the public signature:
+    its own parameters without ``**options``, then the options of ``fn(call, *, <options>)``.
+
+    Args:
+        run: the registered method's body (by :func:`method`, or by the CAM base's ``cam_method``).
+        fn: the method's own part; its parameters after the first must be keyword-only.
+        what: how a refusal names the method ("a method", "a CAM").
+        target: the annotation of ``target=`` (None: ``run``'s own).
+
+    Returns:
+        ``fn``'s options (the parameters after the call).
+    """
+    own = list(inspect.signature(fn).parameters.values())[1:]
+    if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in own):
+        raise TypeError(f"{fn.__name__}: {what}'s own options must be keyword-only (after *)")
+    base = list(inspect.signature(run).parameters.values())[:-1]  # without **options
+    if target is not None:
+        base[2] = base[2].replace(annotation=target)
+    # Why __signature__: inspect.signature, explain()'s option check and sphinx autodoc read it.
+    run.__signature__ = inspect.Signature([*base, *own], return_annotation="torch.Tensor")  # type: ignore[attr-defined]
+    return own
+
+
+def _annotation(check_target: Callable[..., Any]) -> Any:
+    """What ``target=`` is annotated with: ``check_target``'s first parameter's annotation (a
+    neuron method's own target type), or None for :class:`Target` (the public ``TargetLike``)."""
+    if check_target is Target:
+        return None
+    return next(iter(inspect.signature(check_target).parameters.values())).annotation
+
+
 def method(
     name: str,
     title: str,
@@ -248,10 +282,6 @@ def method(
     )
 
     def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        own = list(inspect.signature(fn).parameters.values())[1:]
-        if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in own):
-            raise TypeError(f"{fn.__name__}: a method's own options must be keyword-only (after *)")
-
         def run(
             model: nn.Module,
             x: torch.Tensor,
@@ -265,9 +295,7 @@ def method(
             where = resolve_layer(model, x, layer) if uses_layer else layer
             return fn(Call(model, x, t, where, progress), **options)
 
-        base = list(inspect.signature(run).parameters.values())[:-1]  # without **options
-        # Why __signature__: inspect.signature, explain()'s option check and sphinx autodoc read it.
-        run.__signature__ = inspect.Signature([*base, *own], return_annotation="torch.Tensor")  # type: ignore[attr-defined]
+        public_signature(run, fn, "a method", _annotation(check_target))
         functools.update_wrapper(run, fn, updated=())  # fn's name, qualified name, module and docstring
         return register(info)(run)
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision.models as tvm
-from torch import nn
 
 from guidewidgets import explain as E
 from guidewidgets import hooks, zoo
 from guidewidgets.explain.cam_projections import KERNELS, kernel_pca
 from guidewidgets.explain.layers import recording, upsample
+from tests.explain.peer_nets import cam_layers, random_net
 from tests.explain.test_peers import corr
 
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -25,25 +25,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 SIZE = 64
 TARGETS = [3, 7]
 
-# A layer with a (B, C, h, w) map of h, w >= 4 at 64 px whose activations keep a usable scale with
-# random weights (deeper MobileNet/ShuffleNet blocks fall to ~1e-6), and that no inplace op
-# overwrites afterwards (pytorch-grad-cam keeps the layer's output without copying it).
-ARCHS = {
-    "resnet18": (tvm.resnet18, "layer3"),
-    "vgg11": (tvm.vgg11, "features.14"),
-    "densenet121": (tvm.densenet121, "features.denseblock3"),
-    "mobilenet_v3_small": (tvm.mobilenet_v3_small, "features.3"),
-    "regnet_y_400mf": (tvm.regnet_y_400mf, "trunk_output.block3"),
-    "shufflenet_v2_x0_5": (tvm.shufflenet_v2_x0_5, "stage2"),
-    "squeezenet1_1": (tvm.squeezenet1_1, "features.9"),
-    "convnext_tiny": (tvm.convnext_tiny, "features.5"),
-}
-
-
-def random_net(name: str) -> nn.Module:
-    """The named torchvision architecture with seeded random weights and 10 classes, in eval mode."""
-    torch.manual_seed(0)
-    return ARCHS[name][0](weights=None, num_classes=10).eval()
+ARCHS = cam_layers(0)  # architecture -> layer (why those layers: tests.explain.peer_nets)
 
 
 def images(n: int = 2, size: int = SIZE) -> torch.Tensor:
@@ -79,7 +61,7 @@ def assert_matches_up_to_sign(ours_raw, ours, ref_raw, ref, name):
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_new_cams_match_pytorch_grad_cam(arch):
-    model, layer, x = random_net(arch), ARCHS[arch][1], images()
+    model, layer, x = random_net(arch), ARCHS[arch], images()
     for ours, theirs in [("grad-cam-elementwise", pgc.GradCAMElementWise), ("kpca-cam", pgc.KPCA_CAM)]:
         ref = peer_run(model, x, theirs, layer)
         maps = E.explain(model, x, ours, target=TARGETS, layer=layer)

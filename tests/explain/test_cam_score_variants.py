@@ -14,21 +14,12 @@ import torchvision.models as tvm
 from guidewidgets import explain as E
 from guidewidgets import zoo
 from guidewidgets.explain.layers import upsample
+from tests.explain.peer_nets import cam_layers, random_net
 from tests.explain.test_peers import corr
 
 SIZE = 64
 
-# Layers with at most 128 channels at 64 px (every channel is a masked forward per sample) whose
-# map is not all zero after the ReLU with random weights (VGG and DenseNet take 10-30 s here).
-ARCHS = {
-    "resnet18": (tvm.resnet18, "layer2"),
-    "mobilenet_v3_small": (tvm.mobilenet_v3_small, "features.3"),
-    "shufflenet_v2_x0_5": (tvm.shufflenet_v2_x0_5, "stage2"),
-    "squeezenet1_1": (tvm.squeezenet1_1, "features.4"),
-    "regnet_y_400mf": (tvm.regnet_y_400mf, "trunk_output.block2"),
-    "efficientnet_b0": (tvm.efficientnet_b0, "features.2"),
-    "mnasnet0_5": (tvm.mnasnet0_5, "layers.9"),
-}
+ARCHS = cam_layers(1)  # architecture -> layer (why those layers: tests.explain.peer_nets)
 PEERS = {
     "ss-cam": ("SSCAM", {"num_samples": 2}, {"samples": 2}),
     "is-cam": ("ISCAM", {"num_samples": 2}, {"samples": 2}),
@@ -53,9 +44,7 @@ def torchcam_map(model, x, name, layer, target, seed=0):
 @pytest.mark.parametrize("name", list(PEERS))
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_score_variants_match_torchcam(arch, name):
-    torch.manual_seed(0)
-    factory, layer = ARCHS[arch]
-    model = factory(weights=None, num_classes=10).eval()
+    model, layer = random_net(arch), ARCHS[arch]
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     ref = torchcam_map(model, x, name, layer, 3)
     ours = E.explain(model, x, name, target=3, layer=layer, **PEERS[name][2])

@@ -6,13 +6,12 @@ channel sum; bad input is refused with a sentence."""
 
 import pytest
 import torch
-import torchvision
 
 from guidewidgets import explain as E
-from guidewidgets import hooks, zoo
-from guidewidgets.explain import layers
+from guidewidgets import hooks
 
 captum_attr = pytest.importorskip("captum.attr")
+from tests.explain.peer_nets import nets_at_default_layer  # noqa: E402
 from tests.explain.test_peers import corr, plain_relus  # noqa: E402  (one correlation for every peer test)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -24,17 +23,8 @@ SIZE, STEPS, TARGETS = 48, 6, [3, 7]
 @pytest.fixture(scope="module")
 def nets():
     """name -> (model, images, targets, default layer name), built once."""
-    out = {}
-    gen = torch.Generator().manual_seed(1)
-    clf = zoo.load("shapes-classifier")
-    x = torch.rand(2, 3, 96, 96, generator=gen)
-    out["shapes-classifier"] = (clf, x, [1, 4], layers.resolve_layer(clf, x, None))
-    for arch in ARCHS:
-        torch.manual_seed(0)
-        model = getattr(torchvision.models, arch)(weights=None, num_classes=10).eval()
-        x = torch.rand(2, 3, SIZE, SIZE, generator=gen)
-        out[arch] = (model, x, TARGETS, layers.resolve_layer(model, x, None))
-    return out
+    built = nets_at_default_layer(ARCHS, seed=1, size=SIZE)
+    return {n: (m, x, [1, 4] if n == "shapes-classifier" else TARGETS, layer) for n, (m, x, layer) in built.items()}
 
 
 def cond(model, x, *args, **kw):

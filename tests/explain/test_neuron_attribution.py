@@ -7,15 +7,14 @@ same result; a unit outside the layer is refused with a sentence naming the vali
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from guidewidgets import explain as E
-from guidewidgets import hooks, zoo
-from guidewidgets.explain import layers
+from guidewidgets import hooks
 from guidewidgets.explain.neuron_attribution import Neuron
 
 captum_attr = pytest.importorskip("captum.attr")
+from tests.explain.peer_nets import nets_at_default_layer  # noqa: E402
 from tests.explain.test_peers import corr, plain_relus  # noqa: E402  (one correlation for every peer test)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks", "ignore:Input Tensor")
@@ -29,17 +28,7 @@ SIZE, STEPS = 48, 6
 @pytest.fixture(scope="module")
 def nets():
     """name -> (model, images, default layer name), built once."""
-    out = {}
-    gen = torch.Generator().manual_seed(2)
-    clf = zoo.load("shapes-classifier")
-    x = torch.rand(2, 3, 96, 96, generator=gen)
-    out["shapes-classifier"] = (clf, x, layers.resolve_layer(clf, x, None))
-    for arch in [*ARCHS, "mobilenet_v2"]:
-        torch.manual_seed(0)
-        model = getattr(torchvision.models, arch)(weights=None, num_classes=10).eval()
-        x = torch.rand(2, 3, SIZE, SIZE, generator=gen)
-        out[arch] = (model, x, layers.resolve_layer(model, x, None))
-    return out
+    return nets_at_default_layer([*ARCHS, "mobilenet_v2"], seed=2, size=SIZE)
 
 
 def grid_of(model, x, layer):
