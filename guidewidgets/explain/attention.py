@@ -15,15 +15,7 @@ from .registry import Call, method
 __all__ = ["attention_rollout"]
 
 
-@method(
-    "attention-rollout",
-    "Attention rollout",
-    "attention",
-    "Abnar & Zuidema, Quantifying Attention Flow in Transformers, ACL 2020",
-    "Attention of the class token to each patch, multiplied through all layers (with the residual "
-    "as 0.5 I); class-agnostic: the same map for every target. Needs nn.MultiheadAttention layers (ViT, DeiT).",
-    order=220,
-)
+@method("attention-rollout")
 def attention_rollout(c: Call, *, head_fusion: Literal["mean", "max", "min"] = "mean") -> torch.Tensor:
     """Rollout R = A_L ... A_1 with A_l = 0.5 W_l + 0.5 I (rows renormalised), W_l layer l's
     attention fused over heads (``head_fusion``: the paper's mean, or max/min); the map is the

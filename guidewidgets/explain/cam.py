@@ -87,14 +87,7 @@ def _gap_linear_weights(heads: list, a: torch.Tensor, out: torch.Tensor) -> tupl
     )
 
 
-@cam_method(
-    "cam",
-    "CAM",
-    "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
-    "Feature maps weighted by the classifier weights of the class (needs a global-average-pool + linear head).",
-    order=10,
-    channel_weights=True,
-)
+@cam_method("cam", channel_weights=True)
 def cam(c: CamCall) -> torch.Tensor:
     """CAM: sum_k w[c, k] A_k with w the final linear layer's weights (one forward, no backward)."""
     out, weight, fmap = _cam_parts(c.model, c.x, c.layer, c.reshape)
@@ -147,13 +140,7 @@ def _cam_parts(
     return out, weight, fmap
 
 
-@gradient_cam(
-    "grad-cam",
-    "Grad-CAM",
-    "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
-    "Feature maps weighted by the spatial mean of the class score's gradient, then ReLU.",
-    order=20,
-)
+@gradient_cam("grad-cam")
 def grad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Grad-CAM: ReLU(sum_k mean_ij(dy/dA_k) A_k); one forward and a backward to the layer only."""
     return g.mean((2, 3))
@@ -166,29 +153,14 @@ def _grad_cam_pp_weights(a: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3
     return (alpha * g1.clamp_min(0)).sum((2, 3))
 
 
-@gradient_cam(
-    "grad-cam++",
-    "Grad-CAM++",
-    "Chattopadhyay et al., Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks, WACV 2018",
-    "Grad-CAM with per-pixel weights from higher-order derivatives; better for several instances of a class.",
-    order=30,
-)
+@gradient_cam("grad-cam++")
 def grad_cam_pp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ (same cost as Grad-CAM)."""
     g2 = g * g
     return _grad_cam_pp_weights(a, g, g2, g2 * g)
 
 
-@cam_method(
-    "smooth-grad-cam++",
-    "Smooth Grad-CAM++",
-    "Omeiza et al., Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for Deep Convolutional Neural Network Models, 2019",
-    "Grad-CAM++ with its gradients averaged over noisy copies of the image.",
-    order=40,
-    slow=True,
-    quick={"samples": 2},
-    channel_weights=True,
-)
+@cam_method("smooth-grad-cam++", slow=True, quick={"samples": 2}, channel_weights=True)
 def smooth_grad_cam_pp(
     c: CamCall, *, samples: int = 25, noise: float = 0.15, seed: int = 0, batch_size: int | None = None
 ) -> torch.Tensor:
@@ -207,68 +179,33 @@ def smooth_grad_cam_pp(
     return c.combine(_grad_cam_pp_weights(a, g1 / samples, g2 / samples, g3 / samples), a)
 
 
-@gradient_cam(
-    "layer-cam",
-    "LayerCAM",
-    "Jiang et al., LayerCAM: Exploring Hierarchical Class Activation Maps for Localization, IEEE TIP 2021",
-    "Each activation weighted by its own positive gradient (no spatial averaging): usable at shallow layers.",
-    order=60,
-    elementwise=True,
-)
+@gradient_cam("layer-cam", elementwise=True)
 def layer_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """LayerCAM: ReLU(sum_k ReLU(dy/dA_k) * A_k), element-wise weights; one forward, one backward."""
     return g.clamp_min(0) * a
 
 
-@gradient_cam(
-    "xgrad-cam",
-    "XGrad-CAM",
-    "Fu et al., Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs, BMVC 2020",
-    "Grad-CAM with the gradient averaged under the activation's own weights (sensitivity and conservation axioms).",
-    order=70,
-)
+@gradient_cam("xgrad-cam")
 def xgrad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """XGrad-CAM: weights w_k = sum_ij A_k(i,j) dy/dA_k(i,j) / sum_ij A_k(i,j)."""
     # Why 1e-7: pytorch-grad-cam's epsilon; all-zero channels then get weight 0.
     return (g * a).sum((2, 3)) / (a.sum((2, 3)) + 1e-7)
 
 
-@gradient_cam(
-    "hires-cam",
-    "HiResCAM",
-    "Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional neural networks, arXiv:2011.08891, 2020",
-    "Element-wise gradient x activation summed over channels: faithful to the score for GAP-linear heads.",
-    order=80,
-    elementwise=True,
-)
+@gradient_cam("hires-cam", elementwise=True)
 def hires_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """HiResCAM: ReLU(sum_k dy/dA_k * A_k) element-wise (equals Grad-CAM when the head is GAP + linear)."""
     return g * a
 
 
-@gradient_cam(
-    "grad-cam-elementwise",
-    "Grad-CAM element-wise",
-    "pytorch-grad-cam's GradCAMElementWise (Gildenblat et al., github.com/jacobgil/pytorch-grad-cam, 2021): "
-    "HiResCAM (Draelos & Carin, arXiv:2011.08891) with each product rectified",
-    "Gradient x activation rectified element-wise before the channel sum: only the positive evidence.",
-    order=85,
-    elementwise=True,
-)
+@gradient_cam("grad-cam-elementwise", elementwise=True)
 def grad_cam_elementwise(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Grad-CAM element-wise: sum_k ReLU(dy/dA_k * A_k); HiResCAM's cost. It never has negative
     values, so ``relu`` changes nothing; it bounds HiResCAM from above."""
     return (g * a).clamp_min(0)
 
 
-@gradient_cam(
-    "sharpen-focus",
-    "Sharpen Focus",
-    "Wang et al., Sharpen Focus: Learning with Attention Separability and Consistency, ICCV 2019 "
-    "(as taught in the localization lecture: w_k = 1/(nm) sum_ij ReLU(dy/dA_k(i,j)))",
-    "Grad-CAM whose channel weights average only the positive gradients.",
-    order=90,
-)
+@gradient_cam("sharpen-focus")
 def sharpen_focus(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Sharpen Focus attention: ReLU(sum_k mean_ij(ReLU(dy/dA_k)) A_k); Grad-CAM's cost."""
     return g.clamp_min(0).mean((2, 3))

@@ -250,15 +250,7 @@ def super_resolve(
     return as_maps(h) * scale.view(b, 1, 1), trace
 
 
-@cam_method(
-    "augmented-grad-cam",
-    "Augmented Grad-CAM",
-    "Morbidelli et al., Augmented Grad-CAM: Heat-Maps Super Resolution Through Augmentation, ICASSP 2020",
-    "A sharper Grad-CAM: one map at the image's resolution that explains the Grad-CAMs of shifted and rotated copies.",
-    order=50,
-    slow=True,
-    quick={"augmentations": 2, "iterations": 2},
-)
+@cam_method("augmented-grad-cam", slow=True, quick={"augmentations": 2, "iterations": 2})
 def augmented_grad_cam(
     c: CamCall,
     *,

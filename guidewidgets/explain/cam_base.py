@@ -5,9 +5,10 @@ Every CAM records the feature map A (B, C, h, w) of a layer (token and channels-
 on their grid, or ``reshape=callable(output) -> (B, C, h, w)``), combines it into a map
 (B, h, w), ReLUs it unless ``relu=False`` and upsamples it bilinearly to the input. A gradient
 CAM also needs dy/dA; most then differ only in their channel weights w (B, C), the map being
-sum_k w_k A_k (torchcam's shape: one base, each method its ``_get_weights``)::
+sum_k w_k A_k (torchcam's shape: one base, each method its ``_get_weights``). Its title, paper,
+summary and order are its row in :mod:`~guidewidgets.explain.catalog`, so the method is::
 
-    @gradient_cam("my-cam", "My-CAM", "Me et al. 2027", "Grad-CAM with squared gradients.", order=95)
+    @gradient_cam("my-cam")  # row: (95, "my-cam", "My-CAM", "cam", "Me et al. 2027", "Grad-CAM with ...")
     def my_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         '''My-CAM: w_k = mean_ij (dy/dA_k)^2.'''
         return (g * g).mean((2, 3))
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from ..hooks import model_output
+from .catalog import entry
 from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, recording, resolve_layer, upsample
 from .registry import MethodInfo, public_signature, register
 from .targets import Target, TargetLike
@@ -164,11 +166,8 @@ def clean_pass(c: CamCall, *, replaces: str | None = None) -> tuple[torch.Tensor
 
 def cam_method(
     name: str,
-    title: str,
-    reference: str,
-    summary: str,
-    *,
-    order: float,
+    *texts: str,
+    order: float | None = None,
     slow: bool = False,
     quick: Mapping[str, Any] | None = None,
     channel_weights: bool = False,
@@ -182,10 +181,20 @@ def cam_method(
     and ``reshape``, calls ``fn`` and applies :func:`finish`; a list of layers and ``aug_smooth``
     run ``fn`` once per layer and augmentation (:func:`_smoothed`).
 
+    Its title, reference, summary and order are ``name``'s row in :mod:`~guidewidgets.explain.catalog`
+    (family ``"cam"``).
+
     Args:
+        name: the method's registry key, its row's name.
+        texts: none (the catalog's row), or, for a CAM outside the package (a user's, a test's):
+            its title, reference and summary, with ``order=``.
+        order: with ``texts``: its place in :func:`~guidewidgets.explain.registry.methods`.
+        slow, quick: as :class:`~guidewidgets.explain.registry.MethodInfo`'s.
         channel_weights: ``fn`` builds its map with :meth:`CamCall.combine` or :meth:`CamCall.reduce`,
             so ``eigen_smooth=True`` applies to it; without, ``eigen_smooth=True`` is refused.
     """
+
+    row = entry(name, texts, order, "cam")
 
     def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         def method(
@@ -215,11 +224,10 @@ def cam_method(
         method.__name__, method.__qualname__, method.__module__ = fn.__name__, fn.__qualname__, fn.__module__
         extra = "".join(f", {p.name}={p.default!r}" for p in own)
         eigen = "" if channel_weights else "; this method has no channel weights, so no ``eigen_smooth``"
-        method.__doc__ = inspect.cleandoc(fn.__doc__ or title) + _CALL.format(name=fn.__name__, own=extra, eigen=eigen)
-        info = MethodInfo(
-            name, title, "cam", reference, summary, order=order, uses_layer=True, slow=slow, quick=quick or {}
+        method.__doc__ = inspect.cleandoc(fn.__doc__ or row.title) + _CALL.format(
+            name=fn.__name__, own=extra, eigen=eigen
         )
-        return register(info)(method)
+        return register(MethodInfo.of(row, uses_layer=True, slow=slow, quick=quick or {}))(method)
 
     return wrap
 
@@ -323,11 +331,8 @@ def _part(progress: Callable[[float], None] | None, i: int, n: int) -> Callable[
 
 def gradient_cam(
     name: str,
-    title: str,
-    reference: str,
-    summary: str,
-    *,
-    order: float,
+    *texts: str,
+    order: float | None = None,
     pixelwise: bool = False,
     elementwise: bool = False,
 ) -> Callable[[Combine], Callable[..., torch.Tensor]]:
@@ -336,8 +341,11 @@ def gradient_cam(
     ``fn`` returns the channel weights (B, C); with ``elementwise=True`` the weighted activations
     (B, C, h, w), which are summed over channels; with ``pixelwise=True`` the map (B, h, w) itself
     (then ``eigen_smooth`` is refused). The registered method (named and documented as ``fn``)
-    takes one forward and a backward that stops at the layer (:func:`cam_gradients`).
+    takes one forward and a backward that stops at the layer (:func:`cam_gradients`). ``name``,
+    ``texts`` and ``order`` are as for :func:`cam_method` (the catalog's row unless given).
     """
+    # Why now, not in wrap: a name without a catalog row is refused where the decorator is written.
+    as_cam = cam_method(name, *texts, order=order, channel_weights=not pixelwise)
 
     def wrap(fn: Combine) -> Callable[..., torch.Tensor]:
         def own(c: CamCall) -> torch.Tensor:
@@ -352,6 +360,6 @@ def gradient_cam(
             fn.__module__,
             fn.__doc__,
         )
-        return cam_method(name, title, reference, summary, order=order, channel_weights=not pixelwise)(own)
+        return as_cam(own)
 
     return wrap

@@ -30,13 +30,7 @@ from .targets import Target
 __all__ = ["score_cam", "ablation_cam", "eigen_cam"]
 
 
-@cam_method(
-    "eigen-cam",
-    "Eigen-CAM",
-    "Muhammad & Yeasin, Eigen-CAM: Class Activation Map using Principal Components, IJCNN 2020",
-    "First principal component of the layer's activations: class-agnostic (the target is ignored), no gradients.",
-    order=100,
-)
+@cam_method("eigen-cam")
 def eigen_cam(c: CamCall) -> torch.Tensor:
     """Eigen-CAM: projection of the (pixels x channels) activations, centred per channel, on their
     first right singular vector. The sign of a singular vector is arbitrary; it is chosen so that
@@ -101,16 +95,7 @@ def _tail_scores(
             yield t.scores(out, k).view(k, b)
 
 
-@cam_method(
-    "ablation-cam",
-    "Ablation-CAM",
-    "Desai & Ramaswamy, Ablation-CAM: Visual Explanations for Deep Convolutional Network via Gradient-free Localization, WACV 2020",
-    "Feature maps weighted by the relative drop of the class score when each channel is set to zero.",
-    order=110,
-    slow=True,
-    quick={"max_channels": 8},
-    channel_weights=True,
-)
+@cam_method("ablation-cam", slow=True, quick={"max_channels": 8}, channel_weights=True)
 def ablation_cam(
     c: CamCall, *, fill: float = 0.0, batch_size: int | None = None, max_channels: int | None = None
 ) -> torch.Tensor:
@@ -160,16 +145,7 @@ def ablation_cam(
     return c.combine(w, _gather(a, chosen))
 
 
-@cam_method(
-    "score-cam",
-    "Score-CAM",
-    "Wang et al., Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks, CVPR 2020 workshops",
-    "Feature maps weighted by the softmax over channels of the class score of the image masked by each map.",
-    order=120,
-    slow=True,
-    quick={"max_channels": 8},
-    channel_weights=True,
-)
+@cam_method("score-cam", slow=True, quick={"max_channels": 8}, channel_weights=True)
 def score_cam(c: CamCall, *, batch_size: int | None = None, max_channels: int | None = None) -> torch.Tensor:
     """Score-CAM: each channel, upsampled and min-max normalised, masks the image; the target
     scores (logits, as pytorch-grad-cam) of the C masked images, softmax'd over channels, weight

@@ -30,15 +30,7 @@ __all__ = ["eigengrad_cam", "kpca_cam", "kernel_pca", "KERNELS"]
 KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 
 
-@gradient_cam(
-    "eigengrad-cam",
-    "EigenGrad-CAM",
-    "pytorch-grad-cam's EigenGradCAM (Gildenblat et al., github.com/jacobgil/pytorch-grad-cam, 2021): "
-    "Eigen-CAM (Muhammad & Yeasin, IJCNN 2020) of the gradient-weighted activations",
-    "First principal component of activation x gradient: Eigen-CAM made class-specific.",
-    order=103,
-    pixelwise=True,
-)
+@gradient_cam("eigengrad-cam", pixelwise=True)
 def eigengrad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """EigenGrad-CAM: projection of the (pixels x channels) matrix A * dy/dA, centred per channel,
     on its first right singular vector (one forward, one backward to the layer). A singular
@@ -48,14 +40,7 @@ def eigengrad_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return first_component(g * a)
 
 
-@cam_method(
-    "kpca-cam",
-    "KPCA-CAM",
-    "Karmani et al., KPCA-CAM: Visual Explainability of Deep Computer Vision Models using Kernel PCA, "
-    "arXiv:2410.00267, 2024",
-    "First kernel principal component of the layer's activations: Eigen-CAM with a nonlinear kernel, class-agnostic.",
-    order=106,
-)
+@cam_method("kpca-cam")
 def kpca_cam(c: CamCall, *, kernel: str = "sigmoid", gamma: float | None = None) -> torch.Tensor:
     """KPCA-CAM: the first kernel principal component of the layer's (pixels x channels)
     activations, centred per channel, as scikit-learn's ``KernelPCA(n_components=1, kernel=kernel,

@@ -63,17 +63,7 @@ def _masked_scores(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, t: Ta
     return t.scores(out, k).view(k, b)
 
 
-@cam_method(
-    "ss-cam",
-    "SS-CAM",
-    "Wang, Naidu, Michael & Kundu, SS-CAM: Smoothed Score-CAM for Sharper Visual Feature Localization, "
-    "arXiv:2006.14255, 2020",
-    "Score-CAM with each channel's score averaged over masks with Gaussian noise added.",
-    order=123,
-    slow=True,
-    quick={"samples": 2, "max_channels": 8},
-    channel_weights=True,
-)
+@cam_method("ss-cam", slow=True, quick={"samples": 2, "max_channels": 8}, channel_weights=True)
 def ss_cam(
     c: CamCall,
     *,
@@ -123,17 +113,7 @@ def ss_cam(
     return c.combine((total / samples).t().softmax(1), a)
 
 
-@cam_method(
-    "is-cam",
-    "IS-CAM",
-    "Naidu, Ghosh, Maurya, Nayak K & Kundu, IS-CAM: Integrated Score-CAM for axiomatic-based explanations, "
-    "arXiv:2010.03023, 2020",
-    "Score-CAM with each channel's score averaged over the masked image scaled along a path.",
-    order=126,
-    slow=True,
-    quick={"samples": 2, "max_channels": 8},
-    channel_weights=True,
-)
+@cam_method("is-cam", slow=True, quick={"samples": 2, "max_channels": 8}, channel_weights=True)
 def is_cam(
     c: CamCall, *, samples: int = 10, batch_size: int | None = None, max_channels: int | None = None
 ) -> torch.Tensor:

@@ -167,14 +167,7 @@ def _multipliers(
     return g[:b]
 
 
-@signed_image_method(
-    "deeplift",
-    "DeepLIFT (rescale)",
-    "Shrikumar et al., Learning Important Features Through Propagating Activation Differences, ICML 2017",
-    "Differences from a reference image propagated back with each nonlinearity's secant slope: "
-    "sums to score(image) - score(reference).",
-    260,
-)
+@signed_image_method("deeplift")
 def deeplift(
     c: Call,
     *,
@@ -195,13 +188,7 @@ def deeplift(
     return attribution_map(attr, raw)
 
 
-@signed_image_method(
-    "deeplift-shap",
-    "DeepLIFT-SHAP",
-    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-    "DeepLIFT averaged over a set of reference images: sums to the score's gain over their mean score.",
-    270,
-)
+@signed_image_method("deeplift-shap")
 def deeplift_shap(
     c: Call,
     *,

@@ -188,16 +188,7 @@ def gradient_shares(f: Factors, g: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bchw,bck,bkhw->bk", g.to(f.maps.dtype), f.vectors, f.maps)
 
 
-@cam_method(
-    "dff",
-    "Deep Feature Factorization",
-    "Collins, Achanta & Süsstrunk, Deep Feature Factorization for Concept Discovery, ECCV 2018",
-    "The layer's activations factored by NMF into K concepts; the map of the concept the "
-    "classifier scores highest for the class.",
-    order=105,
-    slow=True,  # one NMF per image on the CPU: 0.1-0.5 s per image at 224 px (ResNet-50 layer4/layer3)
-    quick={"concepts": 2},
-)
+@cam_method("dff", slow=True, quick={"concepts": 2})
 def dff(
     c: CamCall,
     *,

@@ -110,15 +110,7 @@ def rescale_channels(m: torch.Tensor) -> torch.Tensor:
     return m / (m.amax((2, 3), keepdim=True) + _EPS)
 
 
-@method(
-    "fullgrad",
-    "FullGrad",
-    "gradient",
-    "Srinivas & Fleuret, Full-Gradient Representation for Neural Network Visualization, NeurIPS 2019",
-    "|input-gradient x input| plus |bias x bias-gradient| of every conv and BatchNorm layer, "
-    "each rescaled to [0, 1] per channel, upsampled and summed.",
-    order=185,
-)
+@method("fullgrad")
 def fullgrad(c: Call) -> torch.Tensor:
     """FullGrad: ``sum_c R(|g_x x|_c) + sum_l sum_c up(R(|b_l,c g_l,c|))``, R a min-max rescale.
 

@@ -71,16 +71,7 @@ def shap_draws(samples: int, baselines: int, seed: int) -> tuple[torch.Tensor, t
     return alphas, index
 
 
-@signed_image_method(
-    "gradient-shap",
-    "GradientSHAP",
-    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-    "Gradients at random points between the image and random baselines, times (image - baseline), "
-    "averaged: an estimate of SHAP values whose sum is the score's gain over the baselines.",
-    250,
-    slow=True,
-    quick={"samples": 4},
-)
+@signed_image_method("gradient-shap", slow=True, quick={"samples": 4})
 def gradient_shap(
     c: Call,
     *,

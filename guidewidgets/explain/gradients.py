@@ -69,12 +69,10 @@ def _image_or_map(g: torch.Tensor, raw: bool) -> torch.Tensor:
     return g if raw else g.abs().amax(1)
 
 
-def image_method(
-    name: str, title: str, reference: str, summary: str, order: float, **more: Any
-) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Decorator (:func:`~guidewidgets.explain.registry.method`) for a gradient image: family
-    ``"gradient"``, ``raw=True`` gives the (B, C, H, W) image; ``more``: the other MethodInfo fields."""
-    return method(name, title, "gradient", reference, summary, order=order, has_image=True, **more)
+def image_method(name: str, **more: Any) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator (:func:`~guidewidgets.explain.registry.method`) for a gradient image, the catalog's
+    row ``name``: ``raw=True`` gives the (B, C, H, W) image; ``more``: the other MethodInfo fields."""
+    return method(name, has_image=True, **more)
 
 
 def _named(own: Callable[..., torch.Tensor], name: str, doc: str) -> Callable[..., torch.Tensor]:
@@ -95,47 +93,22 @@ def _rule_method(name: str, rule: Rule, doc: str) -> Callable[..., torch.Tensor]
     return _named(own, name, doc)
 
 
-saliency = image_method(
-    "saliency",
-    "Saliency (gradient)",
-    "Simonyan et al., Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps, ICLR 2014 workshop",
-    "Absolute gradient of the class score with respect to the pixels, largest over colour channels.",
-    130,
-)(_rule_method("saliency", None, "Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, C, H, W)."))
+saliency = image_method("saliency")(
+    _rule_method("saliency", None, "Vanilla gradient saliency; ``raw=True`` gives the signed gradient (B, C, H, W).")
+)
 
-guided_backprop = image_method(
-    "guided-backprop",
-    "Guided backprop",
-    "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop",
-    "Gradient where every ReLU passes back only positive gradients through positive inputs; ReLU6, "
-    "LeakyReLU, ELU and the smooth ReLUs (SiLU, GELU, Hardswish, Mish) are gated the same way "
-    "(f'(x) * max(grad, 0) * [x > 0]); a net without any of them gets the plain gradient and a warning.",
-    140,
-)(
+guided_backprop = image_method("guided-backprop")(
     _rule_method(
         "guided_backprop", "guided", "Guided backpropagation (all ReLUs, including inplace and functional ones)."
     )
 )
 
-deconvnet = image_method(
-    "deconvnet",
-    "Deconvnet",
-    "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
-    "Gradient where every ReLU-family activation (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, "
-    "Mish) passes back the rectified gradient itself, whatever its forward input was; without any, "
-    "the plain gradient and a warning.",
-    150,
-)(_rule_method("deconvnet", "deconv", "Deconvnet-style backward (Zeiler & Fergus) through every ReLU."))
-
-
-@image_method(
-    "guided-grad-cam",
-    "Guided Grad-CAM",
-    "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
-    "Guided backprop multiplied by the upsampled Grad-CAM map: fine detail, class-discriminative.",
-    160,
-    uses_layer=True,
+deconvnet = image_method("deconvnet")(
+    _rule_method("deconvnet", "deconv", "Deconvnet-style backward (Zeiler & Fergus) through every ReLU.")
 )
+
+
+@image_method("guided-grad-cam", uses_layer=True)
 def guided_grad_cam(c: Call, *, raw: bool = False, reshape: Reshape | None = None) -> torch.Tensor:
     """Guided backprop x Grad-CAM (bilinear upsampling); ``reshape`` as for Grad-CAM.
 
@@ -239,15 +212,7 @@ def noise_method(name: str, moment: Moment, doc: str, module: str = __name__) ->
     return _named(own, name, doc)
 
 
-smoothgrad = image_method(
-    "smoothgrad",
-    "SmoothGrad",
-    "Smilkov et al., SmoothGrad: removing noise by adding noise, ICML 2017 workshop",
-    "Gradient averaged over noisy copies of the image: a less noisy saliency map.",
-    170,
-    slow=True,
-    quick={"samples": 2},
-)(
+smoothgrad = image_method("smoothgrad", slow=True, quick={"samples": 2})(
     noise_method(
         "smoothgrad",
         lambda first, second: first,

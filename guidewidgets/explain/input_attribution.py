@@ -90,36 +90,20 @@ def attribution_map(attr: torch.Tensor, raw: bool) -> torch.Tensor:
     return attr if raw else attr.sum(1)
 
 
-def signed_image_method(
-    name: str, title: str, reference: str, summary: str, order: float, **more: Any
-) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+def signed_image_method(name: str, **more: Any) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator (:func:`~guidewidgets.explain.registry.method`) for a signed attribution to the
-    pixels: family ``"gradient"``, ``raw=True`` gives the (B, C, H, W) attribution."""
-    return method(name, title, "gradient", reference, summary, order=order, signed=True, has_image=True, **more)
+    pixels, the catalog's row ``name``: ``raw=True`` gives the (B, C, H, W) attribution."""
+    return method(name, signed=True, has_image=True, **more)
 
 
-@signed_image_method(
-    "gradient-x-input",
-    "Gradient x input",
-    "Shrikumar et al., Not Just a Black Box: Learning Important Features Through Propagating Activation Differences, arXiv:1605.01713, 2016",
-    "Input gradient times the input, summed over colour channels: signed, one backward.",
-    180,
-)
+@signed_image_method("gradient-x-input")
 def gradient_x_input(c: Call, *, raw: bool = False) -> torch.Tensor:
     """x * d score / d x; ``raw=True`` gives the (B, 3, H, W) product."""
     g, _ = input_gradient(c.model, c.x, c.target)
     return attribution_map(g * c.x.detach(), raw)
 
 
-@signed_image_method(
-    "integrated-gradients",
-    "Integrated Gradients",
-    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
-    "Gradients averaged along the straight path from a baseline image, times (x - baseline); sums to the score difference.",
-    190,
-    slow=True,
-    quick={"steps": 4},
-)
+@signed_image_method("integrated-gradients", slow=True, quick={"steps": 4})
 def integrated_gradients(
     c: Call,
     *,

@@ -20,6 +20,7 @@ from torch import nn
 from .. import hooks
 from ..hooks import eval_mode, model_lock
 from .batching import Progress, auto_batch_size, chunks
+from .catalog import describe
 from .input_attribution import path_points, resolve_baseline
 from .layers import Reshape, check_feature_map, check_reshape, layer_gradients, resolve_layer, upsample
 from .registry import Call, method
@@ -230,11 +231,10 @@ Returns:
 """
 
 
-def _layer_method(
-    compute: Compute, name: str, title: str, order: float, captum: str, reference: str, summary: str
-) -> Compute:
-    """Register ``compute``'s (B, C, h, w) attribution as the map method ``name`` (:func:`_map`),
-    ``layer_attribution``'s method of the same name; ``captum``: the peer's class."""
+def _layer_method(compute: Compute, name: str, captum: str) -> Compute:
+    """Register ``compute``'s (B, C, h, w) attribution as the map method ``name`` (:func:`_map`, the
+    catalog's row ``name``), ``layer_attribution``'s method of the same name; ``captum``: the peer's
+    class."""
     _COMPUTE[name] = compute
 
     def fn(
@@ -251,27 +251,9 @@ def _layer_method(
         return _map(compute(c.model, c.x, c.target, c.layer, options), c.x)
 
     fn.__name__ = fn.__qualname__ = name.replace("-", "_")
-    fn.__doc__ = f"{title} (Captum's ``{captum}``, see :func:`layer_attribution`) as a map." + _OPTIONS
-    register = method(
-        name, title, "gradient", f"{reference}; Captum {captum}", summary, order=order, uses_layer=True,
-        signed=True, slow=True, quick={"steps": 4},
-    )  # fmt: skip
-    return register(fn)
+    fn.__doc__ = f"{describe(name).title} (Captum's ``{captum}``, see :func:`layer_attribution`) as a map." + _OPTIONS
+    return method(name, uses_layer=True, signed=True, slow=True, quick={"steps": 4})(fn)
 
 
-_CONDUCTANCE = (
-    "Dhamdhere et al., How Important Is a Neuron?, ICLR 2019 (arXiv:1805.12233)",
-    "Conductance of each unit of the layer (its change along the path times the score's gradient), "
-    "summed over channels and upsampled: signed.",
-)
-_LAYER_IG = (
-    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017",
-    "Integrated gradients of the layer's output (moved from its baseline value to its value), "
-    "summed over channels and upsampled: signed, sums to the score difference.",
-)
-layer_conductance = _layer_method(
-    _conductance, "layer-conductance", "Layer conductance", 400, "LayerConductance", *_CONDUCTANCE
-)
-layer_integrated_gradients = _layer_method(
-    _layer_ig, "layer-integrated-gradients", "Layer integrated gradients", 410, "LayerIntegratedGradients", *_LAYER_IG
-)
+layer_conductance = _layer_method(_conductance, "layer-conductance", "LayerConductance")
+layer_integrated_gradients = _layer_method(_layer_ig, "layer-integrated-gradients", "LayerIntegratedGradients")

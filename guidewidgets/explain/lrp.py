@@ -289,15 +289,7 @@ def relevance(
     return g * x.detach()
 
 
-@signed_image_method(
-    "lrp",
-    "LRP",
-    "Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise "
-    "Relevance Propagation, PLoS ONE 2015",
-    "The score handed back layer by layer in proportion to each input's contribution (epsilon, gamma "
-    "or alpha-beta rule): sums to the score.",
-    330,
-)
+@signed_image_method("lrp")
 def lrp(
     c: Call,
     *,

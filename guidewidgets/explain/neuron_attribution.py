@@ -193,15 +193,11 @@ def _unit_gradient(
     return g, units
 
 
-def _neuron_method(
-    name: str, title: str, reference: str, summary: str, order: float, **more: Any
-) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """:func:`~guidewidgets.explain.registry.method` for a neuron method: ``c.target`` is the units
-    (one :class:`Neuron` per sample, or None for each sample's most active channel)."""
-    return method(
-        name, title, "gradient", reference, summary, order=order, uses_layer=True, has_image=True,
-        target_kind="neuron", check_target=_units, **more,
-    )  # fmt: skip
+def _neuron_method(name: str, **more: Any) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """:func:`~guidewidgets.explain.registry.method` for the catalog's neuron method ``name``:
+    ``c.target`` is the units (one :class:`Neuron` per sample, or None for each sample's most active
+    channel)."""
+    return method(name, uses_layer=True, has_image=True, target_kind="neuron", check_target=_units, **more)
 
 
 def _gradient_method(name: str, rule: str | None, doc: str) -> Callable[..., torch.Tensor]:
@@ -234,24 +230,11 @@ Returns:
     (B, H, W): the image's largest absolute value over colour channels (``raw=True``: the image).
 """
 
-neuron_gradient = _neuron_method(
-    "neuron-gradient",
-    "Neuron gradient",
-    "Simonyan et al., Deep Inside Convolutional Networks, ICLR 2014 workshop; Captum NeuronGradient",
-    "Absolute gradient of one unit of the layer (a channel, or a channel at a position) with respect "
-    "to the pixels, largest over colour channels.",
-    420,
-)(_gradient_method("neuron_gradient", None, "Gradient of one unit of ``layer`` with respect to the pixels." + _ARGS))
+neuron_gradient = _neuron_method("neuron-gradient")(
+    _gradient_method("neuron_gradient", None, "Gradient of one unit of ``layer`` with respect to the pixels." + _ARGS)
+)
 
-neuron_guided_backprop = _neuron_method(
-    "neuron-guided-backprop",
-    "Neuron guided backprop",
-    "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop; "
-    "Captum NeuronGuidedBackprop",
-    "Guided backprop from one unit of the layer: what the unit responds to in the image (the "
-    "visualization lecture's figure); ReLU-family activations before the layer are gated.",
-    430,
-)(
+neuron_guided_backprop = _neuron_method("neuron-guided-backprop")(
     _gradient_method(
         "neuron_guided_backprop",
         "guided",
@@ -261,16 +244,7 @@ neuron_guided_backprop = _neuron_method(
 )
 
 
-@_neuron_method(
-    "neuron-integrated-gradients",
-    "Neuron integrated gradients",
-    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017; Captum NeuronIntegratedGradients",
-    "Integrated gradients of one unit of the layer: signed, sums to the unit's change from the baseline.",
-    440,
-    signed=True,
-    slow=True,
-    quick={"steps": 4},
-)
+@_neuron_method("neuron-integrated-gradients", signed=True, slow=True, quick={"steps": 4})
 def neuron_integrated_gradients(
     c: Call,
     *,

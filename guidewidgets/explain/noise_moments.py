@@ -18,15 +18,7 @@ __all__ = ["gradient_moments", "smoothgrad_sq", "vargrad"]
 
 _QUICK = {"samples": 3}
 
-smoothgrad_sq = image_method(
-    "smoothgrad-sq",
-    "SmoothGrad-squared",
-    "Hooker et al., A Benchmark for Interpretability Methods in Deep Neural Networks, NeurIPS 2019",
-    "Squared gradient averaged over noisy copies of the image (SmoothGrad's second moment).",
-    230,
-    slow=True,
-    quick=_QUICK,
-)(
+smoothgrad_sq = image_method("smoothgrad-sq", slow=True, quick=_QUICK)(
     noise_method(
         "smoothgrad_sq",
         lambda first, second: second,
@@ -37,15 +29,7 @@ smoothgrad_sq = image_method(
     )
 )
 
-vargrad = image_method(
-    "vargrad",
-    "VarGrad",
-    "Adebayo et al., Local Explanation Methods for Deep Neural Networks Lack Sensitivity to Parameter Values, ICLR 2018 workshop",
-    "Variance of the gradient over noisy copies of the image: where the explanation is unstable.",
-    240,
-    slow=True,
-    quick=_QUICK,
-)(
+vargrad = image_method("vargrad", slow=True, quick=_QUICK)(
     noise_method(
         "vargrad",
         # Why clamp: exact in exact arithmetic, but rounding can leave a tiny negative variance.

@@ -95,17 +95,7 @@ def _spread(
     return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))[:, 0]
 
 
-@method(
-    "occlusion",
-    "Occlusion",
-    "perturbation",
-    "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
-    "Drop of the class score when a grey patch hides each region, averaged over the patches covering a pixel.",
-    order=200,
-    signed=True,
-    slow=True,
-    quick={"window": 8, "stride": 8},
-)
+@method("occlusion", signed=True, slow=True, quick={"window": 8, "stride": 8})
 def occlusion(
     c: Call,
     *,
@@ -199,16 +189,7 @@ def _crop_upsampled(grids: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: 
     return up.gather(2, cols[:, None, :].expand(-1, h, -1))
 
 
-@method(
-    "rise",
-    "RISE",
-    "perturbation",
-    "Petsiuk et al., RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
-    "Average of random smooth masks weighted by the class probability each masked image gets.",
-    order=210,
-    slow=True,
-    quick={"masks": 8, "cells": 2},
-)
+@method("rise", slow=True, quick={"masks": 8, "cells": 2})
 def rise(
     c: Call,
     *,

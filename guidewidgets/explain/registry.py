@@ -1,20 +1,22 @@
 """The one registry of explanation methods that widgets, notebooks and :func:`explain` read.
 
-Adding a method (it then appears in every widget, notebook and test that lists methods):
+Adding a method (it then appears in every widget, notebook and test that lists methods) is a row in
+the catalog, :mod:`guidewidgets.explain.catalog` (order, name, title, family, reference, summary),
+plus one decorated function that names that row and states only what its code decides:
 
 - a gradient CAM that differs only in its channel weights (or its own pixel-wise map) is one
   decorated function on the CAM base, :func:`guidewidgets.explain.cam_base.gradient_cam`::
 
-      @gradient_cam("my-cam", "My-CAM", "Me et al. 2027", "Grad-CAM with squared gradients.", order=95)
+      @gradient_cam("my-cam")  # row: (95, "my-cam", "My-CAM", "cam", "Me et al. 2027", "Grad-CAM with ...")
       def my_cam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
           '''My-CAM: w_k = mean_ij (dy/dA_k)^2.'''
           return (g * g).mean((2, 3))  # (B, C) weights of the feature maps a (B, C, h, w)
 
-- a CAM with passes of its own: ``@cam_method(name, title, reference, summary, order=...)`` on
+- a CAM with passes of its own: ``@cam_method(name, slow=..., quick=...)`` on
   ``fn(c: CamCall, *, <its options>) -> (B, h, w)`` (same module; the base adds the call shape).
 - any other method: :func:`method` on its own part only, ``fn(c: Call, *, <its options>) -> (B, H, W)``::
 
-      @method("my-grad", "My gradient", "gradient", "Me et al. 2027", "Squared input gradient.", order=175)
+      @method("my-grad")  # row: (175, "my-grad", "My gradient", "gradient", "Me et al. 2027", ...)
       def my_grad(c: Call, *, power: float = 2.0) -> torch.Tensor:
           '''My gradient: |d y / d x| ** power, largest over colour channels.'''
           g, _ = input_gradient(c.model, c.x, c.target)
@@ -22,9 +24,12 @@ Adding a method (it then appears in every widget, notebook and test that lists m
 
   registers ``"my-grad"`` as ``my_grad(model, x, target=None, layer=None, *, progress=None,
   power=2.0)``; ``c.target`` is the checked :class:`~guidewidgets.explain.targets.Target` and
-  ``c.layer`` the resolved layer when ``uses_layer=True``. ``order`` places it in :func:`methods`
-  (the widget's number keys follow it; the shipped methods use multiples of 10). A slow method
-  gives ``slow=True`` and ``quick={...}``, the cheap options every test runs it with.
+  ``c.layer`` the resolved layer when ``uses_layer=True``. The row's ``order`` places it in
+  :func:`methods` (the widget's number keys follow it; the shipped methods use multiples of 10). A
+  slow method gives ``slow=True`` and ``quick={...}``, the cheap options every test runs it with.
+  A method outside the package (a user's, a test's) has no row: it gives its texts to the
+  decorator, ``@method(name, title, family, reference, summary, order=...)``
+  (``@cam_method`` / ``@gradient_cam``: ``name, title, reference, summary, order=...``).
   (``@register(MethodInfo(...))`` on a full ``fn(model, x, target=None, layer=None, *, progress=None,
   ...)`` still works.)
 - import its module in ``guidewidgets/explain/__init__.py``.
@@ -61,6 +66,7 @@ import torch
 from torch import nn
 
 from ..hooks import eval_mode, model_lock, model_output
+from .catalog import Entry, Family, entry
 from .layers import resolve_layer
 from .targets import Target, TargetLike, check_input
 
@@ -92,7 +98,7 @@ class MethodInfo:
 
     name: str
     title: str
-    family: Literal["cam", "gradient", "perturbation", "attention"]
+    family: Family
     reference: str
     summary: str
     order: float = 1000.0
@@ -107,6 +113,12 @@ class MethodInfo:
         # Why a read-only view: one MethodInfo is shared by every caller, so a test that edits
         # its options must not change them for the next one.
         object.__setattr__(self, "quick", types.MappingProxyType(dict(self.quick)))
+
+    @classmethod
+    def of(cls, row: Entry, **flags: Any) -> MethodInfo:
+        """The info of catalog row ``row`` (:mod:`~guidewidgets.explain.catalog`) with the code's
+        ``flags`` (``uses_layer``, ``signed``, ``slow``, ``has_image``, ``quick``, ``target_kind``)."""
+        return cls(row.name, row.title, row.family, row.reference, row.summary, order=row.order, **flags)
 
 
 _INFO: dict[str, MethodInfo] = {}
@@ -239,12 +251,8 @@ def _annotation(check_target: Callable[..., Any]) -> Any:
 
 def method(
     name: str,
-    title: str,
-    family: Literal["cam", "gradient", "perturbation", "attention"],
-    reference: str,
-    summary: str,
-    *,
-    order: float,
+    *texts: str,
+    order: float | None = None,
     uses_layer: bool = False,
     signed: bool = False,
     slow: bool = False,
@@ -255,9 +263,15 @@ def method(
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator: register a method given only its own part ``fn(c: Call, *, <its options>)``.
 
-    ``name`` ... ``target_kind`` are the method's :class:`MethodInfo` fields (see there).
+    The title, family, reference, summary and order are ``name``'s row in
+    :mod:`~guidewidgets.explain.catalog`; ``uses_layer`` ... ``target_kind`` are the code's
+    :class:`MethodInfo` fields (see there).
 
     Args:
+        name: the method's registry key, its row's name.
+        texts: none (the catalog's row), or, for a method outside the package (a user's, a
+            test's): its title, family, reference and summary, with ``order=``.
+        order: with ``texts``: its place in :func:`methods`.
         check_target: ``check_target(target, batch)`` gives ``c.target``: :class:`Target` (a class
             score) unless the method's target means something else (a neuron of the layer).
 
@@ -266,13 +280,8 @@ def method(
         public signature ``(model, x, target=None, layer=None, *, progress=None, <its options>)``:
         it checks the target (and resolves the layer when ``uses_layer``) and calls ``fn``.
     """
-    info = MethodInfo(
-        name,
-        title,
-        family,
-        reference,
-        summary,
-        order=order,
+    info = MethodInfo.of(
+        entry(name, texts, order),
         uses_layer=uses_layer,
         signed=signed,
         slow=slow,

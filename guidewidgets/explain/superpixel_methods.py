@@ -13,7 +13,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -67,9 +67,9 @@ class _Setup:
 
 
 def _superpixel_method(
-    name: str, title: str, reference: str, summary: str, order: float, quick: dict[str, Any]
+    name: str, quick: dict[str, Any]
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Decorator: register a superpixel method from its own part ``fn(s: _Setup, *, <its options>)``.
+    """Decorator: register the catalog's row ``name`` from its own part ``fn(s: _Setup, *, <its options>)``.
 
     The registered method takes the family's options too (``segmenter``, ``feature_mask``,
     ``segments``, ``baseline``, ``batch_size``: see the module docstring) and gives ``fn`` the
@@ -95,8 +95,7 @@ def _superpixel_method(
         # Why a signature: registry.method reads the options from it (its own, then the family's).
         own.__signature__ = inspect.Signature([first, *mine, *shared])  # type: ignore[attr-defined]
         functools.update_wrapper(own, fn, updated=())  # fn's name, module and docstring
-        family: Literal["perturbation"] = "perturbation"
-        return method(name, title, family, reference, summary, order=order, signed=True, slow=True, quick=quick)(own)
+        return method(name, signed=True, slow=True, quick=quick)(own)
 
     return wrap
 
@@ -112,14 +111,7 @@ def _orders(count: int, most: int, n: int, gen: torch.Generator) -> torch.Tensor
     return torch.stack([torch.cat([torch.randperm(count, generator=gen), torch.arange(count, most)]) for _ in range(n)])
 
 
-@_superpixel_method(
-    "feature-ablation",
-    "Feature ablation",
-    "Captum FeatureAblation; Zeiler & Fergus, ECCV 2014 (occlusion by regions)",
-    "Drop of the class score when one superpixel (SLIC) is replaced by the baseline.",
-    290,
-    {"segments": 6},
-)
+@_superpixel_method("feature-ablation", quick={"segments": 6})
 def feature_ablation(s: _Setup) -> torch.Tensor:
     """score(x) - score(x with superpixel s set to the baseline), painted on superpixel s (Captum's
     FeatureAblation with a feature mask)."""
@@ -129,14 +121,7 @@ def feature_ablation(s: _Setup) -> torch.Tensor:
     return paint([drops[i, :n] for i, n in enumerate(s.counts)], s.labels)
 
 
-@_superpixel_method(
-    "shapley-sampling",
-    "Shapley sampling",
-    "Castro et al., Polynomial calculation of the Shapley value based on sampling, Computers & OR 2009",
-    "Mean gain of the class score when a superpixel (SLIC) joins, over random orders of the superpixels.",
-    300,
-    {"segments": 6, "samples": 2},
-)
+@_superpixel_method("shapley-sampling", quick={"segments": 6, "samples": 2})
 def shapley_sampling(s: _Setup, *, samples: int = 25, seed: int = 0) -> torch.Tensor:
     """Shapley values estimated from ``samples`` random orders (Captum's ShapleyValueSampling): in
     each order the superpixels join the baseline image one by one and each gets its score gain.
@@ -184,14 +169,7 @@ def _constrained_wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, total: t
     return torch.cat([head, (total.double() - head.sum())[None]])
 
 
-@_superpixel_method(
-    "kernel-shap",
-    "KernelSHAP",
-    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017",
-    "Shapley values of the superpixels (SLIC) from a weighted linear fit of coalition scores.",
-    310,
-    {"segments": 6, "samples": 16},
-)
+@_superpixel_method("kernel-shap", quick={"segments": 6, "samples": 16})
 def kernel_shap(s: _Setup, *, samples: int = 200, seed: int = 0) -> torch.Tensor:
     """KernelSHAP: the linear model of the coalition scores under the Shapley kernel, with the
     efficiency constraint (values sum to score(x) - score(baseline)). With at most ``samples``
@@ -224,14 +202,7 @@ def _weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: fl
     return torch.linalg.solve(gram, zc.T @ (wf * yc))
 
 
-@_superpixel_method(
-    "lime",
-    "LIME",
-    "Ribeiro et al., 'Why Should I Trust You?': Explaining the Predictions of Any Classifier, KDD 2016",
-    "Weights of a local linear model that predicts the class score from which superpixels (SLIC) are kept.",
-    320,
-    {"segments": 6, "samples": 16},
-)
+@_superpixel_method("lime", quick={"segments": 6, "samples": 16})
 def lime(
     s: _Setup, *, samples: int = 200, kernel_width: float = 0.25, alpha: float = 1.0, seed: int = 0
 ) -> torch.Tensor:
