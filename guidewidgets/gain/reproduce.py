@@ -3,11 +3,15 @@
     python -m guidewidgets.gain.reproduce --seeds 0 1 2 3 4     # full size, five training seeds
     python -m guidewidgets.gain.reproduce --quick               # CI size
     python -m guidewidgets.gain.reproduce --design circle       # the first design (issues 9-13)
+    python -m guidewidgets.gain.reproduce --design premise      # issue 28's first premise design
 
-The default design (issue 28, ``--design premise``, see :mod:`guidewidgets.gain.design`) ties
-*triangles* to water, gives triangles and squares random colours and pretrains the trunk on the
-other five classes; what follows describes the first design, the circle, whose protocol the
-premise design shares (warm-up, columns, rows, attention scores).
+The default design (issue 28's second, ``--design premise-form``, see
+:mod:`guidewidgets.gain.design`) ties *triangles* to water, gives every object a random colour
+and pretrains the trunk 12 epochs on 3,000 unbiased scenes of the other five classes (with
+``--trunk-cache DIR`` once for all processes); ``--design premise`` is the first premise design
+(only triangles and squares recoloured, a 3-epoch trunk). What follows describes the first
+design, the circle, whose protocol both premise designs share (warm-up, columns, rows, attention
+scores).
 
 The paper (Li et al., CVPR 2018, Table 4) trains on PASCAL VOC, where boats sit on water, and
 tests on "boat without water", "water without boat" and VOC val. Here the boat is the *circle*
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -104,6 +109,10 @@ __all__ = [
     "MEASURED_COMMANDS",
     "PAPER_LABELS",
     "PREMISE_SETTINGS",
+    "FORM_SETTINGS",
+    "SIZES",
+    "save_models",
+    "load_models",
     "main",
 ]
 
@@ -128,6 +137,15 @@ PREMISE_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": dict(train=256, test=600, warmup=4, epochs=2, labels=(3, 8, 20), batch=32, pretrain=256),
     "smoke": SETTINGS["smoke"],
 }
+#: Sizes of the second premise design ("premise-form"): the premise's, with a trunk pretrained on
+#: 3,000 scenes (its 12 epochs are the design's), which it needs to learn forms without colour.
+FORM_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {**PREMISE_SETTINGS["full"], "pretrain": 3000},
+    "quick": {**PREMISE_SETTINGS["quick"], "pretrain": 1500},
+    "smoke": SETTINGS["smoke"],
+}
+#: Which sizes each shipped design runs at (a design built by hand gets the premise's).
+SIZES = {"circle": SETTINGS, "premise": PREMISE_SETTINGS, "premise-form": FORM_SETTINGS}
 WARMUP_LR = 3e-3
 LR = 1e-3
 
@@ -153,6 +171,13 @@ def pretrain_trunk(
     ``--pretrain merged``; see :func:`design.pretrain_trunk`)."""
     d = replace(DESIGNS["circle"], pretrain="merged")
     _design.pretrain_trunk(model, n, d, epochs=epochs, seed=seed, batch=batch, lr=WARMUP_LR)
+
+
+def _sizes(d: Design) -> dict[str, dict[str, Any]]:
+    name = next((k for k, v in DESIGNS.items() if v == d), None)
+    if name is None:
+        return SETTINGS if d.cls == "circle" else PREMISE_SETTINGS
+    return SIZES[name]
 
 
 def _as_design(design: Design | str) -> Design:
@@ -207,8 +232,11 @@ def _maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50) -
 _TRUNKS: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
 
 
-def _initial(d: Design, cfg: dict[str, Any], seed: int, share_trunk: bool) -> ShapeClassifier:
-    """The network a run starts from: random at ``seed``, its trunk pretrained as ``d`` says."""
+def _initial(
+    d: Design, cfg: dict[str, Any], seed: int, share_trunk: bool, cache: str | Path | None = None
+) -> ShapeClassifier:
+    """The network a run starts from: random at ``seed``, its trunk pretrained as ``d`` says (the
+    shared trunk once per process, or read from / written to ``cache``, a folder)."""
     torch.manual_seed(seed)
     base = ShapeClassifier()
     if d.pretrain == "none":
@@ -217,11 +245,19 @@ def _initial(d: Design, cfg: dict[str, Any], seed: int, share_trunk: bool) -> Sh
         _design.pretrain_trunk(base, cfg["pretrain"], d, seed=seed, batch=cfg["batch"], lr=WARMUP_LR)
         return base
     key = (repr(d), cfg["pretrain"], cfg["batch"])
+    # Why a file: a long pretraining (premise-form) is paid once for all processes of a run, not per process.
+    path = None if cache is None else Path(cache) / f"trunk-{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.pt"
+    if key not in _TRUNKS and path is not None and path.exists():
+        _TRUNKS[key] = torch.load(path, weights_only=True)
     if key not in _TRUNKS:
         torch.manual_seed(0)
         trunk = ShapeClassifier()
         _design.pretrain_trunk(trunk, cfg["pretrain"], d, seed=0, batch=cfg["batch"], lr=WARMUP_LR)
         _TRUNKS[key] = {k: v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(_TRUNKS[key], path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)  # Why: a second process never reads half a file
     base.load_state_dict(_TRUNKS[key], strict=False)
     return base
 
@@ -241,9 +277,10 @@ def run(
     masked_bn: str = "batch",
     pretrain: str | None = None,
     seed: int = 0,
-    design: Design | str = "premise",
+    design: Design | str = "premise-form",
     keep_models: bool = False,
     share_trunk: bool = True,
+    trunk_cache: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train the columns of ``SETTINGS[setting]`` in ``design``'s biased world and score them on
@@ -259,6 +296,7 @@ def run(
             ({column: trained model}) and ``"data"`` (the training set) to the result.
         share_trunk: pretrain the trunk once (training seed 0) and reuse it for every seed, as
             every run of the paper starts from the same ImageNet VGG; else once per seed.
+        trunk_cache: a folder where the shared trunk is stored once made and read from after.
 
     Returns:
         A dict with ``columns`` ({column: :func:`score`}), ``seconds``, ``design`` and the settings.
@@ -270,7 +308,7 @@ def run(
         if pretrain not in PRETRAIN_MODES:
             raise ValueError(f"pretrain must be one of {list(PRETRAIN_MODES)}, got {pretrain!r}")
         d = replace(d, pretrain=pretrain)
-    cfg = (SETTINGS if d.cls == "circle" else PREMISE_SETTINGS)[setting]
+    cfg = _sizes(d)[setting]
     log = log or (lambda s: print(s, flush=True))
     t0 = time.time()
     data, test = _design.training_set(cfg["train"], TRAIN_SEED, d), _design.test_sets(cfg["test"], test_seed, d)
@@ -283,9 +321,9 @@ def run(
         return GainTrainer(model, "features", data["images"], data["hot"], config=config, lr=lr,
                            batch_size=cfg["batch"], epochs=epochs, seed=seed, **kw)  # fmt: skip
 
-    base = _initial(d, cfg, seed, share_trunk)
+    base = _initial(d, cfg, seed, share_trunk, trunk_cache)
     if d.pretrain != "none":
-        log(f"trunk pretrained ({d.pretrain}) on {cfg['pretrain']} unbiased scenes ({time.time() - t0:.0f} s)")
+        log(f"trunk ({d.pretrain}, {cfg['pretrain']} scenes) pretrained or cached ({time.time() - t0:.0f} s)")
     trainer(base, cfg["warmup"], WARMUP_LR, seed, GainConfig(alpha=0.0), mine=False).fit()
     log(f"warm-up: {cfg['warmup']} epochs plain ({time.time() - t0:.0f} s)")
     columns: dict[str, dict[str, float]] = {}
@@ -314,6 +352,40 @@ def run(
     return out
 
 
+def save_models(result: dict[str, Any], folder: str | Path) -> Path:
+    """Store the columns of a ``run(..., keep_models=True)`` as ``folder/seed-S/<column>.pt`` state
+    dicts beside ``run.json`` (design, seeds, settings), for :func:`load_models`."""
+    out = Path(folder) / f"seed-{result['seed']}"
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(result["models"])
+    for i, name in enumerate(names):
+        torch.save(result["models"][name].state_dict(), out / f"column-{i}.pt")
+    meta = {**saved(result, None), "column_files": {name: f"column-{i}.pt" for i, name in enumerate(names)}}
+    (out / "run.json").write_text(json.dumps(meta))
+    return out
+
+
+def load_models(folder: str | Path) -> dict[str, Any]:
+    """A run stored by :func:`save_models`: its saved scores, ``design`` and ``models`` (eval mode).
+
+    Args:
+        folder: one ``seed-S`` folder.
+
+    Returns:
+        The run as :func:`run` returns it with ``keep_models=True`` (without the training data).
+    """
+    folder = Path(folder)
+    if not (folder / "run.json").exists():
+        raise ValueError(f"{folder} holds no run.json; give a seed-S folder written by --models")
+    meta = json.loads((folder / "run.json").read_text())
+    models = {}
+    for name, file in meta.pop("column_files").items():
+        model = ShapeClassifier()
+        model.load_state_dict(torch.load(folder / file, weights_only=True))
+        models[name] = model.eval()
+    return {**loaded(meta), "models": models}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m guidewidgets.gain.reproduce", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI size (about two minutes)")
@@ -322,7 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--masked-bn", choices=("eval", "batch"), default="batch", help="BatchNorm in the masked pass (default batch)"
     )
-    ap.add_argument("--design", choices=list(DESIGNS), default="premise", help="the biased world (default premise)")
+    ap.add_argument(
+        "--design", choices=list(DESIGNS), default="premise-form", help="the biased world (default premise-form)"
+    )
     ap.add_argument("--pretrain", choices=PRETRAIN_MODES, default=None, help="override the design's trunk pretraining")
     ap.add_argument("--segment", action="store_true", help="also the segmentation table (one segmenter per column)")
     ap.add_argument("--seed", type=int, default=0, help="training seed: initial weights and scene order (default 0)")
@@ -336,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--save", default=None, help="write each seed's scores (and segmentation rows) to this JSON file")
     ap.add_argument("--tables", nargs="+", default=None, help="print the seed tables of saved JSON files and exit")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (results depend on it; default 1)")
+    ap.add_argument(
+        "--trunk-cache", default=None, help="folder for the pretrained trunk, made once, shared by processes"
+    )
+    ap.add_argument("--models", default=None, help="folder to store each seed's trained columns (for gain.segment)")
     args = ap.parse_args(argv)
     from . import segment  # Why here: it pulls in the WSSS path (localize, explain), which the runs do not need
 
@@ -348,7 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, segs = [], []
     for seed in args.seeds or [args.seed]:
         result = run(setting, test_seed=args.test_seed, masked_bn=args.masked_bn, pretrain=args.pretrain, seed=seed,
-                     design=args.design, keep_models=args.segment)  # fmt: skip
+                     design=args.design, keep_models=args.segment or bool(args.models),
+                     trunk_cache=args.trunk_cache)  # fmt: skip
+        if args.models:
+            save_models(result, args.models)
         print(f"\ntraining seed {seed}")
         print(format_tables(result))
         if args.segment:

@@ -15,6 +15,8 @@ __all__ = [
     "PAPER",
     "PAPER_LABELS",
     "MEASURED_COMMANDS",
+    "FORM_COMMANDS",
+    "MEASURED",
     "format_tables",
     "format_seed_means",
     "paired",
@@ -156,15 +158,39 @@ MEASURED_COMMANDS = (
 )
 
 
-def format_measured() -> str:
-    """The stored full-size multi-seed measurement (:mod:`guidewidgets.gain.measured`), as the
-    commands above print it: mean ± sd per column, the paired differences, the segmentation table."""
-    from .measured import premise_full
+#: The commands that made :func:`measured.premise_form_full` (the same conditions).
+FORM_COMMANDS = (
+    "python -m guidewidgets.gain.reproduce --design premise-form --seeds 0 1 2 --trunk-cache trunks --models models "
+    "--save form012.json",
+    "python -m guidewidgets.gain.reproduce --design premise-form --seeds 3 4 --trunk-cache trunks --models models "
+    "--save form34.json",
+    "python -m guidewidgets.gain.segment models/seed-3 --train 600 --epochs 32 --into form34.json",
+    "python -m guidewidgets.gain.segment models/seed-4 --train 600 --epochs 32 --truth all --into form34.json",
+    "python -m guidewidgets.gain.reproduce --tables form012.json form34.json",
+)
+#: Each stored measurement's commands, by design.
+MEASURED = {"premise": MEASURED_COMMANDS, "premise-form": FORM_COMMANDS}
 
-    stored = premise_full()
+
+def format_measured(design: str = "premise-form") -> str:
+    """A stored full-size multi-seed measurement (:mod:`guidewidgets.gain.measured`), as its
+    commands print it: mean ± sd per column, the paired differences, the segmentation table.
+
+    Args:
+        design: "premise-form" (the default design's) or "premise" (the first premise design's).
+
+    Returns:
+        The commands, then the tables.
+    """
+    from .measured import _read
+
+    stored = _read(design)
     runs = [loaded(r) for r in stored]
     segs = [r["segmentation"] for r in stored if r.get("segmentation")]
-    head = ["Full size, held-out seed 9100, stored result of:", *[f"  {c}" for c in MEASURED_COMMANDS]]
+    head = [
+        f"Full size, design {design!r}, held-out seed 9100, stored result of:",
+        *[f"  {c}" for c in MEASURED[design]],
+    ]
     return "\n".join(head) + "\n" + seed_tables(runs, segs)
 
 

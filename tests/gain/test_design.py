@@ -1,5 +1,7 @@
 """The premise design's scene options and biased world: deterministic, what they say, bad options refused."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -130,6 +132,66 @@ def test_the_stored_measurement_loads_and_prints_its_commands():
 
     runs = premise_full()
     assert [r["seed"] for r in runs] == [0, 1, 2, 3, 4] and {r["test_seed"] for r in runs} == {9100}
-    text = reproduce.format_measured()
+    text = reproduce.format_measured("premise")
     assert "--design premise --seeds 0 1 2" in text and "training seeds 0, 1, 2, 3, 4" in text
     assert "Paired differences over 5 training seeds" in text and "over training seeds 3, 4" in text
+
+
+def test_the_second_designs_measurement_loads_and_prints_its_commands():
+    from guidewidgets.gain.measured import premise_form_full
+
+    runs = premise_form_full()
+    assert [r["seed"] for r in runs] == [0, 1, 2, 3, 4] and {r["test_seed"] for r in runs} == {9100}
+    assert all(Design(**{**r["design"], "colours": "random"}) == DESIGNS["premise-form"] for r in runs)
+    text = reproduce.format_measured()  # the default design's
+    assert "--design premise-form --seeds 0 1 2" in text and "training seeds 0, 1, 2, 3, 4" in text
+    assert "Paired differences over 5 training seeds" in text
+    with pytest.raises(ValueError, match="no stored measurement of design 'circle'"):
+        reproduce.format_measured("circle")
+
+
+def test_premise_form_recolours_every_object_and_is_deterministic_at_a_seed():
+    d = DESIGNS["premise-form"]
+    assert d.colours == "random" and d.pretrain == "others" and d.pretrain_epochs == 12
+    a, b = design.training_set(128, 100, d), design.training_set(128, 100, d)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["images"], design.training_set(128, 101, d)["images"])
+    t = design.test_sets(300, 200, d)
+    assert torch.equal(t["images"], design.test_sets(300, 200, d)["images"])
+    for cls in range(len(CLASSES)):  # no class keeps a colour: each one's objects spread over the colour cube
+        sel = (t["labels"] == cls).nonzero()[:, 0]
+        means = torch.stack([t["images"][i].float()[:, t["masks"][i] > 0].mean(1) for i in sel])
+        assert float(means.std(0).min()) > 30, CLASSES[cls]
+
+
+def test_pretrain_epochs_come_from_the_design_and_train_deterministically():
+    d = Design("triangle", colours="random", pretrain="others", pretrain_epochs=2)
+    weights = []
+    for epochs in (None, 2, 1):
+        torch.manual_seed(0)
+        model = ShapeClassifier()
+        design.pretrain_trunk(model, 48, d, epochs=epochs)
+        weights.append(model.features.block5[0].weight.clone())
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+@pytest.mark.parametrize("epochs", [0, -3, 2.5, True, "12"])
+def test_bad_pretrain_epochs_are_refused_with_a_sentence(epochs):
+    with pytest.raises(ValueError, match=r"pretrain_epochs is the number of pretraining epochs, a whole number >= 1"):
+        Design("triangle", pretrain="others", pretrain_epochs=epochs)
+
+
+def test_the_trunk_cache_is_written_once_and_read_back(tmp_path, monkeypatch):
+    assert reproduce.SIZES["premise-form"]["full"]["pretrain"] == 3000
+    d = DESIGNS["premise-form"]
+    cfg = reproduce.FORM_SETTINGS["smoke"]
+    monkeypatch.setattr(reproduce, "_TRUNKS", {})  # a fresh process: no trunk in memory yet
+    first = reproduce._initial(d, cfg, seed=3, share_trunk=True, cache=tmp_path)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt"
+    monkeypatch.setattr(reproduce, "_TRUNKS", {})  # the next process: nothing in memory, the file on disk
+    again = reproduce._initial(d, cfg, seed=3, share_trunk=True, cache=tmp_path)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+    assert list(tmp_path.iterdir()) == files
+    untrained = reproduce._initial(replace(d, pretrain="none"), cfg, seed=3, share_trunk=True, cache=tmp_path)
+    assert not torch.equal(untrained.features.block1[0].weight, first.features.block1[0].weight)
