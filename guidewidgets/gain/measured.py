@@ -4,7 +4,7 @@ cannot afford the training: one entry per training seed (0-4), as ``reproduce --
 JSON beside this module:
 
 - ``measured_premise.json``: the first premise design (segmentation rows for seeds 3 and 4);
-- ``measured_premise_form.json``: the second, ``premise-form``.
+- ``measured_premise_form.json``: the second, ``premise-form`` (segmentation rows for all five seeds).
 
 Made by the commands in :data:`guidewidgets.gain.tables.MEASURED` (held-out seed 9100, one thread
 per process, two processes side by side on a shared 2-core machine);

@@ -166,6 +166,10 @@ FORM_COMMANDS = (
     "--save form34.json",
     "python -m guidewidgets.gain.segment models/seed-3 --train 600 --epochs 32 --into form34.json",
     "python -m guidewidgets.gain.segment models/seed-4 --train 600 --epochs 32 --truth all --into form34.json",
+    *(
+        f"python -m guidewidgets.gain.segment models/seed-{s} --train 600 --epochs 32 --truth none --into form012.json"
+        for s in (0, 1, 2)
+    ),
     "python -m guidewidgets.gain.reproduce --tables form012.json form34.json",
 )
 #: Each stored measurement's commands, by design.
