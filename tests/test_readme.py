@@ -45,3 +45,13 @@ def test_every_widget_is_in_the_browser_layout_test() -> None:
     layout = (ROOT / "tests" / "browser" / "test_layout_browser.py").read_text(encoding="utf-8")
     missing = [entry.name for entry in widgets.WIDGETS if f"{entry.name}(" not in layout]
     assert not missing, f"tests/browser/test_layout_browser.py does not show {missing}"
+
+
+def test_the_opening_lines_count_the_registered_methods():
+    """The count in the first paragraph (README and the site's index) is the registry's, so a new
+    method cannot leave it stale."""
+    n = len(explain.methods())
+    for page in ("README.md", "docs/site/index.md"):
+        found = re.search(r"\((\d+) methods", (ROOT / page).read_text(encoding="utf-8"))
+        assert found, f"{page}: no '(N methods' in its opening lines"
+        assert int(found.group(1)) == n, f"{page} says {found.group(1)} methods; the registry has {n}"
