@@ -81,9 +81,6 @@ class Job:
         self._state = "new"
         self._cancel = threading.Event()
         self._ended = threading.Event()
-        # Set, under the lock, when the job's end has read its done callbacks: one added after
-        # that is called at once (deciding on _ended, set later, lost it: found in review).
-        self._done_read = threading.Event()
         self._lock = threading.Lock()
         self._progress_cbs: list[Callback] = []
         self._done_cbs: list[Callback] = []
@@ -99,17 +96,19 @@ class Job:
 
     def add_done_callback(self, fn: Callback) -> None:
         """``fn(job)`` once when the job ends, however it ends; at once if it already has."""
-        self._add_or_call(fn, self._done_cbs, self._done_read)
+        # Why the state, not _ended: the end reads its callbacks under the lock as it sets the final
+        # state, and _ended is set only after they ran; one added in between was lost (review).
+        self._add_or_call(fn, self._done_cbs, lambda: self._state not in ("new", "running"))
 
     def add_cancel_callback(self, fn: Callback) -> None:
         """``fn(job)`` when :meth:`cancel` is called (at once if it already was)."""
-        self._add_or_call(fn, self._cancel_cbs, self._cancel)
+        self._add_or_call(fn, self._cancel_cbs, self._cancel.is_set)
 
-    def _add_or_call(self, fn: Callback, cbs: list[Callback], happened: threading.Event) -> None:
+    def _add_or_call(self, fn: Callback, cbs: list[Callback], happened: Callable[[], bool]) -> None:
         # Why under the lock: cancel() and the job's end read the list under it, so fn lands in the
         # list they read, or (the event already set) is called here.
         with self._lock:
-            if not happened.is_set():
+            if not happened():
                 cbs.append(fn)
                 return
         fn(self)
@@ -142,7 +141,6 @@ class Job:
             with self._lock:
                 self._state = state
                 callbacks = list(self._done_cbs)
-                self._done_read.set()
             for cb in callbacks:
                 try:
                     cb(self)

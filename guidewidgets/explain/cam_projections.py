@@ -19,9 +19,7 @@ import math
 
 import torch
 
-from ..hooks import model_output
-from .cam_base import CamCall, cam_method, first_component, gradient_cam
-from .layers import check_feature_map, recording
+from .cam_base import CamCall, cam_method, clean_pass, first_component, gradient_cam
 
 __all__ = ["eigengrad_cam", "kpca_cam", "kernel_pca", "KERNELS"]
 
@@ -54,10 +52,8 @@ def kpca_cam(c: CamCall, *, kernel: str = "sigmoid", gamma: float | None = None)
         gamma: the kernel's scale; None: 1 / channels (scikit-learn's default).
     """
     _check_kernel(kernel, gamma)
-    with torch.no_grad(), recording(c.model, c.layer, c.reshape) as rec:
-        out = model_output(c.model(c.x))
-        c.target.scores(out)  # unused, but a wrong target fails here as it does for every method
-    a = check_feature_map(rec.get("out"), c.layer)
+    a, out, target = clean_pass(c)
+    target.scores(out)  # unused, but a wrong target fails here as it does for every method
     b, n, h, w = a.shape
     m = a.reshape(b, n, h * w).transpose(1, 2)
     return kernel_pca(m - m.mean(1, keepdim=True), kernel, gamma).to(a.dtype).reshape(b, h, w)

@@ -160,7 +160,8 @@ def gradient_moments(
     noise: float,
     seed: int,
     batch_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    squares: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The mean gradient and the mean squared gradient over ``samples`` noisy copies of ``c.x``.
 
     Args:
@@ -169,33 +170,37 @@ def gradient_moments(
         noise: the noise's standard deviation as a fraction of each image's value range.
         seed: seeds the noise (see :func:`guidewidgets.explain.noise.noisy_copies`).
         batch_size: images per forward (Captum's ``internal_batch_size``; None: from the image size).
+        squares: whether to keep E[g^2] (SmoothGrad needs only the mean).
 
     Returns:
-        ``(E[g], E[g^2])``, each (B, C, H, W).
+        ``(E[g], E[g^2])``, each (B, C, H, W); ``E[g^2]`` is None without ``squares``.
     """
     x = c.x
     b = x.shape[0]
     t = c.fixed_target()
     first = torch.zeros_like(x)
-    second = torch.zeros_like(x)
+    second = torch.zeros_like(x) if squares else None
     done = Progress(c.progress, samples)
     for xn, k in noisy_copies(x, samples, noise, seed, auto_batch_size(x, batch_size)):
         g, _ = input_gradient(c.model, xn, t, repeats=k)
         g = g.view(k, b, *g.shape[1:])
         first += g.sum(0)
-        second += g.square().sum(0)
+        if second is not None:
+            second += g.square().sum(0)
         done.advance(k)
-    return first / samples, second / samples
+    return first / samples, None if second is None else second / samples
 
 
-Moment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Moment = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def noise_method(name: str, moment: Moment, doc: str, module: str = __name__) -> Callable[..., torch.Tensor]:
+def noise_method(
+    name: str, moment: Moment, doc: str, module: str = __name__, squares: bool = True
+) -> Callable[..., torch.Tensor]:
     """The own part of a method that keeps ``moment(E[g], E[g^2])`` of the gradient over noisy
     copies (SmoothGrad and its second moments); its map is the largest absolute value over the
     colour channels, ``raw=True`` the (B, C, H, W) moment. ``module``: where the method is
-    documented (the caller's ``__name__``)."""
+    documented (the caller's ``__name__``); ``squares=False``: a mean-only method (E[g^2] None)."""
 
     def own(
         c: Call,
@@ -206,7 +211,7 @@ def noise_method(name: str, moment: Moment, doc: str, module: str = __name__) ->
         seed: int = 0,
         batch_size: int | None = None,
     ) -> torch.Tensor:
-        return _image_or_map(moment(*gradient_moments(c, samples, noise, seed, batch_size)), raw)
+        return _image_or_map(moment(*gradient_moments(c, samples, noise, seed, batch_size, squares)), raw)
 
     own.__module__ = module
     return _named(own, name, doc)
@@ -221,5 +226,6 @@ smoothgrad = image_method("smoothgrad", slow=True, quick={"samples": 2})(
         The class explained is the clean image's (predicted or given), for every copy;
         ``batch_size``: images per forward (Captum's ``internal_batch_size``; None: from the image size).
         """,
+        squares=False,  # Why: a (B, C, H, W) square and sum per chunk that the mean never reads
     )
 )

@@ -12,16 +12,24 @@ Both are unsigned; the map is the largest value over the colour channels (``raw=
 
 from __future__ import annotations
 
+import torch
+
 from .gradients import gradient_moments, image_method, noise_method
 
 __all__ = ["gradient_moments", "smoothgrad_sq", "vargrad"]
 
 _QUICK = {"samples": 3}
 
+
+def _squares(second: torch.Tensor | None) -> torch.Tensor:
+    assert second is not None, "these methods keep E[g^2] (noise_method's squares=True)"
+    return second
+
+
 smoothgrad_sq = image_method("smoothgrad-sq", slow=True, quick=_QUICK)(
     noise_method(
         "smoothgrad_sq",
-        lambda first, second: second,
+        lambda first, second: _squares(second),
         """``E[g^2]`` over ``samples`` noisy copies (std ``noise`` x the image's range), as Captum's
         ``NoiseTunnel(Saliency, nt_type="smoothgrad_sq")`` on the signed gradient; ``raw=True``: the
         (B, C, H, W) moment; ``batch_size``: images per forward (Captum's ``internal_batch_size``).""",
@@ -33,7 +41,7 @@ vargrad = image_method("vargrad", slow=True, quick=_QUICK)(
     noise_method(
         "vargrad",
         # Why clamp: exact in exact arithmetic, but rounding can leave a tiny negative variance.
-        lambda first, second: (second - first.square()).clamp_min(0),
+        lambda first, second: (_squares(second) - first.square()).clamp_min(0),
         """``E[g^2] - E[g]^2`` over ``samples`` noisy copies, as Captum's ``nt_type="vargrad"``
         (clamped at 0 against rounding); ``raw=True``: the (B, C, H, W) variance; ``batch_size``:
         images per forward (Captum's ``internal_batch_size``).""",

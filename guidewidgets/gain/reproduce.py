@@ -62,6 +62,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -245,7 +246,7 @@ def _initial(
         _design.pretrain_trunk(base, cfg["pretrain"], d, seed=seed, batch=cfg["batch"], lr=WARMUP_LR)
         return base
     key = (repr(d), cfg["pretrain"], cfg["batch"])
-    # Why a file: a long pretraining (premise-form) is paid once for all processes of a run, not per process.
+    # Why a file: a long pretraining (premise-form) is paid once, and read by every later process.
     path = None if cache is None else Path(cache) / f"trunk-{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.pt"
     if key not in _TRUNKS and path is not None and path.exists():
         _TRUNKS[key] = torch.load(path, weights_only=True)
@@ -256,8 +257,11 @@ def _initial(
         _TRUNKS[key] = {k: v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(_TRUNKS[key], path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)  # Why: a second process never reads half a file
+            # Why a temporary name per process, then a rename: processes started together both
+            # pretrain (same seed, same weights); neither may read or replace half of the other's file.
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(_TRUNKS[key], tmp)
+            tmp.replace(path)
     base.load_state_dict(_TRUNKS[key], strict=False)
     return base
 

@@ -154,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="segmenter epochs")
     ap.add_argument("--threshold", type=float, default=0.3, help="pseudo-mask threshold (fraction of the map's max)")
     ap.add_argument("--truth", choices=("first", "all", "none"), default="first", help="which runs train on true masks")
-    ap.add_argument("--into", default=None, help="a reproduce --save JSON file to add the rows to")
+    ap.add_argument(
+        "--into",
+        default=None,
+        help="a reproduce --save JSON file to add the rows to (read, changed, rewritten: run the commands "
+        "that share one file one after the other, or give each its own copy)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (results depend on it; default 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

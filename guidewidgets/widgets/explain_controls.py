@@ -182,10 +182,11 @@ def show_family(self: Any, family: str) -> None:
     self._picking = True  # setting options resets the selection: not a user's click
     try:
         self.w_family.value = family
-        self.w_method.options = [(self._method_labels[m], m) for m in names]
-        self.w_method.tooltips = [
-            self.infos[m].summary + (" (slow: runs in the background)" if self.infos[m].slow else "") for m in names
-        ]
+        if [v for _, v in self.w_method.options] != names:  # Why: a click within the row resends nothing
+            self.w_method.options = [(self._method_labels[m], m) for m in names]
+            self.w_method.tooltips = [
+                self.infos[m].summary + (" (slow: runs in the background)" if self.infos[m].slow else "") for m in names
+            ]
         self.w_method.index = names.index(self.method) if self.method in names else None
     finally:
         self._picking = False

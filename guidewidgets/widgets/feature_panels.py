@@ -53,15 +53,15 @@ class NeuronPanel(W.VBox):
         row = W.HBox([self.w_rule, self.w_unit], layout=W.Layout(flex_flow="row wrap"))
         super().__init__([row, self.w_caption, self.w_image])
 
-    def draw(self, session: FeatureBrowser, layer: str, channel: int, index: int) -> None:
+    def draw(self, session: FeatureBrowser, layer: str, channel: int, index: int, rule: str, unit_kind: str) -> None:
         """Compute (through the session) and show the neuron image of ``channel`` on image ``index``."""
-        g, unit = session.neuron_image(layer, channel, index, self.w_rule.value, self.w_unit.value)
+        g, unit = session.neuron_image(layer, channel, index, rule, unit_kind)
         # Why grey for other channel counts: the signed colour rendering reads three colour channels.
         g3 = g if g.shape[0] == 3 else g.mean(0, keepdim=True).expand(3, -1, -1)
         picture = render.upscale(render.gradient_image(g3), max(1, NEURON_PX // g.shape[-1]))
         self.frame = render.grid([rgb(session.images[index], NEURON_PX), picture], pad=4)
         show(self.w_image, self.frame)
-        how = NEURON_RULES[self.w_rule.value].lower()
+        how = NEURON_RULES[rule].lower()
         self.w_caption.value = (
             f"Image {index} and the {how} of {html.escape(str(unit))} of <b>{html.escape(layer)}</b> "
             "(grey: 0; colour: the pixels' signed effect on the unit)"

@@ -89,7 +89,7 @@ class FeatureWidget(WidgetBase):
             self._status_lock = threading.Lock()
             self._build()
         self.observe(self._on_change, ["layer", "channel", "image_index", "projection", "neuron_rule", "neuron_unit"])
-        self.w_tabs.observe(lambda ch: self._refresh("neuron") if ch["new"] == 0 else None, "selected_index")
+        self.w_tabs.observe(self._on_fold, "selected_index")
         self._refresh()
 
     # ---- the session's data, read-only ----------------------------------------------------------
@@ -225,8 +225,8 @@ class FeatureWidget(WidgetBase):
         try:
             if "activations" in draws:  # first: it may need the model now, before the jobs take it
                 self._draw_activations()
-            if "neuron" in draws and self.w_tabs.selected_index == 0:  # so does the neuron image
-                self.w_neuron.draw(self.session, self.layer, self.channel, self.image_index)
+            if "neuron" in draws:  # so does the neuron image
+                self._draw_neuron()
             self._clear_error()
             if b.cached("patches", self.layer) is None or b.cached("embedding", self.layer) is None:
                 b.submit_layer(self.layer, on_done=self._job_done)
@@ -276,6 +276,24 @@ class FeatureWidget(WidgetBase):
             self._draw_scatter()
         else:
             self._draw_maximized()
+            self._draw_neuron()  # deferred while the maximization ran (see _draw_neuron)
+
+    def _on_fold(self, change: dict) -> None:
+        if change["new"] == 0:
+            with self._working():
+                self._refresh("neuron")
+
+    def _draw_neuron(self) -> None:
+        """The neuron image of the first fold, when it is open. While this channel's maximization
+        runs it waits: computing now would take the model from that job and restart it from step 0
+        (found in review); the job's end draws it."""
+        if self.w_tabs.selected_index != 0:
+            return
+        job = self.session.job("maximize")
+        if job is not None and job.state in ("new", "running") and self._current(job, "maximize"):
+            self.w_neuron.w_caption.value = "The unit's image follows when the maximizing image is done ..."
+            return
+        self.w_neuron.draw(self.session, self.layer, self.channel, self.image_index, self.neuron_rule, self.neuron_unit)
 
     def _on_max_progress(self, job: jobs.Job) -> None:
         if self._current(job, "maximize"):

@@ -79,7 +79,6 @@ class GainWidget(WidgetBase):
             cls, lo, hi, step, label = _SLIDERS[knob]
             self.w_knobs[knob] = cls(min=lo, max=hi, step=step, description=label)
             W.link((self, knob), (self.w_knobs[knob], "value"))
-        self.w_alpha, self.w_omega, self.w_sigma, self.w_labels = self.w_knobs.values()
         self.w_start = W.Button(description="Start", icon="play", button_style="success")
         self.w_pause = W.ToggleButton(description="Pause", icon="pause", disabled=True)
         self.w_stop = W.Button(description="Stop", icon="stop", button_style="danger", disabled=True)

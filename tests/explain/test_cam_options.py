@@ -137,12 +137,28 @@ def test_the_default_call_is_the_method_alone(resnet, x):
         xs = x if name != "cam" else torch.stack([zoo.ShapeScenes(2, seed=1)[i]["image"] for i in range(2)])
         a = E.explain(model, xs, name, target=1)
         torch.testing.assert_close(E.explain(model, xs, name, target=1, eigen_smooth=False, aug_smooth=False), a)
+    # and the default is Grad-CAM's definition, written out here without the base
+    was_training = resnet.training
+    resnet.eval()
+    feats: dict[str, torch.Tensor] = {}
+    hook = resnet.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+    try:
+        score = resnet(x)[:, 1].sum()
+    finally:
+        hook.remove()
+        resnet.train(was_training)
+    (g,) = torch.autograd.grad(score, feats["a"])
+    by_hand = torch.relu((g.mean((2, 3), keepdim=True) * feats["a"]).sum(1, keepdim=True)).detach()
+    by_hand = nn.functional.interpolate(by_hand, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(E.explain(resnet, x, "grad-cam", target=1, layer="layer4"), by_hand)
 
 
 def test_combine_and_reduce_are_the_plain_sum_without_eigen_smooth():
     a, w = torch.randn(2, 4, 3, 3), torch.randn(2, 4)
     c = CamCall(nn.Identity(), a, None, "", None, None)  # type: ignore[arg-type]
     torch.testing.assert_close(c.combine(w, a), torch.einsum("bc,bchw->bhw", w, a))
+    by_loop = sum(w[:, k, None, None] * a[:, k] for k in range(a.shape[1]))  # the sum over k, spelt out
+    torch.testing.assert_close(c.combine(w, a), by_loop)
     torch.testing.assert_close(c.reduce(a), a.sum(1))
 
 

@@ -190,6 +190,11 @@ def test_the_trunk_cache_is_written_once_and_read_back(tmp_path, monkeypatch):
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".pt"
     monkeypatch.setattr(reproduce, "_TRUNKS", {})  # the next process: nothing in memory, the file on disk
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("the cached trunk was trained again instead of read")
+
+    monkeypatch.setattr(reproduce._design, "pretrain_trunk", no_pretraining)
     again = reproduce._initial(d, cfg, seed=3, share_trunk=True, cache=tmp_path)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
     assert list(tmp_path.iterdir()) == files

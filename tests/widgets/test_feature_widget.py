@@ -139,3 +139,31 @@ def test_neuron_fold_shows_the_units_guided_backprop_and_gradient(widget):
     assert w.wait(60) and w.session.cached("maximized", "features", 4) is not None
     w.neuron_rule, w.neuron_unit = "guided", "max"
     w.w_tabs.selected_index = None
+
+
+def test_opening_the_neuron_fold_waits_for_the_running_maximization(widget, monkeypatch):
+    """Opening the fold while the channel's maximizing image computes keeps that job (computing the
+    neuron image then would take the model from it and restart it from step 0); the image follows
+    when the job ends."""
+    import threading
+
+    w, gate = widget, threading.Event()
+    w.w_tabs.selected_index = None
+    real = w.session.maximized
+
+    def held(layer, channel, job=None):
+        gate.wait(30)  # the job stays running until the test has opened the fold
+        return real(layer, channel, job)
+
+    monkeypatch.setattr(w.session, "maximized", held)
+    w.layer, w.channel, w.image_index = "features", 6, 1
+    running = w.session.job("maximize")
+    assert running is not None and running.running
+    w.w_tabs.selected_index = 0
+    assert w.session.job("maximize") is running and running.running  # not cancelled, not restarted
+    assert w.session.cached("neuron", "features", 6, 1, w.neuron_rule, w.neuron_unit) is None
+    assert "follows when the maximizing image is done" in w.w_neuron.w_caption.value
+    gate.set()
+    assert w.wait(60) and running.state == "done"
+    assert w.session.cached("neuron", "features", 6, 1, w.neuron_rule, w.neuron_unit) is not None
+    w.w_tabs.selected_index = None
