@@ -5,6 +5,7 @@ what the chosen channel responds to in the shown image (its guided backprop or g
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import ipywidgets as W
 import numpy as np
@@ -27,6 +28,28 @@ def rgb(t: torch.Tensor, px: int = PATCH_PX) -> np.ndarray:
     """(3, h, w) image in [0, 1] -> RGBA about ``px`` wide (nearest-neighbour enlargement)."""
     rgba = render.to_rgba(t.clamp(0, 1))
     return render.upscale(rgba, max(1, px // max(1, rgba.shape[1])))
+
+
+def scatter_pixels(xy: np.ndarray, side: int, margin: int) -> np.ndarray:
+    """(N, 2) points scaled into a ``side`` px square, ``margin`` px from its edges, as ints."""
+    lo, hi = xy.min(0), xy.max(0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    return np.rint(margin + (xy - lo) / span * (side - 1 - 2 * margin)).astype(int)
+
+
+def draw_maximized(w: Any) -> None:
+    """The FeatureWidget ``w``'s maximizing image of its channel, or a grey square until it arrives."""
+    img = w.session.cached("maximized", w.layer, w.channel)
+    if img is None:
+        show(w.w_max, np.full((192, 192, 4), 235, np.uint8))
+        w.w_max_caption.value = f"Maximising channel {w.channel} of {html.escape(w.layer)}..."
+        return
+    show(w.w_max, rgb(img, 192))
+    w.w_progress.value = 1.0
+    w.w_progress.layout.visibility = "hidden"  # shown only while the maximization runs
+    w.w_max_caption.value = (
+        f"Image maximising channel {w.channel} of {html.escape(w.layer)} ({w.session.steps} steps, Fourier + jitter)"
+    )
 
 
 def framed(rgba: np.ndarray) -> np.ndarray:
@@ -66,3 +89,15 @@ class NeuronPanel(W.VBox):
             f"Image {index} and the {how} of {html.escape(str(unit))} of <b>{html.escape(layer)}</b> "
             "(grey: 0; colour: the pixels' signed effect on the unit)"
         )
+
+    def refresh(self, w: Any) -> None:
+        """Draw for the FeatureWidget ``w`` when its first fold is open. While the channel's
+        maximization runs it waits: computing now would take the model from that job and restart
+        it from step 0 (found in review); the job's end draws it."""
+        if w.w_tabs.selected_index != 0:
+            return
+        job = w.session.job("maximize")
+        if job is not None and job.state in ("new", "running") and w._current(job, "maximize"):
+            self.w_caption.value = "The unit's image follows when the maximizing image is done ..."
+            return
+        self.draw(w.session, w.layer, w.channel, w.image_index, w.neuron_rule, w.neuron_unit)

@@ -7,9 +7,8 @@ guided backprop (or gradient) of its strongest unit on the current image, its to
 image's nearest neighbours in feature vs pixel space, and the embedding. What takes longer than
 a blink (a new layer's patches and embedding, t-SNE, the maximization) runs in the background:
 the status says at once what is computed, each panel is drawn when ready, and a newer request
-cancels the older one. State lives in traitlets (``layer``, ``channel``,
-``image_index``, ``projection``, ``neuron_rule``, ``neuron_unit``, ``busy``, ``status``) linked to
-the controls.
+cancels the older one. State lives in traitlets (``layer``, ``channel``, ``image_index``,
+``projection``, ``neuron_rule``, ``neuron_unit``, ``busy``, ``status``) linked to the controls.
 
 The embedding scatter (PCA or t-SNE, coloured by class) is drawn in numpy onto the package's
 canvas view (hover a dot: its thumbnail; click: select it). Why not bqplot here: a few hundred dots
@@ -31,7 +30,7 @@ from .. import jobs, render
 from ..features.browser import NEURON_RULES, NEURON_UNITS, PROJECTIONS, FeatureBrowser
 from .base import WidgetBase
 from .compare import ColorBar
-from .feature_panels import PATCH_PX, NeuronPanel, framed, rgb, show
+from .feature_panels import PATCH_PX, NeuronPanel, draw_maximized, framed, rgb, scatter_pixels, show
 from .image_view import ImageView
 
 TILE_SCALE = 2
@@ -226,7 +225,7 @@ class FeatureWidget(WidgetBase):
             if "activations" in draws:  # first: it may need the model now, before the jobs take it
                 self._draw_activations()
             if "neuron" in draws:  # so does the neuron image
-                self._draw_neuron()
+                self.w_neuron.refresh(self)
             self._clear_error()
             if b.cached("patches", self.layer) is None or b.cached("embedding", self.layer) is None:
                 b.submit_layer(self.layer, on_done=self._job_done)
@@ -276,24 +275,12 @@ class FeatureWidget(WidgetBase):
             self._draw_scatter()
         else:
             self._draw_maximized()
-            self._draw_neuron()  # deferred while the maximization ran (see _draw_neuron)
+            self.w_neuron.refresh(self)  # deferred while the maximization ran
 
     def _on_fold(self, change: dict) -> None:
         if change["new"] == 0:
             with self._working():
                 self._refresh("neuron")
-
-    def _draw_neuron(self) -> None:
-        """The neuron image of the first fold, when it is open. While this channel's maximization
-        runs it waits: computing now would take the model from that job and restart it from step 0
-        (found in review); the job's end draws it."""
-        if self.w_tabs.selected_index != 0:
-            return
-        job = self.session.job("maximize")
-        if job is not None and job.state in ("new", "running") and self._current(job, "maximize"):
-            self.w_neuron.w_caption.value = "The unit's image follows when the maximizing image is done ..."
-            return
-        self.w_neuron.draw(self.session, self.layer, self.channel, self.image_index, self.neuron_rule, self.neuron_unit)
 
     def _on_max_progress(self, job: jobs.Job) -> None:
         if self._current(job, "maximize"):
@@ -367,18 +354,7 @@ class FeatureWidget(WidgetBase):
         )
 
     def _draw_maximized(self) -> None:
-        img = self.session.cached("maximized", self.layer, self.channel)
-        if img is None:
-            show(self.w_max, np.full((192, 192, 4), 235, np.uint8))  # grey until the image arrives
-            self.w_max_caption.value = f"Maximising channel {self.channel} of {html.escape(self.layer)}..."
-            return
-        show(self.w_max, rgb(img, 192))
-        self.w_progress.value = 1.0
-        self.w_progress.layout.visibility = "hidden"  # shown only while the maximization runs
-        self.w_max_caption.value = (
-            f"Image maximising channel {self.channel} of {html.escape(self.layer)} "
-            f"({self.session.steps} steps, Fourier + jitter)"
-        )
+        draw_maximized(self)
 
     # ---- embedding scatter ------------------------------------------------------------------------
     def _dots(self) -> np.ndarray | None:
@@ -388,9 +364,7 @@ class FeatureWidget(WidgetBase):
             xy = self.session.cached("projection", *key)
             if xy is None:
                 return None
-            lo, hi = xy.min(0), xy.max(0)
-            span = np.where(hi - lo > 0, hi - lo, 1.0)
-            self._xy[key] = np.rint(MARGIN + (xy - lo) / span * (SCATTER - 1 - 2 * MARGIN)).astype(int)
+            self._xy[key] = scatter_pixels(xy, SCATTER, MARGIN)
         return self._xy[key]
 
     def _draw_scatter(self) -> None:
